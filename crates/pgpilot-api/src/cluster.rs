@@ -1,0 +1,687 @@
+//! `PostgresCluster`: a highly available PostgreSQL cluster run by Patroni.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use kube::{
+    CustomResource, KubeSchema,
+    core::{Message, Rule},
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ClusterReference, Condition, S3Repository, Time, default_true};
+
+/// PostgreSQL parameters that pgpilot and Patroni set themselves. Setting them would break
+/// replication, failover, archiving or the pod contract, so the API refuses them.
+pub const OPERATOR_OWNED_PARAMETERS: &[&str] = &[
+    "archive_command",
+    "archive_mode",
+    "cluster_name",
+    "config_file",
+    "data_directory",
+    "hba_file",
+    "hot_standby",
+    "ident_file",
+    "listen_addresses",
+    "max_replication_slots",
+    "max_wal_senders",
+    "port",
+    "primary_conninfo",
+    "primary_slot_name",
+    "promote_trigger_file",
+    "restore_command",
+    "ssl",
+    "ssl_ca_file",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "synchronous_commit",
+    "synchronous_standby_names",
+    "unix_socket_directories",
+    "wal_level",
+    "wal_log_hints",
+];
+
+/// The CEL rule refusing [`OPERATOR_OWNED_PARAMETERS`] (and every `recovery_target*`).
+fn operator_owned_parameters_rule() -> Rule {
+    let quoted: Vec<String> = OPERATOR_OWNED_PARAMETERS.iter().map(|p| format!("'{p}'")).collect();
+    let owned = quoted.join(", ");
+    Rule::new(format!(
+        "!has(self.parameters) || !self.parameters.exists(k, k in [{owned}] || k.startsWith('recovery_target'))"
+    ))
+    .message(Message::Expression(format!(
+        "'spec.postgresql.parameters: ' + self.parameters.filter(k, k in [{owned}] || k.startsWith('recovery_target')).join(', ') + ' cannot be set: pgpilot manages it (docs/cluster.md lists these parameters); remove it'"
+    )))
+}
+
+/// Oldest PostgreSQL major version pgpilot manages.
+pub const MIN_POSTGRES_VERSION: i32 = 15;
+/// Newest PostgreSQL major version pgpilot manages.
+pub const MAX_POSTGRES_VERSION: i32 = 18;
+
+/// A highly available PostgreSQL cluster: one primary and zero or more streaming replicas,
+/// run by Patroni with Kubernetes as its consensus store.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "pgpilot.io",
+    version = "v1alpha1",
+    kind = "PostgresCluster",
+    namespaced,
+    status = "PostgresClusterStatus",
+    shortname = "pgc",
+    shortname = "pgcluster",
+    category = "pgpilot",
+    derive = "PartialEq",
+    cel,
+    scale(
+        spec_replicas_path = ".spec.instances",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.instances", description = "Desired number of instances"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyInstances", description = "Instances ready to serve"),
+    printcolumn(name = "Version", type_ = "integer", json_path = ".spec.postgresql.version", description = "PostgreSQL major version"),
+    printcolumn(name = "Primary", type_ = "string", json_path = ".status.currentPrimary", description = "Pod running the primary"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Summary of the cluster's state"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("self.postgresql.version >= oldSelf.postgresql.version").message("spec.postgresql.version cannot go down: major downgrades are not possible; restore a backup into a new cluster instead"),
+    validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode != 'Required' || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous: mode Required needs more instances than numberOfStandbys, or writes would block"),
+    validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),
+    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket").message("spec.backup.repository.s3.bucket is immutable: existing backups and the WAL archive live there; create a new cluster from a backup to move"),
+    validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)").message("spec.bootstrap cannot be added or removed after creation")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresClusterSpec {
+    /// Number of PostgreSQL instances: one primary plus `instances - 1` replicas.
+    #[serde(default = "default_instances")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.instances must be at least 1"))]
+    #[x_kube(validation = Rule::new("self <= 32").message("spec.instances must be at most 32"))]
+    pub instances: i32,
+
+    /// PostgreSQL version, image and parameters.
+    pub postgresql: PostgresSettings,
+
+    /// Persistent volume for each instance's data directory.
+    pub storage: StorageSpec,
+
+    /// CPU and memory for the PostgreSQL container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Roles (users) pgpilot creates and keeps as declared. Each gets a Secret
+    /// `<cluster>-<role>-credentials` with username, password, host, port, dbname, uri,
+    /// jdbc-uri and pgpass. A role removed from this list is left in place; set
+    /// `ensure: Absent` to drop it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub roles: Vec<RoleSpec>,
+
+    /// Databases pgpilot creates and keeps as declared. Never dropped unless `ensure: Absent`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub databases: Vec<DatabaseSpec>,
+
+    /// Streaming replication settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationSpec>,
+
+    /// Patroni timing: how fast a failed primary is detected and replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patroni: Option<PatroniSpec>,
+
+    /// Where instance pods may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<SchedulingSpec>,
+
+    /// PodDisruptionBudget for the instances (on by default): voluntary evictions keep a
+    /// majority of instances, and never the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
+
+    /// pgBackRest repository for backups and the WAL archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// How the cluster's first data comes to be: an empty `initdb`, or a restore from a
+    /// backup (optionally to a point in time). Immutable after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
+
+    /// What happens to the instances' PersistentVolumeClaims when the cluster is deleted or
+    /// scaled down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_retention_policy: Option<PvcRetentionPolicy>,
+
+    /// Stop reconciling this cluster. Pods keep running as they are; pgpilot changes nothing
+    /// until this is false again.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+
+    /// Put Patroni in maintenance mode: no automatic failover while the flag is on (for
+    /// manual work on the instances).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub maintenance: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn default_instances() -> i32 {
+    1
+}
+
+/// PostgreSQL version, image and configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = operator_owned_parameters_rule()
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSettings {
+    /// PostgreSQL major version. Raising it starts a major upgrade; lowering it is refused.
+    #[x_kube(validation = Rule::new("self >= 15 && self <= 18").message("spec.postgresql.version must be a supported major version: 15, 16, 17 or 18"))]
+    pub version: i32,
+
+    /// Container image with PostgreSQL of `version`, Patroni and pgBackRest (see
+    /// docs/images.md for the contract). Empty: the manager's default image for `version`.
+    /// Changing it to a newer minor release rolls the instances, replicas first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// postgresql.conf parameters. Values are strings, as in postgresql.conf.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    pub parameters: BTreeMap<String, String>,
+
+    /// Extra pg_hba.conf lines, placed after pgpilot's own (which allow replication and
+    /// password logins over TLS inside the cluster network).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub pg_hba: Vec<String>,
+}
+
+/// Persistent storage of one instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("spec.storage.size cannot shrink: volumes can only grow"),
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("spec.storage.storageClassName is immutable")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each instance's volume, e.g. `10Gi`. Can grow (when the StorageClass allows
+    /// expansion), never shrink.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.storage.size must be a positive quantity such as 10Gi"))]
+    pub size: String,
+    /// StorageClass of the volumes. Empty: the cluster's default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Whether a declared role or database should exist.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Ensure {
+    #[default]
+    Present,
+    /// Drop it. The only way pgpilot ever drops a role or database.
+    Absent,
+}
+
+/// A PostgreSQL role managed by pgpilot.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSpec {
+    /// Role name: lower-case letters, digits and underscores, starting with a letter.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9_]*$')").message("role name must be lower-case letters, digits and underscores, starting with a letter"))]
+    #[x_kube(validation = Rule::new("!(self in ['postgres', 'replicator', 'pgpilot', 'public']) && !self.startsWith('pg_')").message("role name is reserved (postgres, replicator, pgpilot, public and pg_*)"))]
+    pub name: String,
+    /// Present (default) or Absent.
+    #[serde(default)]
+    pub ensure: Ensure,
+    /// The role can log in (and gets a credentials Secret).
+    #[serde(default = "default_true")]
+    pub login: bool,
+    /// CREATEDB.
+    #[serde(default)]
+    pub create_db: bool,
+    /// CREATEROLE.
+    #[serde(default)]
+    pub create_role: bool,
+    /// SUPERUSER. Prefer narrower grants.
+    #[serde(default)]
+    pub superuser: bool,
+    /// Connection limit; -1 for none.
+    #[serde(default = "default_connection_limit")]
+    #[x_kube(validation = Rule::new("self >= -1").message("connectionLimit must be -1 (no limit) or more"))]
+    pub connection_limit: i32,
+    /// Roles this role is a member of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub in_roles: Vec<String>,
+}
+
+fn default_connection_limit() -> i32 {
+    -1
+}
+
+/// A database managed by pgpilot.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Database name.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9_]*$')").message("database name must be lower-case letters, digits and underscores, starting with a letter"))]
+    #[x_kube(validation = Rule::new("!(self in ['postgres', 'template0', 'template1'])").message("database name is reserved (postgres, template0, template1)"))]
+    pub name: String,
+    /// Owner: `postgres` (default) or a role from spec.roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub owner: Option<String>,
+    /// Present (default) or Absent.
+    #[serde(default)]
+    pub ensure: Ensure,
+    /// Extensions to create in the database (must be available in the image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub extensions: Vec<String>,
+}
+
+/// Streaming replication.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSpec {
+    /// Synchronous replication: a commit returns only once standbys have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous: Option<SynchronousReplication>,
+}
+
+/// Synchronous replication settings (Patroni `synchronous_mode`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SynchronousReplication {
+    /// `Preferred`: synchronous while a standby is healthy, asynchronous otherwise (writes never
+    /// block). `Required`: a commit always waits for a standby (no acknowledged write is ever
+    /// lost, but writes stop when no standby is available).
+    #[serde(default)]
+    pub mode: SynchronousMode,
+    /// How many standbys confirm each commit.
+    #[serde(default = "default_sync_standbys")]
+    #[x_kube(validation = Rule::new("self >= 1").message("numberOfStandbys must be at least 1"))]
+    pub number_of_standbys: i32,
+}
+
+fn default_sync_standbys() -> i32 {
+    1
+}
+
+/// See [`SynchronousReplication::mode`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SynchronousMode {
+    #[default]
+    Preferred,
+    Required,
+}
+
+/// Patroni's failure detection timing, in seconds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("self.loopWait + 2 * self.retryTimeout <= self.ttl").message("spec.patroni: loopWait + 2 × retryTimeout must not exceed ttl (Patroni's rule), or the leader lock expires during normal operation")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PatroniSpec {
+    /// Leader lock lifetime: the longest a dead primary keeps the role.
+    #[serde(default = "default_ttl")]
+    #[x_kube(validation = Rule::new("self >= 5 && self <= 600").message("ttl must be between 5 and 600 seconds"))]
+    pub ttl: i32,
+    /// Seconds between Patroni's health loops.
+    #[serde(default = "default_loop_wait")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 300").message("loopWait must be between 1 and 300 seconds"))]
+    pub loop_wait: i32,
+    /// How long Patroni retries the Kubernetes API and PostgreSQL before giving up.
+    #[serde(default = "default_retry_timeout")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 300").message("retryTimeout must be between 1 and 300 seconds"))]
+    pub retry_timeout: i32,
+    /// Replicas lagging more than this many bytes are never promoted automatically.
+    #[serde(default = "default_max_lag")]
+    pub maximum_lag_on_failover: i64,
+}
+
+impl Default for PatroniSpec {
+    fn default() -> Self {
+        Self {
+            ttl: default_ttl(),
+            loop_wait: default_loop_wait(),
+            retry_timeout: default_retry_timeout(),
+            maximum_lag_on_failover: default_max_lag(),
+        }
+    }
+}
+
+fn default_ttl() -> i32 {
+    30
+}
+fn default_loop_wait() -> i32 {
+    10
+}
+fn default_retry_timeout() -> i32 {
+    10
+}
+fn default_max_lag() -> i64 {
+    1_048_576
+}
+
+/// Placement of instance pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Replaces pgpilot's default, which prefers to put instances on different nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations of the instance pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Topology spread constraints; pgpilot fills in the label selector when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Node labels the instances require.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// PriorityClass of the instance pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// PodDisruptionBudget settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    /// Create the PodDisruptionBudget.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Backups of this cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// The pgBackRest repository.
+    pub repository: BackupRepository,
+    /// How many backups pgBackRest keeps in the repository; older ones expire with their WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RepositoryRetention>,
+}
+
+/// A pgBackRest repository. Only S3-compatible object stores today.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRepository {
+    /// S3-compatible object store.
+    pub s3: S3Repository,
+}
+
+/// pgBackRest retention (`repo1-retention-full` / `-diff`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryRetention {
+    /// Full backups to keep.
+    #[serde(default = "default_retention_full")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.full must be at least 1"))]
+    pub full: i32,
+    /// Differential backups to keep; empty keeps those of the retained full backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.differential must be at least 1"))]
+    pub differential: Option<i32>,
+}
+
+fn default_retention_full() -> i32 {
+    2
+}
+
+/// How the cluster is first populated. Exactly one of `initdb` and `restore`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("self == oldSelf").message("spec.bootstrap is immutable: it only describes how the cluster was created"),
+    validation = Rule::new("has(self.initdb) != has(self.restore)").message("spec.bootstrap needs exactly one of initdb and restore"),
+    validation = Rule::new("!has(self.recoveryTarget) || has(self.restore)").message("spec.bootstrap.recoveryTarget needs spec.bootstrap.restore: a point in time is reached by restoring a backup")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Start from an empty database cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initdb: Option<InitdbSpec>,
+    /// Start from a backup in a pgBackRest repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+    /// Replay WAL up to this point after restoring (point-in-time recovery). Without it, the
+    /// restore replays all archived WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_target: Option<RecoveryTarget>,
+}
+
+/// initdb options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitdbSpec {
+    /// Encoding of the template databases.
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// Locale (`C.UTF-8` sorts fast and never changes with the OS's libc).
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    /// Page checksums: detect storage corruption. On unless you have a reason.
+    #[serde(default = "default_true")]
+    pub data_checksums: bool,
+}
+
+fn default_encoding() -> String {
+    "UTF8".into()
+}
+fn default_locale() -> String {
+    "C.UTF-8".into()
+}
+
+/// Where a restore reads its backup. Exactly one of `cluster` and `repository`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.cluster) != has(self.repository)").message("spec.bootstrap.restore needs exactly one of cluster and repository")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// Another PostgresCluster in this namespace whose repository holds the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReference>,
+    /// A repository given directly, with the stanza (source cluster name) to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RestoreRepository>,
+    /// pgBackRest backup label to restore (e.g. `20261121-101500F`). Empty: the newest
+    /// backup that can reach the recovery target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub backup_id: Option<String>,
+}
+
+/// A repository and the stanza in it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRepository {
+    /// The object store.
+    pub s3: S3Repository,
+    /// pgBackRest stanza, the `<namespace>-<cluster>` of the cluster that wrote the backups.
+    #[schemars(length(min = 1, max = 127))]
+    pub stanza: String,
+}
+
+/// Point-in-time recovery target. Exactly one of `time`, `lsn`, `xid` and `name`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("[has(self.time), has(self.lsn), has(self.xid), has(self.name)].filter(x, x).size() == 1").message("spec.bootstrap.recoveryTarget needs exactly one of time, lsn, xid and name")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryTarget {
+    /// RFC 3339 timestamp, e.g. `2026-11-21T10:15:00Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("recoveryTarget.time must be an RFC 3339 timestamp such as 2026-11-21T10:15:00Z"))]
+    pub time: Option<String>,
+    /// WAL location, e.g. `0/3000060`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$')").message("recoveryTarget.lsn must look like 0/3000060"))]
+    pub lsn: Option<String>,
+    /// Transaction id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+$')").message("recoveryTarget.xid must be a transaction id (digits)"))]
+    pub xid: Option<String>,
+    /// A restore point created with `pg_create_restore_point`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: Option<String>,
+    /// Stop just after (true, default) or just before the target.
+    #[serde(default = "default_true")]
+    pub inclusive: bool,
+}
+
+/// What happens to PersistentVolumeClaims.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetentionPolicy {
+    /// When the PostgresCluster is deleted. `Retain` (default) keeps the data.
+    #[serde(default)]
+    pub when_deleted: PvcPolicy,
+    /// When an instance is removed by scaling down. Default `Delete`: a removed replica holds
+    /// no data the primary lacks, and a stale volume would have to be re-cloned anyway.
+    #[serde(default = "default_when_scaled")]
+    pub when_scaled: PvcPolicy,
+}
+
+fn default_when_scaled() -> PvcPolicy {
+    PvcPolicy::Delete
+}
+
+/// Keep or delete a PersistentVolumeClaim.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PvcPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// Observed state of a PostgresCluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresClusterStatus {
+    /// Summary of the cluster's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ClusterPhase>,
+    /// `Ready`, `Progressing`, `Degraded` (and others), as metav1.Condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pod name of the current primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+    /// Instances that exist (for the scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Instances ready to serve.
+    #[serde(default)]
+    pub ready_instances: i32,
+    /// Label selector of the instance pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// PostgreSQL major version the instances run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
+    /// Image the instances run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Per-instance state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub instances: Vec<InstanceStatus>,
+    /// Connection endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    /// Most recent completed backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+}
+
+/// Summary phase of a cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClusterPhase {
+    /// Children are being created; no instance is ready yet.
+    Creating,
+    /// Every instance is ready.
+    Ready,
+    /// The primary serves, but some instances are not ready.
+    Degraded,
+    /// No primary is serving.
+    Unavailable,
+    /// Reconciliation is paused by spec.paused.
+    Paused,
+    /// The cluster is being deleted.
+    Deleting,
+}
+
+/// State of one instance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Pod name.
+    pub name: String,
+    /// Patroni role: `primary`, `replica`, `sync_standby`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Patroni state: `running`, `streaming`, `starting`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Pod is Ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// PostgreSQL timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// Replication lag behind the primary, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Full PostgreSQL server version, e.g. `17.6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_version: Option<String>,
+}
+
+/// Service endpoints of the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// `host:port` of the primary (read-write).
+    pub read_write: String,
+    /// `host:port` of the replicas (read-only).
+    pub read_only: String,
+    /// `host:port` of any instance.
+    pub any: String,
+}
+
+/// A backup, as referenced from the cluster status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// PostgresBackup name.
+    pub name: String,
+    /// pgBackRest label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// When it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}

@@ -1,0 +1,122 @@
+//! Types shared by several resources.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Names a PostgresCluster in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+pub struct ClusterReference {
+    /// Name of the PostgresCluster, in this object's namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+}
+
+/// A key in a Secret of the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+pub struct SecretKeyReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// An S3-compatible object store holding a pgBackRest repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Repository {
+    /// Endpoint host (and optional port) of the object store, e.g. `s3.eu-west-1.amazonaws.com`
+    /// or `minio.storage.svc:9000`. No scheme: pgBackRest always speaks HTTPS.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("!self.contains('://')").message("endpoint is a host[:port] without a scheme, e.g. minio.storage.svc:9000"))]
+    pub endpoint: String,
+    /// Bucket name.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Region, required by the S3 signature even for stores that ignore it.
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 63))]
+    pub region: String,
+    /// Path prefix inside the bucket; pgpilot appends `/<namespace>/<cluster>`.
+    #[serde(default = "default_path")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with '/'"))]
+    pub path: String,
+    /// `host` (virtual-hosted, bucket in the host name) or `path` (bucket in the URL path;
+    /// what MinIO and most self-hosted stores expect).
+    #[serde(default)]
+    pub uri_style: UriStyle,
+    /// Verify the store's TLS certificate. Turn off only for test stores.
+    #[serde(default = "default_true")]
+    pub verify_tls: bool,
+    /// Secret with the access key id and secret access key.
+    pub credentials: S3Credentials,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_path() -> String {
+    "/pgbackrest".into()
+}
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+/// S3 addressing style.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UriStyle {
+    Host,
+    #[default]
+    Path,
+}
+
+/// Where the object store credentials are.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Credentials {
+    /// Name of a Secret in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key of the access key id in that Secret.
+    #[serde(default = "default_access_key_key")]
+    pub access_key_id_key: String,
+    /// Key of the secret access key in that Secret.
+    #[serde(default = "default_secret_key_key")]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_key() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+fn default_secret_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+/// Kind of a pgBackRest backup.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BackupType {
+    /// Copies every file.
+    #[default]
+    Full,
+    /// Copies what changed since the last full backup.
+    Differential,
+    /// Copies what changed since the last backup of any type.
+    Incremental,
+}
+
+impl BackupType {
+    /// The name pgBackRest's `--type` option takes.
+    pub fn pgbackrest_name(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Differential => "diff",
+            BackupType::Incremental => "incr",
+        }
+    }
+}

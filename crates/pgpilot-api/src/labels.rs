@@ -1,0 +1,29 @@
+//! Names of labels, annotations, finalizers and field managers, kept in one place so no
+//! controller spells them differently.
+
+/// Label on every child object: the PostgresCluster it belongs to.
+pub const CLUSTER: &str = "pgpilot.io/cluster";
+/// Label on instance pods: `primary` or `replica`, kept current for the rw/ro Services.
+pub const ROLE: &str = "pgpilot.io/role";
+/// Label on instance pods and PVCs: the instance (StatefulSet ordinal) name.
+pub const INSTANCE: &str = "pgpilot.io/instance";
+/// Label saying which pgpilot component created an object.
+pub const COMPONENT: &str = "pgpilot.io/component";
+/// Standard `app.kubernetes.io/managed-by` label.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`].
+pub const MANAGED_BY_VALUE: &str = "pgpilot";
+
+/// Role label values.
+pub const ROLE_PRIMARY: &str = "primary";
+pub const ROLE_REPLICA: &str = "replica";
+
+/// Field-manager name for server-side apply by one controller, e.g. `pgpilot-cluster`.
+pub fn field_manager(controller: &str) -> String {
+    format!("pgpilot-{controller}")
+}
+
+/// Finalizer a controller puts on objects whose deletion needs external cleanup.
+pub fn finalizer(controller: &str) -> String {
+    format!("{controller}.pgpilot.io/cleanup")
+}

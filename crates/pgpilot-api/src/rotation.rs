@@ -1,0 +1,237 @@
+//! `SecretRotation`: credentials rotated without downtime, consumers rolled.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, Time};
+use crate::schedule::CRON_RULE;
+
+/// A Go-style duration such as `720h` or `1h30m`.
+const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')";
+
+/// Rotates one credential on a schedule and rolls the workloads that use it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "pgpilot.io",
+    version = "v1alpha1",
+    kind = "SecretRotation",
+    namespaced,
+    status = "SecretRotationStatus",
+    shortname = "pgrot",
+    category = "pgpilot",
+    derive = "PartialEq",
+    cel,
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy.type"),
+    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastRotationTime"),
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextRotationTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("has(self.target.postgresRole) == has(oldSelf.target.postgresRole) && (!has(self.target.postgresRole) || self.target.postgresRole == oldSelf.target.postgresRole) && (!has(self.target.secret) || self.target.secret.name == oldSelf.target.secret.name)").message("spec.target is immutable: create a new SecretRotation for another credential"),
+    validation = Rule::new("!has(self.target.secret) || self.strategy.type != 'AlternatingUsers'").message("spec.strategy AlternatingUsers needs a postgresRole target: a plain Secret has no second user to alternate with")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRotationSpec {
+    /// What to rotate: exactly one of `postgresRole` and `secret`.
+    pub target: RotationTarget,
+    /// When to rotate: exactly one of `interval` and `schedule`.
+    pub rotate_every: RotationTiming,
+    /// How to rotate without downtime.
+    #[serde(default)]
+    pub strategy: RotationStrategy,
+    /// Workloads to roll after the Secret changes, so they read the new credential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub consumers: Vec<Consumer>,
+    /// No rotation while true.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// What to rotate. Exactly one field.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.postgresRole) != has(self.secret)").message("spec.target must name exactly one of postgresRole and secret")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationTarget {
+    /// A role declared in a PostgresCluster; its credentials Secret is rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_role: Option<PostgresRoleTarget>,
+    /// Keys of any Secret in this namespace, each with a generator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretTarget>,
+}
+
+/// A role of a PostgresCluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresRoleTarget {
+    /// PostgresCluster name.
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+    /// Role name, as in the cluster's spec.roles.
+    #[schemars(length(min = 1, max = 63))]
+    pub role: String,
+}
+
+/// Keys of a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTarget {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Keys to regenerate, each with its generator.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub keys: Vec<GeneratedKey>,
+}
+
+/// One key of a Secret and how its value is made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedKey {
+    /// Key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Generator of the value.
+    #[serde(default)]
+    pub generator: Generator,
+    /// Length of the value in characters (bytes for `Hex` and `Base64` before encoding).
+    #[serde(default = "default_length")]
+    #[x_kube(validation = Rule::new("self >= 16 && self <= 1024").message("length must be between 16 and 1024"))]
+    pub length: i32,
+}
+
+fn default_length() -> i32 {
+    32
+}
+
+/// How a secret value is generated (always from a CSPRNG).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Generator {
+    /// Letters and digits.
+    #[default]
+    Alphanumeric,
+    /// Random bytes, hex encoded.
+    Hex,
+    /// Random bytes, base64 encoded.
+    Base64,
+}
+
+/// When to rotate. Exactly one field.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.interval) != has(self.schedule)").message("spec.rotateEvery needs exactly one of interval and schedule")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationTiming {
+    /// Duration between rotations, e.g. `720h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("interval must be a duration such as 720h or 1h30m"))]
+    pub interval: Option<String>,
+    /// Cron schedule, e.g. `0 4 1 * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(CRON_RULE).message("schedule must be a cron schedule with 5 fields (e.g. '0 4 1 * *') or a macro such as @monthly"))]
+    pub schedule: Option<String>,
+}
+
+/// Zero-downtime strategy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStrategy {
+    /// `InPlace`: new password on the same role, old one valid for nothing after the change
+    /// (consumers reconnect with the new one). `AlternatingUsers`: two roles `<role>` and
+    /// `<role>_b` take turns; the Secret points at the fresh one and the other keeps working
+    /// until the grace period ends, so no consumer ever holds a dead credential.
+    #[serde(default, rename = "type")]
+    pub strategy_type: StrategyType,
+    /// How long the previous credential stays valid after the Secret changes.
+    #[serde(default = "default_grace")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("gracePeriod must be a duration such as 10m"))]
+    pub grace_period: String,
+}
+
+impl Default for RotationStrategy {
+    fn default() -> Self {
+        Self {
+            strategy_type: StrategyType::default(),
+            grace_period: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> String {
+    "10m".into()
+}
+
+/// See [`RotationStrategy::strategy_type`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StrategyType {
+    #[default]
+    InPlace,
+    AlternatingUsers,
+}
+
+/// A workload that reads the rotated Secret. Exactly one of `name` and `selector`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.name) != has(self.selector)").message("each consumer needs exactly one of name and selector")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: ConsumerKind,
+    /// Workload name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Label selector (matchLabels) of the workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+/// Kinds of workload pgpilot can roll.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConsumerKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Observed state of a rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRotationStatus {
+    /// metav1.Condition list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Secret being rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Last completed rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// Next planned rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// Completed rotations.
+    #[serde(default)]
+    pub rotations: i64,
+    /// AlternatingUsers: the role the Secret points at now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_user: Option<String>,
+}

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Start a real Kubernetes control plane on 127.0.0.1 for integration tests:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler (and kwok with
+# --kwok), built from Go modules by build-binaries.sh.
+#
+#   e2e/scripts/cluster-up.sh [--kwok] [--no-build]
+#
+#   --kwok      also run kwok and register the fake nodes of e2e/manifests/kwok-node.yaml
+#               (same as PGPILOT_KWOK=1)
+#   --no-build  fail instead of building missing binaries (same as PGPILOT_NO_BUILD=1)
+#
+# Idempotent: if the cluster is already up and healthy it prints the status and
+# exits 0. A half-running cluster is stopped (keeping its data) and restarted.
+# Ports, state dir and cache are set by the environment: see lib.sh.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+WANT_KWOK=${PGPILOT_KWOK:-0}
+NO_BUILD=${PGPILOT_NO_BUILD:-0}
+for arg in "$@"; do
+  case $arg in
+    --kwok) WANT_KWOK=1 ;;
+    --no-build) NO_BUILD=1 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) die "unknown argument: $arg" ;;
+  esac
+done
+SCRIPTS=$E2E_DIR/scripts
+
+# --- binaries -----------------------------------------------------------------
+if [[ -x $K8S_BIN/kube && -x $ETCD_BIN/etcd && ($WANT_KWOK == 0 || -x $KWOK_BIN/kwok) ]]; then
+  : # cached: skip even the stamp check, to keep a warm start fast
+elif [[ $NO_BUILD == 1 ]]; then
+  die "binaries missing under $CACHE and --no-build given: run $SCRIPTS/build-binaries.sh"
+else
+  "$SCRIPTS/build-binaries.sh" >/dev/null
+fi
+
+# --- already running? -----------------------------------------------------------
+running=()
+for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null && running+=("$c"); done
+if ((${#running[@]} == ${#COMPONENTS[@]})) && apiserver_ready; then
+  log "cluster already running in $STATE_DIR"
+  if [[ $WANT_KWOK == 1 ]]; then "$SCRIPTS/kwok-up.sh"; fi
+  exec "$SCRIPTS/cluster-status.sh"
+fi
+if ((${#running[@]} > 0)); then
+  log "partial cluster found (running: ${running[*]}): stopping it, keeping its data"
+  "$SCRIPTS/cluster-down.sh" --keep-state
+fi
+
+# Refuse to start on ports some other process holds (a clash would otherwise
+# show up later as a confusing component crash).
+for port in $(all_ports); do
+  pids=$(listeners "$port")
+  [[ -z $pids ]] || die "port $port is in use (pid $pids); set PGPILOT_*_PORT (see e2e/scripts/lib.sh)"
+done
+
+mkdir -p "$PKI_DIR" "$LOG_DIR" "$RUN_DIR" "$ETCD_DATA"
+rm -f "$RUN_DIR"/*.pid # stale ones would make wait_for report a crash
+chmod 700 "$STATE_DIR" "$PKI_DIR" "$ETCD_DATA"
+
+# --- PKI --------------------------------------------------------------------------
+# ECDSA P-256 throughout: key generation is instant, unlike RSA, and every
+# component and client (Go, rustls, OpenSSL) accepts it.
+newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# sign NAME SUBJECT EXTENSIONS: key + certificate NAME.{key,crt} signed by the CA.
+sign() {
+  local name=$1 subj=$2 ext=$3
+  newkey "$PKI_DIR/$name.key"
+  openssl req -new -key "$PKI_DIR/$name.key" -subj "$subj" -out "$PKI_DIR/$name.csr"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" "$ext" >"$PKI_DIR/$name.ext"
+  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$PKI_DIR/$name.ext" \
+    -out "$PKI_DIR/$name.crt" 2>/dev/null
+  rm -f "$PKI_DIR/$name.csr" "$PKI_DIR/$name.ext"
+}
+
+# client NAME CN [ORG]: a client certificate; CN is the user name, O the group.
+client() { sign "$1" "${3:+/O=$3}/CN=$2" "extendedKeyUsage=clientAuth"; }
+
+gen_pki() {
+  local t=$SECONDS
+  # CA: self-signed from a CSR so no openssl.cnf defaults leak in.
+  newkey "$PKI_DIR/ca.key"
+  openssl req -new -key "$PKI_DIR/ca.key" -subj "/CN=pgpilot-e2e-ca" -out "$PKI_DIR/ca.csr"
+  printf '%s\n' "basicConstraints=critical,CA:TRUE" "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    "subjectKeyIdentifier=hash" >"$PKI_DIR/ca.ext"
+  openssl x509 -req -in "$PKI_DIR/ca.csr" -signkey "$PKI_DIR/ca.key" -days 3650 \
+    -set_serial "0x$(openssl rand -hex 16)" -extfile "$PKI_DIR/ca.ext" -out "$PKI_DIR/ca.crt" 2>/dev/null
+  rm -f "$PKI_DIR/ca.csr" "$PKI_DIR/ca.ext"
+
+  # API server serving certificate: every name clients (and, later, pods) use.
+  sign apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,IP:::1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+
+  client admin pgpilot-admin system:masters
+  client kube-controller-manager system:kube-controller-manager
+  client kube-scheduler system:kube-scheduler
+  client apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
+  # The operator's identity: a bare user with no groups, so tests see exactly
+  # the RBAC they bind to user "pgpilot-manager".
+  client pgpilot-manager pgpilot-manager
+
+  # Service-account token signing key pair.
+  newkey "$PKI_DIR/sa.key"
+  openssl pkey -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub"
+  chmod 600 "$PKI_DIR"/*.key
+  log "generated PKI in $((SECONDS - t)) s"
+}
+
+if [[ ! -f $PKI_DIR/pgpilot-manager.crt || ! -f $PKI_DIR/sa.pub ]]; then
+  rm -f "$PKI_DIR"/*
+  gen_pki
+fi
+
+# write_kubeconfig FILE CERTNAME: a self-contained kubeconfig (certs embedded)
+# for the user of $PKI_DIR/CERTNAME.crt. Rewritten on every start so a port
+# change takes effect.
+write_kubeconfig() {
+  local file=$1 name=$2
+  b64() { base64 -w0 <"$1"; }
+  cat >"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: pgpilot-e2e
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $(b64 "$PKI_DIR/ca.crt")
+users:
+- name: $name
+  user:
+    client-certificate-data: $(b64 "$PKI_DIR/$name.crt")
+    client-key-data: $(b64 "$PKI_DIR/$name.key")
+contexts:
+- name: $name@pgpilot-e2e
+  context:
+    cluster: pgpilot-e2e
+    user: $name
+    namespace: default
+current-context: $name@pgpilot-e2e
+EOF
+  chmod 600 "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+write_kubeconfig "$ADMIN_KUBECONFIG" admin
+write_kubeconfig "$STATE_DIR/pgpilot-manager.kubeconfig" pgpilot-manager
+write_kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
+write_kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" kube-scheduler
+
+cat >"$STATE_DIR/kube-scheduler.yaml" <<EOF
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $STATE_DIR/kube-scheduler.kubeconfig
+leaderElection:
+  leaderElect: false
+EOF
+
+# --- processes ----------------------------------------------------------------------
+# wait_for WHAT TIMEOUT CMD...: poll CMD every 0.2 s; on timeout show the logs.
+wait_for() {
+  local what=$1 timeout=$2 deadline
+  shift 2
+  deadline=$((SECONDS + timeout))
+  until "$@"; do
+    for c in "${COMPONENTS[@]}"; do
+      if [[ -f $RUN_DIR/$c.pid ]] && ! pid_of "$c" >/dev/null; then
+        tail -n 30 "$LOG_DIR/$c.log" >&2 || true
+        die "$c exited while waiting for $what (log: $LOG_DIR/$c.log)"
+      fi
+    done
+    if ((SECONDS >= deadline)); then
+      for c in "${COMPONENTS[@]}"; do
+        echo "--- $c (last 10 lines)" >&2
+        tail -n 10 "$LOG_DIR/$c.log" >&2 || true
+      done
+      die "timed out after ${timeout}s waiting for $what"
+    fi
+    sleep 0.2
+  done
+  log "$what: ok (+$(elapsed) s)"
+}
+
+launch etcd "$ETCD_BIN/etcd" \
+  --name=pgpilot-e2e \
+  --data-dir="$ETCD_DATA" \
+  --listen-client-urls="http://$HOST:$ETCD_CLIENT_PORT" \
+  --advertise-client-urls="http://$HOST:$ETCD_CLIENT_PORT" \
+  --listen-peer-urls="http://$HOST:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls="http://$HOST:$ETCD_PEER_PORT" \
+  --initial-cluster="pgpilot-e2e=http://$HOST:$ETCD_PEER_PORT" \
+  --unsafe-no-fsync=true \
+  --log-level=warn
+wait_for "etcd health" 30 curl -fsS --max-time 1 -o /dev/null "http://$HOST:$ETCD_CLIENT_PORT/health"
+
+# Admission: the 1.35 defaults already include ValidatingAdmissionPolicy,
+# MutatingAdmissionWebhook and ValidatingAdmissionWebhook; NodeRestriction is
+# added for the Node authorizer (kubelets later).
+launch kube-apiserver "$K8S_BIN/kube-apiserver" \
+  --etcd-servers="http://$HOST:$ETCD_CLIENT_PORT" \
+  --bind-address="$HOST" \
+  --advertise-address="$HOST" \
+  --secure-port="$APISERVER_PORT" \
+  --tls-cert-file="$PKI_DIR/apiserver.crt" \
+  --tls-private-key-file="$PKI_DIR/apiserver.key" \
+  --client-ca-file="$PKI_DIR/ca.crt" \
+  --kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key" \
+  --authorization-mode=Node,RBAC \
+  --enable-admission-plugins=NodeRestriction \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$PKI_DIR/sa.pub" \
+  --service-account-signing-key-file="$PKI_DIR/sa.key" \
+  --allow-privileged=true \
+  --enable-priority-and-fairness=false \
+  --profiling=false \
+  --v=0
+
+# Controller-manager and scheduler start right away: they retry until the API
+# server answers, and their own initialisation overlaps with its startup.
+launch kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig="$STATE_DIR/kube-controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$STATE_DIR/kube-controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$STATE_DIR/kube-controller-manager.kubeconfig" \
+  --bind-address="$HOST" \
+  --secure-port="$KCM_PORT" \
+  --use-service-account-credentials=true \
+  --root-ca-file="$PKI_DIR/ca.crt" \
+  --cluster-signing-cert-file="$PKI_DIR/ca.crt" \
+  --cluster-signing-key-file="$PKI_DIR/ca.key" \
+  --service-account-private-key-file="$PKI_DIR/sa.key" \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --controllers='*' \
+  --leader-elect=false \
+  --profiling=false \
+  --v=0
+
+launch kube-scheduler "$K8S_BIN/kube-scheduler" \
+  --config="$STATE_DIR/kube-scheduler.yaml" \
+  --authentication-kubeconfig="$STATE_DIR/kube-scheduler.kubeconfig" \
+  --authorization-kubeconfig="$STATE_DIR/kube-scheduler.kubeconfig" \
+  --bind-address="$HOST" \
+  --secure-port="$SCHEDULER_PORT" \
+  --v=0
+
+wait_for "kube-apiserver /readyz" 90 apiserver_ready
+
+# The `default` ServiceAccount appears only once the controller-manager's
+# serviceaccount controller runs with working credentials and token signing.
+default_sa() { https_ok /api/v1/namespaces/default/serviceaccounts/default; }
+wait_for "default ServiceAccount" 90 default_sa
+
+scheduler_ok() { curl -fsSk --max-time 1 -o /dev/null "https://$HOST:$SCHEDULER_PORT/readyz"; }
+wait_for "kube-scheduler /readyz" 30 scheduler_ok
+
+if [[ $WANT_KWOK == 1 ]]; then "$SCRIPTS/kwok-up.sh"; fi
+
+log "cluster up in $(elapsed) s; state in $STATE_DIR"
+echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
