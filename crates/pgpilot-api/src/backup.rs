@@ -23,9 +23,23 @@ use crate::common::{BackupType, ClusterReference, Condition, Time};
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster.name"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Size", type_ = "string", json_path = ".status.size", description = "Backup size (before compression)"),
-    printcolumn(name = "Backup ID", type_ = "string", json_path = ".status.backupId", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Size",
+        type_ = "string",
+        json_path = ".status.size",
+        description = "Backup size (before compression)"
+    ),
+    printcolumn(
+        name = "Backup ID",
+        type_ = "string",
+        json_path = ".status.backupId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("PostgresBackup spec is immutable: create a new PostgresBackup instead"))]
 #[serde(rename_all = "camelCase")]

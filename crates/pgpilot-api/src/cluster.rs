@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use kube::{
     CustomResource, KubeSchema,
     core::{Message, Rule},
@@ -44,7 +46,10 @@ pub const OPERATOR_OWNED_PARAMETERS: &[&str] = &[
 
 /// The CEL rule refusing [`OPERATOR_OWNED_PARAMETERS`] (and every `recovery_target*`).
 fn operator_owned_parameters_rule() -> Rule {
-    let quoted: Vec<String> = OPERATOR_OWNED_PARAMETERS.iter().map(|p| format!("'{p}'")).collect();
+    let quoted: Vec<String> = OPERATOR_OWNED_PARAMETERS
+        .iter()
+        .map(|p| format!("'{p}'"))
+        .collect();
     let owned = quoted.join(", ");
     Rule::new(format!(
         "!has(self.parameters) || !self.parameters.exists(k, k in [{owned}] || k.startsWith('recovery_target'))"
@@ -78,12 +83,41 @@ pub const MAX_POSTGRES_VERSION: i32 = 18;
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.instances", description = "Desired number of instances"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyInstances", description = "Instances ready to serve"),
-    printcolumn(name = "Version", type_ = "integer", json_path = ".spec.postgresql.version", description = "PostgreSQL major version"),
-    printcolumn(name = "Primary", type_ = "string", json_path = ".status.currentPrimary", description = "Pod running the primary"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Summary of the cluster's state"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Instances",
+        type_ = "integer",
+        json_path = ".spec.instances",
+        description = "Desired number of instances"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyInstances",
+        description = "Instances ready to serve"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "integer",
+        json_path = ".spec.postgresql.version",
+        description = "PostgreSQL major version"
+    ),
+    printcolumn(
+        name = "Primary",
+        type_ = "string",
+        json_path = ".status.currentPrimary",
+        description = "Pod running the primary"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Summary of the cluster's state"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("self.postgresql.version >= oldSelf.postgresql.version").message("spec.postgresql.version cannot go down: major downgrades are not possible; restore a backup into a new cluster instead"),

@@ -27,8 +27,16 @@ const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy.type"),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastRotationTime"),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextRotationTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextRotationTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("has(self.target.postgresRole) == has(oldSelf.target.postgresRole) && (!has(self.target.postgresRole) || self.target.postgresRole == oldSelf.target.postgresRole) && (!has(self.target.secret) || self.target.secret.name == oldSelf.target.secret.name)").message("spec.target is immutable: create a new SecretRotation for another credential"),

@@ -27,8 +27,16 @@ pub(crate) const CRON_RULE: &str = "self.matches('^(@(yearly|annually|monthly|we
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime"),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextScheduleTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.cluster == oldSelf.cluster").message("spec.cluster is immutable: create a new BackupSchedule for another cluster"))]
 #[serde(rename_all = "camelCase")]

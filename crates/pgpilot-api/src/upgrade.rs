@@ -26,7 +26,11 @@ use crate::common::{ClusterReference, Condition, Time, default_true};
     printcolumn(name = "To", type_ = "string", json_path = ".spec.targetImage"),
     printcolumn(name = "Kind", type_ = "string", json_path = ".status.kind"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("self.cluster == oldSelf.cluster && self.targetVersion == oldSelf.targetVersion && self.targetImage == oldSelf.targetImage").message("spec.cluster, spec.targetVersion and spec.targetImage are immutable: abort this upgrade and start another"),

@@ -2,7 +2,9 @@
 //! CEL interpreter. The same table runs against a real API server in the integration tests.
 
 use pgpilot_api::fixtures::{Case, Layer, validation_cases};
-use pgpilot_api::{BackupSchedule, PostgresBackup, PostgresCluster, PostgresUpgrade, SecretRotation};
+use pgpilot_api::{
+    BackupSchedule, PostgresBackup, PostgresCluster, PostgresUpgrade, SecretRotation,
+};
 use serde::de::DeserializeOwned;
 
 fn check<K>(case: &Case, validate: fn(&K, Option<&K>) -> Result<(), String>) -> Result<(), String>
@@ -10,17 +12,27 @@ where
     K: DeserializeOwned,
 {
     let parse = |v: &serde_json::Value| {
-        serde_json::from_value::<K>(v.clone()).map_err(|e| format!("{}: does not deserialize: {e}", case.name))
+        serde_json::from_value::<K>(v.clone())
+            .map_err(|e| format!("{}: does not deserialize: {e}", case.name))
     };
     let new = parse(&case.object)?;
     let old = case.old.as_ref().map(parse).transpose()?;
     let verdict = validate(&new, old.as_ref());
     match (&case.reject, verdict) {
         (None, Ok(())) => Ok(()),
-        (None, Err(e)) => Err(format!("{}: expected to be accepted, was rejected: {e}", case.name)),
-        (Some(want), Ok(())) => Err(format!("{}: expected rejection containing {want:?}, was accepted", case.name)),
+        (None, Err(e)) => Err(format!(
+            "{}: expected to be accepted, was rejected: {e}",
+            case.name
+        )),
+        (Some(want), Ok(())) => Err(format!(
+            "{}: expected rejection containing {want:?}, was accepted",
+            case.name
+        )),
         (Some(want), Err(e)) if e.contains(want.as_str()) => Ok(()),
-        (Some(want), Err(e)) => Err(format!("{}: expected rejection containing {want:?}, got: {e}", case.name)),
+        (Some(want), Err(e)) => Err(format!(
+            "{}: expected rejection containing {want:?}, got: {e}",
+            case.name
+        )),
     }
 }
 
@@ -38,8 +50,15 @@ macro_rules! validator {
 
 #[test]
 fn every_cel_case_gets_the_expected_verdict() {
-    let cases: Vec<Case> = validation_cases().into_iter().filter(|c| c.layer == Layer::Cel).collect();
-    assert!(cases.len() > 60, "the table lost its cases: {}", cases.len());
+    let cases: Vec<Case> = validation_cases()
+        .into_iter()
+        .filter(|c| c.layer == Layer::Cel)
+        .collect();
+    assert!(
+        cases.len() > 60,
+        "the table lost its cases: {}",
+        cases.len()
+    );
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|case| {
@@ -54,7 +73,13 @@ fn every_cel_case_gets_the_expected_verdict() {
             .err()
         })
         .collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -68,14 +93,21 @@ fn every_rule_in_the_crds_has_a_rejecting_case() {
         .filter_map(|rest| rest.split('"').next())
         .map(str::to_owned)
         .collect();
-    assert!(messages.len() > 30, "found only {} rule messages", messages.len());
+    assert!(
+        messages.len() > 30,
+        "found only {} rule messages",
+        messages.len()
+    );
     let untested: Vec<&String> = messages
         .iter()
         .filter(|m| {
-            !table.iter().any(|c| {
-                c.reject.as_deref().is_some_and(|r| m.contains(r))
-            })
+            !table
+                .iter()
+                .any(|c| c.reject.as_deref().is_some_and(|r| m.contains(r)))
         })
         .collect();
-    assert!(untested.is_empty(), "rules without a rejecting case: {untested:#?}");
+    assert!(
+        untested.is_empty(),
+        "rules without a rejecting case: {untested:#?}"
+    );
 }

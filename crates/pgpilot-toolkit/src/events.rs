@@ -1,0 +1,59 @@
+//! Kubernetes Events for significant actions, attributed to the controller that acted.
+//! Notes are for people and must never carry a secret.
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+
+/// Publishes Events on behalf of one controller.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    /// `controller` is e.g. `pgpilot-cluster`; `instance` tells replicas apart (the pod name).
+    pub fn new(client: Client, controller: &str, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: controller.to_owned(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+        }
+    }
+
+    /// A Normal event: something the operator did on purpose.
+    pub async fn normal<K>(&self, obj: &K, reason: &str, action: &str, note: impl Into<String>)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.publish(obj, EventType::Normal, reason, action, note.into())
+            .await;
+    }
+
+    /// A Warning event: something failed or needs attention.
+    pub async fn warning<K>(&self, obj: &K, reason: &str, action: &str, note: impl Into<String>)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.publish(obj, EventType::Warning, reason, action, note.into())
+            .await;
+    }
+
+    async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        // An Event that cannot be written must not fail the reconcile that produced it.
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
