@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod finalizer;
 pub mod metrics;
+pub mod runtime;
 pub mod telemetry;
 
 pub use error::{Error, ReconcileError};

@@ -1,0 +1,174 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The controllers pgpilot has, whether or not this build includes them yet.
+pub const KNOWN_CONTROLLERS: &[&str] = &["cluster", "backup", "upgrade", "secret-rotation"];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgpilot-manager",
+    version,
+    about = "pgpilot: a Kubernetes operator for highly available PostgreSQL",
+    long_about = "Runs any subset of pgpilot's controllers (cluster, backup, upgrade, secret-rotation) \
+                  against the Kubernetes API found in KUBECONFIG or the in-cluster service account.\n\n\
+                  Tracing: set OTEL_EXPORTER_OTLP_ENDPOINT to export spans over OTLP \
+                  (OTEL_EXPORTER_OTLP_PROTOCOL grpc or http/protobuf, OTEL_SERVICE_NAME, \
+                  OTEL_TRACES_SAMPLER are honoured). Log filter: RUST_LOG (default info)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controllers (the default).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per kind.
+    Crds {
+        /// Write `<dir>/<plural>.yaml` files instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
+    /// Print the ClusterRole and Role the given controllers need (what the Helm chart grants).
+    Rbac {
+        /// Controllers to include.
+        #[arg(long, value_delimiter = ',', value_parser = parse_controller)]
+        controllers: Vec<String>,
+        /// Name of the ClusterRole and Role.
+        #[arg(long, default_value = "pgpilot-manager")]
+        name: String,
+        /// Namespace of the Role for the leader-election Lease.
+        #[arg(long, default_value = "pgpilot-system")]
+        namespace: String,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Controllers to run, comma-separated: any of cluster, backup, upgrade, secret-rotation.
+    /// Default: every controller this build has.
+    #[arg(long, value_delimiter = ',', value_parser = parse_controller, env = "PGPILOT_CONTROLLERS")]
+    pub controllers: Vec<String>,
+
+    /// Watch only this namespace (repeatable). Default: all namespaces.
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+
+    /// Run controllers only while holding the leader Lease, so replicas can stand by.
+    #[arg(long, default_value_t = false)]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "pgpilot-manager")]
+    pub leader_election_lease_name: String,
+
+    /// Namespace of the Lease. Default: the pod's namespace, else `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// How long a lease outlives its holder, in seconds.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub leader_election_lease_duration: u64,
+
+    /// Identity in the Lease. Default: the pod name (POD_NAME) or the host name, plus a random suffix.
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
+
+    /// Where `/metrics` is served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_bind_address: SocketAddr,
+
+    /// Where `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub health_probe_bind_address: SocketAddr,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Reconciles running at once, per controller.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// Give up starting when the API server does not answer within this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub startup_timeout: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_controller(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if KNOWN_CONTROLLERS.contains(&name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "unknown controller '{name}'; choose from {}",
+            KNOWN_CONTROLLERS.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(std::iter::once("pgpilot-manager").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn controllers_take_a_comma_separated_subset() {
+        let cli = parse(&["--controllers=cluster,backup"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.run.controllers, vec!["cluster", "backup"]);
+    }
+
+    #[test]
+    fn an_unknown_controller_is_refused_with_the_choices() {
+        let err = parse(&["--controllers=cluster,backups"])
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("unknown controller 'backups'"), "{err}");
+        assert!(
+            err.contains("cluster, backup, upgrade, secret-rotation"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn namespaces_repeat() {
+        let cli =
+            parse(&["--namespace", "a", "--namespace", "b"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.run.namespaces, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn bad_addresses_and_formats_are_refused() {
+        assert!(parse(&["--metrics-bind-address", "nowhere"]).is_err());
+        assert!(parse(&["--log-format", "xml"]).is_err());
+        assert!(parse(&["--leader-election-lease-duration", "1"]).is_err());
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        assert!(matches!(
+            parse(&["crds"]).map(|c| c.command),
+            Ok(Some(Command::Crds { .. }))
+        ));
+        assert!(matches!(
+            parse(&["rbac", "--controllers", "cluster"]).map(|c| c.command),
+            Ok(Some(Command::Rbac { .. }))
+        ));
+    }
+}
