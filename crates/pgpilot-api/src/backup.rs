@@ -13,6 +13,7 @@ use crate::common::{BackupType, ClusterReference, Condition, Time};
     group = "pgpilot.io",
     version = "v1alpha1",
     kind = "PostgresBackup",
+    doc = "One pgBackRest backup of one PostgresCluster. Create one to back up now; BackupSchedules create them on a schedule.",
     namespaced,
     status = "PostgresBackupStatus",
     shortname = "pgb",

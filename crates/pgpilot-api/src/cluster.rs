@@ -71,6 +71,7 @@ pub const MAX_POSTGRES_VERSION: i32 = 18;
     group = "pgpilot.io",
     version = "v1alpha1",
     kind = "PostgresCluster",
+    doc = "A highly available PostgreSQL cluster run by Patroni: one primary, streaming replicas, Services for read-write and read-only traffic, generated credentials, optional backups.",
     namespaced,
     status = "PostgresClusterStatus",
     shortname = "pgc",

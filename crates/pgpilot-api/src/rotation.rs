@@ -18,6 +18,7 @@ const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h
     group = "pgpilot.io",
     version = "v1alpha1",
     kind = "SecretRotation",
+    doc = "Rotates one credential on a schedule without downtime and rolls the workloads that use it.",
     namespaced,
     status = "SecretRotationStatus",
     shortname = "pgrot",

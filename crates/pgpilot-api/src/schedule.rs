@@ -16,6 +16,7 @@ pub(crate) const CRON_RULE: &str = "self.matches('^(@(yearly|annually|monthly|we
     group = "pgpilot.io",
     version = "v1alpha1",
     kind = "BackupSchedule",
+    doc = "Creates PostgresBackups of one cluster on a cron schedule and prunes old ones.",
     namespaced,
     status = "BackupScheduleStatus",
     shortname = "pgbs",

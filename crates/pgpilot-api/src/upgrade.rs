@@ -14,6 +14,7 @@ use crate::common::{ClusterReference, Condition, Time, default_true};
     group = "pgpilot.io",
     version = "v1alpha1",
     kind = "PostgresUpgrade",
+    doc = "The record and control of one minor or major PostgreSQL upgrade of one cluster.",
     namespaced,
     status = "PostgresUpgradeStatus",
     shortname = "pgu",

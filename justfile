@@ -1,0 +1,61 @@
+# pgpilot developer commands. `./just` runs these even where just is not installed.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list --unsorted
+
+# Everything CI checks: formatting, lints, fresh CRDs, unit and integration tests.
+ci: lint test
+
+# Unit tests, then integration tests against a real local control plane (built or reused,
+# started, and stopped again at the end).
+test:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    e2e/scripts/build-binaries.sh
+    started=0
+    if ! e2e/scripts/cluster-status.sh >/dev/null 2>&1; then started=1; fi
+    e2e/scripts/cluster-up.sh --kwok
+    # Leave a cluster we found running; stop the one we started.
+    if [ "$started" = 1 ]; then trap 'e2e/scripts/cluster-down.sh' EXIT; fi
+    source e2e/scripts/env.sh
+    cargo test --workspace --no-fail-fast
+
+# Unit tests only: no cluster needed.
+unit:
+    cargo test --workspace --lib --bins --test cel_rules
+
+# Formatting and clippy, warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate crds/ from the API types.
+crds:
+    cargo run -q -p pgpilot-manager -- crds --out-dir crds
+
+# Build the Kubernetes, etcd and kwok binaries (cached in ~/.cache/pgpilot).
+k8s-binaries:
+    e2e/scripts/build-binaries.sh
+
+# Start the local control plane (etcd, apiserver, controller-manager, scheduler); idempotent.
+cluster-up *FLAGS:
+    e2e/scripts/build-binaries.sh
+    e2e/scripts/cluster-up.sh {{FLAGS}}
+
+# Stop the local cluster and remove its state.
+cluster-down:
+    e2e/scripts/cluster-down.sh
+
+# Show what runs.
+cluster-status:
+    e2e/scripts/cluster-status.sh
+
+# Run the manager against the local cluster with the CRDs installed.
+run *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    source e2e/scripts/env.sh
+    kubectl apply --server-side -f crds/
+    cargo run -p pgpilot-manager -- --log-format text {{ARGS}}
