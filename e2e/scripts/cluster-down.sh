@@ -41,33 +41,41 @@ stop() {
   done
 }
 
-# Everything that talks to the API server first, then the API server, then
-# etcd last so the API server can shut down cleanly.
-pids=()
-for c in kwok kube-scheduler kube-controller-manager kube-apiserver; do
-  if pid=$(pid_of "$c"); then log "stopping $c (pid $pid)"; pids+=("$pid"); fi
+# Our processes: those in the pidfiles, plus any process whose command line
+# names this state dir (a lost pidfile, a crashed script). Matched by state-dir
+# path, never by program name alone, so another cluster or an unrelated kubectl
+# is never touched. found[pid] = program name (comm, cut to 15 characters).
+declare -A found=()
+for c in "${ALL_COMPONENTS[@]}"; do
+  if pid=$(pid_of "$c"); then found[$pid]=$(cat "/proc/$pid/comm" 2>/dev/null || echo "$c"); fi
 done
-stop "${pids[@]}"
-if pid=$(pid_of etcd); then log "stopping etcd (pid $pid)"; stop "$pid"; fi
-rm -f "$RUN_DIR"/*.pid
-
-# Leftovers: any process whose command line names this state dir (a lost
-# pidfile, a crashed script). Matched by state-dir path, not by program name,
-# so another cluster or an unrelated kubectl is never touched.
-leftovers=()
 for d in /proc/[0-9]*; do
   pid=${d#/proc/}
-  [[ $pid != "$$" && $pid != "$BASHPID" ]] || continue
-  if is_ours "$pid"; then
-    comm=$(cat "$d/comm" 2>/dev/null) || continue
-    case $comm in
-      etcd | kube-apiserver | kube-controller | kube-scheduler | kwok | kube)
-        log "leftover $comm (pid $pid): stopping"
-        leftovers+=("$pid") ;;
-    esac
-  fi
+  [[ -z ${found[$pid]:-} && $pid != "$$" ]] || continue
+  is_ours "$pid" || continue
+  comm=$(cat "$d/comm" 2>/dev/null) || continue
+  case $comm in
+    etcd | kube-apiserver | kube-controller | kube-scheduler | kwok | kubelet | kube-proxy | kube)
+      log "found $comm (pid $pid) without a pidfile"
+      found[$pid]=$comm ;;
+  esac
 done
-stop "${leftovers[@]}"
+
+# Stop in tiers: API clients first, then the API server (so it can finish its
+# requests and shut down cleanly), then etcd last.
+tier() { # NAME...: pids of found processes with one of these names
+  local pid n
+  for pid in "${!found[@]}"; do
+    for n in "$@"; do [[ ${found[$pid]} == "$n" ]] && echo "$pid"; done
+  done
+}
+for names in "kwok kube-scheduler kube-controller kubelet kube-proxy kube" "kube-apiserver" "etcd"; do
+  # shellcheck disable=SC2086 # word splitting of the name list is intended
+  mapfile -t pids < <(tier $names)
+  for pid in "${pids[@]}"; do log "stopping ${found[$pid]} (pid $pid)"; done
+  stop "${pids[@]}"
+done
+rm -f "$RUN_DIR"/*.pid
 
 # Verify the ports are free; kill ours if still there, report strangers.
 rc=0

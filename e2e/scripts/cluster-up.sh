@@ -10,7 +10,9 @@
 #   --no-build  fail instead of building missing binaries (same as PGPILOT_NO_BUILD=1)
 #
 # Idempotent: if the cluster is already up and healthy it prints the status and
-# exits 0. A half-running cluster is stopped (keeping its data) and restarted.
+# exits 0. Progress goes to stderr; stdout is only `export KUBECONFIG=...`, so
+# `eval "$(e2e/scripts/cluster-up.sh)"` works. A half-running cluster is
+# stopped (keeping its data) and restarted.
 # Ports, state dir and cache are set by the environment: see lib.sh.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -22,7 +24,7 @@ for arg in "$@"; do
   case $arg in
     --kwok) WANT_KWOK=1 ;;
     --no-build) NO_BUILD=1 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg" ;;
   esac
 done
@@ -43,10 +45,13 @@ for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null && running+=("$c"); done
 if ((${#running[@]} == ${#COMPONENTS[@]})) && apiserver_ready; then
   log "cluster already running in $STATE_DIR"
   if [[ $WANT_KWOK == 1 ]]; then "$SCRIPTS/kwok-up.sh"; fi
-  exec "$SCRIPTS/cluster-status.sh"
+  "$SCRIPTS/cluster-status.sh" >&2
+  echo "export KUBECONFIG=$ADMIN_KUBECONFIG" # stdout carries only this line
+  exit 0
 fi
 if ((${#running[@]} > 0)); then
   log "partial cluster found (running: ${running[*]}): stopping it, keeping its data"
+  if pid_of kwok >/dev/null; then WANT_KWOK=1; fi # bring kwok back too
   "$SCRIPTS/cluster-down.sh" --keep-state
 fi
 
@@ -83,7 +88,8 @@ sign() {
 client() { sign "$1" "${3:+/O=$3}/CN=$2" "extendedKeyUsage=clientAuth"; }
 
 gen_pki() {
-  local t=$SECONDS
+  local t
+  t=$(elapsed)
   # CA: self-signed from a CSR so no openssl.cnf defaults leak in.
   newkey "$PKI_DIR/ca.key"
   openssl req -new -key "$PKI_DIR/ca.key" -subj "/CN=pgpilot-e2e-ca" -out "$PKI_DIR/ca.csr"
@@ -109,7 +115,7 @@ subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,IP:::1,DNS:localhost,DNS:kubernetes,D
   newkey "$PKI_DIR/sa.key"
   openssl pkey -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub"
   chmod 600 "$PKI_DIR"/*.key
-  log "generated PKI in $((SECONDS - t)) s"
+  log "generated PKI (+$(elapsed) s, started at +$t s)"
 }
 
 if [[ ! -f $PKI_DIR/pgpilot-manager.crt || ! -f $PKI_DIR/sa.pub ]]; then
@@ -152,6 +158,16 @@ write_kubeconfig "$STATE_DIR/pgpilot-manager.kubeconfig" pgpilot-manager
 write_kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
 write_kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" kube-scheduler
 
+# For test harnesses: one file to source instead of re-deriving paths and ports.
+cat >"$STATE_DIR/cluster.env" <<EOF
+PGPILOT_APISERVER_URL=$APISERVER_URL
+PGPILOT_ADMIN_KUBECONFIG=$ADMIN_KUBECONFIG
+PGPILOT_MANAGER_KUBECONFIG=$STATE_DIR/pgpilot-manager.kubeconfig
+PGPILOT_CA_CERT=$PKI_DIR/ca.crt
+PGPILOT_KUBECTL=$K8S_BIN/kubectl
+PGPILOT_K8S_VERSION=$K8S_VERSION
+EOF
+
 cat >"$STATE_DIR/kube-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -167,7 +183,7 @@ wait_for() {
   local what=$1 timeout=$2 deadline
   shift 2
   deadline=$((SECONDS + timeout))
-  until "$@"; do
+  until "$@" 2>/dev/null; do
     for c in "${COMPONENTS[@]}"; do
       if [[ -f $RUN_DIR/$c.pid ]] && ! pid_of "$c" >/dev/null; then
         tail -n 30 "$LOG_DIR/$c.log" >&2 || true
@@ -198,6 +214,9 @@ launch etcd "$ETCD_BIN/etcd" \
   --log-level=warn
 wait_for "etcd health" 30 curl -fsS --max-time 1 -o /dev/null "http://$HOST:$ETCD_CLIENT_PORT/health"
 
+# The `kubernetes` Service gets no endpoints (--endpoint-reconciler-type=none):
+# Endpoints may not hold a loopback address, and the API server listens on
+# loopback only. Nothing in this cluster runs in a pod that would need it.
 # Admission: the 1.35 defaults already include ValidatingAdmissionPolicy,
 # MutatingAdmissionWebhook and ValidatingAdmissionWebhook; NodeRestriction is
 # added for the Node authorizer (kubelets later).
@@ -205,6 +224,7 @@ launch kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers="http://$HOST:$ETCD_CLIENT_PORT" \
   --bind-address="$HOST" \
   --advertise-address="$HOST" \
+  --endpoint-reconciler-type=none \
   --secure-port="$APISERVER_PORT" \
   --tls-cert-file="$PKI_DIR/apiserver.crt" \
   --tls-private-key-file="$PKI_DIR/apiserver.key" \
@@ -222,12 +242,20 @@ launch kube-apiserver "$K8S_BIN/kube-apiserver" \
   --profiling=false \
   --v=0
 
-# Controller-manager and scheduler start right away: they retry until the API
-# server answers, and their own initialisation overlaps with its startup.
+# Controller-manager and scheduler only once the API server is ready: earlier,
+# RBAC's bootstrap roles are missing and they fail on "forbidden". Their own
+# health ports take client certs from our CA directly
+# (--authentication-skip-lookup): there is no front proxy, so the
+# extension-apiserver-authentication ConfigMap has no request-header CA and
+# looking it up only logs errors in a loop.
+wait_for "kube-apiserver /readyz" 90 apiserver_ready
+
 launch kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig="$STATE_DIR/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig="$STATE_DIR/kube-controller-manager.kubeconfig" \
   --authorization-kubeconfig="$STATE_DIR/kube-controller-manager.kubeconfig" \
+  --authentication-skip-lookup=true \
+  --client-ca-file="$PKI_DIR/ca.crt" \
   --bind-address="$HOST" \
   --secure-port="$KCM_PORT" \
   --use-service-account-credentials=true \
@@ -245,17 +273,19 @@ launch kube-scheduler "$K8S_BIN/kube-scheduler" \
   --config="$STATE_DIR/kube-scheduler.yaml" \
   --authentication-kubeconfig="$STATE_DIR/kube-scheduler.kubeconfig" \
   --authorization-kubeconfig="$STATE_DIR/kube-scheduler.kubeconfig" \
+  --authentication-skip-lookup=true \
+  --client-ca-file="$PKI_DIR/ca.crt" \
   --bind-address="$HOST" \
   --secure-port="$SCHEDULER_PORT" \
   --v=0
-
-wait_for "kube-apiserver /readyz" 90 apiserver_ready
 
 # The `default` ServiceAccount appears only once the controller-manager's
 # serviceaccount controller runs with working credentials and token signing.
 default_sa() { https_ok /api/v1/namespaces/default/serviceaccounts/default; }
 wait_for "default ServiceAccount" 90 default_sa
 
+kcm_ok() { curl -fsSk --max-time 1 -o /dev/null "https://$HOST:$KCM_PORT/healthz"; }
+wait_for "kube-controller-manager /healthz" 30 kcm_ok
 scheduler_ok() { curl -fsSk --max-time 1 -o /dev/null "https://$HOST:$SCHEDULER_PORT/readyz"; }
 wait_for "kube-scheduler /readyz" 30 scheduler_ok
 

@@ -75,13 +75,13 @@ pid_of() {
 # is_ours PID: the process is alive and was started with this state dir.
 is_ours() {
   local cmdline
-  cmdline=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
   [[ $cmdline == *"$STATE_DIR/"* ]]
 }
 
 # listeners PORT: pids listening on 127.0.0.1:PORT (or any address), one a line.
 listeners() {
-  ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
+  { ss -Hltnp "sport = :$1" 2>/dev/null || true; } | { grep -o 'pid=[0-9]*' || true; } | cut -d= -f2 | sort -u
 }
 
 # https_ok PATH: GET $APISERVER_URL$PATH as admin; succeeds on HTTP 2xx.

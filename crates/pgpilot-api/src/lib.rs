@@ -3,6 +3,9 @@
 //! Types only: specs, statuses, CRD schemas with their CEL rules. No I/O, so every
 //! controller, the manager and the tests can share them.
 
+// kube's `printcolumn(...)` attributes repeat keys by design.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backup;
 pub mod cluster;
 pub mod common;

@@ -116,7 +116,7 @@ where
         verb: "apply",
         kind,
         name,
-        source,
+        source: Box::new(source),
     })?;
     Ok(if live.is_some() {
         Outcome::Updated

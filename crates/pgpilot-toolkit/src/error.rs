@@ -18,7 +18,7 @@ pub enum Error {
         kind: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("serializing {kind} {name}: {source}")]
     Serialize {

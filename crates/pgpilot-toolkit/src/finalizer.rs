@@ -101,7 +101,7 @@ where
             verb: "patch-finalizers",
             kind: K::kind(&K::DynamicType::default()).into_owned(),
             name,
-            source,
+            source: Box::new(source),
         })
 }
 

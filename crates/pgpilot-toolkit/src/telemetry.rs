@@ -33,3 +33,56 @@ pub fn record_trace_id(span: &Span) {
         span.record("trace_id", tracing::field::display(trace_id));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_inside_a_reconcile_carry_its_trace_id() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(move || writer.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = reconcile_span("cluster", Some("ns"), "db", Some(3));
+            let _enter = span.enter();
+            tracing::info!("applied children");
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        let span = &line["span"];
+        assert_eq!(span["name"], "reconcile");
+        assert_eq!(span["controller"], "cluster");
+        assert_eq!(span["generation"], 3);
+        let trace_id = span["trace_id"].as_str().unwrap_or_default();
+        assert_eq!(trace_id.len(), 32, "trace_id missing from {line}");
+        assert!(trace_id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

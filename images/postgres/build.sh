@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# localhost/pgpilot/postgres:<tag>: PostgreSQL + Patroni + pgBackRest.
+#
+#   FROM     Debian, mmdebstrap --variant=minbase (no recommends, no docs)
+#   TAG 17     trixie:   postgresql-17, patroni, pgbackrest (suite's current)
+#   TAG 15.18  bookworm: postgresql-15 = 15.18-0+deb12u1 (bookworm main)
+#   TAG 15.20  bookworm: postgresql-15 = 15.20-0+deb12u1 (bookworm-security)
+#              (libpq5 and postgresql-client-15 pinned to the same version)
+#   + ca-certificates. Patroni's Kubernetes DCS talks to the API server with
+#     urllib3 (a hard dependency of the patroni package); no python3-kubernetes.
+#   USER     postgres 999:999, created before postgresql-common is unpacked so
+#            its `adduser --system postgres` keeps it (Debian would otherwise
+#            pick the first free system uid, ~100-110, differing per image)
+#   ENV      PATH=/usr/lib/postgresql/<major>/bin:$PATH  PGDATA  LANG=C.UTF-8
+#   VOLUME   /var/lib/postgresql/data   (0700, owned by 999)
+#   EXPOSE   5432/tcp (PostgreSQL), 8008/tcp (Patroni REST API)
+#   CMD      ["patroni"]: no entrypoint script; the operator runs
+#            `patroni <config>` (or PATRONI_* env) itself.
+# Usage: images/postgres/build.sh 17|15.18|15.20   (prints the tarball path)
+source "$(dirname "$0")/../lib.sh"
+
+TAG=${1:?usage: $0 17|15.18|15.20}
+case $TAG in
+  17) SUITE=trixie MAJOR=17 PIN= ;;
+  15.18) SUITE=bookworm MAJOR=15 PIN="=15.18-0+deb12u1" ;;
+  15.20) SUITE=bookworm MAJOR=15 PIN="=15.20-0+deb12u1" ;;
+  *) die "unknown postgres tag $TAG" ;;
+esac
+PKGS=(postgresql-$MAJOR$PIN postgresql-client-$MAJOR$PIN libpq5$PIN patroni pgbackrest ca-certificates)
+
+need_pkgs mmdebstrap jq
+HASH=$( { echo "tag=$TAG"; apt_resolve "$SUITE" "${PKGS[@]}"; } | content_hash "$IMAGES_DIR/postgres")
+image_begin postgres "$TAG" "$HASH"
+workdir
+ROOT=$WORK/rootfs
+
+MMDEBSTRAP_ARGS=(
+  # After the Essential set, before our packages: fix the postgres ids and
+  # tell postgresql-common not to create a default "main" cluster.
+  --essential-hook='echo "postgres:x:999:999:PostgreSQL administrator:/var/lib/postgresql:/bin/bash" >>"$1/etc/passwd"'
+  --essential-hook='echo "postgres:x:999:" >>"$1/etc/group"'
+  --essential-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" && echo "create_main_cluster = false" >"$1/etc/postgresql-common/createcluster.d/pgpilot.conf"'
+)
+debian_rootfs "$ROOT" "$SUITE" "${PKGS[@]}"
+
+# No baked-in cluster, no shared snakeoil TLS key; the runtime dirs the
+# server and Patroni write to belong to postgres.
+rm -rf "$ROOT"/etc/postgresql/"$MAJOR" "$ROOT"/var/lib/postgresql/"$MAJOR" \
+  "$ROOT"/etc/ssl/private/ssl-cert-snakeoil.key "$ROOT"/etc/ssl/certs/ssl-cert-snakeoil.pem
+install -d -o 999 -g 999 -m 0755 "$ROOT"/var/lib/postgresql
+install -d -o 999 -g 999 -m 0700 "$ROOT"/var/lib/postgresql/data
+install -d -o 999 -g 999 -m 2775 "$ROOT"/run/postgresql
+install -d -o 999 -g 999 -m 0750 "$ROOT"/var/log/postgresql
+
+# Prove the tree is what the tag says before packing it.
+in_root() { chroot "$ROOT" env PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/bin:/bin "$@"; }
+[[ $(stat -c %u:%g "$ROOT"/var/lib/postgresql/data) == 999:999 ]] || die "postgres is not 999:999"
+[[ $(in_root id -u postgres) == 999 ]] || die "postgres uid is $(in_root id -u postgres)"
+PG_VERSION=$(in_root postgres --version)
+case $TAG in 1[0-9].*) [[ $PG_VERSION == "postgres (PostgreSQL) $TAG "* ]] || die "want $TAG, got: $PG_VERSION" ;; esac
+PATRONI_VERSION=$(in_root patroni --version)
+PGBACKREST_VERSION=$(in_root pgbackrest version)
+in_root python3 -c 'import patroni.dcs.kubernetes' || die "Patroni's Kubernetes DCS does not import"
+log "$PG_VERSION | $PATRONI_VERSION | $PGBACKREST_VERSION"
+in_root dpkg-query -W -f='${Package}=${Version}\n' >"$IMAGE_CACHE/postgres-$TAG.packages"
+
+IMAGE_USER=999:999
+IMAGE_WORKDIR=/var/lib/postgresql
+IMAGE_ENV=(
+  PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  PGDATA=/var/lib/postgresql/data
+  LANG=C.UTF-8
+)
+IMAGE_CMD=(patroni)
+IMAGE_PORTS=(5432/tcp 8008/tcp)
+IMAGE_VOLUMES=(/var/lib/postgresql/data)
+IMAGE_LABELS=(
+  "org.opencontainers.image.title=pgpilot postgres $TAG"
+  "org.opencontainers.image.version=${PG_VERSION##* }"
+  "io.pgpilot.patroni.version=${PATRONI_VERSION##* }"
+  "io.pgpilot.pgbackrest.version=${PGBACKREST_VERSION##* }"
+  "io.pgpilot.debian.suite=$SUITE"
+)
+oci_pack "$ROOT" "localhost/pgpilot/postgres:$TAG"
