@@ -121,11 +121,21 @@ fn the_examples_are_valid() {
         let text = std::fs::read_to_string(&path).unwrap();
         let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
         let result = match doc["kind"].as_str().unwrap_or_default() {
-            "PostgresCluster" => serde_yaml::from_str::<PostgresCluster>(&text).unwrap().validate_cel(),
-            "PostgresBackup" => serde_yaml::from_str::<PostgresBackup>(&text).unwrap().validate_cel(),
-            "BackupSchedule" => serde_yaml::from_str::<BackupSchedule>(&text).unwrap().validate_cel(),
-            "PostgresUpgrade" => serde_yaml::from_str::<PostgresUpgrade>(&text).unwrap().validate_cel(),
-            "SecretRotation" => serde_yaml::from_str::<SecretRotation>(&text).unwrap().validate_cel(),
+            "PostgresCluster" => serde_yaml::from_str::<PostgresCluster>(&text)
+                .unwrap()
+                .validate_cel(),
+            "PostgresBackup" => serde_yaml::from_str::<PostgresBackup>(&text)
+                .unwrap()
+                .validate_cel(),
+            "BackupSchedule" => serde_yaml::from_str::<BackupSchedule>(&text)
+                .unwrap()
+                .validate_cel(),
+            "PostgresUpgrade" => serde_yaml::from_str::<PostgresUpgrade>(&text)
+                .unwrap()
+                .validate_cel(),
+            "SecretRotation" => serde_yaml::from_str::<SecretRotation>(&text)
+                .unwrap()
+                .validate_cel(),
             other => panic!("{}: unknown kind {other}", path.display()),
         };
         assert!(result.is_ok(), "{}: {result:?}", path.display());

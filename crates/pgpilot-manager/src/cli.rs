@@ -46,6 +46,9 @@ pub enum Command {
         /// Namespace of the Role for the leader-election Lease.
         #[arg(long, default_value = "pgpilot-system")]
         namespace: String,
+        /// Also print bindings to `user:<name>` or `serviceaccount:<namespace>/<name>`.
+        #[arg(long)]
+        bind: Option<crate::rbac::Grantee>,
     },
 }
 

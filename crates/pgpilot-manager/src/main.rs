@@ -29,7 +29,8 @@ fn main() -> std::process::ExitCode {
             controllers,
             name,
             namespace,
-        }) => print_rbac(&controllers, &name, &namespace),
+            bind,
+        }) => print_rbac(&controllers, &name, &namespace, bind.as_ref()),
         Some(Command::Run(args)) => run_blocking(args),
         None => run_blocking(cli.run),
     };
@@ -80,13 +81,22 @@ fn crd_file(
     ))
 }
 
-fn print_rbac(names: &[String], name: &str, namespace: &str) -> anyhow::Result<()> {
+fn print_rbac(
+    names: &[String],
+    name: &str,
+    namespace: &str,
+    bind: Option<&rbac::Grantee>,
+) -> anyhow::Result<()> {
     let controllers = registry::select(names).map_err(anyhow::Error::msg)?;
     print!(
         "{}{}",
         to_yaml(&[rbac::cluster_role(name, &controllers)])?,
         to_yaml(&[rbac::leader_election_role(name, namespace)])?
     );
+    if let Some(grantee) = bind {
+        let (crb, rb) = rbac::bindings(name, namespace, grantee);
+        print!("{}{}", to_yaml(&[crb])?, to_yaml(&[rb])?);
+    }
     Ok(())
 }
 

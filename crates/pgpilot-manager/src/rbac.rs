@@ -1,7 +1,9 @@
 //! The RBAC the manager needs: one source of truth for `pgpilot-manager rbac`, the Helm
 //! chart and the integration tests, so the operator never runs with more than it asks for.
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use kube::api::ObjectMeta;
 use pgpilot_toolkit::runtime::ControllerRef;
 
@@ -45,6 +47,85 @@ pub fn leader_election_role(name: &str, namespace: &str) -> Role {
     }
 }
 
+/// Who the roles are granted to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grantee {
+    /// A ServiceAccount `namespace/name` (in a cluster).
+    ServiceAccount { namespace: String, name: String },
+    /// A user name from a client certificate (the local test cluster).
+    User(String),
+}
+
+impl std::str::FromStr for Grantee {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("user", name)) if !name.is_empty() => Ok(Grantee::User(name.to_owned())),
+            Some(("serviceaccount", sa)) => match sa.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                    Ok(Grantee::ServiceAccount {
+                        namespace: ns.to_owned(),
+                        name: name.to_owned(),
+                    })
+                }
+                _ => Err(format!("'{s}': expected serviceaccount:<namespace>/<name>")),
+            },
+            _ => Err(format!(
+                "'{s}': expected user:<name> or serviceaccount:<namespace>/<name>"
+            )),
+        }
+    }
+}
+
+impl Grantee {
+    fn subject(&self) -> Subject {
+        match self {
+            Grantee::ServiceAccount { namespace, name } => Subject {
+                kind: "ServiceAccount".into(),
+                name: name.clone(),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            Grantee::User(name) => Subject {
+                kind: "User".into(),
+                name: name.clone(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Bindings of [`cluster_role`] and [`leader_election_role`] (both named `name`) to `grantee`.
+pub fn bindings(
+    name: &str,
+    namespace: &str,
+    grantee: &Grantee,
+) -> (ClusterRoleBinding, RoleBinding) {
+    let role_ref = |kind: &str| RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: kind.into(),
+        name: name.into(),
+    };
+    let meta = |ns: Option<&str>| ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: ns.map(str::to_owned),
+        ..Default::default()
+    };
+    (
+        ClusterRoleBinding {
+            metadata: meta(None),
+            role_ref: role_ref("ClusterRole"),
+            subjects: Some(vec![grantee.subject()]),
+        },
+        RoleBinding {
+            metadata: meta(Some(namespace)),
+            role_ref: role_ref("Role"),
+            subjects: Some(vec![grantee.subject()]),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +140,37 @@ mod tests {
             Some(&["events".to_string()][..])
         );
         assert!(!rules[0].verbs.iter().any(|v| v == "*" || v == "delete"));
+    }
+
+    #[test]
+    fn grantees_parse_or_explain() {
+        assert_eq!(
+            "user:pgpilot-manager".parse(),
+            Ok(Grantee::User("pgpilot-manager".into()))
+        );
+        assert_eq!(
+            "serviceaccount:ops/pgpilot".parse(),
+            Ok(Grantee::ServiceAccount {
+                namespace: "ops".into(),
+                name: "pgpilot".into()
+            })
+        );
+        assert!(
+            "group:x"
+                .parse::<Grantee>()
+                .unwrap_err()
+                .contains("expected user:<name>")
+        );
+        assert!("serviceaccount:ops".parse::<Grantee>().is_err());
+    }
+
+    #[test]
+    fn bindings_point_at_the_roles_of_the_same_name() {
+        let (crb, rb) = bindings("m", "ops", &Grantee::User("u".into()));
+        assert_eq!(crb.role_ref.kind, "ClusterRole");
+        assert_eq!(rb.role_ref.kind, "Role");
+        assert_eq!(rb.metadata.namespace.as_deref(), Some("ops"));
+        assert_eq!(crb.subjects.unwrap()[0].name, "u");
     }
 
     #[test]

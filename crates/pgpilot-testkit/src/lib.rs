@@ -1,0 +1,303 @@
+//! Test support shared by pgpilot's integration tests.
+//!
+//! - [`cluster`] starts (or reuses) the real local control plane from `e2e/scripts` once per
+//!   test process and says where its kubeconfigs are;
+//! - [`TestNamespace`] gives each test a fresh namespace, deleted afterwards;
+//! - [`install_crds`] applies `crds/` and waits until the API serves them;
+//! - [`wait_for`] waits for a condition and, on timeout, prints the object and the
+//!   namespace's recent Events, so a red test explains itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource, ResourceExt};
+use rand::RngExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Errors in test support are reported, not handled: a boxed error is enough.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where the running local cluster is, from the `cluster.env` that `cluster-up.sh` writes.
+#[derive(Clone, Debug)]
+pub struct LocalCluster {
+    pub apiserver_url: String,
+    pub admin_kubeconfig: PathBuf,
+    pub manager_kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub k8s_version: String,
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("PGPILOT_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/pgpilot/cluster"))
+}
+
+fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+/// Starts the local control plane (with kwok) unless it already runs, once per process.
+/// Serialized across test processes with a lock file, since cargo runs test binaries one
+/// after another but a developer may run several at once.
+pub fn cluster() -> &'static LocalCluster {
+    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| match start_cluster() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start the local control plane: {e}"),
+    })
+}
+
+fn start_cluster() -> Result<LocalCluster> {
+    let root = repo_root();
+    let lock = std::env::temp_dir().join("pgpilot-cluster-up.lock");
+    let status = Command::new("flock")
+        .arg(&lock)
+        .arg(root.join("e2e/scripts/cluster-up.sh"))
+        .arg("--kwok")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("running flock e2e/scripts/cluster-up.sh: {e}"))?;
+    if !status.success() {
+        return Err(format!("e2e/scripts/cluster-up.sh --kwok failed: {status}").into());
+    }
+    let env = read_env_file(&state_dir().join("cluster.env"))?;
+    let get = |k: &str| {
+        env.get(k)
+            .cloned()
+            .ok_or_else(|| format!("cluster.env has no {k}"))
+    };
+    Ok(LocalCluster {
+        apiserver_url: get("PGPILOT_APISERVER_URL")?,
+        admin_kubeconfig: get("PGPILOT_ADMIN_KUBECONFIG")?.into(),
+        manager_kubeconfig: get("PGPILOT_MANAGER_KUBECONFIG")?.into(),
+        kubectl: get("PGPILOT_KUBECTL")?.into(),
+        k8s_version: get("PGPILOT_K8S_VERSION")?,
+    })
+}
+
+async fn client_from(path: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+impl LocalCluster {
+    /// A client with `system:masters` rights. Make one per test: a client belongs to the
+    /// Tokio runtime that created it.
+    pub async fn admin(&self) -> Result<Client> {
+        client_from(&self.admin_kubeconfig).await
+    }
+
+    /// A client as the operator's own identity (user `pgpilot-manager`, no groups).
+    pub async fn manager(&self) -> Result<Client> {
+        client_from(&self.manager_kubeconfig).await
+    }
+
+    /// Runs the cluster's own kubectl as admin; returns stdout, fails with stderr.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        use std::io::Write;
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.admin_kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into())
+        }
+    }
+}
+
+/// A namespace that exists for one test and is deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `t-<prefix>-<random>`.
+    pub async fn create(client: &Client, prefix: &str) -> Result<Self> {
+        let suffix: u32 = rand::rng().random();
+        let name = format!("t-{prefix}-{suffix:08x}");
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("pgpilot.io/test".to_owned(), "true".to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    /// Deletes the namespace now (and waits for nothing).
+    pub async fn delete(self) -> Result<()> {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Best effort when a test panicked before calling `delete`: a short blocking kubectl,
+        // since Drop cannot await.
+        let c = cluster();
+        let _ = c.kubectl(
+            &[
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
+
+/// Applies every file in `crds/` with server-side apply and waits until each is Established.
+pub async fn install_crds(client: &Client) -> Result<Vec<String>> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let dir = repo_root().join("crds");
+    let mut names = vec![];
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<std::result::Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let text = std::fs::read_to_string(entry.path())?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("pgpilot-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        names.push(name);
+    }
+    for name in &names {
+        let established = |c: &CustomResourceDefinition| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        };
+        wait_for(&api, name, Duration::from_secs(30), established).await?;
+    }
+    Ok(names)
+}
+
+/// Polls `name` until `ready` holds or `timeout` passes. On timeout the error carries the
+/// object as YAML and the Events of its namespace, newest last.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    ready: impl Fn(&K) -> bool,
+) -> Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(obj)) if ready(&obj) => return Ok(obj),
+            Ok(found) => last = found,
+            Err(e) => tracing_note(&format!("get {name}: {e}")),
+        }
+        if start.elapsed() > timeout {
+            let yaml = last
+                .as_ref()
+                .and_then(|o| serde_yaml::to_string(o).ok())
+                .unwrap_or_else(|| "<not found>".into());
+            let ns = last.as_ref().and_then(|o| o.namespace());
+            let events = match ns {
+                Some(ns) => recent_events(api.clone().into_client(), &ns).await,
+                None => String::new(),
+            };
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {name}\n--- object ---\n{yaml}--- events ---\n{events}"
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tracing_note(msg: &str) {
+    eprintln!("testkit: {msg}");
+}
+
+/// The Events of a namespace, oldest first, one line each.
+pub async fn recent_events(client: Client, namespace: &str) -> String {
+    let api = Api::<Event>::namespaced(client, namespace);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}/{}: {}",
+                    e.type_.as_deref().unwrap_or(""),
+                    e.reason.as_deref().unwrap_or(""),
+                    e.involved_object.kind.as_deref().unwrap_or(""),
+                    e.involved_object.name.as_deref().unwrap_or(""),
+                    e.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("<listing events failed: {e}>"),
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
