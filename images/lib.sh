@@ -78,6 +78,18 @@ apt_resolve() {
     | awk '$1 == "Inst" { v = $3; gsub(/[()]/, "", v); print $2 "=" v }' | sort
 }
 
+# deb_extract SUITE DIR PKG=VER...: unpack exactly these .debs into DIR (no
+# maintainer scripts, no dependencies): for taking a few files out of a
+# package into an otherwise scratch image.
+deb_extract() {
+  local s=$1 root=$2 deb; shift 2
+  local -a o; mapfile -t o < <(_apt_opts "$s")
+  mkdir -p "$WORK/debs" "$root"
+  (cd "$WORK/debs" && apt-get "${o[@]}" -qq download "$@" >&2)
+  for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$root"; done
+  rm -rf "$WORK/debs"
+}
+
 # content_hash FILE|DIR...: 12 hex digits over the named recipe files, lib.sh
 # and whatever is piped on stdin (package versions, Go module versions).
 content_hash() {
@@ -147,6 +159,14 @@ rootfs_clean() {
   : >"$r"/etc/machine-id 2>/dev/null || true
 }
 
+# chroot_run ROOT CMD...: run CMD in the tree with a fresh /proc (psutil, ps
+# and friends need it); the private mount namespace drops the mount on exit.
+chroot_run() {
+  local r=$1; shift
+  unshare --mount --propagation private --fork -- \
+    sh -c 'r=$1; shift; mount -t proc proc "$r/proc" && exec chroot "$r" "$@"' sh "$r" "$@"
+}
+
 # add_user ROOT NAME UID GID HOME [SHELL]: passwd/group/shadow entries written
 # directly (no useradd needed, works on scratch images too). Idempotent.
 add_user() {
@@ -183,9 +203,12 @@ IMAGE_ENV=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
 IMAGE_ENTRYPOINT=() IMAGE_CMD=() IMAGE_PORTS=() IMAGE_VOLUMES=() IMAGE_LABELS=()
 MMDEBSTRAP_ARGS=()
 
-_json_array() { if (($#)); then printf '%s\0' "$@" | jq -Rsc 'split("\u0000")[:-1]'; else echo null; fi; }
-_json_set() { if (($#)); then printf '%s\0' "$@" | jq -Rsc 'split("\u0000")[:-1] | map({(.): {}}) | add'; else echo null; fi; }
-_json_kv() { if (($#)); then printf '%s\0' "$@" | jq -Rsc 'split("\u0000")[:-1] | map(capture("^(?<key>[^=]+)=(?<value>.*)$")) | from_entries'; else echo null; fi; }
+# Bash arrays to JSON (values are single-line strings).
+_json_array() { (($#)) && printf '%s\n' "$@" | jq -Rnc '[inputs]' || echo null; }
+_json_set() { (($#)) && printf '%s\n' "$@" | jq -Rnc '[inputs | {(.): {}}] | add' || echo null; }
+_json_kv() {
+  (($#)) && printf '%s\n' "$@" | jq -Rnc '[inputs | capture("^(?<key>[^=]+)=(?<value>.*)$")] | from_entries' || echo null
+}
 
 _blob() { # FILE MEDIATYPE -> moves FILE into blobs/, prints its descriptor
   local f=$1 mt=$2 d s

@@ -53,7 +53,7 @@ install -d -o 999 -g 999 -m 2775 "$ROOT"/run/postgresql
 install -d -o 999 -g 999 -m 0750 "$ROOT"/var/log/postgresql
 
 # Prove the tree is what the tag says before packing it.
-in_root() { chroot "$ROOT" env PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/bin:/bin "$@"; }
+in_root() { chroot_run "$ROOT" env PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/bin:/bin "$@"; }
 [[ $(stat -c %u:%g "$ROOT"/var/lib/postgresql/data) == 999:999 ]] || die "postgres is not 999:999"
 [[ $(in_root id -u postgres) == 999 ]] || die "postgres uid is $(in_root id -u postgres)"
 PG_VERSION=$(in_root postgres --version)

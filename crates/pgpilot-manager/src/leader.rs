@@ -1,13 +1,25 @@
 //! Leader election on a `coordination.k8s.io` Lease: only the holder runs controllers.
+//!
+//! kube-lease-manager does the locking. A standby on its own only looks at the Lease again
+//! when the holder's term runs out; we also watch the Lease, and when a holder releases it
+//! on a graceful stop, the standby re-reads it at once and takes over in well under a second
+//! instead of a lease duration.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use rand::RngExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Lease settings from the command line.
+#[derive(Clone)]
 pub struct LeaseConfig {
     pub name: String,
     pub namespace: String,
@@ -18,7 +30,8 @@ pub struct LeaseConfig {
 /// A running election: a channel that says whether we lead, and the task holding the lease.
 pub struct Election {
     pub leading: watch::Receiver<bool>,
-    task: JoinHandle<Result<LeaseManager, kube_lease_manager::LeaseManagerError>>,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
 }
 
 /// A unique identity: the pod (or host) name plus a random suffix, so a restarted process
@@ -36,11 +49,10 @@ pub fn default_identity(base: Option<String>) -> String {
     format!("{base}-{suffix:08x}")
 }
 
-/// Starts competing for the lease.
-pub async fn start(client: Client, cfg: LeaseConfig) -> anyhow::Result<Election> {
+async fn build_manager(client: &Client, cfg: &LeaseConfig) -> anyhow::Result<LeaseManager> {
     // Renew well before expiry: a third of the duration leaves two renewals' worth of slack.
     let grace = (cfg.duration_secs / 3).max(1);
-    let manager = LeaseManagerBuilder::new(client, &cfg.name)
+    LeaseManagerBuilder::new(client.clone(), &cfg.name)
         .with_namespace(&cfg.namespace)
         .with_identity(&cfg.identity)
         .with_duration(cfg.duration_secs)
@@ -48,31 +60,79 @@ pub async fn start(client: Client, cfg: LeaseConfig) -> anyhow::Result<Election>
         .with_field_manager("pgpilot-manager-leader-election")
         .build()
         .await
-        .with_context(|| {
-            format!(
-                "preparing the leader-election Lease {}/{}",
-                cfg.namespace, cfg.name
-            )
-        })?;
-    let (leading, task) = manager.watch().await;
-    Ok(Election { leading, task })
+        .with_context(|| format!("preparing the leader-election Lease {}/{}", cfg.namespace, cfg.name))
+}
+
+/// Starts competing for the lease.
+pub async fn start(client: Client, cfg: LeaseConfig) -> anyhow::Result<Election> {
+    let manager = build_manager(&client, &cfg).await?;
+    let (tx, leading) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(campaign(client, cfg, manager, tx, stop.clone()));
+    Ok(Election { leading, stop, task })
+}
+
+fn is_free(lease: &Lease) -> bool {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .is_none_or(str::is_empty)
+}
+
+async fn campaign(
+    client: Client,
+    cfg: LeaseConfig,
+    mut manager: LeaseManager,
+    tx: watch::Sender<bool>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+    let freed = watcher(leases, watcher::Config::default().fields(&format!("metadata.name={}", cfg.name)))
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|r| async move { r.ok().filter(is_free).map(|_| ()) });
+    tokio::pin!(freed);
+    loop {
+        let leading = *tx.borrow();
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(()) = freed.next(), if !leading => {
+                // The holder let go: a fresh manager reads the Lease now and locks it.
+                match build_manager(&client, &cfg).await {
+                    Ok(m) => manager = m,
+                    Err(e) => tracing::warn!(error = %e, "re-reading the released Lease"),
+                }
+            }
+            changed = manager.changed() => match changed {
+                Ok(now_leading) => {
+                    tx.send_replace(now_leading);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: Lease API error; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+    let result = manager.release().await.context("releasing the leader-election Lease");
+    tx.send_replace(false);
+    result
 }
 
 impl Election {
     /// Releases the lease (if held) so a standby takes over at once, not after expiry.
     pub async fn release(self) -> anyhow::Result<()> {
-        drop(self.leading);
-        match self.task.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e).context("releasing the leader-election Lease"),
-            Err(e) => Err(e).context("leader-election task"),
-        }
+        self.stop.cancel();
+        self.task.await.context("leader-election task")?
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
 
     #[test]
     fn identities_are_unique_per_process_start() {
@@ -80,5 +140,20 @@ mod tests {
         let b = default_identity(Some("pod-a".into()));
         assert!(a.starts_with("pod-a-"));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_lease_without_holder_is_free() {
+        let held = |h: Option<&str>| Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: h.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(is_free(&held(None)));
+        assert!(is_free(&held(Some(""))));
+        assert!(!is_free(&held(Some("pod-a-1"))));
+        assert!(is_free(&Lease::default()));
     }
 }

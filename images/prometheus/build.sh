@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# localhost/pgpilot/prometheus:<version>: Prometheus from Debian bookworm.
+#
+#   FROM        scratch + Debian's ca-certificates bundle, users root/nonroot
+#   ADD         the files of these .debs (unpacked, no maintainer scripts):
+#               prometheus (/usr/bin/prometheus, promtool, /etc/prometheus with
+#               consoles + console_libraries, web UI), libc6 (the binary is
+#               dynamically linked against glibc only), and the JavaScript/font
+#               packages the web UI links to
+#   USER        nonroot 65532:65532
+#   VOLUME      /prometheus (TSDB)
+#   EXPOSE      9090/tcp
+#   ENTRYPOINT  ["/usr/bin/prometheus"]
+#   CMD         --config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus ...
+source "$(dirname "$0")/../lib.sh"
+
+SUITE=bookworm
+need_pkgs jq ca-certificates
+# The .debs to unpack: prometheus, glibc and the web UI's static assets; not
+# adduser/perl/passwd, which exist only for the package's postinst.
+PKGS=$(apt_resolve "$SUITE" prometheus | grep -E '^(prometheus|libc6|libjs-[^=]+|fonts-[^=]+|javascript-common)=')
+VERSION=$(sed -n 's/^prometheus=\([0-9.]*\).*/\1/p' <<<"$PKGS")
+HASH=$( { echo "$PKGS"; dpkg-query -W -f='${Package}=${Version}\n' ca-certificates; } | content_hash "$IMAGES_DIR/prometheus")
+image_begin prometheus "$VERSION" "$HASH"
+workdir
+ROOT=$WORK/rootfs
+
+scratch_rootfs "$ROOT"
+mapfile -t DEBS <<<"$PKGS"
+deb_extract "$SUITE" "$ROOT" "${DEBS[@]}"
+rm -rf "$ROOT"/usr/share/{doc,man,lintian} "$ROOT"/etc/{init.d,default,logrotate.d} "$ROOT"/lib/systemd "$ROOT"/usr/lib/systemd
+install -d -o 65532 -g 65532 -m 0755 "$ROOT/prometheus"
+# Nothing in the tree may be left unresolved: prometheus must start from it.
+PROM_VERSION=$(chroot_run "$ROOT" /usr/bin/prometheus --version 2>&1 | head -1)
+[[ $PROM_VERSION == "prometheus, version $VERSION"* ]] || die "unexpected: $PROM_VERSION"
+chroot_run "$ROOT" /usr/bin/promtool check config /etc/prometheus/prometheus.yml >&2
+log "$PROM_VERSION"
+
+IMAGE_USER=65532:65532
+IMAGE_WORKDIR=/prometheus
+IMAGE_ENV=(PATH=/usr/sbin:/usr/bin:/sbin:/bin)
+IMAGE_ENTRYPOINT=(/usr/bin/prometheus)
+IMAGE_CMD=(
+  --config.file=/etc/prometheus/prometheus.yml
+  --storage.tsdb.path=/prometheus
+  --web.console.libraries=/etc/prometheus/console_libraries
+  --web.console.templates=/etc/prometheus/consoles
+)
+IMAGE_PORTS=(9090/tcp)
+IMAGE_VOLUMES=(/prometheus)
+IMAGE_LABELS=(
+  "org.opencontainers.image.title=prometheus (Debian $SUITE)"
+  "org.opencontainers.image.version=$(sed -n 's/^prometheus=//p' <<<"$PKGS")"
+)
+oci_pack "$ROOT" "localhost/pgpilot/prometheus:$VERSION"
