@@ -42,7 +42,7 @@ use crate::common::{BackupType, ClusterReference, Condition, Time};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("PostgresBackup spec is immutable: create a new PostgresBackup instead"))]
+#[x_kube(validation = Rule::new("self.cluster == oldSelf.cluster && self.type == oldSelf.type").message("spec.cluster and spec.type of a PostgresBackup are immutable: create a new PostgresBackup instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresBackupSpec {
     /// The cluster to back up.
@@ -93,7 +93,7 @@ pub struct PostgresBackupStatus {
     /// Bytes stored in the repository (after compression and deduplication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_size_bytes: Option<i64>,
-    /// `size_bytes` for people, e.g. `1.2 GiB`.
+    /// `sizeBytes` for people, e.g. `1.2 GiB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     /// First WAL segment needed to restore this backup.

@@ -36,7 +36,9 @@ pub const OPERATOR_OWNED_PARAMETERS: &[&str] = &[
     "ssl",
     "ssl_ca_file",
     "ssl_cert_file",
+    "ssl_crl_file",
     "ssl_key_file",
+    "ssl_passphrase_command",
     "synchronous_commit",
     "synchronous_standby_names",
     "unix_socket_directories",
@@ -52,17 +54,12 @@ fn operator_owned_parameters_rule() -> Rule {
         .collect();
     let owned = quoted.join(", ");
     Rule::new(format!(
-        "!has(self.parameters) || !self.parameters.exists(k, k in [{owned}] || k.startsWith('recovery_target'))"
+        "!has(self.parameters) || !self.parameters.exists(k, k.lowerAscii() in [{owned}] || k.lowerAscii().startsWith('recovery_target'))"
     ))
     .message(Message::Expression(format!(
-        "'spec.postgresql.parameters: ' + self.parameters.filter(k, k in [{owned}] || k.startsWith('recovery_target')).join(', ') + ' cannot be set: pgpilot manages it (docs/cluster.md lists these parameters); remove it'"
+        "'spec.postgresql.parameters: ' + self.parameters.filter(k, k.lowerAscii() in [{owned}] || k.lowerAscii().startsWith('recovery_target')).join(', ') + ' cannot be set: pgpilot manages it (docs/cluster.md lists these parameters); remove it'"
     )))
 }
-
-/// Oldest PostgreSQL major version pgpilot manages.
-pub const MIN_POSTGRES_VERSION: i32 = 15;
-/// Newest PostgreSQL major version pgpilot manages.
-pub const MAX_POSTGRES_VERSION: i32 = 18;
 
 /// A highly available PostgreSQL cluster: one primary and zero or more streaming replicas,
 /// run by Patroni with Kubernetes as its consensus store.
@@ -100,7 +97,7 @@ pub const MAX_POSTGRES_VERSION: i32 = 18;
         name = "Version",
         type_ = "integer",
         json_path = ".spec.postgresql.version",
-        description = "PostgreSQL major version"
+        description = "Desired PostgreSQL major version"
     ),
     printcolumn(
         name = "Primary",
@@ -124,7 +121,7 @@ pub const MAX_POSTGRES_VERSION: i32 = 18;
     validation = Rule::new("self.postgresql.version >= oldSelf.postgresql.version").message("spec.postgresql.version cannot go down: major downgrades are not possible; restore a backup into a new cluster instead"),
     validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode != 'Required' || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous: mode Required needs more instances than numberOfStandbys, or writes would block"),
     validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),
-    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket").message("spec.backup.repository.s3.bucket is immutable: existing backups and the WAL archive live there; create a new cluster from a backup to move"),
+    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || (self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket && self.backup.repository.s3.path == oldSelf.backup.repository.s3.path)").message("spec.backup.repository.s3 bucket and path are immutable: existing backups and the WAL archive live there; restore into a new cluster to move"),
     validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)").message("spec.bootstrap cannot be added or removed after creation")
 )]
 #[serde(rename_all = "camelCase")]
@@ -193,18 +190,15 @@ pub struct PostgresClusterSpec {
 
     /// Stop reconciling this cluster. Pods keep running as they are; pgpilot changes nothing
     /// until this is false again.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default)]
     pub paused: bool,
 
     /// Put Patroni in maintenance mode: no automatic failover while the flag is on (for
     /// manual work on the instances).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default)]
     pub maintenance: bool,
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
-}
 fn default_instances() -> i32 {
     1
 }
@@ -268,7 +262,7 @@ pub enum Ensure {
 }
 
 /// A PostgreSQL role managed by pgpilot.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleSpec {
     /// Role name: lower-case letters, digits and underscores, starting with a letter.
@@ -337,7 +331,7 @@ pub struct ReplicationSpec {
 }
 
 /// Synchronous replication settings (Patroni `synchronous_mode`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SynchronousReplication {
     /// `Preferred`: synchronous while a standby is healthy, asynchronous otherwise (writes never
@@ -384,6 +378,7 @@ pub struct PatroniSpec {
     pub retry_timeout: i32,
     /// Replicas lagging more than this many bytes are never promoted automatically.
     #[serde(default = "default_max_lag")]
+    #[x_kube(validation = Rule::new("self >= 0").message("maximumLagOnFailover must not be negative"))]
     pub maximum_lag_on_failover: i64,
 }
 
@@ -466,11 +461,11 @@ pub struct BackupRepository {
 pub struct RepositoryRetention {
     /// Full backups to keep.
     #[serde(default = "default_retention_full")]
-    #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.full must be at least 1"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.full must be between 1 and 9999999"))]
     pub full: i32,
     /// Differential backups to keep; empty keeps those of the retained full backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.differential must be at least 1"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.differential must be between 1 and 9999999"))]
     pub differential: Option<i32>,
 }
 
@@ -500,7 +495,7 @@ pub struct BootstrapSpec {
 }
 
 /// initdb options.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InitdbSpec {
     /// Encoding of the template databases.

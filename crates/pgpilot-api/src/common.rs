@@ -26,7 +26,7 @@ pub struct SecretKeyReference {
 }
 
 /// An S3-compatible object store holding a pgBackRest repository.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Repository {
     /// Endpoint host (and optional port) of the object store, e.g. `s3.eu-west-1.amazonaws.com`
@@ -77,7 +77,7 @@ pub enum UriStyle {
 }
 
 /// Where the object store credentials are.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Credentials {
     /// Name of a Secret in this namespace.

@@ -156,13 +156,17 @@ pub struct RotationTiming {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationStrategy {
-    /// `InPlace`: new password on the same role, old one valid for nothing after the change
-    /// (consumers reconnect with the new one). `AlternatingUsers`: two roles `<role>` and
-    /// `<role>_b` take turns; the Secret points at the fresh one and the other keeps working
-    /// until the grace period ends, so no consumer ever holds a dead credential.
+    /// `InPlace`: the role gets a new password. PostgreSQL keeps one password per role, so
+    /// new connections with the old one fail at once; open connections stay up, and consumers
+    /// are rolled right after the change. Fine for consumers that reconnect on failure.
+    /// `AlternatingUsers`: two roles `<role>` and `<role>_b` take turns; the Secret points at
+    /// the freshly rotated one while the other keeps working for the grace period, so no
+    /// consumer ever holds a dead credential (true zero downtime).
     #[serde(default, rename = "type")]
     pub strategy_type: StrategyType,
-    /// How long the previous credential stays valid after the Secret changes.
+    /// AlternatingUsers: how long the previous user keeps working after the Secret changes
+    /// (consumers must have rolled by then). InPlace: how long pgpilot waits for consumers
+    /// to become ready before it reports the rotation as stalled.
     #[serde(default = "default_grace")]
     #[schemars(length(min = 2, max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message("gracePeriod must be a duration such as 10m"))]

@@ -35,7 +35,8 @@ use crate::common::{ClusterReference, Condition, Time, default_true};
 )]
 #[x_kube(
     validation = Rule::new("self.cluster == oldSelf.cluster && self.targetVersion == oldSelf.targetVersion && self.targetImage == oldSelf.targetImage").message("spec.cluster, spec.targetVersion and spec.targetImage are immutable: abort this upgrade and start another"),
-    validation = Rule::new("!has(oldSelf.approved) || !oldSelf.approved || (has(self.approved) && self.approved)").message("spec.approved cannot be withdrawn once given: set spec.abort to stop the upgrade")
+    validation = Rule::new("!has(oldSelf.approved) || !oldSelf.approved || (has(self.approved) && self.approved)").message("spec.approved cannot be withdrawn once given: set spec.abort to stop the upgrade"),
+    validation = Rule::new("!oldSelf.abort || self.abort").message("spec.abort cannot be undone: an aborted upgrade stays aborted; create a new PostgresUpgrade")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresUpgradeSpec {
@@ -65,7 +66,7 @@ pub struct PostgresUpgradeSpec {
     /// Hold before the next step. In-flight steps finish.
     #[serde(default)]
     pub paused: bool,
-    /// Stop and roll back what can be rolled back (see docs/runbooks/upgrade.md).
+    /// Stop and roll back what can be rolled back (see docs/upgrade.md). Final.
     #[serde(default)]
     pub abort: bool,
 }
@@ -108,9 +109,10 @@ pub struct PostgresUpgradeStatus {
     /// Every step, in order, with its state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<UpgradeStep>,
-    /// When the upgrade started and ended.
+    /// When the upgrade started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the upgrade ended (succeeded, failed or aborted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
 }

@@ -60,7 +60,12 @@ async fn build_manager(client: &Client, cfg: &LeaseConfig) -> anyhow::Result<Lea
         .with_field_manager("pgpilot-manager-leader-election")
         .build()
         .await
-        .with_context(|| format!("preparing the leader-election Lease {}/{}", cfg.namespace, cfg.name))
+        .with_context(|| {
+            format!(
+                "preparing the leader-election Lease {}/{}",
+                cfg.namespace, cfg.name
+            )
+        })
 }
 
 /// Starts competing for the lease.
@@ -69,7 +74,11 @@ pub async fn start(client: Client, cfg: LeaseConfig) -> anyhow::Result<Election>
     let (tx, leading) = watch::channel(false);
     let stop = CancellationToken::new();
     let task = tokio::spawn(campaign(client, cfg, manager, tx, stop.clone()));
-    Ok(Election { leading, stop, task })
+    Ok(Election {
+        leading,
+        stop,
+        task,
+    })
 }
 
 fn is_free(lease: &Lease) -> bool {
@@ -88,10 +97,13 @@ async fn campaign(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
-    let freed = watcher(leases, watcher::Config::default().fields(&format!("metadata.name={}", cfg.name)))
-        .default_backoff()
-        .applied_objects()
-        .filter_map(|r| async move { r.ok().filter(is_free).map(|_| ()) });
+    let freed = watcher(
+        leases,
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.name)),
+    )
+    .default_backoff()
+    .applied_objects()
+    .filter_map(|r| async move { r.ok().filter(is_free).map(|_| ()) });
     tokio::pin!(freed);
     loop {
         let leading = *tx.borrow();
@@ -116,7 +128,10 @@ async fn campaign(
             },
         }
     }
-    let result = manager.release().await.context("releasing the leader-election Lease");
+    let result = manager
+        .release()
+        .await
+        .context("releasing the leader-election Lease");
     tx.send_replace(false);
     result
 }
