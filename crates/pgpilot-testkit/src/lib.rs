@@ -301,3 +301,124 @@ pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
+
+/// A plain HTTP/1.0 GET on 127.0.0.1:`port`: the status code and body.
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP status in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A pgpilot-manager process for a test; killed when dropped. Its output goes to a log
+/// file that [`ManagerProcess::log`] reads, so a failing test can show it.
+pub struct ManagerProcess {
+    child: std::process::Child,
+    pub log_path: PathBuf,
+    pub metrics_port: u16,
+    pub probes_port: u16,
+}
+
+impl ManagerProcess {
+    /// Starts `binary` with `args` as the least-privilege `pgpilot-manager` user.
+    pub fn spawn(binary: &Path, kubeconfig: &Path, args: &[&str]) -> Result<Self> {
+        let metrics_port = free_port()?;
+        let probes_port = free_port()?;
+        let suffix: u32 = rand::rng().random();
+        let log_path = std::env::temp_dir().join(format!("pgpilot-manager-{suffix:08x}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(binary)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube_lease_manager=debug")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .args([
+                "--log-format=text",
+                &format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
+                &format!("--health-probe-bind-address=127.0.0.1:{probes_port}"),
+            ])
+            .args(args)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self {
+            child,
+            log_path,
+            metrics_port,
+            probes_port,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {} failed", self.pid()).into())
+        }
+    }
+
+    /// Waits for the process to exit, up to `timeout`; returns its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if start.elapsed() > timeout {
+                return Err(
+                    format!("still running after {timeout:?}; log:\n{}", self.log()).into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) = http_get(self.probes_port, "/readyz").await {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(
+                    format!("/readyz not ready after {timeout:?}; log:\n{}", self.log()).into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

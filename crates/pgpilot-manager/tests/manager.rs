@@ -1,0 +1,224 @@
+//! The manager binary against a real API server, running as its own least-privilege user
+//! with exactly the RBAC `pgpilot-manager rbac` generates.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use pgpilot_testkit::{LocalCluster, ManagerProcess, TestNamespace, cluster, http_get};
+
+const MANAGER: &str = env!("CARGO_BIN_EXE_pgpilot-manager");
+
+/// Grants the `pgpilot-manager` user what `pgpilot-manager rbac` prints, under a name unique
+/// to the test; returns a guard that deletes the cluster-scoped objects.
+struct Grant<'a> {
+    cluster: &'a LocalCluster,
+    name: String,
+}
+
+impl<'a> Grant<'a> {
+    fn new(cluster: &'a LocalCluster, namespace: &str) -> Self {
+        let name = format!("pgpilot-manager-{namespace}");
+        let out = std::process::Command::new(MANAGER)
+            .args([
+                "rbac",
+                "--name",
+                &name,
+                "--namespace",
+                namespace,
+                "--bind",
+                "user:pgpilot-manager",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let yaml = String::from_utf8(out.stdout).unwrap();
+        cluster.kubectl(&["apply", "-f", "-"], Some(&yaml)).unwrap();
+        Grant { cluster, name }
+    }
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        let _ = self.cluster.kubectl(
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &self.name,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
+
+fn spawn(c: &LocalCluster, ns: &str, identity: &str, extra: &[&str]) -> ManagerProcess {
+    let mut args = vec![
+        "--leader-elect".to_owned(),
+        format!("--leader-election-namespace={ns}"),
+        "--leader-election-lease-name=pgpilot".to_owned(),
+        format!("--leader-election-identity={identity}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ManagerProcess::spawn(Path::new(MANAGER), &c.manager_kubeconfig, &args).unwrap()
+}
+
+fn holder(lease: &Lease) -> String {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until the Lease holder starts with `prefix-`; returns how long that took.
+async fn wait_for_holder(
+    leases: &Api<Lease>,
+    prefix: &str,
+    timeout: Duration,
+    logs: &[&ManagerProcess],
+) -> Duration {
+    let start = Instant::now();
+    let want = format!("{prefix}-");
+    let result =
+        pgpilot_testkit::wait_for(leases, "pgpilot", timeout, |l| holder(l).starts_with(&want))
+            .await;
+    if let Err(e) = result {
+        let logs: Vec<String> = logs.iter().map(|m| m.log()).collect();
+        panic!("{e}\n--- manager logs ---\n{}", logs.join("\n-----\n"));
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
+    let c = cluster();
+    let client = c.admin().await.unwrap();
+    let ns = TestNamespace::create(&client, "mgr").await.unwrap();
+    let _grant = Grant::new(c, &ns.name);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+
+    let mut m = spawn(c, &ns.name, "solo", &[]);
+    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(http_get(m.probes_port, "/healthz").await.unwrap().0, 200);
+    let (status, metrics) = http_get(m.metrics_port, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for family in [
+        "# TYPE pgpilot_reconcile counter",
+        "# TYPE pgpilot_reconcile_errors counter",
+        "# TYPE pgpilot_reconcile_duration_seconds histogram",
+        "# TYPE pgpilot_reconcile_in_flight gauge",
+        "# EOF",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} missing from /metrics:\n{metrics}"
+        );
+    }
+    // Leading needs the Lease rights of the generated Role, and nothing more.
+    wait_for_holder(&leases, "solo", Duration::from_secs(20), &[&m]).await;
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i", "--as", "pgpilot-manager"];
+        full.extend_from_slice(args);
+        c.kubectl(&full, None)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|e| e.to_string())
+    };
+    assert_eq!(can(&["update", "leases", "-n", &ns.name]), "yes");
+    assert!(can(&["update", "leases", "-n", "default"]).contains("no"));
+    assert!(can(&["list", "secrets", "-A"]).contains("no"));
+    assert!(can(&["create", "pods", "-n", &ns.name]).contains("no"));
+
+    // SIGTERM: a clean exit that gives the Lease back.
+    m.signal("TERM").unwrap();
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(10)).await.unwrap(),
+        Some(0),
+        "{}",
+        m.log()
+    );
+    let released = pgpilot_testkit::wait_for(&leases, "pgpilot", Duration::from_secs(5), |l| {
+        holder(l).is_empty()
+    })
+    .await;
+    assert!(
+        released.is_ok(),
+        "lease not released: {released:?}\n{}",
+        m.log()
+    );
+    ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn exactly_one_of_two_managers_leads_and_a_standby_takes_over() {
+    const LEASE_SECONDS: u64 = 4;
+    let c = cluster();
+    let client = c.admin().await.unwrap();
+    let ns = TestNamespace::create(&client, "leader").await.unwrap();
+    let _grant = Grant::new(c, &ns.name);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let duration = format!("--leader-election-lease-duration={LEASE_SECONDS}");
+
+    let a = spawn(c, &ns.name, "a", &[&duration]);
+    wait_for_holder(&leases, "a", Duration::from_secs(20), &[&a]).await;
+    let mut b = spawn(c, &ns.name, "b", &[&duration]);
+    b.wait_ready(Duration::from_secs(20)).await.unwrap();
+    // Give b more than a full lease term to (wrongly) grab the lock.
+    tokio::time::sleep(Duration::from_secs(LEASE_SECONDS + 1)).await;
+    let lease = leases.get("pgpilot").await.unwrap();
+    assert!(
+        holder(&lease).starts_with("a-"),
+        "a must still lead: {lease:?}"
+    );
+    assert!(a.log().contains("became leader"), "{}", a.log());
+    assert!(
+        !b.log().contains("became leader"),
+        "b leads too:\n{}",
+        b.log()
+    );
+
+    // Hard kill: a never renews; b leads once the lease term runs out.
+    a.signal("KILL").unwrap();
+    let took = wait_for_holder(
+        &leases,
+        "b",
+        Duration::from_secs(LEASE_SECONDS * 3),
+        &[&a, &b],
+    )
+    .await;
+    eprintln!("takeover after SIGKILL of the leader: {took:?}");
+    assert!(
+        took <= Duration::from_secs(LEASE_SECONDS),
+        "takeover after SIGKILL took {took:?}, more than the {LEASE_SECONDS}s lease"
+    );
+
+    // Graceful stop: b releases the lease and the standby c takes over within 2 s.
+    let c_proc = spawn(c, &ns.name, "c", &[&duration]);
+    c_proc.wait_ready(Duration::from_secs(20)).await.unwrap();
+    b.signal("TERM").unwrap();
+    let took = wait_for_holder(
+        &leases,
+        "c",
+        Duration::from_secs(LEASE_SECONDS * 3),
+        &[&b, &c_proc],
+    )
+    .await;
+    eprintln!("takeover after SIGTERM of the leader: {took:?}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "takeover after a graceful stop took {took:?}"
+    );
+    assert_eq!(
+        b.wait_exit(Duration::from_secs(10)).await.unwrap(),
+        Some(0),
+        "{}",
+        b.log()
+    );
+    ns.delete().await.unwrap();
+}
