@@ -22,6 +22,7 @@ for arg in "$@"; do
     *) die "unknown argument: $arg" ;;
   esac
 done
+lock_cluster
 
 # stop PID...: SIGTERM, up to 20 s for a clean exit, then SIGKILL.
 stop() {

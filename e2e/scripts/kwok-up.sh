@@ -14,6 +14,7 @@ set -euo pipefail
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 [[ -x $KWOK_BIN/kwok && -f $KWOK_DIR/etc/kwok.yaml ]] ||
   "$E2E_DIR/scripts/build-binaries.sh" >/dev/null
+lock_cluster
 apiserver_ready || die "the cluster is not running: start it with e2e/scripts/cluster-up.sh"
 
 if pid=$(pid_of kwok); then

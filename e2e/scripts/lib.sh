@@ -100,8 +100,19 @@ launch() {
   local name=$1
   shift
   log "starting $name"
-  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null 8>&- & # 8: lock_cluster's fd
   echo $! >"$RUN_DIR/$name.pid"
+}
+
+# lock_cluster: serialise cluster-up/down/kwok-up on one state dir (parallel
+# test jobs may all call cluster-up). The lock file sits beside the state dir,
+# which cluster-down deletes; nested calls (up -> down) inherit the lock.
+lock_cluster() {
+  [[ -z ${PGPILOT_CLUSTER_LOCKED:-} ]] || return 0
+  mkdir -p "$(dirname "$STATE_DIR")"
+  exec 8>"$STATE_DIR.lock"
+  flock -w 300 8 || die "timed out waiting for $STATE_DIR.lock"
+  export PGPILOT_CLUSTER_LOCKED=1
 }
 
 # kubectl from the pinned build (not whatever kubectl is on PATH).

@@ -3,6 +3,7 @@
 mod cli;
 mod http;
 mod leader;
+mod process_metrics;
 mod rbac;
 mod registry;
 mod telemetry;
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use pgpilot_toolkit::events::Events;
 use pgpilot_toolkit::metrics::Metrics;
 use pgpilot_toolkit::runtime::{ControllerRef, Namespaces, RunContext};
@@ -138,6 +140,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let process = process_metrics::ProcessMetrics::register(&mut registry);
     let ready = http::Readiness::default();
     let servers = http::serve(
         args.metrics_bind_address,
@@ -193,6 +196,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Err(_) => Err(anyhow::anyhow!("leader election stopped unexpectedly")),
                 Ok(_) => {
                     tracing::info!(%identity, "became leader");
+                    process.set_leader(true);
                     let lost = {
                         let mut leading = election.leading.clone();
                         async move { leading.wait_for(|l| !*l).await.map(|_| ()) }
@@ -202,9 +206,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         };
         let released = election.release().await;
+        process.set_leader(false);
         tracing::info!(%identity, "left the leader election");
         outcome.and(released)
     } else {
+        process.set_leader(true);
         run_controllers(&controllers, &ctx, &shutdown, None).await
     };
 
@@ -224,14 +230,15 @@ type LostLeadership = std::pin::Pin<
 >;
 
 /// Runs every controller until shutdown, or until leadership is lost (then the process must
-/// stop: another replica now runs the controllers).
+/// stop: another replica now runs the controllers). A controller that stops on its own stops
+/// the manager, so a broken controller is restarted by Kubernetes instead of missing silently.
 async fn run_controllers(
     controllers: &[ControllerRef],
     ctx: &dyn Fn(&ControllerRef) -> RunContext,
     shutdown: &CancellationToken,
     lost: Option<LostLeadership>,
 ) -> anyhow::Result<()> {
-    let tasks: Vec<_> = controllers
+    let mut tasks: FuturesUnordered<_> = controllers
         .iter()
         .map(|c| {
             let ctx = ctx(c);
@@ -246,30 +253,32 @@ async fn run_controllers(
             }
         })
         .collect();
-    let all = join_all(tasks);
-    tokio::pin!(all);
     let lost_leadership = async {
         match lost {
             Some(f) => f.await,
             None => std::future::pending().await,
         }
     };
+    tokio::pin!(lost_leadership);
+    let mut outcome = Ok(());
     tokio::select! {
-        results = &mut all => return results.into_iter().collect::<anyhow::Result<Vec<()>>>().map(|_| ()),
+        Some(first) = tasks.next() => {
+            outcome = Err(first.err().unwrap_or_else(|| anyhow::anyhow!("a controller stopped unexpectedly")));
+        }
         _ = shutdown.cancelled() => {}
-        _ = lost_leadership => {
+        _ = &mut lost_leadership => {
             tracing::error!("lost the leader Lease; stopping so a new leader runs alone");
-            shutdown.cancel();
-            let _ = all.await;
-            bail!("lost leadership");
+            outcome = Err(anyhow::anyhow!("lost leadership"));
         }
     }
-    // Graceful: controllers saw the cancellation and finish their in-flight reconciles.
-    let results = all.await;
-    results
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()
-        .map(|_| ())
+    // Graceful: controllers see the cancellation and finish their in-flight reconciles.
+    shutdown.cancel();
+    while let Some(result) = tasks.next().await {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "controller failed while stopping");
+        }
+    }
+    outcome
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

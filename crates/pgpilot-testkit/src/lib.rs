@@ -142,6 +142,28 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// Whether `user` may do what `args` says (`kubectl auth can-i <args> --as <user>`).
+    pub fn can_i(&self, user: &str, args: &[&str]) -> Result<bool> {
+        let out = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.admin_kubeconfig)
+            .args(["auth", "can-i", "--as", user])
+            .args(args)
+            .output()?;
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "yes" => Ok(true),
+            "no" => Ok(false),
+            other => Err(format!(
+                "kubectl auth can-i {}: {other} {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into()),
+        }
+    }
+}
+
 /// A namespace that exists for one test and is deleted when dropped.
 pub struct TestNamespace {
     pub name: String,

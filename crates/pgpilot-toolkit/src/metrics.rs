@@ -86,12 +86,22 @@ impl Metrics {
         Arc::new(m)
     }
 
-    /// The handle one controller records through.
+    /// The handle one controller records through. Its series start at zero, so dashboards
+    /// and alerts see the controller before its first reconcile.
     pub fn controller(self: &Arc<Self>, name: &str) -> ControllerMetrics {
-        ControllerMetrics {
+        let handle = ControllerMetrics {
             metrics: self.clone(),
             name: name.to_owned(),
+        };
+        for result in ["success", "error"] {
+            let _ = self.reconciles.get_or_create(&ResultLabels {
+                controller: name.to_owned(),
+                result: result.to_owned(),
+            });
         }
+        let _ = self.in_flight.get_or_create(&handle.label());
+        let _ = self.running.get_or_create(&handle.label());
+        handle
     }
 }
 
