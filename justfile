@@ -26,10 +26,11 @@ test:
 unit:
     cargo test --workspace --lib --bins --test cel_rules
 
-# Formatting and clippy, warnings as errors.
+# Formatting, clippy (warnings as errors) and shellcheck.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    shellcheck -x just .ci/run e2e/scripts/*.sh
 
 # Regenerate crds/ from the API types.
 crds:
