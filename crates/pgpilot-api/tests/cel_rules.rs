@@ -1,6 +1,8 @@
 //! Every CEL case of `fixtures/validation-cases.yaml`, evaluated client-side with kube's
 //! CEL interpreter. The same table runs against a real API server in the integration tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use pgpilot_api::fixtures::{Case, Layer, validation_cases};
 use pgpilot_api::{
     BackupSchedule, PostgresBackup, PostgresCluster, PostgresUpgrade, SecretRotation,

@@ -10,7 +10,13 @@ pub fn available() -> Vec<ControllerRef> {
 /// The controllers to run for the names given on the command line (all available when
 /// none are given). A known controller that this build lacks is an error, not a silent skip.
 pub fn select(names: &[String]) -> Result<Vec<ControllerRef>, String> {
-    let available = available();
+    select_from(available(), names)
+}
+
+fn select_from(
+    available: Vec<ControllerRef>,
+    names: &[String],
+) -> Result<Vec<ControllerRef>, String> {
     if names.is_empty() {
         return Ok(available);
     }
@@ -21,9 +27,77 @@ pub fn select(names: &[String]) -> Result<Vec<ControllerRef>, String> {
                 let have: Vec<&str> = available.iter().map(|c| c.name()).collect();
                 format!(
                     "controller '{name}' is not built into this pgpilot-manager (available: {})",
-                    if have.is_empty() { "none yet".to_owned() } else { have.join(", ") }
+                    if have.is_empty() {
+                        "none yet".to_owned()
+                    } else {
+                        have.join(", ")
+                    }
                 )
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+    use pgpilot_toolkit::runtime::{Controller, RunContext, RunError};
+
+    use super::*;
+
+    /// Stands in for a controller crate in selection tests only; it is never run.
+    struct Named(&'static str);
+
+    impl Controller for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn rbac_rules(&self) -> Vec<PolicyRule> {
+            vec![]
+        }
+        fn run(&self, _: RunContext) -> Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn built() -> Vec<ControllerRef> {
+        vec![
+            Arc::new(Named("cluster")),
+            Arc::new(Named("backup")),
+            Arc::new(Named("upgrade")),
+        ]
+    }
+
+    fn names(selected: &[ControllerRef]) -> Vec<&'static str> {
+        selected.iter().map(|c| c.name()).collect()
+    }
+
+    #[test]
+    fn no_names_selects_everything_built() {
+        assert_eq!(
+            names(&select_from(built(), &[]).unwrap()),
+            ["cluster", "backup", "upgrade"]
+        );
+    }
+
+    #[test]
+    fn a_subset_selects_only_what_it_names_in_the_given_order() {
+        let picked = select_from(built(), &["upgrade".into(), "cluster".into()]).unwrap();
+        assert_eq!(names(&picked), ["upgrade", "cluster"]);
+    }
+
+    #[test]
+    fn a_name_missing_from_the_build_is_an_error_naming_what_is_available() {
+        let err = select_from(built(), &["secret-rotation".into()])
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            "controller 'secret-rotation' is not built into this pgpilot-manager (available: cluster, backup, upgrade)"
+        );
+    }
 }

@@ -1,5 +1,7 @@
 //! The binary's behaviour before it reaches any cluster.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::process::Command;
 
 const MANAGER: &str = env!("CARGO_BIN_EXE_pgpilot-manager");

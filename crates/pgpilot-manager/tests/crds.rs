@@ -2,6 +2,8 @@
 //! the intended verdicts, and printer columns, categories, short names and the scale
 //! subresource work through the API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, PostParams};

@@ -1,6 +1,8 @@
 //! The manager binary against a real API server, running as its own least-privilege user
 //! with exactly the RBAC `pgpilot-manager rbac` generates.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
