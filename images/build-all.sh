@@ -4,6 +4,7 @@
 # With --import, also run images/import.sh (containerd, namespace k8s.io).
 # The operator image is not built here: it needs the manager binary
 # (images/operator/build.sh PATH [TAG]).
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 BUILDS=(

@@ -21,7 +21,7 @@ DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-se
 DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Where rootfs trees are assembled; removed after packing. Needs ~1 GiB free.
 IMAGE_WORK_ROOT=${IMAGE_WORK_ROOT:-/var/tmp}
-[[ -x /usr/local/go/bin/go ]] && PATH=$PATH:/usr/local/go/bin
+if [[ -x /usr/local/go/bin/go ]]; then PATH=$PATH:/usr/local/go/bin; fi
 export LC_ALL=C TZ=UTC
 
 log() { printf '[images] %s\n' "$*" >&2; }
@@ -90,6 +90,12 @@ deb_extract() {
   rm -rf "$WORK/debs"
 }
 
+# dpkg_versions [--admindir=ROOT/var/lib/dpkg] [PKG...]: "name=version" lines.
+dpkg_versions() {
+  # shellcheck disable=SC2016 # dpkg-query's own ${field} syntax
+  dpkg-query -W -f='${Package}=${Version}\n' "$@"
+}
+
 # content_hash FILE|DIR...: 12 hex digits over the named recipe files, lib.sh
 # and whatever is piped on stdin (package versions, Go module versions).
 content_hash() {
@@ -116,6 +122,17 @@ image_begin() {
   mkdir -p "$IMAGE_CACHE"
   IMAGE_T0=$SECONDS
   log "building $1:$2 (hash $3)"
+}
+
+# cached_or_die NAME TAG WHY: when the inputs can no longer be resolved (a
+# pinned Debian version left the archive, no network), fall back to the newest
+# cached build of NAME:TAG rather than fail; exits the build script.
+cached_or_die() {
+  local t; t=$(find "$IMAGE_CACHE" -maxdepth 1 -name "$1-$2-*.tar" -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -1 | cut -d' ' -f2-)
+  [[ -n $t ]] || die "$1:$2: $3, and no cached build to fall back to"
+  log "warning: $1:$2: $3; using the cached $t"
+  echo "$t"
+  exit 0
 }
 
 # workdir: a scratch dir removed when the build script exits, however it exits.
@@ -149,11 +166,11 @@ debian_rootfs() {
 
 # rootfs_clean DIR: drop what a container never needs from the tree.
 rootfs_clean() {
-  local r=$1
+  local r=${1:?}
   rm -rf "$r"/var/cache/apt/* "$r"/var/lib/apt/lists/* "$r"/var/log/* \
     "$r"/var/cache/debconf/*-old "$r"/var/lib/dpkg/*-old "$r"/tmp/* "$r"/var/tmp/*
   # /dev, /proc, /sys are provided by the runtime; keep the empty mount points.
-  rm -rf "$r"/dev "$r"/proc "$r"/sys
+  rm -rf "${r:?}"/dev "${r:?}"/proc "${r:?}"/sys
   mkdir -p "$r"/dev "$r"/proc "$r"/sys "$r"/tmp "$r"/var/tmp
   chmod 1777 "$r"/tmp "$r"/var/tmp
   : >"$r"/etc/machine-id 2>/dev/null || true
@@ -163,6 +180,7 @@ rootfs_clean() {
 # and friends need it); the private mount namespace drops the mount on exit.
 chroot_run() {
   local r=$1; shift
+  # shellcheck disable=SC2016 # expanded by the inner sh
   unshare --mount --propagation private --fork -- \
     sh -c 'r=$1; shift; mount -t proc proc "$r/proc" && exec chroot "$r" "$@"' sh "$r" "$@"
 }
@@ -223,7 +241,7 @@ _blob() { # FILE MEDIATYPE -> moves FILE into blobs/, prints its descriptor
 oci_pack() {
   local root=$1; shift
   need_pkgs jq gzip tar
-  LAYOUT=$(mktemp -d "$IMAGE_WORK_ROOT/pgpilot-oci.XXXXXX")
+  LAYOUT=$(mktemp -d "${WORK:-$IMAGE_WORK_ROOT}/oci.XXXXXX")
   mkdir -p "$LAYOUT/blobs/sha256"
   # Sorted names and numeric owners: the layer does not depend on the host's
   # users or on readdir order.
@@ -264,7 +282,7 @@ oci_pack() {
   tar --numeric-owner --sort=name -C "$LAYOUT" -cf "$IMAGE_OUT.part" oci-layout index.json blobs
   mv "$IMAGE_OUT.part" "$IMAGE_OUT"
   rm -rf "$LAYOUT"
-  [[ $root == "${WORK:-/nonexistent}"/* ]] && rm -rf --one-file-system "$root"
+  if [[ $root == "${WORK:-/nonexistent}"/* ]]; then rm -rf --one-file-system "$root"; fi
   # Older builds of the same name and tag are superseded: free the disk.
   find "$IMAGE_CACHE" -maxdepth 1 -name "$IMAGE_NAME-$IMAGE_TAG-*.tar" ! -path "$IMAGE_OUT" -delete
   log "built $IMAGE_OUT ($(du -h "$IMAGE_OUT" | cut -f1), $((SECONDS - IMAGE_T0))s) refs: $*"
@@ -272,7 +290,8 @@ oci_pack() {
 }
 
 # go_binary MODULE/PKG@VERSION NAME [LDFLAGS]: static build (CGO off) cached in
-# $CACHE/bin-NAME-VERSION/NAME; prints the path.
+# $CACHE/bin-NAME-VERSION/NAME; prints the path. The cache key is the version
+# only: delete that directory after changing LDFLAGS.
 go_binary() {
   local pkg=$1 name=$2 ldflags=${3:-} ver=${1##*@}
   local dir=$CACHE/bin-$name-$ver

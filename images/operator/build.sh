@@ -8,6 +8,7 @@
 #               readOnlyRootFilesystem: true
 #   ENTRYPOINT  ["/usr/bin/pgpilot-manager"]
 # Usage: images/operator/build.sh PATH/TO/pgpilot-manager [TAG=dev]
+# shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 BIN=${1:?usage: $0 PATH/TO/pgpilot-manager [TAG]}
@@ -16,7 +17,7 @@ TAG=${2:-dev}
 need_pkgs jq ca-certificates file
 # A dynamically linked binary would not find its loader in a scratch image.
 if file -b "$BIN" | grep -q 'dynamically linked'; then die "$BIN is dynamically linked; build it static"; fi
-HASH=$( { sha256sum <"$BIN"; dpkg-query -W -f='${Package}=${Version}\n' ca-certificates; } | content_hash "$IMAGES_DIR/operator")
+HASH=$( { sha256sum <"$BIN"; dpkg_versions ca-certificates; } | content_hash "$IMAGES_DIR/operator")
 image_begin operator "$TAG" "$HASH"
 workdir
 ROOT=$WORK/rootfs

@@ -11,12 +11,13 @@
 #   USER        nonroot 65532:65532
 #   EXPOSE      4317/tcp (OTLP gRPC), 4318/tcp (OTLP HTTP)
 #   ENTRYPOINT  ["/usr/bin/otelcol"]   CMD ["--config=/etc/otelcol/config.yaml"]
+# shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 MANIFEST=$IMAGES_DIR/otelcol/manifest.yaml
 VERSION=$(sed -n 's/^  version: *//p' "$MANIFEST")
 need_pkgs jq ca-certificates
-HASH=$( { go version; dpkg-query -W -f='${Package}=${Version}\n' ca-certificates; } | content_hash "$IMAGES_DIR/otelcol")
+HASH=$( { go version; dpkg_versions ca-certificates; } | content_hash "$IMAGES_DIR/otelcol")
 image_begin otelcol "$VERSION" "$HASH"
 
 BUILDER=$(go_binary "go.opentelemetry.io/collector/cmd/builder@v$VERSION" builder)

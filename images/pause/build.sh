@@ -6,10 +6,11 @@
 #   ADD         /pause   static binary from pause.c (gcc -static, glibc)
 #   USER        65535:65535   (as the upstream pause image)
 #   ENTRYPOINT  ["/pause"]
+# shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 need_pkgs gcc libc6-dev jq
-HASH=$(dpkg-query -W -f='${Package}=${Version}\n' gcc libc6-dev | content_hash "$IMAGES_DIR/pause")
+HASH=$(dpkg_versions gcc libc6-dev | content_hash "$IMAGES_DIR/pause")
 image_begin pause 3.10 "$HASH"
 workdir
 ROOT=$WORK/rootfs

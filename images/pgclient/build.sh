@@ -9,6 +9,7 @@
 #   USER     postgres 999:999 (same ids as the postgres images)
 #   ENV      PATH=/usr/lib/postgresql/17/bin:$PATH  LANG=C.UTF-8
 #   CMD      ["psql"]
+# shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 SUITE=trixie MAJOR=17
@@ -32,12 +33,12 @@ PSQL_VERSION=$(in_root psql --version)
 PGBENCH_VERSION=$(in_root pgbench --version)
 [[ ${PSQL_VERSION##* } == "${PGBENCH_VERSION##* }" ]] || die "psql/pgbench mismatch: $PSQL_VERSION / $PGBENCH_VERSION"
 log "$PSQL_VERSION | $PGBENCH_VERSION"
-in_root dpkg-query -W -f='${Package}=${Version}\n' >"$IMAGE_CACHE/pgclient-$MAJOR.packages"
+dpkg_versions --admindir="$ROOT/var/lib/dpkg" >"$IMAGE_CACHE/pgclient-$MAJOR.packages"
 
 IMAGE_USER=999:999
 IMAGE_WORKDIR=/var/lib/postgresql
 IMAGE_ENV=(
-  PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  "PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   LANG=C.UTF-8
 )
 IMAGE_CMD=(psql)

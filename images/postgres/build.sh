@@ -17,6 +17,7 @@
 #   CMD      ["patroni"]: no entrypoint script; the operator runs
 #            `patroni <config>` (or PATRONI_* env) itself.
 # Usage: images/postgres/build.sh 17|15.18|15.20   (prints the tarball path)
+# shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 TAG=${1:?usage: $0 17|15.18|15.20}
@@ -26,14 +27,19 @@ case $TAG in
   15.20) SUITE=bookworm MAJOR=15 PIN="=15.20-0+deb12u1" ;;
   *) die "unknown postgres tag $TAG" ;;
 esac
-PKGS=(postgresql-$MAJOR$PIN postgresql-client-$MAJOR$PIN libpq5$PIN patroni pgbackrest ca-certificates)
+PKGS=("postgresql-$MAJOR$PIN" "postgresql-client-$MAJOR$PIN" "libpq5$PIN" patroni pgbackrest ca-certificates)
 
 need_pkgs mmdebstrap jq
-HASH=$( { echo "tag=$TAG"; apt_resolve "$SUITE" "${PKGS[@]}"; } | content_hash "$IMAGES_DIR/postgres")
+# A point release removes the previous minor from the archive (15.18 will go
+# from bookworm main): keep serving the cached image then.
+CLOSURE=$(apt_resolve "$SUITE" "${PKGS[@]}") || cached_or_die postgres "$TAG" "cannot resolve ${PKGS[*]} in $SUITE"
+HASH=$(content_hash "$IMAGES_DIR/postgres" <<<"tag=$TAG
+$CLOSURE")
 image_begin postgres "$TAG" "$HASH"
 workdir
 ROOT=$WORK/rootfs
 
+# shellcheck disable=SC2016 # "$1" is the rootfs, expanded by mmdebstrap's hook shell
 MMDEBSTRAP_ARGS=(
   # After the Essential set, before our packages: fix the postgres ids and
   # tell postgresql-common not to create a default "main" cluster.
@@ -62,12 +68,12 @@ PATRONI_VERSION=$(in_root patroni --version)
 PGBACKREST_VERSION=$(in_root pgbackrest version)
 in_root python3 -c 'import patroni.dcs.kubernetes' || die "Patroni's Kubernetes DCS does not import"
 log "$PG_VERSION | $PATRONI_VERSION | $PGBACKREST_VERSION"
-in_root dpkg-query -W -f='${Package}=${Version}\n' >"$IMAGE_CACHE/postgres-$TAG.packages"
+dpkg_versions --admindir="$ROOT/var/lib/dpkg" >"$IMAGE_CACHE/postgres-$TAG.packages"
 
 IMAGE_USER=999:999
 IMAGE_WORKDIR=/var/lib/postgresql
 IMAGE_ENV=(
-  PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  "PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   PGDATA=/var/lib/postgresql/data
   LANG=C.UTF-8
 )

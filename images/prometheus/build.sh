@@ -12,6 +12,7 @@
 #   EXPOSE      9090/tcp
 #   ENTRYPOINT  ["/usr/bin/prometheus"]
 #   CMD         --config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus ...
+# shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 SUITE=bookworm
@@ -20,7 +21,7 @@ need_pkgs jq ca-certificates
 # adduser/perl/passwd, which exist only for the package's postinst.
 PKGS=$(apt_resolve "$SUITE" prometheus | grep -E '^(prometheus|libc6|libjs-[^=]+|fonts-[^=]+|javascript-common)=')
 VERSION=$(sed -n 's/^prometheus=\([0-9.]*\).*/\1/p' <<<"$PKGS")
-HASH=$( { echo "$PKGS"; dpkg-query -W -f='${Package}=${Version}\n' ca-certificates; } | content_hash "$IMAGES_DIR/prometheus")
+HASH=$( { echo "$PKGS"; dpkg_versions ca-certificates; } | content_hash "$IMAGES_DIR/prometheus")
 image_begin prometheus "$VERSION" "$HASH"
 workdir
 ROOT=$WORK/rootfs
@@ -28,6 +29,9 @@ ROOT=$WORK/rootfs
 scratch_rootfs "$ROOT"
 mapfile -t DEBS <<<"$PKGS"
 deb_extract "$SUITE" "$ROOT" "${DEBS[@]}"
+# moment-timezone's data/ holds every historical tz database as raw JSON
+# (~210 MB); the web UI only loads the prebuilt moment-timezone*.js bundles.
+rm -rf "$ROOT"/usr/share/javascript/moment-timezone/data
 rm -rf "$ROOT"/usr/share/{doc,man,lintian} "$ROOT"/etc/{init.d,default,logrotate.d} "$ROOT"/lib/systemd "$ROOT"/usr/lib/systemd
 install -d -o 65532 -g 65532 -m 0755 "$ROOT/prometheus"
 # Nothing in the tree may be left unresolved: prometheus must start from it.

@@ -14,6 +14,7 @@
 # Version: MinIO's RELEASE.* tags are not semver, and the module proxy here
 # answers 403 for them and for any pseudo-version it has not cached; it serves
 # @latest, the final commit of the (now archived) repository, 2026-02-12.
+# shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
 MODULE=github.com/minio/minio
@@ -24,7 +25,7 @@ LDFLAGS="-X $MODULE/cmd.Version=$RELEASED -X $MODULE/cmd.ReleaseTag=DEVELOPMENT.
 LDFLAGS+=" -X $MODULE/cmd.CommitID=$COMMIT -X $MODULE/cmd.ShortCommitID=$COMMIT -X $MODULE/cmd.CopyrightYear=2026"
 
 need_pkgs jq ca-certificates
-HASH=$( { echo "$MODULE@$MODVER $LDFLAGS"; go version; dpkg-query -W -f='${Package}=${Version}\n' ca-certificates; } \
+HASH=$( { echo "$MODULE@$MODVER $LDFLAGS"; go version; dpkg_versions ca-certificates; } \
   | content_hash "$IMAGES_DIR/s3")
 image_begin s3 "$TAG" "$HASH"
 BIN=$(go_binary "$MODULE@$MODVER" minio "$LDFLAGS")

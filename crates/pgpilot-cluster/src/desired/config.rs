@@ -1,0 +1,239 @@
+//! Patroni's configuration file. Per-pod values (name, addresses) and passwords come from
+//! the environment (see the StatefulSet); `bootstrap.dcs` seeds the cluster-wide settings
+//! the first time the cluster starts; later changes to them go through Patroni's REST API.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use pgpilot_api::cluster::{PatroniSpec, SynchronousMode};
+use pgpilot_api::labels;
+use serde_json::{Map, Value, json};
+
+use super::{Ctx, typed};
+use crate::error::Error;
+use crate::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER};
+
+/// Where the volume is mounted, and the data directory inside it (a subdirectory, so
+/// initdb never meets the volume's lost+found).
+pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+/// Where the config file is mounted.
+pub const CONFIG_DIR: &str = "/etc/patroni";
+/// Unix socket directory (an emptyDir; the root filesystem is read-only).
+pub const SOCKET_DIR: &str = "/run/postgresql";
+
+/// Parameters pgpilot sets for replication and failover to work.
+fn owned_parameters() -> Map<String, Value> {
+    let mut p = Map::new();
+    for (k, v) in [
+        ("wal_level", "replica"),
+        ("hot_standby", "on"),
+        ("wal_log_hints", "on"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("unix_socket_directories", SOCKET_DIR),
+    ] {
+        p.insert(k.to_owned(), Value::from(v));
+    }
+    p
+}
+
+/// The `bootstrap.dcs` section: cluster-wide settings.
+pub fn dcs(ctx: &Ctx<'_>) -> Value {
+    let spec = &ctx.cluster.spec;
+    let patroni = spec.patroni.clone().unwrap_or_default();
+    let PatroniSpec {
+        ttl,
+        loop_wait,
+        retry_timeout,
+        maximum_lag_on_failover,
+    } = patroni;
+    let mut parameters: Map<String, Value> = spec
+        .postgresql
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    // Owned values win: the API refuses them in the spec, this keeps that true regardless.
+    parameters.extend(owned_parameters());
+    let sync = spec
+        .replication
+        .as_ref()
+        .and_then(|r| r.synchronous.as_ref());
+    json!({
+        "ttl": ttl,
+        "loop_wait": loop_wait,
+        "retry_timeout": retry_timeout,
+        "maximum_lag_on_failover": maximum_lag_on_failover,
+        "synchronous_mode": sync.is_some(),
+        "synchronous_mode_strict": sync.is_some_and(|s| s.mode == SynchronousMode::Required),
+        "synchronous_node_count": sync.map(|s| s.number_of_standbys).unwrap_or(1),
+        "pause": spec.maintenance,
+        "postgresql": {
+            "use_pg_rewind": true,
+            "use_slots": true,
+            "parameters": parameters,
+        },
+    })
+}
+
+fn pg_hba(ctx: &Ctx<'_>) -> Vec<String> {
+    let mut hba = vec![
+        // Patroni and the operator's exec'd tools connect over the socket as `postgres`.
+        "local all all peer".to_owned(),
+        format!("host replication {REPLICATION_USER} all scram-sha-256"),
+    ];
+    hba.extend(ctx.cluster.spec.postgresql.pg_hba.iter().cloned());
+    hba.push("host all all all scram-sha-256".to_owned());
+    hba
+}
+
+fn initdb(ctx: &Ctx<'_>) -> Vec<Value> {
+    let Some(init) = ctx
+        .cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.initdb.clone())
+    else {
+        return vec![
+            json!({"encoding": "UTF8"}),
+            json!({"locale": "C.UTF-8"}),
+            Value::from("data-checksums"),
+        ];
+    };
+    let mut args = vec![
+        json!({"encoding": init.encoding}),
+        json!({"locale": init.locale}),
+    ];
+    if init.data_checksums {
+        args.push(Value::from("data-checksums"));
+    }
+    args
+}
+
+/// The whole patroni.yaml, as JSON (YAML is a superset).
+pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
+    let version = ctx.cluster.spec.postgresql.version;
+    json!({
+        "scope": ctx.names.cluster,
+        "kubernetes": {
+            "namespace": ctx.namespace,
+            "labels": ctx.instance_selector(),
+            "use_endpoints": false,
+            "bypass_api_service": false,
+            "role_label": labels::ROLE,
+            "leader_label_value": labels::ROLE_PRIMARY,
+            "follower_label_value": labels::ROLE_REPLICA,
+            "standby_leader_label_value": labels::ROLE_PRIMARY,
+        },
+        "restapi": {"listen": format!("0.0.0.0:{PATRONI_PORT}")},
+        "bootstrap": {"dcs": dcs(ctx), "initdb": initdb(ctx)},
+        "postgresql": {
+            "listen": format!("0.0.0.0:{POSTGRES_PORT}"),
+            "data_dir": PGDATA,
+            "bin_dir": format!("/usr/lib/postgresql/{version}/bin"),
+            "pgpass": "/tmp/pgpass",
+            "pg_hba": pg_hba(ctx),
+            "parameters": {"unix_socket_directories": SOCKET_DIR},
+        },
+        "watchdog": {"mode": "off"},
+    })
+}
+
+pub(super) fn patroni_config(ctx: &Ctx<'_>) -> Result<ConfigMap, Error> {
+    let yaml = serde_yaml::to_string(&patroni_yaml(ctx)).map_err(|e| Error::Invalid {
+        field: "spec",
+        message: format!("cannot render patroni.yaml: {e}"),
+    })?;
+    typed(
+        "ConfigMap",
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": ctx.meta(&ctx.names.patroni_config()),
+            "data": {"patroni.yaml": yaml},
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::fixtures::{THREE, cluster};
+
+    #[test]
+    fn user_parameters_reach_the_dcs_and_owned_ones_win() {
+        let c = cluster(THREE);
+        let ctx = Ctx::new(&c).unwrap();
+        let dcs = dcs(&ctx);
+        let params = &dcs["postgresql"]["parameters"];
+        assert_eq!(params["shared_buffers"], "256MB");
+        assert_eq!(params["wal_level"], "replica");
+        assert_eq!(params["wal_log_hints"], "on");
+        assert_eq!(dcs["ttl"], 30);
+        assert_eq!(dcs["loop_wait"], 10);
+        assert_eq!(dcs["synchronous_mode"], false);
+    }
+
+    #[test]
+    fn synchronous_modes_map_to_patroni() {
+        let required = cluster(
+            "instances: 3\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nreplication: {synchronous: {mode: Required, numberOfStandbys: 2}}\npatroni: {ttl: 10, loopWait: 2, retryTimeout: 4}",
+        );
+        let ctx = Ctx::new(&required).unwrap();
+        let dcs = dcs(&ctx);
+        assert_eq!(dcs["synchronous_mode"], true);
+        assert_eq!(dcs["synchronous_mode_strict"], true);
+        assert_eq!(dcs["synchronous_node_count"], 2);
+        assert_eq!(
+            (
+                dcs["ttl"].as_i64(),
+                dcs["loop_wait"].as_i64(),
+                dcs["retry_timeout"].as_i64()
+            ),
+            (Some(10), Some(2), Some(4))
+        );
+    }
+
+    #[test]
+    fn patroni_uses_configmaps_labels_pods_by_role_and_runs_the_versioned_binaries() {
+        let c = cluster(THREE);
+        let ctx = Ctx::new(&c).unwrap();
+        let y = patroni_yaml(&ctx);
+        assert_eq!(y["scope"], "db");
+        assert_eq!(y["kubernetes"]["use_endpoints"], false);
+        assert_eq!(y["kubernetes"]["role_label"], "pgpilot.io/role");
+        assert_eq!(y["kubernetes"]["leader_label_value"], "primary");
+        assert_eq!(y["kubernetes"]["labels"]["pgpilot.io/cluster"], "db");
+        assert_eq!(y["postgresql"]["bin_dir"], "/usr/lib/postgresql/17/bin");
+        assert_eq!(y["postgresql"]["data_dir"], PGDATA);
+        let hba: Vec<&str> = y["postgresql"]["pg_hba"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(hba.last(), Some(&"host all all all scram-sha-256"));
+        assert!(
+            !hba.iter().any(|l| l.contains("trust")),
+            "no trust auth: {hba:?}"
+        );
+    }
+
+    #[test]
+    fn initdb_defaults_to_utf8_c_locale_and_checksums() {
+        let c = cluster(THREE);
+        let ctx = Ctx::new(&c).unwrap();
+        assert_eq!(
+            Value::from(initdb(&ctx)),
+            json!([{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"])
+        );
+        let c = cluster(
+            "instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nbootstrap: {initdb: {dataChecksums: false, locale: en_US.UTF-8}}",
+        );
+        let ctx = Ctx::new(&c).unwrap();
+        assert_eq!(
+            Value::from(initdb(&ctx)),
+            json!([{"encoding": "UTF8"}, {"locale": "en_US.UTF-8"}])
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The children a PostgresCluster should have: pure functions from the spec (and the
+//! Secrets that already exist) to Kubernetes objects. No I/O; unit-tested from fixtures.
+
+mod config;
+mod rbac;
+mod secrets;
+mod services;
+mod statefulset;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use pgpilot_api::PostgresCluster;
+use pgpilot_api::labels;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::names::{COMPONENT_INSTANCE, Names};
+
+pub use secrets::{Csprng, PasswordSource};
+
+/// What the builders need besides the cluster itself.
+pub struct Inputs<'a> {
+    pub cluster: &'a PostgresCluster,
+    /// Image of the instances (the spec's, or the manager's default for the version).
+    pub image: String,
+    /// Secrets of this cluster that exist, by name: their passwords are kept forever.
+    pub existing_secrets: &'a BTreeMap<String, Secret>,
+}
+
+/// Every child of a cluster, in apply order: identity and RBAC first, configuration and
+/// Services next, the workload last.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub secrets: Vec<Secret>,
+    pub patroni_config: ConfigMap,
+    pub services: Vec<Service>,
+    pub pdb: Option<PodDisruptionBudget>,
+    pub statefulset: StatefulSet,
+}
+
+/// Builds every child. `passwords` makes new passwords (a CSPRNG in production).
+pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<Desired, Error> {
+    let ctx = Ctx::new(inputs.cluster)?;
+    Ok(Desired {
+        service_account: rbac::service_account(&ctx)?,
+        role: rbac::role(&ctx)?,
+        role_binding: rbac::role_binding(&ctx)?,
+        secrets: secrets::secrets(&ctx, inputs.existing_secrets, passwords)?,
+        patroni_config: config::patroni_config(&ctx)?,
+        services: services::services(&ctx)?,
+        pdb: services::pdb(&ctx)?,
+        statefulset: statefulset::statefulset(&ctx, &inputs.image)?,
+    })
+}
+
+/// Shared by the builders: the cluster, its names, and the metadata every child carries.
+pub(crate) struct Ctx<'a> {
+    pub cluster: &'a PostgresCluster,
+    pub names: Names,
+    pub namespace: String,
+    owner: Value,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(cluster: &'a PostgresCluster) -> Result<Self, Error> {
+        let namespace = cluster.namespace().ok_or_else(|| Error::Invalid {
+            field: "metadata.namespace",
+            message: "a PostgresCluster is namespaced; this one has no namespace".into(),
+        })?;
+        let owner = cluster
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Invalid {
+                field: "metadata.uid",
+                message: "the cluster has no uid yet; it must be read from the API".into(),
+            })?;
+        Ok(Self {
+            names: Names::new(&cluster.name_any()),
+            cluster,
+            namespace,
+            owner: serde_json::to_value(owner).map_err(Error::serialize("ownerReference"))?,
+        })
+    }
+
+    /// Labels on every child.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::CLUSTER.to_owned(), self.names.cluster.clone()),
+            (
+                labels::MANAGED_BY.to_owned(),
+                labels::MANAGED_BY_VALUE.to_owned(),
+            ),
+        ])
+    }
+
+    /// Labels that select the instance pods.
+    pub fn instance_selector(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::CLUSTER.to_owned(), self.names.cluster.clone()),
+            (labels::COMPONENT.to_owned(), COMPONENT_INSTANCE.to_owned()),
+        ])
+    }
+
+    /// `metadata` of a child named `name`.
+    pub fn meta(&self, name: &str) -> Value {
+        serde_json::json!({
+            "name": name,
+            "namespace": self.namespace,
+            "labels": self.labels(),
+            "ownerReferences": [self.owner],
+        })
+    }
+}
+
+/// Turns a JSON description into a typed object. The builders write children as JSON,
+/// close to the YAML people know; a mistake shows up in the unit tests, not at runtime.
+pub(crate) fn typed<T: DeserializeOwned>(what: &'static str, value: Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(Error::serialize(what))
+}
+
+/// The labels of an object's metadata (for tests and pruning).
+pub fn labels_of(meta: &ObjectMeta) -> BTreeMap<String, String> {
+    meta.labels.clone().unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use pgpilot_api::PostgresCluster;
+
+    /// A cluster as read from the API: namespace and uid set, spec from `spec_yaml`.
+    pub fn cluster(spec_yaml: &str) -> PostgresCluster {
+        let spec: serde_json::Value = serde_yaml::from_str(spec_yaml).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pgpilot.io/v1alpha1",
+            "kind": "PostgresCluster",
+            "metadata": {"name": "db", "namespace": "prod", "uid": "0c1d-uid", "generation": 1},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    pub const THREE: &str = "
+instances: 3
+postgresql: {version: 17, parameters: {shared_buffers: 256MB}}
+storage: {size: 10Gi, storageClassName: fast}
+roles: [{name: app_user}]
+databases: [{name: shop, owner: app_user}]
+";
+}

@@ -1,0 +1,331 @@
+//! The instances: one StatefulSet whose pods run Patroni, which runs PostgreSQL.
+//!
+//! `updateStrategy: OnDelete`: the StatefulSet controller never restarts an instance by
+//! itself; restarts and upgrades are orchestrated (replicas first, then a switchover).
+//! `podManagementPolicy: Parallel`: all instances start at once; Patroni's DCS decides
+//! which one initializes and the others clone from it, which is faster than one by one.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use pgpilot_api::cluster::PvcPolicy;
+use pgpilot_api::labels;
+use serde_json::{Value, json};
+
+use super::config::{CONFIG_DIR, DATA_MOUNT, PGDATA, SOCKET_DIR};
+use super::{Ctx, typed};
+use crate::error::Error;
+use crate::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
+
+/// The image's postgres user (see docs/images.md).
+pub const POSTGRES_UID: i64 = 999;
+
+fn env(ctx: &Ctx<'_>) -> Value {
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let secret = |name: &str, secret: String, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
+    let n = &ctx.names;
+    json!([
+        field("PATRONI_NAME", "metadata.name"),
+        field("POD_IP", "status.podIP"),
+        {"name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(POD_IP):{POSTGRES_PORT}")},
+        {"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(POD_IP):{PATRONI_PORT}")},
+        {"name": "PATRONI_KUBERNETES_POD_IP", "value": "$(POD_IP)"},
+        {"name": "PATRONI_SUPERUSER_USERNAME", "value": SUPERUSER},
+        secret("PATRONI_SUPERUSER_PASSWORD", n.superuser_secret(), "password"),
+        {"name": "PATRONI_REPLICATION_USERNAME", "value": REPLICATION_USER},
+        secret("PATRONI_REPLICATION_PASSWORD", n.replication_secret(), "password"),
+        {"name": "PGDATA", "value": PGDATA},
+        {"name": "PGHOST", "value": SOCKET_DIR},
+        {"name": "HOME", "value": "/tmp"},
+    ])
+}
+
+fn default_affinity(ctx: &Ctx<'_>) -> Value {
+    // Prefer different nodes (and zones): a preference, so a small cluster still schedules.
+    json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": ctx.instance_selector()}}},
+        {"weight": 50, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+            "labelSelector": {"matchLabels": ctx.instance_selector()}}},
+    ]}})
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, Error> {
+    serde_json::to_value(v).map_err(Error::serialize("scheduling"))
+}
+
+fn scheduling(ctx: &Ctx<'_>) -> Result<Value, Error> {
+    let scheduling = ctx.cluster.spec.scheduling.clone().unwrap_or_default();
+    let affinity = match scheduling.affinity {
+        Some(a) => to_value(a)?,
+        None => default_affinity(ctx),
+    };
+    let mut spread = Vec::new();
+    for mut c in scheduling.topology_spread_constraints {
+        if c.label_selector.is_none() {
+            c.label_selector = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_labels: Some(ctx.instance_selector()),
+                    ..Default::default()
+                },
+            );
+        }
+        spread.push(to_value(c)?);
+    }
+    let tolerations = scheduling
+        .tolerations
+        .into_iter()
+        .map(to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({
+        "affinity": affinity,
+        "tolerations": tolerations,
+        "topologySpreadConstraints": spread,
+        "nodeSelector": scheduling.node_selector,
+        "priorityClassName": scheduling.priority_class_name,
+    }))
+}
+
+fn policy_name(p: PvcPolicy) -> &'static str {
+    match p {
+        PvcPolicy::Retain => "Retain",
+        PvcPolicy::Delete => "Delete",
+    }
+}
+
+pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Error> {
+    let spec = &ctx.cluster.spec;
+    let n = &ctx.names;
+    let mut pod_labels = ctx.labels();
+    pod_labels.extend(ctx.instance_selector());
+    let resources = match &spec.resources {
+        Some(r) => serde_json::to_value(r).map_err(Error::serialize("resources"))?,
+        None => json!({}),
+    };
+    let retention = spec.persistent_volume_claim_retention_policy.clone();
+    let (when_deleted, when_scaled) = retention
+        .map(|r| (r.when_deleted, r.when_scaled))
+        .unwrap_or((PvcPolicy::Retain, PvcPolicy::Delete));
+    let sched = scheduling(ctx)?;
+    let probe = |path: &str, period: i32, failures: i32| {
+        json!({"httpGet": {"path": path, "port": "patroni"}, "periodSeconds": period,
+               "timeoutSeconds": 2, "failureThreshold": failures})
+    };
+    let mut pod_spec = json!({
+        "serviceAccountName": n.instance_identity(),
+        "enableServiceLinks": false,
+        // Patroni demotes cleanly on SIGTERM; give it time for a checkpoint.
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID,
+            "fsGroup": POSTGRES_UID, "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "affinity": sched["affinity"],
+        "containers": [{
+            "name": "postgres",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["patroni", format!("{CONFIG_DIR}/patroni.yaml")],
+            "env": env(ctx),
+            "ports": [
+                {"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"},
+                {"name": "patroni", "containerPort": PATRONI_PORT, "protocol": "TCP"},
+            ],
+            // Ready: running and (primary, or replica streaming without too much lag).
+            "readinessProbe": probe("/readiness", 2, 3),
+            // Alive: Patroni's loop is running. Generous, a restart costs a failover.
+            "livenessProbe": probe("/liveness", 10, 6),
+            // Crash recovery or a long clone may take a while before Patroni answers.
+            "startupProbe": probe("/liveness", 2, 900),
+            "resources": resources,
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [
+                {"name": "data", "mountPath": DATA_MOUNT},
+                {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
+                {"name": "run", "mountPath": SOCKET_DIR},
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "shm", "mountPath": "/dev/shm"},
+            ],
+        }],
+        "volumes": [
+            {"name": "config", "configMap": {"name": n.patroni_config()}},
+            {"name": "run", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory"}},
+        ],
+    });
+    // Only set what the spec asks for, so the live object does not differ by empty fields.
+    for key in ["tolerations", "topologySpreadConstraints", "nodeSelector"] {
+        if sched[key].as_array().is_some_and(|a| !a.is_empty())
+            || sched[key].as_object().is_some_and(|o| !o.is_empty())
+        {
+            pod_spec[key] = sched[key].clone();
+        }
+    }
+    if sched["priorityClassName"].is_string() {
+        pod_spec["priorityClassName"] = sched["priorityClassName"].clone();
+    }
+    let mut claim = json!({
+        "metadata": {"name": "data", "labels": ctx.labels()},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": spec.storage.size}}},
+    });
+    if let Some(class) = &spec.storage.storage_class_name {
+        claim["spec"]["storageClassName"] = Value::from(class.as_str());
+    }
+    typed(
+        "StatefulSet",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": ctx.meta(&n.statefulset()),
+            "spec": {
+                "replicas": spec.instances,
+                "serviceName": n.pods_service(),
+                "podManagementPolicy": "Parallel",
+                "updateStrategy": {"type": "OnDelete"},
+                "selector": {"matchLabels": ctx.instance_selector()},
+                "persistentVolumeClaimRetentionPolicy": {
+                    "whenDeleted": policy_name(when_deleted),
+                    "whenScaled": policy_name(when_scaled),
+                },
+                "template": {
+                    "metadata": {"labels": pod_labels, "annotations": {labels::COMPONENT: "instance"}},
+                    "spec": pod_spec,
+                },
+                "volumeClaimTemplates": [claim],
+            },
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::fixtures::{THREE, cluster};
+
+    fn sts(spec: &str) -> StatefulSet {
+        let c = cluster(spec);
+        statefulset(&Ctx::new(&c).unwrap(), "localhost/pgpilot/postgres:17").unwrap()
+    }
+
+    #[test]
+    fn instances_storage_and_update_strategy() {
+        let s = sts(THREE).spec.unwrap();
+        assert_eq!(s.replicas, Some(3));
+        assert_eq!(
+            s.update_strategy.unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        assert_eq!(s.service_name.as_deref(), Some("db-pods"));
+        let claim = &s.volume_claim_templates.unwrap()[0];
+        let claim_spec = claim.spec.clone().unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim_spec.resources.unwrap().requests.unwrap()["storage"].0,
+            "10Gi"
+        );
+        let retention = s.persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!(
+            (
+                retention.when_deleted.as_deref(),
+                retention.when_scaled.as_deref()
+            ),
+            (Some("Retain"), Some("Delete"))
+        );
+    }
+
+    #[test]
+    fn pods_run_patroni_as_postgres_under_the_restricted_profile() {
+        let s = sts(THREE).spec.unwrap();
+        let pod = s.template.spec.unwrap();
+        let sc = pod.security_context.unwrap();
+        assert_eq!(
+            (sc.run_as_non_root, sc.run_as_user),
+            (Some(true), Some(999))
+        );
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("localhost/pgpilot/postgres:17"));
+        assert_eq!(c.command.as_deref().unwrap()[0], "patroni");
+        let csc = c.security_context.clone().unwrap();
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(csc.read_only_root_filesystem, Some(true));
+        assert_eq!(csc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        assert_eq!(
+            c.readiness_probe
+                .clone()
+                .unwrap()
+                .http_get
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readiness")
+        );
+        // Passwords come from Secrets, never inline.
+        let env = c.env.clone().unwrap();
+        let pw = env
+            .iter()
+            .find(|e| e.name == "PATRONI_SUPERUSER_PASSWORD")
+            .unwrap();
+        assert!(pw.value.is_none());
+        assert_eq!(
+            pw.value_from.clone().unwrap().secret_key_ref.unwrap().name,
+            "db-superuser"
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some("db-instance"));
+    }
+
+    #[test]
+    fn default_affinity_spreads_and_the_spec_replaces_it() {
+        let s = sts(THREE).spec.unwrap();
+        let anti = s
+            .template
+            .spec
+            .unwrap()
+            .affinity
+            .unwrap()
+            .pod_anti_affinity
+            .unwrap();
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let s = sts(
+            "instances: 2\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nscheduling:\n  affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: disk, operator: In, values: [ssd]}]}]}}}\n  tolerations: [{key: dedicated, operator: Equal, value: db, effect: NoSchedule}]\n  topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}]\n  nodeSelector: {pool: db}",
+        )
+        .spec
+        .unwrap();
+        let pod = s.template.spec.unwrap();
+        let affinity = pod.affinity.unwrap();
+        assert!(affinity.pod_anti_affinity.is_none() && affinity.node_affinity.is_some());
+        assert_eq!(
+            pod.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        let spread = &pod.topology_spread_constraints.unwrap()[0];
+        assert_eq!(
+            spread.label_selector.clone().unwrap().match_labels.unwrap()["pgpilot.io/cluster"],
+            "db",
+            "an empty selector is filled with the instances'"
+        );
+        assert_eq!(pod.node_selector.unwrap()["pool"], "db");
+    }
+
+    #[test]
+    fn the_pvc_policy_comes_from_the_spec() {
+        let s = sts("instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\npersistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Retain}")
+            .spec
+            .unwrap();
+        let r = s.persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!(
+            (r.when_deleted.as_deref(), r.when_scaled.as_deref()),
+            (Some("Delete"), Some("Retain"))
+        );
+    }
+}

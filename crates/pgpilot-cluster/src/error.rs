@@ -1,0 +1,46 @@
+//! Errors of the cluster controller.
+
+use pgpilot_toolkit::ReconcileError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec asks for something pgpilot cannot do; waits for the spec to change.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// A desired object could not be built (a bug: caught by unit tests).
+    #[error("building {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A Kubernetes API call failed.
+    #[error(transparent)]
+    Toolkit(#[from] pgpilot_toolkit::Error),
+}
+
+impl Error {
+    pub(crate) fn serialize(what: &'static str) -> impl FnOnce(serde_json::Error) -> Error {
+        move |source| Error::Serialize { what, source }
+    }
+}
+
+impl ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "invalid_spec",
+            Error::Serialize { .. } => "build",
+            Error::Toolkit(e) => e.metric_label(),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Error::Invalid { .. } | Error::Serialize { .. } => false,
+            Error::Toolkit(e) => e.is_retryable(),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The cluster controller: a `PostgresCluster` becomes a highly available PostgreSQL
+//! cluster run by Patroni.
+//!
+//! One module per reconcile step: [`validate`] → [`desired`] → apply → status.
+
+pub mod desired;
+pub mod error;
+pub mod names;
+pub mod validate;
+
+pub use error::Error;

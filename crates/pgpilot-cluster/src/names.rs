@@ -1,0 +1,88 @@
+//! Names of a cluster's children, in one place.
+
+/// Port PostgreSQL listens on.
+pub const POSTGRES_PORT: i32 = 5432;
+/// Port of Patroni's REST API.
+pub const PATRONI_PORT: i32 = 8008;
+/// Database superuser created by initdb.
+pub const SUPERUSER: &str = "postgres";
+/// Role Patroni uses for streaming replication.
+pub const REPLICATION_USER: &str = "replicator";
+/// Value of `pgpilot.io/component` on instance pods.
+pub const COMPONENT_INSTANCE: &str = "instance";
+
+/// Names derived from the cluster name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub cluster: String,
+}
+
+impl Names {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+        }
+    }
+    /// The StatefulSet of the instances (pods `<cluster>-0`, `<cluster>-1`, …).
+    pub fn statefulset(&self) -> String {
+        self.cluster.clone()
+    }
+    /// Headless Service giving each pod a stable DNS name.
+    pub fn pods_service(&self) -> String {
+        format!("{}-pods", self.cluster)
+    }
+    /// Service of the primary (read-write).
+    pub fn rw_service(&self) -> String {
+        format!("{}-rw", self.cluster)
+    }
+    /// Service of the replicas (read-only).
+    pub fn ro_service(&self) -> String {
+        format!("{}-ro", self.cluster)
+    }
+    /// Service of every instance.
+    pub fn r_service(&self) -> String {
+        format!("{}-r", self.cluster)
+    }
+    /// ServiceAccount, Role and RoleBinding of the instance pods (Patroni's DCS rights).
+    pub fn instance_identity(&self) -> String {
+        format!("{}-instance", self.cluster)
+    }
+    /// ConfigMap with patroni.yaml.
+    pub fn patroni_config(&self) -> String {
+        format!("{}-patroni", self.cluster)
+    }
+    pub fn pdb(&self) -> String {
+        self.cluster.clone()
+    }
+    pub fn superuser_secret(&self) -> String {
+        format!("{}-superuser", self.cluster)
+    }
+    pub fn replication_secret(&self) -> String {
+        format!("{}-replication", self.cluster)
+    }
+    /// Credentials of a declared role. Role names may hold `_`, Secret names may not.
+    pub fn role_secret(&self, role: &str) -> String {
+        format!("{}-{}-credentials", self.cluster, role.replace('_', "-"))
+    }
+    /// Host name of the read-write Service inside the cluster.
+    pub fn rw_host(&self, namespace: &str) -> String {
+        format!("{}.{namespace}.svc", self.rw_service())
+    }
+    /// ConfigMaps Patroni itself creates for its DCS; pgpilot never applies them but
+    /// deletes them with the cluster.
+    pub fn patroni_dcs_configmaps(&self) -> [String; 4] {
+        ["leader", "config", "sync", "failover"].map(|k| format!("{}-{k}", self.cluster))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_secrets_have_valid_object_names() {
+        let n = Names::new("db");
+        assert_eq!(n.role_secret("app_reader"), "db-app-reader-credentials");
+        assert_eq!(n.rw_host("prod"), "db-rw.prod.svc");
+    }
+}

@@ -1,0 +1,122 @@
+//! Checks the CRD schema and CEL rules cannot express, and the choice of image.
+
+use std::collections::BTreeMap;
+
+use pgpilot_api::PostgresCluster;
+use pgpilot_api::cluster::Ensure;
+
+use crate::error::Error;
+
+/// Default image per PostgreSQL major version (the manager's `--default-image` flags).
+pub type DefaultImages = BTreeMap<i32, String>;
+
+/// The image the instances run: the spec's, else the default for the version.
+pub fn image(cluster: &PostgresCluster, defaults: &DefaultImages) -> Result<String, Error> {
+    let pg = &cluster.spec.postgresql;
+    match (&pg.image, defaults.get(&pg.version)) {
+        (Some(image), _) => Ok(image.clone()),
+        (None, Some(default)) => Ok(default.clone()),
+        (None, None) => Err(Error::Invalid {
+            field: "spec.postgresql.image",
+            message: format!(
+                "no image given and this pgpilot has no default image for PostgreSQL {}; set spec.postgresql.image",
+                pg.version
+            ),
+        }),
+    }
+}
+
+/// Cross-object rules: every membership names a role the cluster declares or PostgreSQL has;
+/// no database is owned by a role being dropped.
+pub fn validate(cluster: &PostgresCluster) -> Result<(), Error> {
+    let spec = &cluster.spec;
+    let present = |name: &str| {
+        name == "postgres"
+            || name.starts_with("pg_")
+            || spec
+                .roles
+                .iter()
+                .any(|r| r.name == name && r.ensure == Ensure::Present)
+    };
+    for role in &spec.roles {
+        if let Some(missing) = role.in_roles.iter().find(|m| !present(m)) {
+            return Err(Error::Invalid {
+                field: "spec.roles",
+                message: format!(
+                    "role {} is a member of {missing}, which is not declared in spec.roles (or is Absent)",
+                    role.name
+                ),
+            });
+        }
+    }
+    for db in spec
+        .databases
+        .iter()
+        .filter(|d| d.ensure == Ensure::Present)
+    {
+        if let Some(owner) = db.owner.as_deref().filter(|o| !present(o)) {
+            return Err(Error::Invalid {
+                field: "spec.databases",
+                message: format!(
+                    "database {} is owned by {owner}, which is marked Absent in spec.roles",
+                    db.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::fixtures::cluster;
+
+    #[test]
+    fn the_spec_image_wins_then_the_default_then_a_clear_error() {
+        let defaults = DefaultImages::from([(17, "localhost/pgpilot/postgres:17".to_owned())]);
+        let c = cluster("instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}");
+        assert_eq!(
+            image(&c, &defaults).unwrap(),
+            "localhost/pgpilot/postgres:17"
+        );
+        let c = cluster(
+            "instances: 1\npostgresql: {version: 17, image: my/pg:17.6}\nstorage: {size: 1Gi}",
+        );
+        assert_eq!(image(&c, &defaults).unwrap(), "my/pg:17.6");
+        let c = cluster("instances: 1\npostgresql: {version: 16}\nstorage: {size: 1Gi}");
+        let err = image(&c, &defaults).unwrap_err().to_string();
+        assert!(
+            err.starts_with("spec.postgresql.image: no image given"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn memberships_must_name_declared_roles() {
+        let ok = cluster(
+            "instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nroles: [{name: readers, login: false}, {name: app, inRoles: [readers, pg_read_all_data]}]",
+        );
+        assert!(validate(&ok).is_ok());
+        let bad = cluster(
+            "instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nroles: [{name: app, inRoles: [ghosts]}]",
+        );
+        let err = validate(&bad).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "spec.roles: role app is a member of ghosts, which is not declared in spec.roles (or is Absent)"
+        );
+    }
+
+    #[test]
+    fn a_database_cannot_be_owned_by_a_role_being_dropped() {
+        let bad = cluster(
+            "instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nroles: [{name: app, ensure: Absent}]\ndatabases: [{name: shop, owner: app}]",
+        );
+        let err = validate(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("database shop is owned by app, which is marked Absent"),
+            "{err}"
+        );
+    }
+}
