@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # images/lib.sh: shared helpers for images/*/build.sh. Source it, don't run it.
 #
 # Images are assembled without a container daemon:

@@ -3,9 +3,13 @@
 //!
 //! One module per reconcile step: [`validate`] → [`desired`] → apply → status.
 
+pub mod controller;
 pub mod desired;
 pub mod error;
 pub mod names;
+pub mod reconcile;
+pub mod status;
 pub mod validate;
 
+pub use controller::ClusterController;
 pub use error::Error;

@@ -99,6 +99,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
+    /// Image for clusters that name only a PostgreSQL major version, as VERSION=IMAGE
+    /// (repeatable), e.g. `17=localhost/pgpilot/postgres:17`.
+    #[arg(long = "default-image", value_name = "VERSION=IMAGE", value_parser = parse_default_image)]
+    pub default_images: Vec<(i32, String)>,
+
     /// Give up starting when the API server does not answer within this many seconds.
     #[arg(long, default_value_t = 10)]
     pub startup_timeout: u64,
@@ -108,6 +113,20 @@ pub struct RunArgs {
 pub enum LogFormat {
     Json,
     Text,
+}
+
+fn parse_default_image(s: &str) -> Result<(i32, String), String> {
+    let (version, image) = s.split_once('=').ok_or_else(|| {
+        format!("'{s}': expected VERSION=IMAGE, e.g. 17=localhost/pgpilot/postgres:17")
+    })?;
+    let version: i32 = version
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}': the version must be a major version number such as 17"))?;
+    if image.trim().is_empty() {
+        return Err(format!("'{s}': the image is empty"));
+    }
+    Ok((version, image.trim().to_owned()))
 }
 
 fn parse_controller(s: &str) -> Result<String, String> {
@@ -147,6 +166,27 @@ mod tests {
             err.contains("cluster, backup, upgrade, secret-rotation"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn default_images_are_version_image_pairs() {
+        let cli = parse(&[
+            "--default-image",
+            "17=localhost/pgpilot/postgres:17",
+            "--default-image=15=pg:15.20",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.run.default_images,
+            vec![
+                (17, "localhost/pgpilot/postgres:17".to_owned()),
+                (15, "pg:15.20".to_owned())
+            ]
+        );
+        let err = parse(&["--default-image", "latest"])
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("expected VERSION=IMAGE"), "{err}");
     }
 
     #[test]

@@ -89,7 +89,8 @@ fn print_rbac(
     namespace: &str,
     bind: Option<&rbac::Grantee>,
 ) -> anyhow::Result<()> {
-    let controllers = registry::select(names).map_err(anyhow::Error::msg)?;
+    let controllers =
+        registry::select(names, &registry::Settings::default()).map_err(anyhow::Error::msg)?;
     print!(
         "{}{}",
         to_yaml(&[rbac::cluster_role(name, &controllers)])?,
@@ -111,7 +112,10 @@ fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let controllers = registry::select(&args.controllers).map_err(anyhow::Error::msg)?;
+    let settings = registry::Settings {
+        default_images: args.default_images.iter().cloned().collect(),
+    };
+    let controllers = registry::select(&args.controllers, &settings).map_err(anyhow::Error::msg)?;
     let telemetry = telemetry::init(args.log_format)?;
 
     let config = kube::Config::infer().await.context(

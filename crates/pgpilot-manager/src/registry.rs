@@ -1,16 +1,28 @@
 //! The controllers built into this manager. A controller crate joins with one line here.
 
+use std::sync::Arc;
+
+use pgpilot_cluster::ClusterController;
+use pgpilot_cluster::validate::DefaultImages;
 use pgpilot_toolkit::runtime::ControllerRef;
 
+/// What controllers take from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub default_images: DefaultImages,
+}
+
 /// Every controller this build can run, in start order.
-pub fn available() -> Vec<ControllerRef> {
-    vec![]
+pub fn available(settings: &Settings) -> Vec<ControllerRef> {
+    vec![Arc::new(ClusterController {
+        default_images: settings.default_images.clone(),
+    })]
 }
 
 /// The controllers to run for the names given on the command line (all available when
 /// none are given). A known controller that this build lacks is an error, not a silent skip.
-pub fn select(names: &[String]) -> Result<Vec<ControllerRef>, String> {
-    select_from(available(), names)
+pub fn select(names: &[String], settings: &Settings) -> Result<Vec<ControllerRef>, String> {
+    select_from(available(settings), names)
 }
 
 fn select_from(

@@ -1,0 +1,361 @@
+//! Status from what was observed: the StatefulSet and the instance pods (their readiness and
+//! the role label Patroni keeps on them). Pure; the reconcile writes it only when it changed.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use pgpilot_api::PostgresCluster;
+use pgpilot_api::cluster::{ClusterPhase, Endpoints, InstanceStatus, PostgresClusterStatus};
+use pgpilot_api::labels;
+use pgpilot_toolkit::conditions::{self, Status, Update};
+
+use crate::names::{Names, POSTGRES_PORT};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// What the reconcile saw.
+pub struct Observed<'a> {
+    pub statefulset: Option<&'a StatefulSet>,
+    pub pods: &'a [Pod],
+    /// A spec error that stops the reconcile (shown in Ready=False).
+    pub invalid: Option<String>,
+    pub image: Option<String>,
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn role(pod: &Pod) -> Option<String> {
+    pod.labels().get(labels::ROLE).cloned()
+}
+
+/// The status for `cluster` given what was observed, starting from its current status so
+/// condition transition times survive.
+pub fn compute(
+    cluster: &PostgresCluster,
+    observed: &Observed<'_>,
+    now: Time,
+) -> PostgresClusterStatus {
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let names = Names::new(&cluster.name_any());
+    let namespace = cluster.namespace().unwrap_or_default();
+    let desired = cluster.spec.instances;
+
+    let mut pods: Vec<&Pod> = observed
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    pods.sort_by_key(|p| p.name_any());
+    status.instances = pods
+        .iter()
+        .map(|p| InstanceStatus {
+            name: p.name_any(),
+            role: role(p),
+            state: p.status.as_ref().and_then(|s| s.phase.clone()),
+            ready: pod_ready(p),
+            ..Default::default()
+        })
+        .collect();
+    let ready = pods.iter().filter(|p| pod_ready(p)).count() as i32;
+    let primary = pods
+        .iter()
+        .find(|p| role(p).as_deref() == Some(labels::ROLE_PRIMARY) && pod_ready(p))
+        .map(|p| p.name_any());
+    status.ready_instances = ready;
+    status.replicas = observed
+        .statefulset
+        .and_then(|s| s.status.as_ref())
+        .map(|s| s.replicas)
+        .unwrap_or(0);
+    status.selector = Some(format!(
+        "{}={},{}={}",
+        labels::CLUSTER,
+        names.cluster,
+        labels::COMPONENT,
+        crate::names::COMPONENT_INSTANCE
+    ));
+    status.current_primary = primary.clone();
+    status.version = Some(cluster.spec.postgresql.version);
+    if observed.image.is_some() {
+        status.image = observed.image.clone();
+    }
+    status.endpoints = Some(Endpoints {
+        read_write: format!("{}:{POSTGRES_PORT}", names.rw_host(&namespace)),
+        read_only: format!("{}.{namespace}.svc:{POSTGRES_PORT}", names.ro_service()),
+        any: format!("{}.{namespace}.svc:{POSTGRES_PORT}", names.r_service()),
+    });
+    status.observed_generation = generation;
+
+    let was_serving = matches!(
+        status.phase,
+        Some(ClusterPhase::Ready | ClusterPhase::Degraded | ClusterPhase::Unavailable)
+    );
+    let all_ready = primary.is_some() && ready == desired && pods.len() as i32 == desired;
+    let sts_current = observed.statefulset.is_some_and(|s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.observed_generation == s.metadata.generation && st.replicas == desired
+        })
+    });
+    let (phase, ready_cond, progressing, degraded) = if let Some(message) = &observed.invalid {
+        (
+            status.phase.unwrap_or(ClusterPhase::Creating),
+            (Status::False, "InvalidSpec", message.clone()),
+            (
+                Status::False,
+                "InvalidSpec",
+                "waiting for the spec to be fixed".to_owned(),
+            ),
+            (Status::False, "InvalidSpec", String::new()),
+        )
+    } else if cluster.spec.paused {
+        (
+            ClusterPhase::Paused,
+            (
+                Status::from(all_ready),
+                "Paused",
+                "reconciliation is paused by spec.paused".to_owned(),
+            ),
+            (
+                Status::False,
+                "Paused",
+                "reconciliation is paused by spec.paused".to_owned(),
+            ),
+            (Status::False, "Paused", String::new()),
+        )
+    } else if all_ready {
+        (
+            ClusterPhase::Ready,
+            (
+                Status::True,
+                "AllInstancesReady",
+                format!("{ready}/{desired} instances ready"),
+            ),
+            (
+                Status::from(!sts_current),
+                if sts_current {
+                    "Converged"
+                } else {
+                    "Reconciling"
+                },
+                String::new(),
+            ),
+            (Status::False, "Healthy", String::new()),
+        )
+    } else if primary.is_some() {
+        (
+            ClusterPhase::Degraded,
+            (
+                Status::False,
+                "InstancesNotReady",
+                format!("{ready}/{desired} instances ready; the primary serves"),
+            ),
+            (
+                Status::True,
+                "Reconciling",
+                format!("waiting for {} instance(s)", desired - ready),
+            ),
+            (
+                Status::True,
+                "InstancesNotReady",
+                format!("{ready}/{desired} instances ready"),
+            ),
+        )
+    } else {
+        let phase = if was_serving {
+            ClusterPhase::Unavailable
+        } else {
+            ClusterPhase::Creating
+        };
+        (
+            phase,
+            (
+                Status::False,
+                "NoPrimary",
+                format!("no primary is ready ({ready}/{desired} instances ready)"),
+            ),
+            (
+                Status::True,
+                "Reconciling",
+                "waiting for a primary".to_owned(),
+            ),
+            (
+                Status::from(was_serving),
+                if was_serving { "NoPrimary" } else { "Creating" },
+                String::new(),
+            ),
+        )
+    };
+    status.phase = Some(phase);
+    for (type_, (s, reason, message)) in [
+        (READY, ready_cond),
+        (PROGRESSING, progressing),
+        (DEGRADED, degraded),
+    ] {
+        conditions::set(
+            &mut status.conditions,
+            Update {
+                type_,
+                status: s,
+                reason,
+                message,
+                observed_generation: generation,
+            },
+            now.clone(),
+        );
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::fixtures::{THREE, cluster};
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn pod(name: &str, role: Option<&str>, ready: bool) -> Pod {
+        let mut labels = json!({"pgpilot.io/cluster": "db"});
+        if let Some(r) = role {
+            labels["pgpilot.io/role"] = json!(r);
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "prod", "labels": labels},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
+        }))
+        .unwrap()
+    }
+
+    fn now() -> Time {
+        Time(Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn observe(c: &PostgresCluster, pods: &[Pod]) -> PostgresClusterStatus {
+        compute(
+            c,
+            &Observed {
+                statefulset: None,
+                pods,
+                invalid: None,
+                image: Some("img".into()),
+            },
+            now(),
+        )
+    }
+
+    fn cond<'a>(s: &'a PostgresClusterStatus, t: &str) -> (&'a str, &'a str) {
+        let c = conditions::find(&s.conditions, t).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_new_cluster_is_creating_until_a_primary_is_ready() {
+        let c = cluster(THREE);
+        let s = observe(&c, &[pod("db-0", None, false)]);
+        assert_eq!(s.phase, Some(ClusterPhase::Creating));
+        assert_eq!(cond(&s, READY), ("False", "NoPrimary"));
+        assert_eq!(cond(&s, PROGRESSING), ("True", "Reconciling"));
+        assert_eq!(cond(&s, DEGRADED), ("False", "Creating"));
+        assert_eq!(s.observed_generation, Some(1));
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("pgpilot.io/cluster=db,pgpilot.io/component=instance")
+        );
+        assert_eq!(s.endpoints.unwrap().read_write, "db-rw.prod.svc:5432");
+    }
+
+    #[test]
+    fn all_instances_ready_with_a_primary_is_ready() {
+        let c = cluster(THREE);
+        let pods = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+            pod("db-2", Some("replica"), true),
+        ];
+        let s = observe(&c, &pods);
+        assert_eq!(s.phase, Some(ClusterPhase::Ready));
+        assert_eq!(s.current_primary.as_deref(), Some("db-0"));
+        assert_eq!(s.ready_instances, 3);
+        assert_eq!(cond(&s, READY), ("True", "AllInstancesReady"));
+        assert_eq!(s.instances[1].role.as_deref(), Some("replica"));
+    }
+
+    #[test]
+    fn a_lost_replica_degrades_and_a_lost_primary_makes_it_unavailable() {
+        let mut c = cluster(THREE);
+        let healthy = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+            pod("db-2", Some("replica"), true),
+        ];
+        c.status = Some(observe(&c, &healthy));
+        let s = observe(
+            &c,
+            &[
+                pod("db-0", Some("primary"), true),
+                pod("db-1", Some("replica"), true),
+                pod("db-2", Some("replica"), false),
+            ],
+        );
+        assert_eq!(s.phase, Some(ClusterPhase::Degraded));
+        assert_eq!(cond(&s, DEGRADED), ("True", "InstancesNotReady"));
+        c.status = Some(s);
+        let s = observe(
+            &c,
+            &[
+                pod("db-1", Some("replica"), true),
+                pod("db-2", Some("replica"), true),
+            ],
+        );
+        assert_eq!(s.phase, Some(ClusterPhase::Unavailable));
+        assert_eq!(cond(&s, READY), ("False", "NoPrimary"));
+    }
+
+    #[test]
+    fn the_same_observation_twice_gives_the_same_status() {
+        let mut c = cluster(THREE);
+        let pods = [pod("db-0", Some("primary"), true)];
+        let first = observe(&c, &pods);
+        c.status = Some(first.clone());
+        let later = compute(
+            &c,
+            &Observed {
+                statefulset: None,
+                pods: &pods,
+                invalid: None,
+                image: Some("img".into()),
+            },
+            Time(Timestamp::from_second(1_900_000_000).unwrap()),
+        );
+        assert_eq!(first, later, "no change, so no status write");
+    }
+
+    #[test]
+    fn an_invalid_spec_shows_in_ready() {
+        let c = cluster(THREE);
+        let s = compute(
+            &c,
+            &Observed {
+                statefulset: None,
+                pods: &[],
+                invalid: Some("spec.postgresql.image: no image".into()),
+                image: None,
+            },
+            now(),
+        );
+        let ready = conditions::find(&s.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        assert_eq!(ready.message, "spec.postgresql.image: no image");
+    }
+}
