@@ -146,6 +146,7 @@ async fn run_in(ctx: RunContext, ns: Option<String>, default_images: DefaultImag
             field_manager: labels::field_manager(NAME),
             default_images,
             events: ctx.events.clone(),
+            metrics: ctx.metrics.clone(),
         }),
         metrics: ctx.metrics.clone(),
         backoff: Backoff::new(Policy::default()),

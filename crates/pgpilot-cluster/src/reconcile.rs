@@ -18,6 +18,7 @@ use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
 use pgpilot_toolkit::apply::{Outcome, apply};
 use pgpilot_toolkit::events::Events;
+use pgpilot_toolkit::metrics::ControllerMetrics;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -33,6 +34,7 @@ pub struct Context {
     pub field_manager: String,
     pub default_images: DefaultImages,
     pub events: Events,
+    pub metrics: ControllerMetrics,
 }
 
 fn api_error(verb: &'static str, kind: &str, name: &str) -> impl FnOnce(kube::Error) -> Error {
@@ -138,6 +140,7 @@ async fn apply_all(
 /// Removes a PDB the spec no longer wants (only ours: it carries the cluster label).
 async fn prune_pdb(
     client: &Client,
+    metrics: &ControllerMetrics,
     ns: &str,
     cluster: &PostgresCluster,
     d: &Desired,
@@ -150,6 +153,7 @@ async fn prune_pdb(
     if let Some(pdb) = get(&api, &name).await?
         && pdb.labels().get(labels::CLUSTER) == Some(&name)
     {
+        metrics.wrote("PodDisruptionBudget");
         api.delete(&name, &DeleteParams::default())
             .await
             .map_err(api_error("delete", "PodDisruptionBudget", &name))?;
@@ -163,6 +167,7 @@ fn selector(cluster: &str) -> ListParams {
 
 /// Writes the status when it differs from the stored one.
 async fn write_status(
+    ctx: &Context,
     api: &Api<PostgresCluster>,
     cluster: &PostgresCluster,
     status: pgpilot_api::PostgresClusterStatus,
@@ -170,6 +175,7 @@ async fn write_status(
     if cluster.status.as_ref() == Some(&status) {
         return Ok(false);
     }
+    ctx.metrics.wrote("PostgresCluster/status");
     let name = cluster.name_any();
     let patch = serde_json::json!({"status": status});
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -214,6 +220,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
             image: None,
         };
         write_status(
+            &ctx,
             &clusters,
             &cluster,
             status::compute(&cluster, &observed, now()),
@@ -235,6 +242,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 image: None,
             };
             if write_status(
+                &ctx,
                 &clusters,
                 &cluster,
                 status::compute(&cluster, &observed, now()),
@@ -266,12 +274,15 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     let desired = desired::build(&inputs, &mut Csprng)?;
 
     let applied = apply_all(client, &ns, &ctx.field_manager, &desired).await?;
-    prune_pdb(client, &ns, &cluster, &desired).await?;
+    prune_pdb(client, &ctx.metrics, &ns, &cluster, &desired).await?;
     let changed: Vec<&String> = applied
         .iter()
         .filter(|(_, o)| *o != Outcome::Unchanged)
         .map(|(n, _)| n)
         .collect();
+    for child in &changed {
+        ctx.metrics.wrote(child.split('/').next().unwrap_or_default());
+    }
     if !changed.is_empty() {
         tracing::info!(children = ?changed, "applied");
         let note = format!(
@@ -296,7 +307,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     };
     let status = status::compute(&cluster, &observed, now());
     let ready = status.phase == Some(pgpilot_api::cluster::ClusterPhase::Ready);
-    write_status(&clusters, &cluster, status).await?;
+    write_status(&ctx, &clusters, &cluster, status).await?;
     // Pod and StatefulSet events trigger reconciles; the periodic one catches the rest.
     Ok(Action::requeue(if ready {
         Duration::from_secs(300)

@@ -3,73 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use pgpilot_testkit::{LocalCluster, ManagerProcess, TestNamespace, cluster, http_get};
+use pgpilot_testkit::{ManagerProcess, TestNamespace, cluster, http_get};
 
-const MANAGER: &str = env!("CARGO_BIN_EXE_pgpilot-manager");
+mod common;
 
-/// Grants the `pgpilot-manager` user what `pgpilot-manager rbac` prints, under a name unique
-/// to the test; returns a guard that deletes the cluster-scoped objects.
-struct Grant<'a> {
-    cluster: &'a LocalCluster,
-    name: String,
-}
-
-impl<'a> Grant<'a> {
-    fn new(cluster: &'a LocalCluster, namespace: &str) -> Self {
-        let name = format!("pgpilot-manager-{namespace}");
-        let out = std::process::Command::new(MANAGER)
-            .args([
-                "rbac",
-                "--name",
-                &name,
-                "--namespace",
-                namespace,
-                "--bind",
-                "user:pgpilot-manager",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let yaml = String::from_utf8(out.stdout).unwrap();
-        cluster.kubectl(&["apply", "-f", "-"], Some(&yaml)).unwrap();
-        Grant { cluster, name }
-    }
-}
-
-impl Drop for Grant<'_> {
-    fn drop(&mut self) {
-        let _ = self.cluster.kubectl(
-            &[
-                "delete",
-                "clusterrole,clusterrolebinding",
-                &self.name,
-                "--ignore-not-found",
-            ],
-            None,
-        );
-    }
-}
-
-fn spawn(c: &LocalCluster, ns: &str, identity: &str, extra: &[&str]) -> ManagerProcess {
-    let mut args = vec![
-        "--leader-elect".to_owned(),
-        format!("--leader-election-namespace={ns}"),
-        "--leader-election-lease-name=pgpilot".to_owned(),
-        format!("--leader-election-identity={identity}"),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ManagerProcess::spawn(Path::new(MANAGER), &c.manager_kubeconfig, &args).unwrap()
-}
+use common::{Grant, spawn};
 
 fn holder(lease: &Lease) -> String {
     lease
@@ -102,6 +44,7 @@ async fn wait_for_holder(
 async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
     let c = cluster();
     let client = c.admin().await.unwrap();
+    pgpilot_testkit::install_crds(&client).await.unwrap();
     let ns = TestNamespace::create(&client, "mgr").await.unwrap();
     let _grant = Grant::new(c, &ns.name);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
@@ -159,6 +102,7 @@ async fn exactly_one_of_two_managers_leads_and_a_standby_takes_over() {
     const LEASE_SECONDS: u64 = 4;
     let c = cluster();
     let client = c.admin().await.unwrap();
+    pgpilot_testkit::install_crds(&client).await.unwrap();
     let ns = TestNamespace::create(&client, "leader").await.unwrap();
     let _grant = Grant::new(c, &ns.name);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);

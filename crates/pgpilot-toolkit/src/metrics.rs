@@ -23,6 +23,13 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub controller: String,
+    /// Kind of the object written, e.g. `StatefulSet`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: String,
     /// The error's [`crate::ReconcileError::metric_label`].
@@ -37,6 +44,7 @@ pub struct Metrics {
     duration: Family<ControllerLabel, Histogram>,
     in_flight: Family<ControllerLabel, Gauge>,
     running: Family<ControllerLabel, Gauge>,
+    writes: Family<WriteLabels, Counter>,
 }
 
 /// Reconcile durations from 5 ms to ~80 s.
@@ -55,6 +63,7 @@ impl Metrics {
             duration: Family::new_with_constructor(duration_histogram),
             in_flight: Family::default(),
             running: Family::default(),
+            writes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("pgpilot");
         r.register(
@@ -77,6 +86,11 @@ impl Metrics {
             "reconcile_in_flight",
             "Reconciles running now",
             m.in_flight.clone(),
+        );
+        r.register(
+            "api_writes",
+            "Write requests sent to the Kubernetes API, by controller and kind (a converged object costs none)",
+            m.writes.clone(),
         );
         r.register(
             "controller_running",
@@ -125,6 +139,17 @@ impl ControllerMetrics {
             .running
             .get_or_create(&self.label())
             .set(i64::from(running));
+    }
+
+    /// Counts one write request (create, patch, delete) for an object of `kind`.
+    pub fn wrote(&self, kind: &str) {
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels {
+                controller: self.name.clone(),
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// Starts timing a reconcile; finish it with [`ReconcileTimer::success`] or

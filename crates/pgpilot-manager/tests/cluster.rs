@@ -1,0 +1,527 @@
+//! The cluster controller against a real API server (control plane only: instance pods are
+//! scheduled nowhere, so these tests cover the Kubernetes side — children, ownership, drift,
+//! idempotence, status — and the e2e tier covers PostgreSQL itself).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Grant, spawn};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use pgpilot_api::PostgresCluster;
+use pgpilot_api::cluster::ClusterPhase;
+use pgpilot_testkit::{
+    LocalCluster, ManagerProcess, TestNamespace, cluster, http_get, install_crds, wait_for,
+};
+use serde::de::DeserializeOwned;
+
+const IMAGE: &str = "17=localhost/pgpilot/postgres:17";
+
+struct Setup {
+    c: &'static LocalCluster,
+    client: Client,
+    ns: TestNamespace,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let c = cluster();
+    let client = c.admin().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::create(&client, prefix).await.unwrap();
+    Setup { c, client, ns }
+}
+
+fn manager(s: &Setup, identity: &str) -> ManagerProcess {
+    spawn(
+        s.c,
+        &s.ns.name,
+        identity,
+        &[
+            "--controllers=cluster",
+            "--default-image",
+            IMAGE,
+            "--namespace",
+            &s.ns.name,
+        ],
+    )
+}
+
+fn create_demo(s: &Setup, extra_spec: &str) {
+    let example =
+        std::fs::read_to_string(pgpilot_testkit::repo_root().join("examples/cluster.yaml"))
+            .unwrap();
+    let yaml = format!("{example}{extra_spec}");
+    s.c.kubectl(&["apply", "-n", &s.ns.name, "-f", "-"], Some(&yaml))
+        .unwrap();
+}
+
+async fn converged(s: &Setup, m: &ManagerProcess) -> PostgresCluster {
+    let api: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let result = wait_for(&api, "demo", Duration::from_secs(60), |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|st| st.observed_generation == c.metadata.generation && st.phase.is_some())
+    })
+    .await;
+    result.unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()))
+}
+
+async fn get<K>(s: &Setup, name: &str) -> K
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(s.client.clone(), &s.ns.name);
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{} {name}: {e}", K::kind(&())))
+}
+
+/// resourceVersion of every child, by kind/name.
+async fn child_versions(s: &Setup) -> BTreeMap<String, String> {
+    let lp = ListParams::default().labels("pgpilot.io/cluster=demo");
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($kind:ty) => {
+            let api: Api<$kind> = Api::namespaced(s.client.clone(), &s.ns.name);
+            for o in api.list(&lp).await.unwrap() {
+                out.insert(
+                    format!("{}/{}", <$kind>::kind(&()), o.name_any()),
+                    o.resource_version().unwrap_or_default(),
+                );
+            }
+        };
+    }
+    collect!(ServiceAccount);
+    collect!(Role);
+    collect!(RoleBinding);
+    collect!(Secret);
+    collect!(ConfigMap);
+    collect!(Service);
+    collect!(PodDisruptionBudget);
+    collect!(StatefulSet);
+    out
+}
+
+#[tokio::test]
+async fn a_cluster_gets_every_child_owned_by_it_and_a_status() {
+    let s = setup("children").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "children");
+    create_demo(&s, "");
+    let pg = converged(&s, &m).await;
+    let uid = pg.uid().unwrap();
+
+    let sts: StatefulSet = get(&s, "demo").await;
+    let spec = sts.spec.clone().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(
+        spec.update_strategy.unwrap().type_.as_deref(),
+        Some("OnDelete")
+    );
+    let container = &spec.template.spec.unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("localhost/pgpilot/postgres:17")
+    );
+
+    let children: Vec<(
+        String,
+        Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+    )> = vec![
+        ("sts/demo".into(), sts.metadata.owner_references.clone()),
+        (
+            "svc/demo-pods".into(),
+            get::<Service>(&s, "demo-pods")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "svc/demo-rw".into(),
+            get::<Service>(&s, "demo-rw")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "svc/demo-ro".into(),
+            get::<Service>(&s, "demo-ro")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "svc/demo-r".into(),
+            get::<Service>(&s, "demo-r").await.metadata.owner_references,
+        ),
+        (
+            "secret/demo-superuser".into(),
+            get::<Secret>(&s, "demo-superuser")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "secret/demo-replication".into(),
+            get::<Secret>(&s, "demo-replication")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "secret/demo-app-credentials".into(),
+            get::<Secret>(&s, "demo-app-credentials")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "cm/demo-patroni".into(),
+            get::<ConfigMap>(&s, "demo-patroni")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "sa/demo-instance".into(),
+            get::<ServiceAccount>(&s, "demo-instance")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "role/demo-instance".into(),
+            get::<Role>(&s, "demo-instance")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "rb/demo-instance".into(),
+            get::<RoleBinding>(&s, "demo-instance")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "pdb/demo".into(),
+            get::<PodDisruptionBudget>(&s, "demo")
+                .await
+                .metadata
+                .owner_references,
+        ),
+    ];
+    for (what, owners) in children {
+        let owners = owners.unwrap_or_default();
+        assert!(
+            owners
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true)),
+            "{what} is not controlled by the cluster: {owners:?}"
+        );
+    }
+
+    let app = get::<Secret>(&s, "demo-app-credentials")
+        .await
+        .data
+        .unwrap();
+    let text = |k: &str| String::from_utf8(app[k].0.clone()).unwrap();
+    assert_eq!(text("username"), "app");
+    assert_eq!(text("dbname"), "shop");
+    assert_eq!(text("host"), format!("demo-rw.{}.svc", s.ns.name));
+    assert_eq!(text("password").len(), 32);
+
+    let st = pg.status.unwrap();
+    assert_eq!(
+        st.phase,
+        Some(ClusterPhase::Creating),
+        "no pod can run on the control plane alone"
+    );
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NoPrimary")
+    );
+    assert_eq!(ready.observed_generation, Some(1));
+    assert_eq!(
+        st.selector.as_deref(),
+        Some("pgpilot.io/cluster=demo,pgpilot.io/component=instance")
+    );
+
+    // The controller that was named runs, and reports it.
+    let (_, metrics) = http_get(m.metrics_port, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"pgpilot_controller_running{controller="cluster"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"pgpilot_reconcile_total{controller="cluster",result="success"}"#),
+        "{metrics}"
+    );
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
+    let s = setup("drift").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "drift");
+    create_demo(&s, "");
+    converged(&s, &m).await;
+
+    // A deleted child comes back; a changed field is set back.
+    let services: Api<Service> = Api::namespaced(s.client.clone(), &s.ns.name);
+    services
+        .delete("demo-rw", &DeleteParams::default())
+        .await
+        .unwrap();
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    statefulsets
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&services, "demo-rw", Duration::from_secs(30), |_| true)
+        .await
+        .unwrap();
+    wait_for(&statefulsets, "demo", Duration::from_secs(30), |s| {
+        s.spec.as_ref().and_then(|s| s.replicas) == Some(3)
+    })
+    .await
+    .unwrap();
+
+    // Let the StatefulSet controller finish its own status updates, then measure.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = child_versions(&s).await;
+    assert!(before.len() >= 13, "{before:#?}");
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let status_before = clusters.get("demo").await.unwrap().status;
+    let reconciles = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"pgpilot_reconcile_total{controller="cluster",result="success"}"#)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let writes = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(r#"pgpilot_api_writes_total{controller="cluster""#))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+            .sum()
+    };
+    let metrics_before = http_get(m.metrics_port, "/metrics").await.unwrap().1;
+    let count_before = reconciles(&metrics_before);
+    let writes_before = writes(&metrics_before);
+    assert!(
+        writes_before >= 14,
+        "the first reconciles wrote the children: {metrics_before}"
+    );
+    // Each annotation change is a watch event, so a full reconcile, which must write nothing.
+    for i in 0..3 {
+        clusters
+            .patch(
+                "demo",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    &serde_json::json!({"metadata": {"annotations": {"test/poke": i.to_string()}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let count_after = reconciles(&http_get(m.metrics_port, "/metrics").await.unwrap().1);
+    assert!(
+        count_after >= count_before + 3,
+        "reconciles did run: {count_before} → {count_after}"
+    );
+    assert_eq!(
+        child_versions(&s).await,
+        before,
+        "a converged cluster must cost no writes\n{}",
+        m.log()
+    );
+    assert_eq!(
+        clusters.get("demo").await.unwrap().status,
+        status_before,
+        "status rewritten without change"
+    );
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_manager_killed_mid_reconcile_is_replaced_without_duplicates_or_new_passwords() {
+    let s = setup("restart").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let first = manager(&s, "first");
+    first.wait_ready(Duration::from_secs(20)).await.unwrap();
+    create_demo(&s, "");
+    // Kill it as soon as its first writes appear.
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
+    wait_for(&secrets, "demo-superuser", Duration::from_secs(30), |_| {
+        true
+    })
+    .await
+    .unwrap();
+    first.signal("KILL").unwrap();
+    let password = |s: &Secret| s.data.as_ref().map(|d| d["password"].0.clone());
+    let superuser = password(&secrets.get("demo-superuser").await.unwrap());
+
+    let second = manager(&s, "second");
+    converged(&s, &second).await;
+    let lp = ListParams::default().labels("pgpilot.io/cluster=demo");
+    let services: Api<Service> = Api::namespaced(s.client.clone(), &s.ns.name);
+    assert_eq!(services.list(&lp).await.unwrap().items.len(), 4);
+    assert_eq!(secrets.list(&lp).await.unwrap().items.len(), 3);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    assert_eq!(statefulsets.list(&lp).await.unwrap().items.len(), 1);
+    assert_eq!(
+        password(&secrets.get("demo-superuser").await.unwrap()),
+        superuser,
+        "password regenerated"
+    );
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_the_cluster_garbage_collects_its_children() {
+    let s = setup("gc").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "gc");
+    create_demo(&s, "");
+    converged(&s, &m).await;
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    clusters
+        .delete("demo", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let lp = ListParams::default().labels("pgpilot.io/cluster=demo");
+    let services: Api<Service> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let mut left = usize::MAX;
+    for _ in 0..150 {
+        left = services.list(&lp).await.unwrap().items.len()
+            + statefulsets.list(&lp).await.unwrap().items.len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(left, 0, "children left after the cluster was deleted");
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unusable_spec_is_reported_in_status_and_events() {
+    let s = setup("invalid").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "invalid");
+    // PostgreSQL 16 without an image, and the manager has a default only for 17.
+    let yaml = "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresCluster\nmetadata: {name: demo}\nspec: {instances: 1, postgresql: {version: 16}, storage: {size: 1Gi}}\n";
+    s.c.kubectl(&["apply", "-n", &s.ns.name, "-f", "-"], Some(yaml))
+        .unwrap();
+    let pg = converged(&s, &m).await;
+    let ready = pg
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        ready.message.contains("no default image for PostgreSQL 16"),
+        "{}",
+        ready.message
+    );
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let found = wait_for_event(&events, "InvalidSpec").await;
+    assert!(found, "no InvalidSpec event\n{}", m.log());
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    assert!(
+        statefulsets.get_opt("demo").await.unwrap().is_none(),
+        "nothing is built from a bad spec"
+    );
+    s.ns.delete().await.unwrap();
+}
+
+async fn wait_for_event(events: &Api<Event>, reason: &str) -> bool {
+    for _ in 0..50 {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        if list
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_paused_cluster_is_left_alone_until_resumed() {
+    let s = setup("paused").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "paused");
+    create_demo(&s, "");
+    converged(&s, &m).await;
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    clusters
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(ClusterPhase::Paused)
+    })
+    .await
+    .unwrap();
+    let services: Api<Service> = Api::namespaced(s.client.clone(), &s.ns.name);
+    services
+        .delete("demo-ro", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        services.get_opt("demo-ro").await.unwrap().is_none(),
+        "a paused cluster was reconciled"
+    );
+    clusters
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&services, "demo-ro", Duration::from_secs(30), |_| true)
+        .await
+        .unwrap();
+    s.ns.delete().await.unwrap();
+}
