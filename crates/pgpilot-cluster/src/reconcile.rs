@@ -281,7 +281,8 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         .map(|(n, _)| n)
         .collect();
     for child in &changed {
-        ctx.metrics.wrote(child.split('/').next().unwrap_or_default());
+        ctx.metrics
+            .wrote(child.split('/').next().unwrap_or_default());
     }
     if !changed.is_empty() {
         tracing::info!(children = ?changed, "applied");
