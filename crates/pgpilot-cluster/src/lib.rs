@@ -8,6 +8,7 @@ pub mod desired;
 pub mod error;
 pub mod names;
 pub mod reconcile;
+pub mod sql;
 pub mod status;
 pub mod validate;
 

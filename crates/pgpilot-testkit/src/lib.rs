@@ -441,3 +441,106 @@ impl Drop for ManagerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway PostgreSQL server from the machine's packages (`/usr/lib/postgresql/<v>/bin`),
+/// on 127.0.0.1 with password authentication, for tests of SQL the operator sends. Stopped
+/// and removed when dropped.
+pub struct LocalPostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+    pub password: String,
+}
+
+impl LocalPostgres {
+    fn as_postgres(&self, program: &str) -> Command {
+        // initdb and postgres refuse to run as root.
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"])
+            .arg(self.bin.join(program));
+        cmd
+    }
+
+    /// Starts a server for the newest PostgreSQL installed on this machine.
+    pub fn start() -> Result<Self> {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("no PostgreSQL server installed (/usr/lib/postgresql: {e}); apt-get install postgresql"))?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        versions.sort();
+        let bin = versions
+            .pop()
+            .ok_or("no initdb under /usr/lib/postgresql/*/bin")?;
+        let suffix: u32 = rand::rng().random();
+        let dir = std::env::temp_dir().join(format!("pgpilot-pg-{suffix:08x}"));
+        std::fs::create_dir_all(&dir)?;
+        let password: String = format!("pw{suffix:08x}{:08x}", rand::rng().random::<u32>());
+        std::fs::write(dir.join("pwfile"), &password)?;
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()?;
+        if !status.success() {
+            return Err("chown of the test data dir failed".into());
+        }
+        let pg = Self {
+            dir,
+            bin,
+            port: free_port()?,
+            password,
+        };
+        let data = pg.dir.join("data");
+        let out = pg
+            .as_postgres("initdb")
+            .args([
+                "--auth=scram-sha-256",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "-D",
+            ])
+            .arg(&data)
+            .arg(format!("--pwfile={}", pg.dir.join("pwfile").display()))
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let out = pg
+            .as_postgres("pg_ctl")
+            .args(["-w", "-D"])
+            .arg(&data)
+            .arg(format!(
+                "-o -p {} -k {} -c listen_addresses=127.0.0.1",
+                pg.port,
+                pg.dir.display()
+            ))
+            .arg(format!("-l{}", pg.dir.join("log").display()))
+            .arg("start")
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("pg_ctl start: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(pg)
+    }
+
+    /// A connection string for `user` to `dbname`.
+    pub fn conninfo(&self, user: &str, password: &str, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={dbname}",
+            self.port
+        )
+    }
+}
+
+impl Drop for LocalPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .as_postgres("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .arg("stop")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,427 @@
+//! Declarative roles and databases: compare what the spec declares with what the catalog
+//! holds and produce the SQL that closes the gap. Planning is pure and unit-tested; running
+//! the plan needs a connection to the primary.
+//!
+//! Nothing is dropped unless the spec says `ensure: Absent`. Passwords never appear in SQL
+//! text: roles get a SCRAM-SHA-256 verifier computed here, and statements carry a redacted
+//! form for logs and spans.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pgpilot_api::cluster::{DatabaseSpec, Ensure, RoleSpec};
+use tracing::Instrument;
+
+/// A role as the catalog (`pg_roles`) shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedRole {
+    pub login: bool,
+    pub superuser: bool,
+    pub create_db: bool,
+    pub create_role: bool,
+    pub connection_limit: i32,
+    pub member_of: BTreeSet<String>,
+}
+
+/// A database as the catalog shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedDatabase {
+    pub owner: String,
+    /// Extensions installed in it (filled only for databases the spec lists extensions for).
+    pub extensions: BTreeSet<String>,
+}
+
+/// One statement, and what may be logged of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub redacted: String,
+    /// Database to run it in (`None`: the maintenance database).
+    pub database: Option<String>,
+}
+
+impl Statement {
+    fn plain(sql: String) -> Self {
+        Self {
+            redacted: sql.clone(),
+            sql,
+            database: None,
+        }
+    }
+}
+
+/// `"name"` with embedded quotes doubled: safe for any identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn attributes(r: &RoleSpec) -> String {
+    let flag = |on: bool, name: &str| {
+        if on {
+            name.to_owned()
+        } else {
+            format!("NO{name}")
+        }
+    };
+    [
+        flag(r.login, "LOGIN"),
+        flag(r.superuser, "SUPERUSER"),
+        flag(r.create_db, "CREATEDB"),
+        flag(r.create_role, "CREATEROLE"),
+        format!("CONNECTION LIMIT {}", r.connection_limit),
+    ]
+    .join(" ")
+}
+
+fn matches(r: &RoleSpec, o: &ObservedRole) -> bool {
+    r.login == o.login
+        && r.superuser == o.superuser
+        && r.create_db == o.create_db
+        && r.create_role == o.create_role
+        && r.connection_limit == o.connection_limit
+}
+
+/// A SCRAM-SHA-256 verifier for `password` (salted, so it differs on every call).
+pub fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+/// Statements that make the roles match the spec. `passwords` holds the passwords to set
+/// now (new roles, and roles whose Secret changed), by role name.
+pub fn plan_roles(
+    spec: &[RoleSpec],
+    observed: &BTreeMap<String, ObservedRole>,
+    passwords: &BTreeMap<String, String>,
+) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for r in spec.iter().filter(|r| r.ensure == Ensure::Present) {
+        let name = quote_ident(&r.name);
+        match observed.get(&r.name) {
+            None => out.push(Statement::plain(format!(
+                "CREATE ROLE {name} {}",
+                attributes(r)
+            ))),
+            Some(o) if !matches(r, o) => out.push(Statement::plain(format!(
+                "ALTER ROLE {name} {}",
+                attributes(r)
+            ))),
+            Some(_) => {}
+        }
+        if let Some(password) = passwords.get(&r.name) {
+            let verifier = scram_verifier(password);
+            out.push(Statement {
+                sql: format!("ALTER ROLE {name} PASSWORD '{verifier}'"),
+                redacted: format!("ALTER ROLE {name} PASSWORD '<redacted>'"),
+                database: None,
+            });
+        }
+        let has = observed
+            .get(&r.name)
+            .map(|o| o.member_of.clone())
+            .unwrap_or_default();
+        for group in r.in_roles.iter().filter(|g| !has.contains(*g)) {
+            out.push(Statement::plain(format!(
+                "GRANT {} TO {name}",
+                quote_ident(group)
+            )));
+        }
+    }
+    for r in spec.iter().filter(|r| r.ensure == Ensure::Absent) {
+        if observed.contains_key(&r.name) {
+            let name = quote_ident(&r.name);
+            // Objects it owns go to postgres first, so the drop cannot fail half-way.
+            out.push(Statement::plain(format!(
+                "REASSIGN OWNED BY {name} TO postgres"
+            )));
+            out.push(Statement::plain(format!("DROP OWNED BY {name}")));
+            out.push(Statement::plain(format!("DROP ROLE {name}")));
+        }
+    }
+    out
+}
+
+/// Statements that make the databases match the spec.
+pub fn plan_databases(
+    spec: &[DatabaseSpec],
+    observed: &BTreeMap<String, ObservedDatabase>,
+) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for d in spec {
+        let name = quote_ident(&d.name);
+        let owner = d.owner.as_deref().unwrap_or("postgres");
+        match (d.ensure, observed.get(&d.name)) {
+            (Ensure::Present, None) => {
+                out.push(Statement::plain(format!(
+                    "CREATE DATABASE {name} OWNER {}",
+                    quote_ident(owner)
+                )));
+            }
+            (Ensure::Present, Some(o)) if o.owner != owner => {
+                out.push(Statement::plain(format!(
+                    "ALTER DATABASE {name} OWNER TO {}",
+                    quote_ident(owner)
+                )));
+            }
+            (Ensure::Absent, Some(_)) => {
+                out.push(Statement::plain(format!(
+                    "DROP DATABASE {name} WITH (FORCE)"
+                )));
+            }
+            _ => {}
+        }
+        if d.ensure == Ensure::Present {
+            let installed = observed
+                .get(&d.name)
+                .map(|o| o.extensions.clone())
+                .unwrap_or_default();
+            for ext in d.extensions.iter().filter(|e| !installed.contains(*e)) {
+                out.push(Statement {
+                    sql: format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(ext)),
+                    redacted: format!(
+                        "CREATE EXTENSION IF NOT EXISTS {} (in {})",
+                        quote_ident(ext),
+                        d.name
+                    ),
+                    database: Some(d.name.clone()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Reads the roles the spec mentions from `pg_roles`.
+pub async fn observe_roles(
+    client: &tokio_postgres::Client,
+    names: &[String],
+) -> Result<BTreeMap<String, ObservedRole>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT r.rolname, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolconnlimit,
+                    COALESCE(ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                                   WHERE m.member = r.oid), '{}')
+             FROM pg_roles r WHERE r.rolname = ANY($1)",
+            &[&names],
+        )
+        .instrument(tracing::debug_span!("sql.query", what = "roles"))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let groups: Vec<String> = row.get(6);
+            (
+                row.get::<_, String>(0),
+                ObservedRole {
+                    login: row.get(1),
+                    superuser: row.get(2),
+                    create_db: row.get(3),
+                    create_role: row.get(4),
+                    connection_limit: row.get(5),
+                    member_of: groups.into_iter().collect(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Reads the databases the spec mentions (owner only; extensions are read per database).
+pub async fn observe_databases(
+    client: &tokio_postgres::Client,
+    names: &[String],
+) -> Result<BTreeMap<String, ObservedDatabase>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT d.datname, pg_get_userbyid(d.datdba) FROM pg_database d WHERE d.datname = ANY($1)",
+            &[&names],
+        )
+        .instrument(tracing::debug_span!("sql.query", what = "databases"))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            (
+                row.get::<_, String>(0),
+                ObservedDatabase {
+                    owner: row.get(1),
+                    extensions: BTreeSet::new(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Extensions installed in the database `client` is connected to.
+pub async fn observe_extensions(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeSet<String>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT extname FROM pg_extension", &[])
+        .instrument(tracing::debug_span!("sql.query", what = "extensions"))
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Runs statements one by one on `client` (each is its own transaction: CREATE DATABASE
+/// cannot run inside one). Stops at the first failure and says which statement failed,
+/// in its redacted form.
+pub async fn run(
+    client: &tokio_postgres::Client,
+    statements: &[Statement],
+) -> Result<usize, (String, tokio_postgres::Error)> {
+    for (i, s) in statements.iter().enumerate() {
+        let span = tracing::info_span!("sql.exec", statement = %s.redacted);
+        if let Err(e) = client.batch_execute(&s.sql).instrument(span).await {
+            return Err((s.redacted.clone(), e));
+        }
+        tracing::debug!(statement = %s.redacted, done = i + 1, "executed");
+    }
+    Ok(statements.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(yaml: &str) -> RoleSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn db(yaml: &str) -> DatabaseSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn sql(stmts: &[Statement]) -> Vec<&str> {
+        stmts.iter().map(|s| s.redacted.as_str()).collect()
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("app"), "\"app\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn a_new_role_is_created_with_its_attributes_password_and_groups() {
+        let spec = [role("{name: app, createDb: true, inRoles: [readers]}")];
+        let passwords = BTreeMap::from([("app".to_owned(), "s3cret-password".to_owned())]);
+        let plan = plan_roles(&spec, &BTreeMap::new(), &passwords);
+        assert_eq!(
+            sql(&plan),
+            [
+                "CREATE ROLE \"app\" LOGIN NOSUPERUSER CREATEDB NOCREATEROLE CONNECTION LIMIT -1",
+                "ALTER ROLE \"app\" PASSWORD '<redacted>'",
+                "GRANT \"readers\" TO \"app\"",
+            ]
+        );
+        assert!(
+            plan[1].sql.contains("SCRAM-SHA-256$4096:"),
+            "a verifier, not the password"
+        );
+        assert!(
+            plan.iter().all(|s| !s.sql.contains("s3cret-password")),
+            "the password never reaches SQL text"
+        );
+    }
+
+    #[test]
+    fn a_matching_role_needs_nothing_and_a_changed_one_is_altered() {
+        let spec = [role("{name: app}")];
+        let same = ObservedRole {
+            login: true,
+            connection_limit: -1,
+            ..Default::default()
+        };
+        assert!(
+            plan_roles(
+                &spec,
+                &BTreeMap::from([("app".into(), same.clone())]),
+                &BTreeMap::new()
+            )
+            .is_empty()
+        );
+        let differs = ObservedRole {
+            create_db: true,
+            ..same
+        };
+        assert_eq!(
+            sql(&plan_roles(
+                &spec,
+                &BTreeMap::from([("app".into(), differs)]),
+                &BTreeMap::new()
+            )),
+            ["ALTER ROLE \"app\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT -1"]
+        );
+    }
+
+    #[test]
+    fn roles_are_dropped_only_when_marked_absent() {
+        let observed = BTreeMap::from([
+            ("old".to_owned(), ObservedRole::default()),
+            ("kept".to_owned(), ObservedRole::default()),
+        ]);
+        // `kept` is not in the spec at all: left alone.
+        let plan = plan_roles(
+            &[role("{name: old, ensure: Absent}")],
+            &observed,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            sql(&plan),
+            [
+                "REASSIGN OWNED BY \"old\" TO postgres",
+                "DROP OWNED BY \"old\"",
+                "DROP ROLE \"old\""
+            ]
+        );
+        assert!(
+            plan_roles(
+                &[role("{name: gone, ensure: Absent}")],
+                &observed,
+                &BTreeMap::new()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn databases_are_created_reowned_given_extensions_and_dropped_only_when_absent() {
+        let spec = [
+            db("{name: shop, owner: app, extensions: [pgcrypto]}"),
+            db("{name: audit}"),
+            db("{name: legacy, ensure: Absent}"),
+        ];
+        let observed = BTreeMap::from([
+            (
+                "audit".to_owned(),
+                ObservedDatabase {
+                    owner: "app".into(),
+                    extensions: BTreeSet::new(),
+                },
+            ),
+            (
+                "legacy".to_owned(),
+                ObservedDatabase {
+                    owner: "postgres".into(),
+                    extensions: BTreeSet::new(),
+                },
+            ),
+            (
+                "other".to_owned(),
+                ObservedDatabase {
+                    owner: "postgres".into(),
+                    extensions: BTreeSet::new(),
+                },
+            ),
+        ]);
+        let plan = plan_databases(&spec, &observed);
+        assert_eq!(
+            sql(&plan),
+            [
+                "CREATE DATABASE \"shop\" OWNER \"app\"",
+                "CREATE EXTENSION IF NOT EXISTS \"pgcrypto\" (in shop)",
+                "ALTER DATABASE \"audit\" OWNER TO \"postgres\"",
+                "DROP DATABASE \"legacy\" WITH (FORCE)",
+            ]
+        );
+        assert_eq!(plan[1].database.as_deref(), Some("shop"));
+    }
+}
