@@ -5,8 +5,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list --unsorted
 
-# Everything CI checks: formatting, lints, fresh CRDs, unit and integration tests.
-ci: lint test
+# Everything CI checks: formatting, lints, fresh CRDs, the chart, unit and integration tests.
+ci: lint chart-test test
 
 # Unit tests, then integration tests against a real local control plane (built or reused,
 # started, and stopped again at the end).
@@ -30,11 +30,21 @@ unit:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    shellcheck -x just .ci/run e2e/scripts/*.sh
+    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh
 
 # Regenerate crds/ from the API types.
 crds:
     cargo run -q -p pgpilot-manager -- crds --out-dir crds
+
+# Copy crds/ into the chart and regenerate its RBAC files from the manager.
+chart-sync:
+    charts/pgpilot/sync.sh
+
+# Lint and render the Helm chart (helm built from its Go module) and check it against the
+# manager's own CRDs and RBAC.
+chart-test:
+    charts/pgpilot/sync.sh --check
+    charts/pgpilot/test.sh
 
 # Build the Kubernetes, etcd and kwok binaries (cached in ~/.cache/pgpilot).
 k8s-binaries:
