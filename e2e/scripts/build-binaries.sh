@@ -5,6 +5,8 @@
 #   e2e/scripts/build-binaries.sh            # build what is missing or stale
 #   e2e/scripts/build-binaries.sh --force    # rebuild everything
 #   e2e/scripts/build-binaries.sh --print    # only print the bin dirs (no build)
+#   e2e/scripts/build-binaries.sh --node     # also what a real node needs (CoreDNS,
+#                                            # local-path-provisioner); combines with --force
 #
 # Output (PGPILOT_CACHE defaults to ~/.cache/pgpilot):
 #   $PGPILOT_CACHE/k8s-$K8S_VERSION/bin/{kube,kube-apiserver,kube-controller-manager,
@@ -13,10 +15,15 @@
 #   $PGPILOT_CACHE/kwok-$KWOK_VERSION/bin/kwok
 #   $PGPILOT_CACHE/kwok-$KWOK_VERSION/etc/kwok.yaml  (kwok's default stages, taken from
 #                                                   the module: the ones kwokctl uses)
+# and with --node:
+#   $PGPILOT_CACHE/coredns-$COREDNS_VERSION/bin/coredns
+#   $PGPILOT_CACHE/local-path-$LOCAL_PATH_VERSION/bin/local-path-provisioner
+#   $PGPILOT_CACHE/cri-reset-$K8S_VERSION/bin/cri-reset   (node teardown through the CRI)
 # Each version directory carries a .stamp (hash of its wrapper module's sources and the Go
 # version); a different stamp means the wrapper changed and the directory is rebuilt.
 # Cold build on 2 cores (empty Go build cache): Kubernetes ~11 min, etcd ~45 s,
-# kwok ~2 min; with everything cached the check takes well under a second.
+# kwok ~2 min (--node: CoreDNS ~3 min, local-path-provisioner ~1 min); with
+# everything cached the check takes well under a second.
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,17 +37,29 @@ KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 K8S_BIN=$K8S_DIR/bin
 ETCD_BIN=$ETCD_DIR/bin
 KWOK_BIN=$KWOK_DIR/bin
+COREDNS_DIR=$CACHE/coredns-$COREDNS_VERSION
+LOCAL_PATH_DIR=$CACHE/local-path-$LOCAL_PATH_VERSION
+COREDNS_BIN=$COREDNS_DIR/bin
+LOCAL_PATH_BIN=$LOCAL_PATH_DIR/bin
+CRI_RESET_DIR=$CACHE/cri-reset-$K8S_VERSION
+CRI_RESET_BIN=$CRI_RESET_DIR/bin
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
+print_dirs() {
+  printf 'K8S_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nCOREDNS_BIN=%s\nLOCAL_PATH_BIN=%s\nCRI_RESET_BIN=%s\n' \
+    "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN" "$COREDNS_BIN" "$LOCAL_PATH_BIN" "$CRI_RESET_BIN"
+}
+
 FORCE=0
-case "${1:-}" in
-  --force) FORCE=1 ;;
-  --print)
-    printf 'K8S_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\n' "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN"
-    exit 0 ;;
-  "") ;;
-  *) echo "usage: $0 [--force|--print]" >&2; exit 2 ;;
-esac
+NODE=0
+for arg in "$@"; do
+  case $arg in
+    --force) FORCE=1 ;;
+    --node) NODE=1 ;;
+    --print) print_dirs; exit 0 ;;
+    *) echo "usage: $0 [--force] [--node] | --print" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[%s] build-binaries: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -57,11 +76,14 @@ check_pin() { # module-dir module-path version
 check_pin k8s k8s.io/kubernetes "$K8S_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
+check_pin local-path github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION"
 # Every staging module must be replaced by the matching v0.<minor>.<patch> tag.
 k8s_staging=v0.${K8S_VERSION#v1.}
 if grep -E '^[[:space:]]*k8s\.io/[a-z-]+ => ' "$E2E_DIR/k8s/go.mod" | grep -v " $k8s_staging\$" | grep -q .; then
   die "e2e/k8s/go.mod has staging replaces not at $k8s_staging"
 fi
+check_pin cri-reset k8s.io/cri-api "$k8s_staging"
 
 # Stamp = Go version + build flags + content of the wrapper module; a change in
 # any of them rebuilds that entry.
@@ -184,9 +206,70 @@ build_kwok() {
   log "kwok $KWOK_VERSION: built in $((SECONDS - start)) s ($(du -h "$KWOK_BIN/kwok" | cut -f1))"
 }
 
+# CoreDNS with the plugins e2e/coredns/main.go imports (cluster DNS of the node).
+build_coredns() {
+  local stamp tmp start
+  stamp=$(stamp_of coredns "-s -w")
+  if up_to_date "$COREDNS_DIR" "$stamp" bin/coredns; then
+    log "coredns $COREDNS_VERSION: up to date in $COREDNS_DIR"; return
+  fi
+  log "coredns $COREDNS_VERSION: building"
+  start=$SECONDS
+  tmp=$(mktemp -d "$CACHE/.tmp.coredns.XXXXXX")
+  mkdir "$tmp/bin"
+  (cd "$E2E_DIR/coredns" && "${GOBUILD[@]}" -ldflags "-s -w" -o "$tmp/bin/coredns" .)
+  "$tmp/bin/coredns" -version | grep -q "CoreDNS-${COREDNS_VERSION#v}" ||
+    die "built coredns does not report ${COREDNS_VERSION#v}"
+  echo "$stamp" >"$tmp/.stamp"
+  install_dir "$tmp" "$COREDNS_DIR"
+  log "coredns $COREDNS_VERSION: built in $((SECONDS - start)) s ($(du -h "$COREDNS_BIN/coredns" | cut -f1))"
+}
+
+# The dynamic volume provisioner of the node (StorageClass local-path).
+build_local_path() {
+  local stamp tmp start ld
+  # As upstream's scripts/build: the version is a main-package variable.
+  ld="-s -w -X main.VERSION=$LOCAL_PATH_VERSION"
+  stamp=$(stamp_of local-path "$ld")
+  if up_to_date "$LOCAL_PATH_DIR" "$stamp" bin/local-path-provisioner; then
+    log "local-path-provisioner $LOCAL_PATH_VERSION: up to date in $LOCAL_PATH_DIR"; return
+  fi
+  log "local-path-provisioner $LOCAL_PATH_VERSION: building"
+  start=$SECONDS
+  tmp=$(mktemp -d "$CACHE/.tmp.local-path.XXXXXX")
+  mkdir "$tmp/bin"
+  (cd "$E2E_DIR/local-path" && "${GOBUILD[@]}" -ldflags "$ld" -o "$tmp/bin/local-path-provisioner" \
+    github.com/rancher/local-path-provisioner)
+  "$tmp/bin/local-path-provisioner" --version | grep -q "$LOCAL_PATH_VERSION" ||
+    die "built local-path-provisioner does not report $LOCAL_PATH_VERSION"
+  echo "$stamp" >"$tmp/.stamp"
+  install_dir "$tmp" "$LOCAL_PATH_DIR"
+  log "local-path-provisioner $LOCAL_PATH_VERSION: built in $((SECONDS - start)) s"
+}
+
+# cri-reset (e2e/cri-reset): stops and removes all pods through the CRI.
+build_cri_reset() {
+  local stamp tmp
+  stamp=$(stamp_of cri-reset "-s -w")
+  if up_to_date "$CRI_RESET_DIR" "$stamp" bin/cri-reset; then
+    log "cri-reset: up to date in $CRI_RESET_DIR"; return
+  fi
+  log "cri-reset: building"
+  tmp=$(mktemp -d "$CACHE/.tmp.cri-reset.XXXXXX")
+  mkdir "$tmp/bin"
+  (cd "$E2E_DIR/cri-reset" && "${GOBUILD[@]}" -ldflags "-s -w" -o "$tmp/bin/cri-reset" .)
+  echo "$stamp" >"$tmp/.stamp"
+  install_dir "$tmp" "$CRI_RESET_DIR"
+}
+
 total=$SECONDS
 build_etcd
 build_kwok
 build_k8s
+if [[ $NODE == 1 ]]; then
+  build_coredns
+  build_local_path
+  build_cri_reset
+fi
 log "done in $((SECONDS - total)) s"
-printf 'K8S_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\n' "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN"
+print_dirs

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local test cluster started by cluster-up.sh (kwok included) and
-# remove its state dir.
+# Stop the local test cluster started by cluster-up.sh (kwok and the node of
+# --node included) and remove its state dir.
 #
 #   e2e/scripts/cluster-down.sh [--keep-state]
 #
@@ -9,7 +9,9 @@
 #
 # Stops processes by their pidfiles, then looks for any leftover process that
 # was started with this state dir, then checks that none of the cluster's ports
-# is still listening. Exits non-zero if something of ours could not be stopped.
+# is still listening. A node cluster's node goes first (node-down.sh: pods,
+# containerd, mounts, cgroups, iptables, bridge). Exits non-zero if something
+# of ours could not be stopped.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,6 +25,24 @@ for arg in "$@"; do
   esac
 done
 lock_cluster
+
+# The node first, while the control plane still runs; its network last, after
+# the API server (which listens on the bridge, and talks to itself there until
+# it exits). Also when only traces are left (a crashed start): a node pidfile,
+# or the bridge this state dir owns.
+rc=0
+node_traces() {
+  local c
+  [[ -f $NODE_MARKER ]] && return 0
+  [[ $(cat "/sys/class/net/$NODE_BRIDGE/ifalias" 2>/dev/null) == "pgpilot:$STATE_DIR" ]] && return 0
+  for c in "${NODE_COMPONENTS[@]}"; do [[ -f $RUN_DIR/$c.pid ]] && return 0; done
+  return 1
+}
+had_node=0
+if node_traces; then
+  had_node=1
+  "$E2E_DIR/scripts/node-down.sh" --keep-net || rc=1
+fi
 
 # stop PID...: SIGTERM, up to 20 s for a clean exit, then SIGKILL.
 stop() {
@@ -77,9 +97,9 @@ for names in "kwok kube-scheduler kube-controller kubelet kube-proxy kube" "kube
   stop "${pids[@]}"
 done
 rm -f "$RUN_DIR"/*.pid
+if [[ $had_node == 1 ]]; then "$E2E_DIR/scripts/node-net.sh" down || rc=1; fi
 
 # Verify the ports are free; kill ours if still there, report strangers.
-rc=0
 for port in $(all_ports); do
   for pid in $(listeners "$port"); do
     if is_ours "$pid"; then
@@ -97,8 +117,12 @@ if [[ $KEEP == 1 ]]; then
   log "stopped; state kept in $STATE_DIR"
 elif [[ -d $STATE_DIR ]]; then
   # Only delete something that looks like our state dir.
-  if [[ -d $STATE_DIR/pki || -d $STATE_DIR/run || -d $STATE_DIR/logs ]] && [[ $STATE_DIR != / ]]; then
-    rm -rf "$STATE_DIR"
+  if [[ -n $(mounts_under "$STATE_DIR") ]]; then
+    # Never recurse into a mount (a node's volume could be anything).
+    log "ERROR: mounts remain under $STATE_DIR: not removing it"
+    rc=1
+  elif [[ -d $STATE_DIR/pki || -d $STATE_DIR/run || -d $STATE_DIR/logs ]] && [[ $STATE_DIR != / ]]; then
+    rm -rf --one-file-system "$STATE_DIR"
     log "stopped; removed $STATE_DIR"
   else
     log "WARNING: $STATE_DIR does not look like a cluster state dir; not removing it"

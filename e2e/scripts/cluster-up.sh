@@ -3,10 +3,13 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler (and kwok with
 # --kwok), built from Go modules by build-binaries.sh.
 #
-#   e2e/scripts/cluster-up.sh [--kwok] [--no-build]
+#   e2e/scripts/cluster-up.sh [--kwok] [--node] [--no-build]
 #
 #   --kwok      also run kwok and register the fake nodes of e2e/manifests/kwok-node.yaml
 #               (same as PGPILOT_KWOK=1)
+#   --node      also run one real node (containerd, kubelet, kube-proxy, CoreDNS,
+#               local-path-provisioner; see node-up.sh); the API server then listens on
+#               the node address instead of 127.0.0.1 (same as PGPILOT_NODE=1; root only)
 #   --no-build  fail instead of building missing binaries (same as PGPILOT_NO_BUILD=1)
 #
 # Idempotent: if the cluster is already up and healthy it prints the status and
@@ -19,22 +22,28 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WANT_KWOK=${PGPILOT_KWOK:-0}
+WANT_NODE=${PGPILOT_NODE:-0}
 NO_BUILD=${PGPILOT_NO_BUILD:-0}
 for arg in "$@"; do
   case $arg in
     --kwok) WANT_KWOK=1 ;;
+    --node) WANT_NODE=1 ;;
     --no-build) NO_BUILD=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg" ;;
   esac
 done
 SCRIPTS=$E2E_DIR/scripts
 
 # --- binaries -----------------------------------------------------------------
-if [[ -x $K8S_BIN/kube && -x $ETCD_BIN/etcd && ($WANT_KWOK == 0 || -x $KWOK_BIN/kwok) ]]; then
+if [[ -x $K8S_BIN/kube && -x $ETCD_BIN/etcd && ($WANT_KWOK == 0 || -x $KWOK_BIN/kwok) &&
+  ($WANT_NODE == 0 || (-x $COREDNS_BIN/coredns && -x $LOCAL_PATH_BIN/local-path-provisioner &&
+    -x $CRI_RESET_BIN/cri-reset)) ]]; then
   : # cached: skip even the stamp check, to keep a warm start fast
 elif [[ $NO_BUILD == 1 ]]; then
-  die "binaries missing under $CACHE and --no-build given: run $SCRIPTS/build-binaries.sh"
+  die "binaries missing under $CACHE and --no-build given: run $SCRIPTS/build-binaries.sh$([[ $WANT_NODE == 0 ]] || echo " --node")"
+elif [[ $WANT_NODE == 1 ]]; then
+  "$SCRIPTS/build-binaries.sh" --node >/dev/null
 else
   "$SCRIPTS/build-binaries.sh" >/dev/null
 fi
@@ -43,17 +52,40 @@ fi
 lock_cluster
 running=()
 for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null && running+=("$c"); done
-if ((${#running[@]} == ${#COMPONENTS[@]})) && apiserver_ready; then
+# A running node cluster also serves requests without --node; a running
+# control-plane-only cluster is restarted below when --node is asked for (its
+# API server must move to the node address).
+if ((${#running[@]} == ${#COMPONENTS[@]})) && apiserver_ready && [[ $WANT_NODE == 0 || $NODE_MODE == 1 ]]; then
   log "cluster already running in $STATE_DIR"
+  if [[ $NODE_MODE == 1 ]]; then "$SCRIPTS/node-up.sh"; fi # restarts a crashed node process
   if [[ $WANT_KWOK == 1 ]]; then "$SCRIPTS/kwok-up.sh"; fi
   "$SCRIPTS/cluster-status.sh" >&2
   echo "export KUBECONFIG=$ADMIN_KUBECONFIG" # stdout carries only this line
   exit 0
 fi
 if ((${#running[@]} > 0)); then
-  log "partial cluster found (running: ${running[*]}): stopping it, keeping its data"
+  if ((${#running[@]} == ${#COMPONENTS[@]})) && [[ $NODE_MODE == 0 && $WANT_NODE == 1 ]]; then
+    log "control-plane-only cluster running: restarting it in node mode, keeping its data"
+  else
+    log "partial cluster found (running: ${running[*]}): stopping it, keeping its data"
+  fi
   if pid_of kwok >/dev/null; then WANT_KWOK=1; fi # bring kwok back too
+  if [[ $NODE_MODE == 1 ]]; then WANT_NODE=1; fi   # and the node
   "$SCRIPTS/cluster-down.sh" --keep-state
+elif [[ $NODE_MODE == 1 ]]; then
+  # Kept state of a node cluster with nothing running: undo whatever of the
+  # node is left (a crash, a kill) before starting again.
+  "$SCRIPTS/node-down.sh" --keep-state
+fi
+rm -f "$NODE_MARKER"
+NODE_MODE=0
+APISERVER_URL=https://$HOST:$APISERVER_PORT
+if [[ $WANT_NODE == 1 ]]; then
+  ((EUID == 0)) || die "--node needs root (bridge, iptables, cgroups, mounts)"
+  node_slot_free || die "$NODE_BRIDGE belongs to another node cluster ($(cat "/sys/class/net/$NODE_BRIDGE/ifalias")): one per machine"
+  use_node_mode
+  mkdir -p "$NODE_DIR"
+  touch "$NODE_MARKER" # from here on cluster-down.sh also undoes the node
 fi
 
 # Refuse to start on ports some other process holds (a clash would otherwise
@@ -67,27 +99,12 @@ mkdir -p "$PKI_DIR" "$LOG_DIR" "$RUN_DIR" "$ETCD_DATA"
 rm -f "$RUN_DIR"/*.pid # stale ones would make wait_for report a crash
 chmod 700 "$STATE_DIR" "$PKI_DIR" "$ETCD_DATA"
 
+# Node mode: the bridge that carries the node address must exist before the
+# API server binds to that address.
+if [[ $NODE_MODE == 1 ]]; then "$SCRIPTS/node-net.sh" up; fi
+
 # --- PKI --------------------------------------------------------------------------
-# ECDSA P-256 throughout: key generation is instant, unlike RSA, and every
-# component and client (Go, rustls, OpenSSL) accepts it.
-newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-
-# sign NAME SUBJECT EXTENSIONS: key + certificate NAME.{key,crt} signed by the CA.
-sign() {
-  local name=$1 subj=$2 ext=$3
-  newkey "$PKI_DIR/$name.key"
-  openssl req -new -key "$PKI_DIR/$name.key" -subj "$subj" -out "$PKI_DIR/$name.csr"
-  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
-    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" "$ext" >"$PKI_DIR/$name.ext"
-  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$PKI_DIR/$name.ext" \
-    -out "$PKI_DIR/$name.crt" 2>/dev/null
-  rm -f "$PKI_DIR/$name.csr" "$PKI_DIR/$name.ext"
-}
-
-# client NAME CN [ORG]: a client certificate; CN is the user name, O the group.
-client() { sign "$1" "${3:+/O=$3}/CN=$2" "extendedKeyUsage=clientAuth"; }
-
+# newkey, sign, client: see lib.sh.
 gen_pki() {
   local t
   t=$(elapsed)
@@ -123,37 +140,17 @@ if [[ ! -f $PKI_DIR/pgpilot-manager.crt || ! -f $PKI_DIR/sa.pub ]]; then
   rm -f "$PKI_DIR"/*
   gen_pki
 fi
+# Node mode: pods reach the API server at the node address (the endpoint of the
+# `kubernetes` Service), so the serving certificate must name it too. Only
+# this certificate changes; the CA and all clients stay valid.
+if [[ $NODE_MODE == 1 ]] && ! openssl x509 -in "$PKI_DIR/apiserver.crt" -noout -ext subjectAltName 2>/dev/null |
+  grep -Eq "IP Address:$NODE_IP(,|\$)"; then
+  sign apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,IP:$NODE_IP,IP:::1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  chmod 600 "$PKI_DIR/apiserver.key"
+  log "API server certificate now also names $NODE_IP"
+fi
 
-# write_kubeconfig FILE CERTNAME: a self-contained kubeconfig (certs embedded)
-# for the user of $PKI_DIR/CERTNAME.crt. Rewritten on every start so a port
-# change takes effect.
-write_kubeconfig() {
-  local file=$1 name=$2
-  b64() { base64 -w0 <"$1"; }
-  cat >"$file.tmp" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: pgpilot-e2e
-  cluster:
-    server: $APISERVER_URL
-    certificate-authority-data: $(b64 "$PKI_DIR/ca.crt")
-users:
-- name: $name
-  user:
-    client-certificate-data: $(b64 "$PKI_DIR/$name.crt")
-    client-key-data: $(b64 "$PKI_DIR/$name.key")
-contexts:
-- name: $name@pgpilot-e2e
-  context:
-    cluster: pgpilot-e2e
-    user: $name
-    namespace: default
-current-context: $name@pgpilot-e2e
-EOF
-  chmod 600 "$file.tmp"
-  mv "$file.tmp" "$file"
-}
 write_kubeconfig "$ADMIN_KUBECONFIG" admin
 write_kubeconfig "$STATE_DIR/pgpilot-manager.kubeconfig" pgpilot-manager
 write_kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
@@ -168,6 +165,19 @@ PGPILOT_CA_CERT=$PKI_DIR/ca.crt
 PGPILOT_KUBECTL=$K8S_BIN/kubectl
 PGPILOT_K8S_VERSION=$K8S_VERSION
 EOF
+if [[ $NODE_MODE == 1 ]]; then
+  cat >>"$STATE_DIR/cluster.env" <<EOF
+PGPILOT_NODE=1
+PGPILOT_NODE_NAME=$NODE_NAME
+PGPILOT_NODE_IP=$NODE_IP
+PGPILOT_POD_CIDR=$POD_CIDR
+PGPILOT_SERVICE_CIDR=$SERVICE_CIDR
+PGPILOT_DNS_IP=$DNS_IP
+PGPILOT_CLUSTER_DOMAIN=$CLUSTER_DOMAIN
+PGPILOT_CONTAINERD_SOCKET=$CONTAINERD_SOCK
+PGPILOT_STORAGE_CLASS=local-path
+EOF
+fi
 
 cat >"$STATE_DIR/kube-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
@@ -218,14 +228,21 @@ wait_for "etcd health" 30 curl -fsS --max-time 1 -o /dev/null "http://$HOST:$ETC
 # The `kubernetes` Service gets no endpoints (--endpoint-reconciler-type=none):
 # Endpoints may not hold a loopback address, and the API server listens on
 # loopback only. Nothing in this cluster runs in a pod that would need it.
+# In node mode it listens on the node address instead, which the lease
+# reconciler publishes as the Service's endpoint, so pods reach it; it calls
+# kubelets at their InternalIP only (never resolving a node's host name) and
+# checks their serving certificates against the cluster CA.
 # Admission: the 1.35 defaults already include ValidatingAdmissionPolicy,
 # MutatingAdmissionWebhook and ValidatingAdmissionWebhook; NodeRestriction is
 # added for the Node authorizer (kubelets later).
+api_mode_args=(--bind-address="$HOST" --advertise-address="$HOST" --endpoint-reconciler-type=none)
+if [[ $NODE_MODE == 1 ]]; then
+  api_mode_args=(--bind-address="$NODE_IP" --advertise-address="$NODE_IP" --endpoint-reconciler-type=lease
+    --kubelet-preferred-address-types=InternalIP --kubelet-certificate-authority="$PKI_DIR/ca.crt")
+fi
 launch kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers="http://$HOST:$ETCD_CLIENT_PORT" \
-  --bind-address="$HOST" \
-  --advertise-address="$HOST" \
-  --endpoint-reconciler-type=none \
+  "${api_mode_args[@]}" \
   --secure-port="$APISERVER_PORT" \
   --tls-cert-file="$PKI_DIR/apiserver.crt" \
   --tls-private-key-file="$PKI_DIR/apiserver.key" \
@@ -293,6 +310,7 @@ wait_for "kube-controller-manager /healthz" 30 kcm_ok
 scheduler_ok() { curl -fsSk --max-time 1 -o /dev/null "https://$HOST:$SCHEDULER_PORT/readyz"; }
 wait_for "kube-scheduler /readyz" 30 scheduler_ok
 
+if [[ $NODE_MODE == 1 ]]; then "$SCRIPTS/node-up.sh"; fi
 if [[ $WANT_KWOK == 1 ]]; then "$SCRIPTS/kwok-up.sh"; fi
 
 log "cluster up in $(elapsed) s; state in $STATE_DIR"

@@ -12,7 +12,9 @@
 #   PGPILOT_KCM_PORT            controller-manager secure (health) port (20257)
 #   PGPILOT_SCHEDULER_PORT      scheduler secure (health) port          (20259)
 #   PGPILOT_KWOK_PORT           kwok health/metrics port                (20247)
-# Everything listens on 127.0.0.1 only.
+# Everything listens on 127.0.0.1 only, except in node mode (cluster-up.sh
+# --node), where the API server listens on the node address instead; the node's
+# settings are at the end of this file.
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../versions.env
@@ -59,6 +61,9 @@ die() { log "ERROR: $*"; exit 1; }
 # Ports this cluster listens on (cluster-down checks that none is left open).
 all_ports() {
   echo "$ETCD_CLIENT_PORT $ETCD_PEER_PORT $APISERVER_PORT $KCM_PORT $SCHEDULER_PORT $KWOK_PORT"
+  if [[ $NODE_MODE == 1 ]]; then
+    echo "$KUBELET_PORT $KUBELET_HEALTHZ_PORT $PROXY_METRICS_PORT $PROXY_HEALTHZ_PORT $COREDNS_HEALTH_PORT $COREDNS_READY_PORT"
+  fi
 }
 
 # pid_of NAME: print the pid recorded for NAME if that process is still alive and
@@ -102,6 +107,15 @@ launch() {
   log "starting $name"
   setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null 8>&- & # 8: lock_cluster's fd
   echo $! >"$RUN_DIR/$name.pid"
+  # Until the child has exec'd, its command line is this script's and pid_of
+  # would take the component for dead: wait for the exec (a few ms), then a
+  # little more, since the command line reads empty while each exec of
+  # setsid -> nohup -> component is in progress.
+  local i
+  for i in {1..100}; do
+    if is_ours $!; then sleep 0.05; return 0; fi
+    sleep 0.01
+  done
 }
 
 # lock_cluster: serialise cluster-up/down/kwok-up on one state dir (parallel
@@ -117,3 +131,117 @@ lock_cluster() {
 
 # kubectl from the pinned build (not whatever kubectl is on PATH).
 kctl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+
+# --- PKI (cluster-up.sh, node-up.sh) ------------------------------------------------
+# ECDSA P-256 throughout: key generation is instant, unlike RSA, and every
+# component and client (Go, rustls, OpenSSL) accepts it.
+newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# sign NAME SUBJECT EXTENSIONS: key + certificate NAME.{key,crt} signed by the CA.
+sign() {
+  local name=$1 subj=$2 ext=$3
+  newkey "$PKI_DIR/$name.key"
+  openssl req -new -key "$PKI_DIR/$name.key" -subj "$subj" -out "$PKI_DIR/$name.csr"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" "$ext" >"$PKI_DIR/$name.ext"
+  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$PKI_DIR/$name.ext" \
+    -out "$PKI_DIR/$name.crt" 2>/dev/null
+  rm -f "$PKI_DIR/$name.csr" "$PKI_DIR/$name.ext"
+}
+
+# client NAME CN [ORG]: a client certificate; CN is the user name, O the group.
+client() { sign "$1" "${3:+/O=$3}/CN=$2" "extendedKeyUsage=clientAuth"; }
+
+# write_kubeconfig FILE CERTNAME: a self-contained kubeconfig (certs embedded)
+# for the user of $PKI_DIR/CERTNAME.crt. Rewritten on every start so a port
+# change takes effect.
+write_kubeconfig() {
+  local file=$1 name=$2
+  b64() { base64 -w0 <"$1"; }
+  cat >"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: pgpilot-e2e
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $(b64 "$PKI_DIR/ca.crt")
+users:
+- name: $name
+  user:
+    client-certificate-data: $(b64 "$PKI_DIR/$name.crt")
+    client-key-data: $(b64 "$PKI_DIR/$name.key")
+contexts:
+- name: $name@pgpilot-e2e
+  context:
+    cluster: pgpilot-e2e
+    user: $name
+    namespace: default
+current-context: $name@pgpilot-e2e
+EOF
+  chmod 600 "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+
+# --- node mode ----------------------------------------------------------------------
+# cluster-up.sh --node adds one real node (node-net.sh, node-up.sh; node-down.sh
+# undoes both). It changes machine-wide state (a bridge, routes, iptables, sysctls,
+# /sys/fs/cgroup/*/kubepods), so only one node cluster runs per machine; the
+# bridge's alias names the state dir that owns it. Overridable:
+#   PGPILOT_NODE=1              same as cluster-up.sh --node
+#   PGPILOT_NODE_NAME           Node object name                          (pgpilot-node)
+#   PGPILOT_NODE_BRIDGE         bridge we create; its address is the node address (pgpilot0)
+#   PGPILOT_POD_CIDR            pod addresses on that bridge, /24         (10.245.0.0/24)
+#   PGPILOT_KUBELET_PORT        kubelet API on the node address           (10250)
+#   PGPILOT_KUBELET_HEALTHZ_PORT, PGPILOT_PROXY_METRICS_PORT, PGPILOT_PROXY_HEALTHZ_PORT,
+#   PGPILOT_COREDNS_HEALTH_PORT, PGPILOT_COREDNS_READY_PORT (127.0.0.1: 10248, 10249,
+#                               10256, 20253, 20281)
+NODE_DIR=$STATE_DIR/node # containerd root and state, kubelet root, CNI config, configs
+NODE_NAME=${PGPILOT_NODE_NAME:-pgpilot-node}
+NODE_BRIDGE=${PGPILOT_NODE_BRIDGE:-pgpilot0}
+POD_CIDR=${PGPILOT_POD_CIDR:-10.245.0.0/24}
+NODE_IP=${POD_CIDR%.*/*}.1 # the bridge's (pods' gateway) address = node address
+DNS_IP=10.0.0.10            # the kube-dns Service; the kubelet's clusterDNS
+CLUSTER_DOMAIN=cluster.local
+KUBELET_PORT=${PGPILOT_KUBELET_PORT:-10250}
+KUBELET_HEALTHZ_PORT=${PGPILOT_KUBELET_HEALTHZ_PORT:-10248}
+PROXY_METRICS_PORT=${PGPILOT_PROXY_METRICS_PORT:-10249}
+PROXY_HEALTHZ_PORT=${PGPILOT_PROXY_HEALTHZ_PORT:-10256}
+COREDNS_HEALTH_PORT=${PGPILOT_COREDNS_HEALTH_PORT:-20253}
+COREDNS_READY_PORT=${PGPILOT_COREDNS_READY_PORT:-20281}
+CONTAINERD_SOCK=$NODE_DIR/containerd/containerd.sock
+COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/bin
+LOCAL_PATH_BIN=$CACHE/local-path-$LOCAL_PATH_VERSION/bin
+CRI_RESET_BIN=$CACHE/cri-reset-$K8S_VERSION/bin
+# Node processes in start order (stopped in reverse by node-down.sh).
+NODE_COMPONENTS=(containerd kubelet kube-proxy coredns local-path-provisioner)
+NODE_MARKER=$NODE_DIR/enabled # present while the cluster runs in node mode
+
+# use_node_mode: switch this script's view to node mode (the API server on the
+# node address). Called by cluster-up.sh --node, and below when the state dir's
+# marker says the cluster runs (or ran) in node mode, so every script agrees on
+# the URL.
+NODE_MODE=0
+use_node_mode() {
+  NODE_MODE=1
+  APISERVER_URL=https://$NODE_IP:$APISERVER_PORT
+}
+if [[ -f $NODE_MARKER ]]; then use_node_mode; fi
+
+# mounts_under DIR: mount points at or below DIR, deepest first (mountinfo
+# escapes spaces as \040; none of our paths has any).
+mounts_under() {
+  awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
+}
+
+# node_slot_free: no other state dir's node runs on this machine (the bridge,
+# if any, is ours). Machine-wide cleanup (iptables, cgroups) needs this too.
+node_slot_free() {
+  local owner
+  owner=$(cat "/sys/class/net/$NODE_BRIDGE/ifalias" 2>/dev/null) || return 0
+  [[ $owner == "pgpilot:$STATE_DIR" ]]
+}
+
+# ctr against the node's own containerd, in the namespace the CRI uses.
+nctr() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }

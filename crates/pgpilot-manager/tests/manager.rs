@@ -73,7 +73,15 @@ async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
     let can = |args: &[&str]| c.can_i("pgpilot-manager", args).unwrap();
     assert!(can(&["update", "leases", "-n", &ns.name]));
     assert!(!can(&["update", "leases", "-n", "default"]));
-    assert!(!can(&["list", "secrets", "-A"]));
+    // The cluster controller needs Secrets, StatefulSets, … — but nothing cluster-wide.
+    assert!(can(&["create", "secrets", "-n", &ns.name]));
+    assert!(!can(&["list", "nodes"]));
+    assert!(!can(&[
+        "create",
+        "customresourcedefinitions.apiextensions.k8s.io"
+    ]));
+    assert!(!can(&["create", "clusterroles.rbac.authorization.k8s.io"]));
+    assert!(!can(&["create", "pods/exec", "-n", &ns.name]));
     assert!(!can(&["create", "pods", "-n", &ns.name]));
     assert!(can(&["create", "events.events.k8s.io", "-n", "default"]));
 
