@@ -370,7 +370,7 @@ pub enum SynchronousMode {
 pub struct PatroniSpec {
     /// Leader lock lifetime: the longest a dead primary keeps the role.
     #[serde(default = "default_ttl")]
-    #[x_kube(validation = Rule::new("self >= 5 && self <= 600").message("ttl must be between 5 and 600 seconds"))]
+    #[x_kube(validation = Rule::new("self >= 20 && self <= 600").message("ttl must be between 20 and 600 seconds (Patroni raises anything lower to 20)"))]
     pub ttl: i32,
     /// Seconds between Patroni's health loops.
     #[serde(default = "default_loop_wait")]
