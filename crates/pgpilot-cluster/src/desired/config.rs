@@ -133,6 +133,8 @@ pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
             "bin_dir": format!("/usr/lib/postgresql/{version}/bin"),
             "pgpass": "/tmp/pgpass",
             "pg_hba": pg_hba(ctx),
+            // A new replica clones at once instead of waiting for a spread checkpoint.
+            "basebackup": [{"checkpoint": "fast"}],
             "parameters": {"unix_socket_directories": SOCKET_DIR},
         },
         "watchdog": {"mode": "off"},
