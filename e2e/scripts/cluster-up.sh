@@ -196,7 +196,7 @@ wait_for() {
   deadline=$((SECONDS + timeout))
   until "$@" 2>/dev/null; do
     for c in "${COMPONENTS[@]}"; do
-      if [[ -f $RUN_DIR/$c.pid ]] && ! pid_of "$c" >/dev/null; then
+      if [[ -f $RUN_DIR/$c.pid ]] && ! alive "$c"; then
         tail -n 30 "$LOG_DIR/$c.log" >&2 || true
         die "$c exited while waiting for $what (log: $LOG_DIR/$c.log)"
       fi

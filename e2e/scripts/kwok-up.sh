@@ -32,7 +32,7 @@ else
   # kwok answers /healthz once its controllers run.
   deadline=$((SECONDS + 30))
   until curl -fsS --max-time 1 -o /dev/null "http://$HOST:$KWOK_PORT/healthz" 2>/dev/null; do
-    if ! pid_of kwok >/dev/null; then
+    if ! alive kwok; then
       tail -n 20 "$LOG_DIR/kwok.log" >&2 || true
       die "kwok exited (log: $LOG_DIR/kwok.log)"
     fi

@@ -77,6 +77,15 @@ pid_of() {
   echo "$pid"
 }
 
+# alive NAME: the process recorded for NAME still exists. For waits right after a
+# launch: while a process execs, its /proc cmdline is briefly empty, so pid_of (which
+# also checks the command line against pid reuse) would call it dead.
+alive() {
+  local pid
+  pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
 # is_ours PID: the process is alive and was started with this state dir.
 is_ours() {
   local cmdline
