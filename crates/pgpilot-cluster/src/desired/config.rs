@@ -118,6 +118,9 @@ pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
         "kubernetes": {
             "namespace": ctx.namespace,
             "labels": ctx.instance_selector(),
+            // Patroni finds members by these labels plus `scope_label=<scope>`; the default
+            // scope label (`cluster-name`) is not on our pods, so point it at ours.
+            "scope_label": labels::CLUSTER,
             "use_endpoints": false,
             "bypass_api_service": false,
             "role_label": labels::ROLE,
@@ -206,6 +209,10 @@ mod tests {
         assert_eq!(y["kubernetes"]["role_label"], "pgpilot.io/role");
         assert_eq!(y["kubernetes"]["leader_label_value"], "primary");
         assert_eq!(y["kubernetes"]["labels"]["pgpilot.io/cluster"], "db");
+        assert_eq!(
+            y["kubernetes"]["scope_label"], "pgpilot.io/cluster",
+            "members must be found by our labels"
+        );
         assert_eq!(y["postgresql"]["bin_dir"], "/usr/lib/postgresql/17/bin");
         assert_eq!(y["postgresql"]["data_dir"], PGDATA);
         let hba: Vec<&str> = y["postgresql"]["pg_hba"]
