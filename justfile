@@ -55,6 +55,15 @@ cluster-up *FLAGS:
     e2e/scripts/build-binaries.sh
     e2e/scripts/cluster-up.sh {{FLAGS}}
 
+# A real node, images from Debian packages, the manager, and a three-instance PostgreSQL
+# cluster answering a query: from nothing (or from the cache) in one command.
+demo:
+    e2e/scripts/demo.sh
+
+# Stop the demo and remove everything it started.
+demo-down:
+    e2e/scripts/demo-down.sh
+
 # Stop the local cluster and remove its state.
 cluster-down:
     e2e/scripts/cluster-down.sh
