@@ -20,7 +20,7 @@ use pgpilot_api::labels;
 use pgpilot_toolkit::ReconcileError;
 use pgpilot_toolkit::backoff::{Backoff, Policy};
 use pgpilot_toolkit::metrics::ControllerMetrics;
-use pgpilot_toolkit::runtime::{Controller, Namespaces, RunContext, RunError};
+use pgpilot_toolkit::runtime::{Controller, Namespaces, RunContext, RunError, policy_rule as rule};
 use pgpilot_toolkit::telemetry::reconcile_span;
 use tracing::Instrument;
 
@@ -34,16 +34,6 @@ pub const NAME: &str = "cluster";
 /// The cluster controller.
 pub struct ClusterController {
     pub default_images: DefaultImages,
-}
-
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    let owned = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
-    PolicyRule {
-        api_groups: owned(groups),
-        resources: owned(resources),
-        verbs: verbs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
 }
 
 const MANAGE: &[&str] = &[

@@ -2,20 +2,10 @@
 //! chart and the integration tests, so the operator never runs with more than it asks for.
 
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
 };
 use kube::api::ObjectMeta;
-use pgpilot_toolkit::runtime::ControllerRef;
-
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    let owned = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
-    PolicyRule {
-        api_groups: owned(groups),
-        resources: owned(resources),
-        verbs: verbs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
+use pgpilot_toolkit::runtime::{ControllerRef, policy_rule as rule};
 
 /// Cluster-wide rules: Events for every controller, plus each controller's own rules.
 pub fn cluster_role(name: &str, controllers: &[ControllerRef]) -> ClusterRole {

@@ -49,5 +49,16 @@ pub trait Controller: Send + Sync + 'static {
     fn run(&self, ctx: RunContext) -> Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>>;
 }
 
+/// A PolicyRule from API groups, resources and verbs (the form RBAC rules are read in).
+pub fn policy_rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(owned(groups)),
+        resources: Some(owned(resources)),
+        verbs: owned(verbs),
+        ..Default::default()
+    }
+}
+
 /// Shared handle to a controller.
 pub type ControllerRef = Arc<dyn Controller>;
