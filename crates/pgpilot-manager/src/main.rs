@@ -267,7 +267,12 @@ async fn run_controllers(
     let mut outcome = Ok(());
     tokio::select! {
         Some(first) = tasks.next() => {
-            outcome = Err(first.err().unwrap_or_else(|| anyhow::anyhow!("a controller stopped unexpectedly")));
+            // Controllers return when told to stop; before that, returning is a failure.
+            if !shutdown.is_cancelled() {
+                outcome = Err(first.err().unwrap_or_else(|| anyhow::anyhow!("a controller stopped unexpectedly")));
+            } else if let Err(e) = first {
+                tracing::error!(error = %e, "controller failed while stopping");
+            }
         }
         _ = shutdown.cancelled() => {}
         _ = &mut lost_leadership => {

@@ -44,13 +44,7 @@ fn manager(s: &Setup, identity: &str) -> ManagerProcess {
         s.c,
         &s.ns.name,
         identity,
-        &[
-            "--controllers=cluster",
-            "--default-image",
-            IMAGE,
-            "--namespace",
-            &s.ns.name,
-        ],
+        &["--controllers=cluster", "--default-image", IMAGE],
     )
 }
 

@@ -60,6 +60,8 @@ pub fn spawn(c: &LocalCluster, ns: &str, identity: &str, extra: &[&str]) -> Mana
         format!("--leader-election-namespace={ns}"),
         "--leader-election-lease-name=pgpilot".to_owned(),
         format!("--leader-election-identity={identity}"),
+        // Tests run side by side: each manager stays in its own namespace.
+        format!("--namespace={ns}"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
