@@ -2,14 +2,10 @@
 # `just demo`: a real node, images built from Debian packages, pgpilot's manager, and a
 # three-instance PostgreSQL 17 cluster run by Patroni — from nothing to a query through
 # the read-write Service. Everything is built or reused from ~/.cache/pgpilot.
-# Its own state dir and ports, so it never touches the test cluster. `just demo-down` ends it.
+# `just demo-down` ends it.
 set -euo pipefail
-export PGPILOT_CLUSTER_DIR=${PGPILOT_DEMO_DIR:-/var/tmp/pgpilot/demo}
-export PGPILOT_ETCD_CLIENT_PORT=${PGPILOT_ETCD_CLIENT_PORT:-33790} PGPILOT_ETCD_PEER_PORT=${PGPILOT_ETCD_PEER_PORT:-33800}
-export PGPILOT_APISERVER_PORT=${PGPILOT_APISERVER_PORT:-26443} PGPILOT_KCM_PORT=${PGPILOT_KCM_PORT:-30257}
-export PGPILOT_SCHEDULER_PORT=${PGPILOT_SCHEDULER_PORT:-30259} PGPILOT_KWOK_PORT=${PGPILOT_KWOK_PORT:-30247}
-# shellcheck source=lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=demo-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/demo-env.sh"
 REPO=$(cd "$E2E_DIR/.." && pwd)
 NS=demo
 

@@ -33,6 +33,29 @@ pub struct Case {
     pub reject: Option<String>,
 }
 
+impl Case {
+    /// Compares a verdict (Ok, or the rejection message) with what the case expects; the
+    /// mismatch, if any, explained.
+    pub fn judge(&self, verdict: Result<(), String>) -> Option<String> {
+        match (&self.reject, verdict) {
+            (None, Ok(())) => None,
+            (None, Err(e)) => Some(format!(
+                "{}: expected to be accepted, was rejected: {e}",
+                self.name
+            )),
+            (Some(want), Ok(())) => Some(format!(
+                "{}: expected rejection containing {want:?}, was accepted",
+                self.name
+            )),
+            (Some(want), Err(e)) if e.contains(want.as_str()) => None,
+            (Some(want), Err(e)) => Some(format!(
+                "{}: expected rejection containing {want:?}, got: {e}",
+                self.name
+            )),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct File {
     bases: BTreeMap<String, Value>,
