@@ -142,6 +142,13 @@ mod tests {
         }
     }
 
+    fn names(secrets: &[Secret]) -> Vec<String> {
+        secrets
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect()
+    }
+
     fn value(s: &Secret, key: &str) -> String {
         String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
     }
@@ -151,10 +158,7 @@ mod tests {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
         let got = secrets(&ctx, &BTreeMap::new(), &mut Counter(0)).unwrap();
-        let names: Vec<String> = got
-            .iter()
-            .map(|s| s.metadata.name.clone().unwrap())
-            .collect();
+        let names = names(&got);
         assert_eq!(
             names,
             ["db-superuser", "db-replication", "db-app-user-credentials"]
@@ -212,10 +216,7 @@ roles: [{name: readers, login: false}, {name: old, ensure: Absent}, {name: app}]
         );
         let ctx = Ctx::new(&c).unwrap();
         let got = secrets(&ctx, &BTreeMap::new(), &mut Counter(0)).unwrap();
-        let names: Vec<String> = got
-            .iter()
-            .map(|s| s.metadata.name.clone().unwrap())
-            .collect();
+        let names = names(&got);
         assert_eq!(
             names,
             ["db-superuser", "db-replication", "db-app-credentials"]
