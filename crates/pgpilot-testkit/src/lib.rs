@@ -22,6 +22,8 @@ use rand::RngExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod writer;
+
 /// Errors in test support are reported, not handled: a boxed error is enough.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
