@@ -44,24 +44,6 @@ if node_traces; then
   "$E2E_DIR/scripts/node-down.sh" --keep-net || rc=1
 fi
 
-# stop PID...: SIGTERM, up to 20 s for a clean exit, then SIGKILL.
-stop() {
-  local pid deadline=$((SECONDS + 20))
-  (($# > 0)) || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  for pid in "$@"; do
-    while kill -0 "$pid" 2>/dev/null && is_ours "$pid"; do
-      if ((SECONDS >= deadline)); then
-        log "pid $pid did not exit on SIGTERM: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-        break
-      fi
-      sleep 0.1
-    done
-  done
-}
-
 # Our processes: those in the pidfiles, plus any process whose command line
 # names this state dir (a lost pidfile, a crashed script). Matched by state-dir
 # path, never by program name alone, so another cluster or an unrelated kubectl
@@ -94,7 +76,7 @@ for names in "kwok kube-scheduler kube-controller kubelet kube-proxy kube" "kube
   # shellcheck disable=SC2086 # word splitting of the name list is intended
   mapfile -t pids < <(tier $names)
   for pid in "${pids[@]}"; do log "stopping ${found[$pid]} (pid $pid)"; done
-  stop "${pids[@]}"
+  stop_pids "${pids[@]}" # lib.sh
 done
 rm -f "$RUN_DIR"/*.pid
 if [[ $had_node == 1 ]]; then "$E2E_DIR/scripts/node-net.sh" down || rc=1; fi

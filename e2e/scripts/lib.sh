@@ -93,6 +93,30 @@ is_ours() {
   [[ $cmdline == *"$STATE_DIR/"* ]]
 }
 
+# stop_pids PID...: SIGTERM, up to 20 s in total for all of them to exit, then
+# SIGKILL for those left (cluster-down.sh, node-down.sh, demo-down.sh). Callers pass
+# pids they just found to be ours; each is signalled only while is_ours holds, so
+# a pid is no longer waited for, nor killed, once its process is gone or no
+# longer ours (exited and the pid reused; a zombie, whose command line is empty).
+stop_pids() {
+  local pid deadline=$((SECONDS + 20))
+  (($# > 0)) || return 0
+  for pid in "$@"; do
+    if is_ours "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
+  done
+  for pid in "$@"; do
+    while kill -0 "$pid" 2>/dev/null && is_ours "$pid"; do
+      if ((SECONDS >= deadline)); then
+        log "pid $pid did not exit on SIGTERM: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.2
+        break
+      fi
+      sleep 0.1
+    done
+  done
+}
+
 # listeners PORT: pids listening on 127.0.0.1:PORT (or any address), one a line.
 listeners() {
   { ss -Hltnp "sport = :$1" 2>/dev/null || true; } | { grep -o 'pid=[0-9]*' || true; } | cut -d= -f2 | sort -u

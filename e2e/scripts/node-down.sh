@@ -48,24 +48,6 @@ fi
 CTRD_DIR=$NODE_DIR/containerd
 rc=0
 
-# stop_pids PID...: SIGTERM, up to 20 s, then SIGKILL.
-stop_pids() {
-  local pid deadline=$((SECONDS + 20))
-  (($# > 0)) || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  for pid in "$@"; do
-    while kill -0 "$pid" 2>/dev/null; do
-      if ((SECONDS >= deadline)); then
-        log "pid $pid did not exit on SIGTERM: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-        break
-      fi
-      sleep 0.1
-    done
-  done
-}
-
 # ours_named COMM...: pids of processes started with this state dir whose
 # program name is one of COMM (pidfile or not).
 ours_named() {
@@ -84,7 +66,7 @@ stop_component() { # NAME COMM
   mapfile -t pids < <(ours_named "$2")
   ((${#pids[@]})) || return 0
   log "stopping $1 (pid ${pids[*]})"
-  stop_pids "${pids[@]}"
+  stop_pids "${pids[@]}" # lib.sh: SIGTERM, 20 s, SIGKILL
   rm -f "$RUN_DIR/$1.pid"
 }
 
