@@ -7,6 +7,7 @@ pub mod controller;
 pub mod desired;
 pub mod error;
 pub mod names;
+pub mod patroni;
 pub mod reconcile;
 pub mod sql;
 pub mod status;

@@ -85,6 +85,52 @@ pub fn scram_verifier(password: &str) -> String {
     postgres_protocol::password::scram_sha_256(password.as_bytes())
 }
 
+/// Whether `stored` (a `pg_authid.rolpassword`) is a SCRAM-SHA-256 verifier of `password`:
+/// recomputed with the stored salt and iteration count (RFC 5802), so a role whose password
+/// already matches its Secret is left alone without the operator keeping any state.
+pub fn verifier_matches(stored: &str, password: &str) -> bool {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::{Digest, Sha256};
+
+    let parse = || {
+        let rest = stored.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored_key, server_key) = keys.split_once(':')?;
+        Some((
+            iterations.parse::<u32>().ok()?,
+            STANDARD.decode(salt).ok()?,
+            STANDARD.decode(stored_key).ok()?,
+            STANDARD.decode(server_key).ok()?,
+        ))
+    };
+    let Some((iterations, salt, stored_key, server_key)) = parse() else {
+        return false;
+    };
+    // As PostgreSQL and libpq do: SASLprep when the password allows it, raw bytes otherwise.
+    let prepared = stringprep::saslprep(password);
+    let bytes = match &prepared {
+        Ok(p) => p.as_bytes(),
+        Err(_) => password.as_bytes(),
+    };
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(bytes, &salt, iterations, &mut salted);
+    let hmac = |key: &[u8], msg: &[u8]| {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;
+        mac.update(msg);
+        Some(mac.finalize().into_bytes())
+    };
+    let (Some(client_key), Some(server)) =
+        (hmac(&salted, b"Client Key"), hmac(&salted, b"Server Key"))
+    else {
+        return false;
+    };
+    Sha256::digest(client_key).as_slice() == stored_key.as_slice()
+        && server.as_slice() == server_key.as_slice()
+}
+
 /// Statements that make the roles match the spec. `passwords` holds the passwords to set
 /// now (new roles, and roles whose Secret changed), by role name.
 pub fn plan_roles(
@@ -260,21 +306,142 @@ pub async fn observe_extensions(
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
-/// Runs statements one by one on `client` (each is its own transaction: CREATE DATABASE
-/// cannot run inside one). Stops at the first failure and says which statement failed,
-/// in its redacted form.
-pub async fn run(
+/// Stored password verifiers of the given roles (`pg_authid`: superuser only).
+pub async fn observe_passwords(
     client: &tokio_postgres::Client,
-    statements: &[Statement],
-) -> Result<usize, (String, tokio_postgres::Error)> {
-    for (i, s) in statements.iter().enumerate() {
-        let span = tracing::info_span!("sql.exec", statement = %s.redacted);
-        if let Err(e) = client.batch_execute(&s.sql).instrument(span).await {
-            return Err((s.redacted.clone(), e));
-        }
-        tracing::debug!(statement = %s.redacted, done = i + 1, "executed");
+    names: &[String],
+) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1) AND rolpassword IS NOT NULL",
+            &[&names],
+        )
+        .instrument(tracing::debug_span!("sql.query", what = "passwords"))
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Why roles and databases could not be brought to the spec. Messages never hold
+/// passwords: statements are shown redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("connecting to database {database}: {source}")]
+    Connect {
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("reading the catalog: {0}")]
+    Observe(#[source] tokio_postgres::Error),
+    #[error("{statement}: {source}")]
+    Statement {
+        statement: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// The server to converge and the superuser to do it as.
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl Target {
+    pub async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, SqlError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(database)
+            .application_name("pgpilot")
+            .connect_timeout(std::time::Duration::from_secs(3));
+        let span = tracing::debug_span!("sql.connect", host = %self.host, database);
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .instrument(span)
+            .await
+            .map_err(|source| SqlError::Connect {
+                database: database.to_owned(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+        Ok(client)
     }
-    Ok(statements.len())
+}
+
+/// Brings roles and databases to the spec on `target` and returns how many statements ran
+/// (0 when everything already matched). `passwords` holds each login role's password from
+/// its Secret; it is set only where the stored verifier does not match it already.
+pub async fn converge(
+    target: &Target,
+    roles: &[RoleSpec],
+    databases: &[DatabaseSpec],
+    passwords: &BTreeMap<String, String>,
+) -> Result<usize, SqlError> {
+    if roles.is_empty() && databases.is_empty() {
+        return Ok(0);
+    }
+    let admin = target.connect("postgres").await?;
+    let role_names: Vec<String> = roles.iter().map(|r| r.name.clone()).collect();
+    let observed = observe_roles(&admin, &role_names)
+        .await
+        .map_err(SqlError::Observe)?;
+    let with_password: Vec<String> = passwords.keys().cloned().collect();
+    let stored = observe_passwords(&admin, &with_password)
+        .await
+        .map_err(SqlError::Observe)?;
+    let to_set: BTreeMap<String, String> = passwords
+        .iter()
+        .filter(|(name, pw)| !stored.get(*name).is_some_and(|v| verifier_matches(v, pw)))
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect();
+    let mut plan = plan_roles(roles, &observed, &to_set);
+
+    let db_names: Vec<String> = databases.iter().map(|d| d.name.clone()).collect();
+    let mut observed_dbs = observe_databases(&admin, &db_names)
+        .await
+        .map_err(SqlError::Observe)?;
+    for d in databases.iter().filter(|d| !d.extensions.is_empty()) {
+        if let Some(o) = observed_dbs.get_mut(&d.name) {
+            let client = target.connect(&d.name).await?;
+            o.extensions = observe_extensions(&client)
+                .await
+                .map_err(SqlError::Observe)?;
+        }
+    }
+    plan.extend(plan_databases(databases, &observed_dbs));
+
+    // Each statement is its own transaction (CREATE DATABASE cannot run inside one); the
+    // first failure stops the run and names the statement, redacted.
+    for s in &plan {
+        let other;
+        let client = match &s.database {
+            Some(db) => {
+                other = target.connect(db).await?;
+                &other
+            }
+            None => &admin,
+        };
+        let span = tracing::info_span!("sql.exec", statement = %s.redacted);
+        client
+            .batch_execute(&s.sql)
+            .instrument(span)
+            .await
+            .map_err(|source| SqlError::Statement {
+                statement: s.redacted.clone(),
+                source,
+            })?;
+    }
+    Ok(plan.len())
 }
 
 #[cfg(test)]
@@ -291,6 +458,20 @@ mod tests {
 
     fn sql(stmts: &[Statement]) -> Vec<&str> {
         stmts.iter().map(|s| s.redacted.as_str()).collect()
+    }
+
+    #[test]
+    fn a_verifier_matches_its_password_only() {
+        let v = scram_verifier("s3cret-Passw0rd");
+        assert!(verifier_matches(&v, "s3cret-Passw0rd"));
+        assert!(!verifier_matches(&v, "s3cret-Passw0rd "));
+        assert!(!verifier_matches("md5abcdef", "s3cret-Passw0rd"));
+        assert!(!verifier_matches("SCRAM-SHA-256$garbage", "x"));
+        // A verifier as PostgreSQL 15 stored it for `CREATE ROLE x PASSWORD 'pgpilot'`.
+        assert!(verifier_matches(
+            "SCRAM-SHA-256$4096:mHAvFHcCBaWDwfBkuOvy/Q==$HqN6e0qwOeHt7rCpc0SlIk11LX+MpgEzrZ8P3XBcA08=:gqdB1VxRfxK9SiIh8maZ3Wksqf4wVLa/bbIk8os9g08=",
+            "pgpilot"
+        ));
     }
 
     #[test]

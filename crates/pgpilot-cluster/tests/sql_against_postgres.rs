@@ -20,37 +20,13 @@ async fn converge(
     dbs: &[DatabaseSpec],
     passwords: &BTreeMap<String, String>,
 ) -> usize {
-    let admin = connect(&pg.conninfo("postgres", &pg.password, "postgres"))
-        .await
-        .unwrap();
-    let role_names: Vec<String> = roles.iter().map(|r| r.name.clone()).collect();
-    let db_names: Vec<String> = dbs.iter().map(|d| d.name.clone()).collect();
-    let observed = sql::observe_roles(&admin, &role_names).await.unwrap();
-    let mut plan = sql::plan_roles(roles, &observed, passwords);
-    let mut observed_dbs = sql::observe_databases(&admin, &db_names).await.unwrap();
-    for (name, db) in observed_dbs.iter_mut() {
-        let c = connect(&pg.conninfo("postgres", &pg.password, name))
-            .await
-            .unwrap();
-        db.extensions = sql::observe_extensions(&c).await.unwrap();
-    }
-    plan.extend(sql::plan_databases(dbs, &observed_dbs));
-    let mut done = 0;
-    for stmt in &plan {
-        let client = match &stmt.database {
-            Some(db) => connect(&pg.conninfo("postgres", &pg.password, db))
-                .await
-                .unwrap(),
-            None => connect(&pg.conninfo("postgres", &pg.password, "postgres"))
-                .await
-                .unwrap(),
-        };
-        done += sql::run(&client, std::slice::from_ref(stmt))
-            .await
-            .map_err(|(s, e)| format!("{s}: {e}"))
-            .unwrap();
-    }
-    done
+    let target = sql::Target {
+        host: "127.0.0.1".into(),
+        port: pg.port,
+        user: "postgres".into(),
+        password: pg.password.clone(),
+    };
+    sql::converge(&target, roles, dbs, passwords).await.unwrap()
 }
 
 #[tokio::test]
@@ -97,8 +73,21 @@ async fn roles_and_databases_converge_and_stay_converged() {
         .unwrap();
     assert_eq!(ext.get::<_, i64>(0), 1);
 
-    // Converged: nothing to do (no password change requested).
-    assert_eq!(converge(&pg, &roles, &dbs, &BTreeMap::new()).await, 0);
+    // Converged: nothing to do; the stored verifier already matches the password.
+    assert_eq!(converge(&pg, &roles, &dbs, &passwords).await, 0);
+    // A new password in the Secret (a rotation) is set, once.
+    let rotated = BTreeMap::from([(
+        "app".to_owned(),
+        "Another-Password-0f-32-characters".to_owned(),
+    )]);
+    assert_eq!(converge(&pg, &roles, &dbs, &rotated).await, 1);
+    assert_eq!(converge(&pg, &roles, &dbs, &rotated).await, 0);
+    assert!(
+        connect(&pg.conninfo("app", &rotated["app"], "shop"))
+            .await
+            .is_ok(),
+        "app logs in with the new password"
+    );
 
     // Removed from the spec: left alone. Marked Absent: dropped.
     assert_eq!(converge(&pg, &roles[..1], &[], &BTreeMap::new()).await, 0);

@@ -1,0 +1,292 @@
+//! Patroni's REST API on each instance (port 8008): what the members report, and the
+//! actions the operator asks of them (dynamic configuration, switchover, re-initialize).
+//! Every call has a short timeout and its own span; a member that does not answer is
+//! reported as unknown, never guessed.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::names::PATRONI_PORT;
+
+#[derive(Debug, thiserror::Error)]
+#[error("Patroni {call} on {member}: {reason}")]
+pub struct PatroniError {
+    pub call: &'static str,
+    pub member: String,
+    pub reason: String,
+}
+
+/// GET /patroni: one member's own view.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct MemberStatus {
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// e.g. 170012 for 17.12.
+    #[serde(default)]
+    pub server_version: Option<i64>,
+    #[serde(default)]
+    pub timeline: Option<i64>,
+    #[serde(default)]
+    pub pending_restart: bool,
+}
+
+/// One entry of GET /cluster.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct ClusterMember {
+    pub name: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub timeline: Option<i64>,
+    /// Bytes behind the leader, or the string "unknown".
+    #[serde(default)]
+    pub lag: Option<Value>,
+}
+
+/// GET /cluster: the members as the DCS sees them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct ClusterView {
+    #[serde(default)]
+    pub members: Vec<ClusterMember>,
+    /// Maintenance mode.
+    #[serde(default)]
+    pub pause: bool,
+}
+
+impl ClusterMember {
+    pub fn lag_bytes(&self) -> Option<i64> {
+        self.lag.as_ref().and_then(Value::as_i64)
+    }
+}
+
+/// Patroni's role names as pgpilot shows them: the leader is the `primary` (Patroni 3 said
+/// `master`).
+pub fn normalize_role(role: &str) -> String {
+    match role {
+        "leader" | "master" | "primary" | "standby_leader" => "primary".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// `170012` → `17.12`; `150020` → `15.20`; pre-10 style `90624` → `9.6.24`.
+pub fn version_string(server_version: i64) -> String {
+    let major = server_version / 10000;
+    if major >= 10 {
+        format!("{major}.{}", server_version % 10000)
+    } else {
+        format!(
+            "{major}.{}.{}",
+            (server_version / 100) % 100,
+            server_version % 100
+        )
+    }
+}
+
+/// A client for the members' REST APIs, addressed by pod IP.
+#[derive(Clone)]
+pub struct Patroni {
+    http: reqwest::Client,
+}
+
+impl Patroni {
+    pub fn new() -> Result<Self, PatroniError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| PatroniError {
+                call: "client",
+                member: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { http })
+    }
+
+    fn url(ip: &str, path: &str) -> String {
+        format!("http://{ip}:{PATRONI_PORT}{path}")
+    }
+
+    async fn send(
+        &self,
+        call: &'static str,
+        member: &str,
+        request: reqwest::RequestBuilder,
+        any_status: bool,
+    ) -> Result<String, PatroniError> {
+        let error = |reason: String| PatroniError {
+            call,
+            member: member.to_owned(),
+            reason,
+        };
+        let span =
+            tracing::debug_span!("patroni.call", call, member, status = tracing::field::Empty);
+        async {
+            let response = request.send().await.map_err(|e| error(e.to_string()))?;
+            let status = response.status();
+            tracing::Span::current().record("status", status.as_u16());
+            let body = response.text().await.map_err(|e| error(e.to_string()))?;
+            if status.is_success() || any_status {
+                Ok(body)
+            } else {
+                // Patroni's error bodies are short plain text ("no good candidates", …).
+                Err(error(format!("{status}: {}", body.trim())))
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(
+        call: &'static str,
+        member: &str,
+        body: &str,
+    ) -> Result<T, PatroniError> {
+        serde_json::from_str(body).map_err(|e| PatroniError {
+            call,
+            member: member.to_owned(),
+            reason: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// GET /patroni. Patroni answers 503 when PostgreSQL is not running, with the same body
+    /// (whose `state` says why), so any status with a parsable body counts.
+    pub async fn member(&self, member: &str, ip: &str) -> Result<MemberStatus, PatroniError> {
+        let body = self
+            .send(
+                "member",
+                member,
+                self.http.get(Self::url(ip, "/patroni")),
+                true,
+            )
+            .await?;
+        Self::parse("member", member, &body)
+    }
+
+    /// GET /cluster.
+    pub async fn cluster(&self, member: &str, ip: &str) -> Result<ClusterView, PatroniError> {
+        let body = self
+            .send(
+                "cluster",
+                member,
+                self.http.get(Self::url(ip, "/cluster")),
+                false,
+            )
+            .await?;
+        Self::parse("cluster", member, &body)
+    }
+
+    /// GET /config: the dynamic configuration in the DCS.
+    pub async fn config(&self, member: &str, ip: &str) -> Result<Value, PatroniError> {
+        let body = self
+            .send(
+                "config",
+                member,
+                self.http.get(Self::url(ip, "/config")),
+                false,
+            )
+            .await?;
+        Self::parse("config", member, &body)
+    }
+
+    /// PATCH /config: a JSON merge patch of the dynamic configuration.
+    pub async fn patch_config(
+        &self,
+        member: &str,
+        ip: &str,
+        patch: &Value,
+    ) -> Result<(), PatroniError> {
+        self.send(
+            "patch-config",
+            member,
+            self.http.patch(Self::url(ip, "/config")).json(patch),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// POST /switchover on the leader: hand the primary role to `candidate`.
+    pub async fn switchover(
+        &self,
+        leader: &str,
+        ip: &str,
+        candidate: &str,
+    ) -> Result<(), PatroniError> {
+        let body = serde_json::json!({"leader": leader, "candidate": candidate});
+        self.send(
+            "switchover",
+            leader,
+            self.http.post(Self::url(ip, "/switchover")).json(&body),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// POST /reinitialize on a replica: wipe its data directory and clone it again from
+    /// the primary.
+    pub async fn reinitialize(&self, member: &str, ip: &str) -> Result<(), PatroniError> {
+        let body = serde_json::json!({"force": true});
+        self.send(
+            "reinitialize",
+            member,
+            self.http.post(Self::url(ip, "/reinitialize")).json(&body),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_read_like_postgres_prints_them() {
+        assert_eq!(version_string(170012), "17.12");
+        assert_eq!(version_string(150020), "15.20");
+        assert_eq!(version_string(90624), "9.6.24");
+    }
+
+    #[test]
+    fn leaders_are_primaries_whatever_the_patroni_version() {
+        for r in ["leader", "master", "primary", "standby_leader"] {
+            assert_eq!(normalize_role(r), "primary");
+        }
+        assert_eq!(normalize_role("sync_standby"), "sync_standby");
+        assert_eq!(normalize_role("replica"), "replica");
+    }
+
+    #[test]
+    fn answers_of_patroni_4_parse() {
+        let member: MemberStatus = serde_json::from_str(
+            r#"{"state": "running", "postmaster_start_time": "2026-11-22 01:00:00+00:00",
+                "role": "replica", "server_version": 170012, "xlog": {"received_location": 50331968},
+                "timeline": 2, "replication_state": "streaming",
+                "patroni": {"version": "4.0.7", "scope": "db", "name": "db-1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(member.timeline, Some(2));
+        assert_eq!(member.server_version, Some(170012));
+        assert!(!member.pending_restart);
+        let cluster: ClusterView = serde_json::from_str(
+            r#"{"members": [
+                {"name": "db-0", "role": "leader", "state": "running", "timeline": 2},
+                {"name": "db-1", "role": "sync_standby", "state": "streaming", "timeline": 2, "lag": 0},
+                {"name": "db-2", "role": "replica", "state": "starting", "lag": "unknown"}],
+                "scope": "db"}"#,
+        )
+        .unwrap();
+        assert_eq!(cluster.members[1].lag_bytes(), Some(0));
+        assert_eq!(cluster.members[2].lag_bytes(), None);
+        assert!(!cluster.pause);
+    }
+}
