@@ -7,7 +7,19 @@
 #   TAG 15.20  bookworm: postgresql-15 = 15.20-0+deb12u1 (bookworm-security)
 #              (libpq5 and postgresql-client-15 pinned to the same version)
 #   + ca-certificates. Patroni's Kubernetes DCS talks to the API server with
-#     urllib3 (a hard dependency of the patroni package); no python3-kubernetes.
+#     urllib3 (a hard dependency of Patroni); no python3-kubernetes.
+#   PATRONI  17: trixie's patroni package (4.0.7).
+#            15.x: the same 4.0.7 from PyPI, because bookworm's 3.0.2 labels
+#            the leader pod role=master and cannot be told otherwise. The
+#            wheel is pinned by hash (patroni-requirements.txt), downloaded
+#            once into $PGPILOT_CACHE/pip/, and installed with --no-deps by
+#            Debian's own pip wheel (python3-pip-whl, used at build time only)
+#            into /usr/local (pip's place on Debian); /usr/bin/patroni and
+#            /usr/bin/patronictl link there. Its dependencies are the Debian
+#            packages Debian's patroni would pull, minus the DCS client
+#            libraries: psycopg2, urllib3, yaml, click, prettytable,
+#            dateutil, psutil, cdiff (patronictl's diff; ydiff is not in
+#            bookworm, and Patroni falls back to cdiff).
 #   USER     postgres 999:999, created before postgresql-common is unpacked so
 #            its `adduser --system postgres` keeps it (Debian would otherwise
 #            pick the first free system uid, ~100-110, differing per image)
@@ -21,18 +33,29 @@
 source "$(dirname "$0")/../lib.sh"
 
 TAG=${1:?usage: $0 17|15.18|15.20}
+PATRONI_DEPS=(python3 python3-psycopg2 python3-urllib3 python3-yaml python3-click python3-prettytable
+  python3-dateutil python3-psutil python3-cdiff)
 case $TAG in
-  17) SUITE=trixie MAJOR=17 PIN= ;;
-  15.18) SUITE=bookworm MAJOR=15 PIN="=15.18-0+deb12u1" ;;
-  15.20) SUITE=bookworm MAJOR=15 PIN="=15.20-0+deb12u1" ;;
+  17) SUITE=trixie MAJOR=17 PATRONI_FROM=debian PIN= ;;
+  15.18) SUITE=bookworm MAJOR=15 PIN="=15.18-0+deb12u1" PATRONI_FROM=pypi ;;
+  15.20) SUITE=bookworm MAJOR=15 PIN="=15.20-0+deb12u1" PATRONI_FROM=pypi ;;
   *) die "unknown postgres tag $TAG" ;;
 esac
-PKGS=("postgresql-$MAJOR$PIN" "postgresql-client-$MAJOR$PIN" "libpq5$PIN" patroni pgbackrest ca-certificates)
+PATRONI=(patroni)
+if [[ $PATRONI_FROM == pypi ]]; then PATRONI=("${PATRONI_DEPS[@]}"); fi
+PKGS=("postgresql-$MAJOR$PIN" "postgresql-client-$MAJOR$PIN" "libpq5$PIN" "${PATRONI[@]}" pgbackrest ca-certificates)
 
 need_pkgs mmdebstrap jq
 # A point release removes the previous minor from the archive (15.18 will go
 # from bookworm main): keep serving the cached image then.
 CLOSURE=$(apt_resolve "$SUITE" "${PKGS[@]}") || cached_or_die postgres "$TAG" "cannot resolve ${PKGS[*]} in $SUITE"
+if [[ $PATRONI_FROM == pypi ]]; then
+  # The pip that installs Patroni is part of the recipe too.
+  PIP_DEB=$(apt_resolve "$SUITE" python3-pip-whl | grep '^python3-pip-whl=') \
+    || cached_or_die postgres "$TAG" "cannot resolve python3-pip-whl in $SUITE"
+  CLOSURE+=$'\n'"$PIP_DEB"
+fi
+# The hash covers this directory, so patroni-requirements.txt too.
 HASH=$(content_hash "$IMAGES_DIR/postgres" <<<"tag=$TAG
 $CLOSURE")
 image_begin postgres "$TAG" "$HASH"
@@ -58,6 +81,36 @@ install -d -o 999 -g 999 -m 0700 "$ROOT"/var/lib/postgresql/data
 install -d -o 999 -g 999 -m 2775 "$ROOT"/run/postgresql
 install -d -o 999 -g 999 -m 0750 "$ROOT"/var/log/postgresql
 
+# pypi_patroni: download the hash-pinned wheel(s) once (cached by the
+# requirements file's hash), then install them into the tree with the suite's
+# pip wheel run by the tree's own python3. Nothing of pip stays in the image.
+pypi_patroni() {
+  local req=$IMAGES_DIR/postgres/patroni-requirements.txt pipwhl wheels
+  deb_extract "$SUITE" "$WORK/pip" "$PIP_DEB"
+  pipwhl=$(echo "$WORK"/pip/usr/share/python-wheels/pip-*.whl)
+  [[ -f $pipwhl ]] || die "no pip wheel in $PIP_DEB"
+  wheels=$CACHE/pip/patroni-$(sha256sum "$req" | cut -c1-12)
+  if [[ ! -d $wheels ]]; then
+    need_pkgs python3
+    log "pip download (PyPI): $(grep -o '^[A-Za-z0-9_.-]*==[^ ]*' "$req" | tr '\n' ' ')"
+    rm -rf "$wheels.part"
+    /usr/bin/python3 "$pipwhl/pip" download --isolated --disable-pip-version-check --quiet \
+      --no-deps --only-binary=:all: --require-hashes -r "$req" -d "$wheels.part" >&2
+    mv "$wheels.part" "$wheels"
+  fi
+  mkdir -p "$ROOT/tmp/pip"
+  cp "$pipwhl" "$req" "$wheels"/*.whl "$ROOT/tmp/pip/"
+  # --break-system-packages: PEP 668's marker is for people sharing a Debian
+  # system with apt; here pip writes to /usr/local only, which dpkg never touches.
+  chroot_run "$ROOT" python3 "/tmp/pip/${pipwhl##*/}/pip" install --isolated --disable-pip-version-check \
+    --quiet --root-user-action=ignore --no-cache-dir --break-system-packages \
+    --no-index --find-links /tmp/pip --no-deps --require-hashes -r /tmp/pip/patroni-requirements.txt >&2
+  rm -rf "${ROOT:?}/tmp/pip" "$WORK/pip"
+  ln -s ../local/bin/patroni "$ROOT/usr/bin/patroni"
+  ln -s ../local/bin/patronictl "$ROOT/usr/bin/patronictl"
+}
+if [[ $PATRONI_FROM == pypi ]]; then pypi_patroni; fi
+
 # Prove the tree is what the tag says before packing it.
 in_root() { chroot_run "$ROOT" env PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/bin:/bin "$@"; }
 [[ $(stat -c %u:%g "$ROOT"/var/lib/postgresql/data) == 999:999 ]] || die "postgres is not 999:999"
@@ -65,10 +118,16 @@ in_root() { chroot_run "$ROOT" env PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/bin:
 PG_VERSION=$(in_root postgres --version)
 case $TAG in 1[0-9].*) [[ $PG_VERSION == "postgres (PostgreSQL) $TAG "* ]] || die "want $TAG, got: $PG_VERSION" ;; esac
 PATRONI_VERSION=$(in_root patroni --version)
+# Patroni 4 labels the leader "primary" (and knows kubernetes.leader_label_value).
+[[ $PATRONI_VERSION == "patroni 4."* ]] || die "want Patroni 4, got: $PATRONI_VERSION"
 PGBACKREST_VERSION=$(in_root pgbackrest version)
 in_root python3 -c 'import patroni.dcs.kubernetes' || die "Patroni's Kubernetes DCS does not import"
-log "$PG_VERSION | $PATRONI_VERSION | $PGBACKREST_VERSION"
-dpkg_versions --admindir="$ROOT/var/lib/dpkg" >"$IMAGE_CACHE/postgres-$TAG.packages"
+in_root python3 -c 'import patroni.ctl, psycopg2' || die "patronictl or psycopg2 does not import"
+log "$PG_VERSION | $PATRONI_VERSION ($PATRONI_FROM) | $PGBACKREST_VERSION"
+{
+  dpkg_versions --admindir="$ROOT/var/lib/dpkg"
+  if [[ $PATRONI_FROM == pypi ]]; then echo "pypi:patroni=${PATRONI_VERSION##* }"; fi
+} >"$IMAGE_CACHE/postgres-$TAG.packages"
 
 IMAGE_USER=999:999
 IMAGE_WORKDIR=/var/lib/postgresql
@@ -84,6 +143,7 @@ IMAGE_LABELS=(
   "org.opencontainers.image.title=pgpilot postgres $TAG"
   "org.opencontainers.image.version=${PG_VERSION##* }"
   "io.pgpilot.patroni.version=${PATRONI_VERSION##* }"
+  "io.pgpilot.patroni.source=$PATRONI_FROM"
   "io.pgpilot.pgbackrest.version=${PGBACKREST_VERSION##* }"
   "io.pgpilot.debian.suite=$SUITE"
 )
