@@ -9,8 +9,9 @@
 # PGPILOT_IMAGE_CACHE). Each tarball's index.json names its refs; when several
 # tarballs carry the same ref, the newest file wins. A ref whose digest in
 # containerd already equals the tarball's is skipped, so a warm call costs a
-# few ctr calls. The socket is $PGPILOT_CONTAINERD_SOCKET from cluster.env (the
-# node's containerd, started by cluster-up.sh --node), never the system one.
+# few ctr calls. Old builds that no tag names any more are removed. The socket
+# is $PGPILOT_CONTAINERD_SOCKET from cluster.env (the node's containerd, started
+# by cluster-up.sh --node), never the system one.
 # Exits non-zero if a requested ref is in no tarball.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -69,4 +70,15 @@ for t in "${!todo[@]}"; do
   # without it ctr would look for a platform match it cannot make.
   nctr images import --all-platforms "$t" >/dev/null
 done
+# The CRI plugin also names every image by its id ("sha256:<config digest>"); when
+# a tag moves to a new build, that name keeps the old build (blobs and unpacked
+# snapshot, ~0.5 GB for postgres) alive for ever. Drop the id names no tag points
+# at; --sync collects the garbage now (running containers keep what they use).
+images=$(nctr images ls 2>/dev/null | awk 'NR > 1 { print $1, $3 }')
+while read -r id digest; do
+  if ! grep -v '^sha256:' <<<"$images" | grep -q " $digest\$"; then
+    log "removing $id (an old build no tag points at)"
+    nctr images rm --sync "$id" >/dev/null || log "WARNING: could not remove $id"
+  fi
+done < <(grep '^sha256:' <<<"$images" || true)
 log "images in $CONTAINERD_SOCK: $(nctr images ls -q | grep -v '^sha256:' | tr '\n' ' ')"
