@@ -25,6 +25,7 @@ use pgpilot_toolkit::telemetry::reconcile_span;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::patroni::Patroni;
 use crate::reconcile::{Context, reconcile};
 use crate::validate::DefaultImages;
 
@@ -93,6 +94,13 @@ impl Controller for ClusterController {
                 &["roles", "rolebindings"],
                 MANAGE,
             ),
+            // Volumes grow through their claims, when their class allows it.
+            rule(
+                &[""],
+                &["persistentvolumeclaims"],
+                &["get", "list", "watch", "patch"],
+            ),
+            rule(&["storage.k8s.io"], &["storageclasses"], &["get"]),
         ]
     }
 
@@ -130,6 +138,13 @@ struct Shared {
 
 async fn run_in(ctx: RunContext, ns: Option<String>, default_images: DefaultImages) {
     let client = ctx.client.clone();
+    let patroni = match Patroni::new() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the Patroni client");
+            return;
+        }
+    };
     let shared = Arc::new(Shared {
         inner: Arc::new(Context {
             client: client.clone(),
@@ -137,6 +152,7 @@ async fn run_in(ctx: RunContext, ns: Option<String>, default_images: DefaultImag
             default_images,
             events: ctx.events.clone(),
             metrics: ctx.metrics.clone(),
+            patroni,
         }),
         metrics: ctx.metrics.clone(),
         backoff: Backoff::new(Policy::default()),

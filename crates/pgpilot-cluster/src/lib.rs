@@ -3,6 +3,7 @@
 //!
 //! One module per reconcile step: [`validate`] → [`desired`] → apply → status.
 
+pub mod actions;
 pub mod controller;
 pub mod desired;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod patroni;
 pub mod reconcile;
 pub mod sql;
 pub mod status;
+pub mod storage;
 pub mod validate;
 
 pub use controller::ClusterController;

@@ -6,26 +6,33 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use pgpilot_api::PostgresCluster;
+use pgpilot_api::cluster::Ensure;
 use pgpilot_api::labels;
 use pgpilot_toolkit::apply::{Outcome, apply};
+use pgpilot_toolkit::conditions::Status;
 use pgpilot_toolkit::events::Events;
 use pgpilot_toolkit::metrics::ControllerMetrics;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::desired::{self, Csprng, Desired, Inputs};
+use crate::actions::{self, Instance, Members};
+use crate::desired::{self, Csprng, Desired, Inputs, existing_password};
 use crate::error::Error;
-use crate::status::{self, Observed};
+use crate::names::{Names, POSTGRES_PORT, SUPERUSER};
+use crate::patroni::Patroni;
+use crate::sql;
+use crate::status::{self, Observed, pod_ready};
+use crate::storage;
 use crate::validate::{self, DefaultImages};
 
 /// What every reconcile of this controller shares.
@@ -35,7 +42,13 @@ pub struct Context {
     pub default_images: DefaultImages,
     pub events: Events,
     pub metrics: ControllerMetrics,
+    pub patroni: Patroni,
 }
+
+/// A replica stuck in a failed state this long is cloned again from the primary.
+const REINITIALIZE_AFTER_SECS: i64 = 60;
+/// The condition for declared roles and databases.
+pub const ROLES_AND_DATABASES: &str = "RolesAndDatabasesReady";
 
 fn api_error(verb: &'static str, kind: &str, name: &str) -> impl FnOnce(kube::Error) -> Error {
     let (kind, name) = (kind.to_owned(), name.to_owned());
@@ -216,8 +229,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         let observed = Observed {
             statefulset: sts.as_ref(),
             pods: &pods,
-            invalid: None,
-            image: None,
+            ..Default::default()
         };
         write_status(
             &ctx,
@@ -239,7 +251,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
                 statefulset: sts.as_ref(),
                 pods: &pods,
                 invalid: Some(e.to_string()),
-                image: None,
+                ..Default::default()
             };
             if write_status(
                 &ctx,
@@ -271,7 +283,22 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         image: image.clone(),
         existing_secrets: &existing_secrets,
     };
-    let desired = desired::build(&inputs, &mut Csprng)?;
+    let mut desired = desired::build(&inputs, &mut Csprng)?;
+
+    let live_sts = get(&sts_api, &name).await?;
+    let members = observe_members(&ctx.patroni, &pods).await;
+    let current = live_sts
+        .as_ref()
+        .and_then(|s| s.spec.as_ref()?.replicas)
+        .unwrap_or(cluster.spec.instances);
+    let scale = actions::scale(cluster.spec.instances, current, &members);
+    if let Some(spec) = desired.statefulset.spec.as_mut() {
+        spec.replicas = Some(scale.replicas);
+        // Claim templates are immutable: keep the live ones; volumes grow through their claims.
+        if let Some(live) = live_sts.as_ref().and_then(|s| s.spec.as_ref()) {
+            spec.volume_claim_templates = live.volume_claim_templates.clone();
+        }
+    }
 
     let applied = apply_all(client, &ns, &ctx.field_manager, &desired).await?;
     prune_pdb(client, &ctx.metrics, &ns, &cluster, &desired).await?;
@@ -299,32 +326,345 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
             .await;
     }
 
+    let mut busy = scale.replicas != cluster.spec.instances;
+    if let Some(candidate) = &scale.switchover_to {
+        switchover(&ctx, &cluster, &members, candidate).await;
+    }
+    configure_patroni(&ctx, &cluster, &members, &desired.patroni_dcs).await;
+    busy |= reinitialize(&ctx, &cluster, &members).await;
+    let mut conditions = vec![];
+    let (s, reason, message) = resize_volumes(&ctx, &cluster, &ns).await?;
+    busy |= reason == "Resizing";
+    conditions.push((storage::CONDITION, s, reason, message));
+    if let Some(c) = roles_and_databases(&ctx, &cluster, &members, &desired).await {
+        busy |= c.0 != Status::True;
+        conditions.push((ROLES_AND_DATABASES, c.0, c.1, c.2));
+    }
+
     let sts = get(&sts_api, &name).await?;
     let observed = Observed {
         statefulset: sts.as_ref(),
         pods: &pods,
         invalid: None,
         image: Some(image),
+        members: Some(&members),
+        conditions,
     };
     let status = status::compute(&cluster, &observed, now());
     let ready = status.phase == Some(pgpilot_api::cluster::ClusterPhase::Ready);
     write_status(&ctx, &clusters, &cluster, status).await?;
-    // Pod and StatefulSet events trigger reconciles; the periodic one catches the rest.
-    Ok(Action::requeue(if ready {
-        Duration::from_secs(300)
-    } else {
-        Duration::from_secs(30)
-    }))
+    // Pod and StatefulSet events trigger reconciles; the periodic one catches the rest
+    // (Patroni's view changes without a Kubernetes event).
+    Ok(Action::requeue(Duration::from_secs(match (busy, ready) {
+        (true, _) => 5,
+        (false, true) => 300,
+        (false, false) => 15,
+    })))
 }
 
-/// Kinds the reconcile writes; kept here so RBAC and tests agree.
-pub type Children = (
-    ServiceAccount,
-    Role,
-    RoleBinding,
-    Secret,
-    ConfigMap,
-    Service,
-    PodDisruptionBudget,
-    StatefulSet,
-);
+fn ordinal(pod: &str) -> i32 {
+    pod.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(-1)
+}
+
+fn unready_for_secs(pod: &Pod) -> i64 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status != "True"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| (Timestamp::now() - t.0).get_seconds().max(0))
+        .unwrap_or(0)
+}
+
+/// Asks every instance's Patroni about itself, and the primary (or any member that
+/// answers) about the cluster. Members that do not answer stay unknown.
+async fn observe_members(patroni: &Patroni, pods: &[Pod]) -> Members {
+    let mut instances: Vec<Instance> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| Instance {
+            pod: p.name_any(),
+            ordinal: ordinal(&p.name_any()),
+            ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            ready: pod_ready(p),
+            unready_for_secs: unready_for_secs(p),
+            member: None,
+        })
+        .collect();
+    let answers = futures::future::join_all(instances.iter().map(|i| async move {
+        let ip = i.ip.as_deref()?;
+        match patroni.member(&i.pod, ip).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "no answer");
+                None
+            }
+        }
+    }))
+    .await;
+    for (i, a) in instances.iter_mut().zip(answers) {
+        i.member = a;
+    }
+    let asked = instances
+        .iter()
+        .filter(|i| i.member.is_some())
+        .max_by_key(|i| {
+            i.member
+                .as_ref()
+                .and_then(|m| m.role.as_deref())
+                .map(crate::patroni::normalize_role)
+                == Some("primary".to_owned())
+        });
+    let cluster = match asked.and_then(|i| Some((i.pod.as_str(), i.ip.as_deref()?))) {
+        Some((pod, ip)) => patroni.cluster(pod, ip).await.ok(),
+        None => None,
+    };
+    Members { instances, cluster }
+}
+
+/// Moves the primary off an ordinal that scaling down will remove.
+async fn switchover(ctx: &Context, cluster: &PostgresCluster, members: &Members, candidate: &str) {
+    let Some((primary, ip)) = members
+        .primary()
+        .and_then(|p| Some((p.pod.clone(), p.ip.clone()?)))
+    else {
+        return;
+    };
+    let note = format!(
+        "moving the primary from {primary} to {candidate} before scaling down to {} instance(s)",
+        cluster.spec.instances
+    );
+    match ctx.patroni.switchover(&primary, &ip, candidate).await {
+        Ok(()) => {
+            tracing::info!(%primary, %candidate, "switchover");
+            ctx.events
+                .normal(cluster, "Switchover", "ScaleDown", note)
+                .await;
+        }
+        Err(e) => {
+            ctx.events
+                .warning(
+                    cluster,
+                    "SwitchoverFailed",
+                    "ScaleDown",
+                    format!("{note}: {e}"),
+                )
+                .await;
+        }
+    }
+}
+
+/// Patroni keeps the cluster-wide settings in its DCS after bootstrap: spec changes reach
+/// it through PATCH /config, only when they differ.
+async fn configure_patroni(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    members: &Members,
+    desired: &serde_json::Value,
+) {
+    let Some((pod, ip)) = members
+        .primary()
+        .and_then(|p| Some((p.pod.clone(), p.ip.clone()?)))
+    else {
+        return;
+    };
+    let live = match ctx.patroni.config(&pod, &ip).await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::debug!(error = %e, "dynamic configuration unknown");
+            return;
+        }
+    };
+    let Some(patch) = actions::config_patch(desired, &live) else {
+        return;
+    };
+    let keys = patch
+        .as_object()
+        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    match ctx.patroni.patch_config(&pod, &ip, &patch).await {
+        Ok(()) => {
+            ctx.events
+                .normal(
+                    cluster,
+                    "PatroniConfigured",
+                    "Configure",
+                    format!("dynamic configuration updated: {keys}"),
+                )
+                .await;
+        }
+        Err(e) => {
+            ctx.events
+                .warning(cluster, "PatroniConfigFailed", "Configure", e.to_string())
+                .await;
+        }
+    }
+}
+
+/// Re-initializes replicas stuck in a failed state. Returns whether it asked for any.
+async fn reinitialize(ctx: &Context, cluster: &PostgresCluster, members: &Members) -> bool {
+    let stuck = actions::reinitialize(members, REINITIALIZE_AFTER_SECS);
+    for pod in &stuck {
+        let Some(ip) = members
+            .instances
+            .iter()
+            .find(|i| &i.pod == pod)
+            .and_then(|i| i.ip.clone())
+        else {
+            continue;
+        };
+        match ctx.patroni.reinitialize(pod, &ip).await {
+            Ok(()) => {
+                ctx.events
+                    .warning(
+                        cluster,
+                        "ReinitializingReplica",
+                        "Reinitialize",
+                        format!("{pod} could not follow the primary for {REINITIALIZE_AFTER_SECS}s or more: cloning it again"),
+                    )
+                    .await;
+            }
+            Err(e) => tracing::warn!(error = %e, "re-initialize failed"),
+        }
+    }
+    !stuck.is_empty()
+}
+
+/// Grows the volumes when the spec asks for more and the StorageClass allows it.
+async fn resize_volumes(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    ns: &str,
+) -> Result<(Status, &'static str, String), Error> {
+    let name = cluster.name_any();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let claims: Vec<storage::Claim> = pvcs
+        .list(&selector(&name))
+        .await
+        .map_err(api_error("list", "PersistentVolumeClaim", &name))?
+        .items
+        .into_iter()
+        .filter_map(|c| {
+            let spec = c.spec.as_ref()?;
+            Some(storage::Claim {
+                name: c.name_any(),
+                requested: spec
+                    .resources
+                    .as_ref()?
+                    .requests
+                    .as_ref()?
+                    .get("storage")?
+                    .0
+                    .clone(),
+                storage_class: spec.storage_class_name.clone(),
+            })
+        })
+        .collect();
+    let size = &cluster.spec.storage.size;
+    let mut expandable = BTreeMap::new();
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    for class in claims.iter().filter_map(|c| c.storage_class.clone()) {
+        if let std::collections::btree_map::Entry::Vacant(e) = expandable.entry(class) {
+            let sc = get(&classes, e.key()).await?;
+            e.insert(sc.and_then(|s| s.allow_volume_expansion));
+        }
+    }
+    let plan = storage::plan(size, &claims, |c| expandable.get(c).copied().flatten());
+    for claim in &plan.grow {
+        ctx.metrics.wrote("PersistentVolumeClaim");
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .instrument(
+                tracing::debug_span!("kube.patch", kind = "PersistentVolumeClaim", name = %claim),
+            )
+            .await
+            .map_err(api_error("patch", "PersistentVolumeClaim", claim))?;
+    }
+    if !plan.grow.is_empty() {
+        ctx.events
+            .normal(
+                cluster,
+                "VolumesResizing",
+                "Resize",
+                plan.condition.2.clone(),
+            )
+            .await;
+    }
+    Ok(plan.condition)
+}
+
+/// Declared roles and databases on the primary. `None` when none are declared.
+async fn roles_and_databases(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    members: &Members,
+    desired: &Desired,
+) -> Option<(Status, &'static str, String)> {
+    let spec = &cluster.spec;
+    if spec.roles.is_empty() && spec.databases.is_empty() {
+        return None;
+    }
+    let Some(ip) = members.primary().and_then(|p| p.ip.clone()) else {
+        return Some((
+            Status::Unknown,
+            "WaitingForPrimary",
+            "no primary answers yet".to_owned(),
+        ));
+    };
+    let names = Names::new(&cluster.name_any());
+    let secrets: BTreeMap<String, Secret> = desired
+        .secrets
+        .iter()
+        .map(|s| (s.name_any(), s.clone()))
+        .collect();
+    let superuser = existing_password(&secrets, &names.superuser_secret())?;
+    let passwords: BTreeMap<String, String> = spec
+        .roles
+        .iter()
+        .filter(|r| r.login && r.ensure == Ensure::Present)
+        .filter_map(|r| {
+            Some((
+                r.name.clone(),
+                existing_password(&secrets, &names.role_secret(&r.name))?,
+            ))
+        })
+        .collect();
+    let target = sql::Target {
+        host: ip,
+        port: POSTGRES_PORT as u16,
+        user: SUPERUSER.to_owned(),
+        password: superuser,
+    };
+    match sql::converge(&target, &spec.roles, &spec.databases, &passwords).await {
+        Ok(n) => {
+            if n > 0 {
+                ctx.events
+                    .normal(
+                        cluster,
+                        "RolesAndDatabasesApplied",
+                        "Sql",
+                        format!("{n} statement(s) brought roles and databases to the spec"),
+                    )
+                    .await;
+            }
+            Some((
+                Status::True,
+                "Applied",
+                format!(
+                    "{} role(s) and {} database(s) as declared",
+                    spec.roles.len(),
+                    spec.databases.len()
+                ),
+            ))
+        }
+        Err(e) => {
+            ctx.events
+                .warning(cluster, "RolesAndDatabasesFailed", "Sql", e.to_string())
+                .await;
+            Some((Status::False, "Failed", e.to_string()))
+        }
+    }
+}

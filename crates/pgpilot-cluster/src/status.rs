@@ -10,22 +10,29 @@ use pgpilot_api::cluster::{ClusterPhase, Endpoints, InstanceStatus, PostgresClus
 use pgpilot_api::labels;
 use pgpilot_toolkit::conditions::{self, Status, Update};
 
+use crate::actions::Members;
 use crate::names::{Names, POSTGRES_PORT};
+use crate::patroni::version_string;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 
 /// What the reconcile saw.
+#[derive(Default)]
 pub struct Observed<'a> {
     pub statefulset: Option<&'a StatefulSet>,
     pub pods: &'a [Pod],
     /// A spec error that stops the reconcile (shown in Ready=False).
     pub invalid: Option<String>,
     pub image: Option<String>,
+    /// What Patroni reported, when the reconcile asked.
+    pub members: Option<&'a Members>,
+    /// Further conditions the reconcile's steps decided (type, status, reason, message).
+    pub conditions: Vec<(&'static str, Status, &'static str, String)>,
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+pub(crate) fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -55,14 +62,32 @@ pub fn compute(
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
     pods.sort_by_key(|p| p.name_any());
+    let lags = observed.members.map(Members::lags).unwrap_or_default();
     status.instances = pods
         .iter()
-        .map(|p| InstanceStatus {
-            name: p.name_any(),
-            role: role(p),
-            state: p.status.as_ref().and_then(|s| s.phase.clone()),
-            ready: pod_ready(p),
-            ..Default::default()
+        .map(|p| {
+            let name = p.name_any();
+            let member = observed
+                .members
+                .and_then(|m| m.instances.iter().find(|i| i.pod == name))
+                .and_then(|i| i.member.as_ref());
+            let role = observed
+                .members
+                .and_then(|m| m.role(&name))
+                .or_else(|| role(p));
+            InstanceStatus {
+                lag_bytes: (role.as_deref() != Some(labels::ROLE_PRIMARY))
+                    .then(|| lags.get(&name).copied())
+                    .flatten(),
+                role,
+                state: member
+                    .and_then(|m| m.state.clone())
+                    .or_else(|| p.status.as_ref().and_then(|s| s.phase.clone())),
+                ready: pod_ready(p),
+                timeline: member.and_then(|m| m.timeline),
+                postgres_version: member.and_then(|m| m.server_version).map(version_string),
+                name,
+            }
         })
         .collect();
     let ready = pods.iter().filter(|p| pod_ready(p)).count() as i32;
@@ -195,11 +220,18 @@ pub fn compute(
         )
     };
     status.phase = Some(phase);
+    let steps = observed
+        .conditions
+        .iter()
+        .map(|(t, s, r, m)| (*t, (*s, *r, m.clone())));
     for (type_, (s, reason, message)) in [
         (READY, ready_cond),
         (PROGRESSING, progressing),
         (DEGRADED, degraded),
-    ] {
+    ]
+    .into_iter()
+    .chain(steps)
+    {
         conditions::set(
             &mut status.conditions,
             Update {
@@ -246,6 +278,7 @@ mod tests {
                 pods,
                 invalid: None,
                 image: Some("img".into()),
+                ..Default::default()
             },
             now(),
         )
@@ -332,6 +365,7 @@ mod tests {
                 pods: &pods,
                 invalid: None,
                 image: Some("img".into()),
+                ..Default::default()
             },
             Time(Timestamp::from_second(1_900_000_000).unwrap()),
         );
@@ -348,6 +382,7 @@ mod tests {
                 pods: &[],
                 invalid: Some("spec.postgresql.image: no image".into()),
                 image: None,
+                ..Default::default()
             },
             now(),
         );

@@ -1,7 +1,7 @@
 //! The children a PostgresCluster should have: pure functions from the spec (and the
 //! Secrets that already exist) to Kubernetes objects. No I/O; unit-tested from fixtures.
 
-mod config;
+pub(crate) mod config;
 mod rbac;
 mod secrets;
 mod services;
@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::names::{COMPONENT_INSTANCE, Names};
 
+pub(crate) use secrets::existing_password;
 pub use secrets::{Csprng, PasswordSource};
 
 /// What the builders need besides the cluster itself.
@@ -46,6 +47,8 @@ pub struct Desired {
     pub services: Vec<Service>,
     pub pdb: Option<PodDisruptionBudget>,
     pub statefulset: StatefulSet,
+    /// Patroni's dynamic configuration (`bootstrap.dcs` at first start, PATCH /config later).
+    pub patroni_dcs: Value,
 }
 
 /// Builds every child. `passwords` makes new passwords (a CSPRNG in production).
@@ -60,6 +63,7 @@ pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<
         services: services::services(&ctx)?,
         pdb: services::pdb(&ctx)?,
         statefulset: statefulset::statefulset(&ctx, &inputs.image)?,
+        patroni_dcs: config::dcs(&ctx),
     })
 }
 

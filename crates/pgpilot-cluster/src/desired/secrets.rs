@@ -36,7 +36,7 @@ impl PasswordSource for Csprng {
     }
 }
 
-fn existing_password(existing: &BTreeMap<String, Secret>, name: &str) -> Option<String> {
+pub(crate) fn existing_password(existing: &BTreeMap<String, Secret>, name: &str) -> Option<String> {
     let secret = existing.get(name)?;
     let bytes = secret.data.as_ref()?.get("password")?;
     String::from_utf8(bytes.0.clone())

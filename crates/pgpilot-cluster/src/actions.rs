@@ -1,0 +1,322 @@
+//! Decisions about the running instances, from what Patroni reports: whether the dynamic
+//! configuration needs a patch, how far the StatefulSet may shrink now, which replica needs
+//! re-initializing. Pure; the reconcile carries them out.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::patroni::{ClusterView, MemberStatus};
+
+/// What the reconcile knows of one instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Instance {
+    pub pod: String,
+    pub ordinal: i32,
+    pub ip: Option<String>,
+    pub ready: bool,
+    /// Seconds the pod has not been Ready (0 when Ready or unknown).
+    pub unready_for_secs: i64,
+    /// GET /patroni of this member, when it answered.
+    pub member: Option<MemberStatus>,
+}
+
+/// Patroni's view of every instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Members {
+    pub instances: Vec<Instance>,
+    /// GET /cluster from one member (the primary when it answers).
+    pub cluster: Option<ClusterView>,
+}
+
+impl Members {
+    /// Role of `pod` as the DCS sees it (leader / sync_standby / replica), else as it says.
+    pub fn role(&self, pod: &str) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.members.iter().find(|m| m.name == pod))
+            .and_then(|m| m.role.clone())
+            .or_else(|| {
+                self.instances
+                    .iter()
+                    .find(|i| i.pod == pod)
+                    .and_then(|i| i.member.as_ref()?.role.clone())
+            })
+            .map(|r| crate::patroni::normalize_role(&r))
+    }
+
+    pub fn primary(&self) -> Option<&Instance> {
+        self.instances
+            .iter()
+            .find(|i| self.role(&i.pod).as_deref() == Some("primary") && i.ip.is_some())
+    }
+
+    fn lag(&self, pod: &str) -> Option<i64> {
+        self.cluster
+            .as_ref()?
+            .members
+            .iter()
+            .find(|m| m.name == pod)?
+            .lag_bytes()
+    }
+
+    /// Lag of each member in bytes, as GET /cluster reported it.
+    pub fn lags(&self) -> BTreeMap<String, i64> {
+        self.instances
+            .iter()
+            .filter_map(|i| Some((i.pod.clone(), self.lag(&i.pod)?)))
+            .collect()
+    }
+}
+
+/// The JSON merge patch that makes Patroni's dynamic configuration `live` carry `desired`,
+/// or `None` when it already does. Parameters pgpilot no longer wants are removed (`null`):
+/// the spec owns the whole `postgresql.parameters` map.
+pub fn config_patch(desired: &Value, live: &Value) -> Option<Value> {
+    fn diff(desired: &Value, live: &Value, path: &[&str]) -> Option<Value> {
+        match (desired, live) {
+            (Value::Object(d), Value::Object(l)) => {
+                let mut out = Map::new();
+                for (k, dv) in d {
+                    let lv = l.get(k).unwrap_or(&Value::Null);
+                    let mut p = path.to_vec();
+                    p.push(k);
+                    if let Some(v) = diff(dv, lv, &p) {
+                        out.insert(k.clone(), v);
+                    }
+                }
+                if path == ["postgresql", "parameters"] {
+                    for k in l.keys().filter(|k| !d.contains_key(*k)) {
+                        out.insert(k.clone(), Value::Null);
+                    }
+                }
+                (!out.is_empty()).then_some(Value::Object(out))
+            }
+            // Patroni keeps numbers it was given as strings, and the reverse: compare as text.
+            (d, l) if same_scalar(d, l) => None,
+            (d, _) => Some(d.clone()),
+        }
+    }
+    diff(desired, live, &[])
+}
+
+fn same_scalar(a: &Value, b: &Value) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    a == b || (text(a).is_some() && text(a) == text(b))
+}
+
+/// How far the StatefulSet may go now, and the switchover that must come first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScalePlan {
+    pub replicas: i32,
+    /// Move the primary here before shrinking: it sits on an ordinal that would go away.
+    pub switchover_to: Option<String>,
+}
+
+/// Scaling down removes the highest ordinals. The primary is never among them: when it
+/// would be, the StatefulSet keeps its size until a switchover moved the primary to a
+/// healthy instance that stays (a synchronous standby first, then the least lagging).
+/// Without a known primary nothing shrinks.
+pub fn scale(desired: i32, current: i32, members: &Members) -> ScalePlan {
+    if desired >= current {
+        return ScalePlan {
+            replicas: desired,
+            switchover_to: None,
+        };
+    }
+    let Some(primary) = members.primary() else {
+        return ScalePlan {
+            replicas: current,
+            switchover_to: None,
+        };
+    };
+    if primary.ordinal < desired {
+        return ScalePlan {
+            replicas: desired,
+            switchover_to: None,
+        };
+    }
+    let lags = members.lags();
+    let candidate = members
+        .instances
+        .iter()
+        .filter(|i| i.ordinal < desired && i.ready && i.pod != primary.pod)
+        .filter(|i| {
+            matches!(
+                i.member.as_ref().and_then(|m| m.state.as_deref()),
+                Some("streaming" | "running")
+            )
+        })
+        .min_by_key(|i| {
+            let sync = members.role(&i.pod).as_deref() == Some("sync_standby");
+            (
+                !sync,
+                lags.get(&i.pod).copied().unwrap_or(i64::MAX),
+                i.ordinal,
+            )
+        });
+    ScalePlan {
+        replicas: current,
+        switchover_to: candidate.map(|c| c.pod.clone()),
+    }
+}
+
+/// Patroni states of a replica that is not following and will not recover by itself.
+const STUCK: &[&str] = &["start failed", "crashed", "stopped"];
+
+/// Replicas to re-initialize from the primary: not Ready for `after_secs`, in a state
+/// Patroni does not leave by itself, while a primary serves. Never the primary.
+pub fn reinitialize(members: &Members, after_secs: i64) -> Vec<String> {
+    let Some(primary) = members.primary() else {
+        return vec![];
+    };
+    members
+        .instances
+        .iter()
+        .filter(|i| i.pod != primary.pod && !i.ready && i.unready_for_secs >= after_secs)
+        .filter(|i| {
+            i.member
+                .as_ref()
+                .and_then(|m| m.state.as_deref())
+                .is_some_and(|s| STUCK.contains(&s))
+        })
+        .map(|i| i.pod.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patroni::ClusterMember;
+    use serde_json::json;
+
+    fn instance(ordinal: i32, state: &str, ready: bool) -> Instance {
+        Instance {
+            pod: format!("db-{ordinal}"),
+            ordinal,
+            ip: Some(format!("10.245.0.{}", 10 + ordinal)),
+            ready,
+            unready_for_secs: if ready { 0 } else { 120 },
+            member: Some(MemberStatus {
+                state: Some(state.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn members(roles: &[(&str, Option<i64>)], instances: Vec<Instance>) -> Members {
+        Members {
+            cluster: Some(ClusterView {
+                members: roles
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (role, lag))| ClusterMember {
+                        name: format!("db-{n}"),
+                        role: Some((*role).into()),
+                        lag: lag.map(Value::from),
+                        ..Default::default()
+                    })
+                    .collect(),
+                pause: false,
+            }),
+            instances,
+        }
+    }
+
+    fn three(roles: [&str; 3]) -> Members {
+        members(
+            &[
+                (roles[0], Some(0)),
+                (roles[1], Some(0)),
+                (roles[2], Some(4096)),
+            ],
+            vec![
+                instance(0, "running", true),
+                instance(1, "streaming", true),
+                instance(2, "streaming", true),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_converged_configuration_needs_no_patch() {
+        let desired = json!({"ttl": 20, "synchronous_mode": true,
+            "postgresql": {"parameters": {"max_connections": "200", "wal_level": "replica"}}});
+        let live = json!({"ttl": 20, "synchronous_mode": true, "check_timeline": true,
+            "postgresql": {"parameters": {"max_connections": 200, "wal_level": "replica"}}});
+        assert_eq!(config_patch(&desired, &live), None);
+    }
+
+    #[test]
+    fn a_changed_value_and_a_dropped_parameter_are_patched() {
+        let desired = json!({"ttl": 20, "pause": true,
+            "postgresql": {"parameters": {"work_mem": "8MB"}}});
+        let live = json!({"ttl": 30, "pause": false,
+            "postgresql": {"parameters": {"work_mem": "8MB", "shared_buffers": "1GB"}}});
+        assert_eq!(
+            config_patch(&desired, &live),
+            Some(json!({"ttl": 20, "pause": true,
+                "postgresql": {"parameters": {"shared_buffers": null}}}))
+        );
+    }
+
+    #[test]
+    fn growing_or_keeping_the_size_needs_no_switchover() {
+        let m = three(["leader", "sync_standby", "replica"]);
+        assert_eq!(
+            scale(3, 1, &m),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: None
+            }
+        );
+        assert_eq!(scale(1, 3, &m).replicas, 1, "primary db-0 stays");
+    }
+
+    #[test]
+    fn the_primary_on_a_removed_ordinal_moves_first_to_the_sync_standby() {
+        let m = three(["replica", "sync_standby", "leader"]);
+        assert_eq!(
+            scale(2, 3, &m),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: Some("db-1".into())
+            }
+        );
+        // Down to one: only db-0 stays, so it is the candidate.
+        assert_eq!(scale(1, 3, &m).switchover_to.as_deref(), Some("db-0"));
+    }
+
+    #[test]
+    fn without_a_healthy_candidate_or_a_primary_nothing_shrinks() {
+        let mut m = three(["replica", "replica", "leader"]);
+        m.instances[0] = instance(0, "start failed", false);
+        assert_eq!(
+            scale(1, 3, &m),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: None
+            }
+        );
+        let no_primary = three(["replica", "replica", "replica"]);
+        assert_eq!(scale(1, 3, &no_primary).replicas, 3);
+    }
+
+    #[test]
+    fn only_stuck_replicas_are_reinitialized_and_only_after_a_while() {
+        let mut m = three(["leader", "replica", "replica"]);
+        m.instances[1] = instance(1, "start failed", false);
+        m.instances[2] = instance(2, "starting", false);
+        assert_eq!(reinitialize(&m, 60), vec!["db-1".to_owned()]);
+        assert!(reinitialize(&m, 300).is_empty(), "not yet");
+        // A stuck primary is a failover for Patroni, not a re-init.
+        let mut m = three(["leader", "replica", "replica"]);
+        m.instances[0] = instance(0, "crashed", false);
+        assert!(reinitialize(&m, 60).is_empty());
+    }
+}

@@ -1,0 +1,182 @@
+//! Growing the instances' volumes. A StatefulSet's claim templates are immutable, so the
+//! PersistentVolumeClaims are patched directly — only when their StorageClass allows
+//! expansion; otherwise the cluster says so in its `StorageResized` condition and nothing
+//! is touched. Shrinking is refused by the API.
+
+use pgpilot_toolkit::conditions::Status;
+
+pub const CONDITION: &str = "StorageResized";
+
+/// Bytes in a Kubernetes quantity (`10Gi`, `500M`, `1e9`, `1073741824`); `None` when it
+/// cannot be read. Fractions round down, which is safe for a "smaller than" comparison.
+pub fn bytes(quantity: &str) -> Option<u128> {
+    let q = quantity.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    if number.is_empty() {
+        return None;
+    }
+    let factor: u128 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        s if s.starts_with(['e', 'E']) => 10u128.checked_pow(s[1..].parse().ok()?)?,
+        _ => return None,
+    };
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac_value = if frac.is_empty() {
+        0
+    } else {
+        let digits: u128 = frac.parse().ok()?;
+        digits * factor / 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?
+    };
+    Some(whole * factor + frac_value)
+}
+
+/// One claim as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub name: String,
+    pub requested: String,
+    pub storage_class: Option<String>,
+}
+
+/// What to do about the volumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Claims to patch to the desired size.
+    pub grow: Vec<String>,
+    /// The `StorageResized` condition.
+    pub condition: (Status, &'static str, String),
+}
+
+/// `expandable` answers, for a StorageClass name, whether it allows volume expansion
+/// (`None`: the class does not exist or has no name).
+pub fn plan(desired: &str, claims: &[Claim], expandable: impl Fn(&str) -> Option<bool>) -> Plan {
+    let Some(want) = bytes(desired) else {
+        return Plan {
+            grow: vec![],
+            condition: (
+                Status::False,
+                "InvalidSize",
+                format!("spec.storage.size {desired:?} is not a quantity"),
+            ),
+        };
+    };
+    let small: Vec<&Claim> = claims
+        .iter()
+        .filter(|c| bytes(&c.requested).is_some_and(|have| have < want))
+        .collect();
+    if small.is_empty() {
+        return Plan {
+            grow: vec![],
+            condition: (
+                Status::True,
+                "AtRequestedSize",
+                format!("every volume requests {desired}"),
+            ),
+        };
+    }
+    let refused: Vec<String> = small
+        .iter()
+        .filter_map(|c| {
+            let class = c.storage_class.as_deref().unwrap_or_default();
+            (expandable(class) != Some(true)).then(|| class.to_owned())
+        })
+        .collect();
+    if let Some(class) = refused.first() {
+        return Plan {
+            grow: vec![],
+            condition: (
+                Status::False,
+                "ExpansionNotSupported",
+                format!(
+                    "StorageClass {class:?} does not allow volume expansion: the volumes stay at {}; \
+                     to grow them, move the cluster to a class with allowVolumeExpansion (restore from a backup)",
+                    small[0].requested
+                ),
+            ),
+        };
+    }
+    Plan {
+        grow: small.iter().map(|c| c.name.clone()).collect(),
+        condition: (
+            Status::False,
+            "Resizing",
+            format!("growing {} volume(s) to {desired}", small.len()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, size: &str, class: &str) -> Claim {
+        Claim {
+            name: name.into(),
+            requested: size.into(),
+            storage_class: Some(class.into()),
+        }
+    }
+
+    #[test]
+    fn quantities_read_as_kubernetes_writes_them() {
+        assert_eq!(bytes("1Gi"), Some(1 << 30));
+        assert_eq!(bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(bytes("500M"), Some(500_000_000));
+        assert_eq!(bytes("1e9"), Some(1_000_000_000));
+        assert_eq!(bytes("1073741824"), Some(1 << 30));
+        assert_eq!(bytes("10Xi"), None);
+        assert_eq!(bytes(""), None);
+    }
+
+    #[test]
+    fn volumes_at_the_size_need_nothing() {
+        let p = plan("1Gi", &[claim("data-db-0", "1024Mi", "fast")], |_| None);
+        assert!(p.grow.is_empty());
+        assert_eq!(p.condition.0, Status::True);
+    }
+
+    #[test]
+    fn a_class_without_expansion_is_refused_with_its_name() {
+        let p = plan("2Gi", &[claim("data-db-0", "1Gi", "local-path")], |c| {
+            Some(c != "local-path")
+        });
+        assert!(p.grow.is_empty());
+        assert_eq!(p.condition.1, "ExpansionNotSupported");
+        assert!(
+            p.condition.2.contains("\"local-path\""),
+            "{}",
+            p.condition.2
+        );
+    }
+
+    #[test]
+    fn an_expandable_class_grows_only_the_small_claims() {
+        let claims = [
+            claim("data-db-0", "2Gi", "ssd"),
+            claim("data-db-1", "1Gi", "ssd"),
+        ];
+        let p = plan("2Gi", &claims, |_| Some(true));
+        assert_eq!(p.grow, vec!["data-db-1".to_owned()]);
+        assert_eq!(p.condition.1, "Resizing");
+    }
+}
