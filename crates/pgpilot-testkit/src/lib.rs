@@ -41,6 +41,8 @@ pub struct LocalCluster {
     pub manager_kubeconfig: PathBuf,
     pub kubectl: PathBuf,
     pub k8s_version: String,
+    /// The cluster has a real node (`cluster-up.sh --node`): pods really run.
+    pub node: bool,
 }
 
 fn state_dir() -> PathBuf {
@@ -59,14 +61,30 @@ fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
+/// The cluster of this process: set once by [`cluster`] or [`running_cluster`].
+static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+
 /// Starts the local control plane (with kwok) unless it already runs, once per process.
 /// `cluster-up.sh` is idempotent and takes a lock, so concurrent test processes share one
-/// cluster.
+/// cluster. After [`running_cluster`] it returns that cluster and starts nothing.
 pub fn cluster() -> &'static LocalCluster {
-    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| match start_cluster() {
         Ok(c) => c,
         Err(e) => panic!("cannot start the local control plane: {e}"),
+    })
+}
+
+/// The cluster already running in `PGPILOT_CLUSTER_DIR`, read from its `cluster.env`
+/// without starting, restarting or changing it: the e2e tier's node cluster is shared and
+/// started by hand (`e2e/scripts/cluster-up.sh --node`). Panics with the reason if nothing
+/// runs there.
+pub fn running_cluster() -> &'static LocalCluster {
+    CLUSTER.get_or_init(|| match read_cluster() {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "no running cluster in {} ({e}); start one with e2e/scripts/cluster-up.sh (and set PGPILOT_CLUSTER_DIR)",
+            state_dir().display()
+        ),
     })
 }
 
@@ -80,6 +98,10 @@ fn start_cluster() -> Result<LocalCluster> {
     if !status.success() {
         return Err(format!("e2e/scripts/cluster-up.sh --kwok failed: {status}").into());
     }
+    read_cluster()
+}
+
+fn read_cluster() -> Result<LocalCluster> {
     let env = read_env_file(&state_dir().join("cluster.env"))?;
     let get = |k: &str| {
         env.get(k)
@@ -92,6 +114,7 @@ fn start_cluster() -> Result<LocalCluster> {
         manager_kubeconfig: get("PGPILOT_MANAGER_KUBECONFIG")?.into(),
         kubectl: get("PGPILOT_KUBECTL")?.into(),
         k8s_version: get("PGPILOT_K8S_VERSION")?,
+        node: env.get("PGPILOT_NODE").is_some_and(|v| v == "1"),
     })
 }
 

@@ -1,0 +1,20 @@
+//! End-to-end tests on a real node: PostgreSQL really runs in pods, Patroni really fails over,
+//! and the tests talk SQL to the clusters' Services.
+//!
+//! Needs the node cluster of the e2e tier, already running (it is shared: the tests never
+//! start, stop or restart it) and the `e2e` feature:
+//!
+//! ```sh
+//! . e2e/scripts/e2e-env.sh; . e2e/scripts/env.sh
+//! cargo test -p pgpilot-manager --features e2e --test e2e -- --test-threads=1
+//! ```
+//!
+//! Each test has a namespace `e2e-<test>-<random>` of its own and its own manager process
+//! confined to it, running as user `pgpilot-manager` with exactly the RBAC that
+//! `pgpilot-manager rbac --controllers cluster` prints. The host reaches pod IPs and Service
+//! ClusterIPs directly (but cannot resolve cluster DNS names).
+
+#[path = "e2e/cluster.rs"]
+mod cluster;
+#[path = "e2e/harness.rs"]
+mod harness;

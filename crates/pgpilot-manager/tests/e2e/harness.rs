@@ -1,0 +1,631 @@
+//! What every e2e test needs: a namespace of its own on the running node cluster, a manager
+//! confined to it with least-privilege RBAC, PostgresClusters from YAML, waits that say what
+//! they last saw, SQL connections through the cluster's Services, and — when a test fails — the
+//! manager's log, the pods, the cluster status and the namespace's Events.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use pgpilot_api::PostgresCluster;
+use pgpilot_testkit::{LocalCluster, ManagerProcess, install_crds, running_cluster};
+use rand::RngExt;
+
+pub const MANAGER: &str = env!("CARGO_BIN_EXE_pgpilot-manager");
+/// The image of the node's containerd for PostgreSQL 17 (`images/postgres/build.sh 17`).
+pub const DEFAULT_IMAGE: &str = "17=localhost/pgpilot/postgres:17";
+/// Port of PostgreSQL in the Services.
+pub const PG_PORT: u16 = 5432;
+/// Patroni's configuration inside an instance pod.
+pub const PATRONI_YAML: &str = "/etc/patroni/patroni.yaml";
+
+/// A PostgresCluster manifest, built like a fixture: `ClusterYaml::new("db").instances(3)`.
+/// Small on purpose (1Gi, 50m CPU): the node is shared.
+pub struct ClusterYaml {
+    name: String,
+    instances: i32,
+    extra: Vec<String>,
+}
+
+impl ClusterYaml {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            instances: 1,
+            extra: vec![],
+        }
+    }
+
+    pub fn instances(mut self, n: i32) -> Self {
+        self.instances = n;
+        self
+    }
+
+    /// Synchronous replication that never gives up a standby (`mode: Required`).
+    pub fn sync_required(self) -> Self {
+        self.spec("replication: {synchronous: {mode: Required, numberOfStandbys: 1}}")
+    }
+
+    /// One more line under `spec:` (flow-style YAML).
+    pub fn spec(mut self, line: &str) -> Self {
+        self.extra.push(line.to_owned());
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let mut y = format!(
+            "apiVersion: pgpilot.io/v1alpha1
+kind: PostgresCluster
+metadata: {{name: {}}}
+spec:
+  instances: {}
+  postgresql: {{version: 17}}
+  storage: {{size: 1Gi}}
+  resources: {{requests: {{cpu: 50m, memory: 128Mi}}, limits: {{memory: 512Mi}}}}
+  patroni: {{ttl: 20, loopWait: 2, retryTimeout: 4}}
+",
+            self.name, self.instances
+        );
+        for line in &self.extra {
+            y.push_str("  ");
+            y.push_str(line);
+            y.push('\n');
+        }
+        y
+    }
+}
+
+/// Login data of a PostgreSQL role, from a Secret.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    pub dbname: String,
+}
+
+/// One test's world: its namespace, its manager (with RBAC), an admin client.
+pub struct Env {
+    pub c: &'static LocalCluster,
+    pub client: Client,
+    pub ns: String,
+    rbac_name: String,
+    manager: Option<ManagerProcess>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Env {
+    /// Namespace `e2e-<prefix>-<random>`, CRDs, RBAC and a running manager. Panics (with the
+    /// reason) if the cluster is not a node cluster or the manager does not start.
+    pub async fn start(prefix: &str) -> Env {
+        let c = running_cluster();
+        assert!(
+            c.node,
+            "the e2e tests need a node cluster (pods really running), but the cluster in \
+             PGPILOT_CLUSTER_DIR={} has no node: run `. e2e/scripts/e2e-env.sh; \
+             . e2e/scripts/env.sh` first (and start it with e2e/scripts/cluster-up.sh --node)",
+            std::env::var("PGPILOT_CLUSTER_DIR").unwrap_or_else(|_| "<unset>".into())
+        );
+        let client = match c.admin().await {
+            Ok(client) => client,
+            Err(e) => panic!("admin client for {}: {e}", c.apiserver_url),
+        };
+        let suffix: u32 = rand::rng().random();
+        let ns = format!("e2e-{prefix}-{suffix:08x}");
+        let mut env = Env {
+            c,
+            client,
+            rbac_name: format!("pgpilot-manager-{ns}"),
+            ns,
+            manager: None,
+            started: Instant::now(),
+            finished: false,
+        };
+        if let Err(e) = env.set_up().await {
+            let diagnostics = env.diagnostics().await;
+            env.tear_down().await;
+            panic!("setting up {}: {e:#}\n{diagnostics}", env.ns);
+        }
+        env
+    }
+
+    async fn set_up(&mut self) -> Result<()> {
+        install_crds(&self.client)
+            .await
+            .map_err(|e| anyhow!("installing crds/: {e}"))?;
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(self.ns.clone()),
+                labels: Some([("pgpilot.io/test".to_owned(), "e2e".to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {}", self.ns))?;
+
+        // Exactly what the chart would grant the cluster controller, bound to the manager's
+        // own identity, under a name of this test's (ClusterRoles are shared).
+        let out = std::process::Command::new(MANAGER)
+            .args([
+                "rbac",
+                "--controllers",
+                "cluster",
+                "--name",
+                &self.rbac_name,
+            ])
+            .args(["--namespace", &self.ns, "--bind", "user:pgpilot-manager"])
+            .output()
+            .context("running pgpilot-manager rbac")?;
+        if !out.status.success() {
+            bail!(
+                "pgpilot-manager rbac: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let rbac = String::from_utf8(out.stdout)?;
+        self.c
+            .kubectl(&["apply", "-f", "-"], Some(&rbac))
+            .map_err(|e| anyhow!("{e}"))?;
+
+        let lease_ns = format!("--leader-election-namespace={}", self.ns);
+        let namespace = format!("--namespace={}", self.ns);
+        let manager = ManagerProcess::spawn(
+            Path::new(MANAGER),
+            &self.c.manager_kubeconfig,
+            &[
+                "--controllers=cluster",
+                &namespace,
+                "--leader-elect",
+                &lease_ns,
+                &format!("--default-image={DEFAULT_IMAGE}"),
+            ],
+        )
+        .map_err(|e| anyhow!("spawning {MANAGER}: {e}"))?;
+        let ready = manager.wait_ready(Duration::from_secs(60)).await;
+        self.manager = Some(manager);
+        ready.map_err(|e| anyhow!("manager: {e}"))
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// kubectl in this namespace, as admin.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-n", &self.ns];
+        all.extend_from_slice(args);
+        self.c.kubectl(&all, None).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// `kubectl apply` of a PostgresCluster (or anything) into this namespace.
+    pub fn apply(&self, yaml: &str) -> Result<()> {
+        self.c
+            .kubectl(&["apply", "-n", &self.ns, "-f", "-"], Some(yaml))
+            .map(drop)
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// A JSON merge patch of a PostgresCluster's spec, e.g. `{"instances": 1}`.
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<()> {
+        self.api::<PostgresCluster>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .with_context(|| format!("patching spec of {name} with {spec}"))?;
+        Ok(())
+    }
+
+    pub async fn cluster(&self, name: &str) -> Result<PostgresCluster> {
+        self.api::<PostgresCluster>()
+            .get(name)
+            .await
+            .with_context(|| format!("get postgrescluster {name}"))
+    }
+
+    /// Waits until `name` matches `pred`, which explains a mismatch in its `Err`.
+    pub async fn wait_cluster(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&PostgresCluster) -> Result<(), String>,
+    ) -> Result<PostgresCluster> {
+        eventually(what, timeout, || async {
+            let pg = self.cluster(name).await.map_err(|e| format!("{e:#}"))?;
+            pred(&pg).map_err(|why| format!("{why}\n{}", summary(&pg)))?;
+            Ok(pg)
+        })
+        .await
+    }
+
+    /// Waits like `kubectl wait --for=condition=Ready`: Ready=True for the current generation,
+    /// with `instances` ready instances and a primary.
+    pub async fn wait_ready(
+        &self,
+        name: &str,
+        instances: i32,
+        timeout: Duration,
+    ) -> Result<PostgresCluster> {
+        self.wait_cluster(
+            name,
+            &format!("{name} Ready with {instances} instance(s)"),
+            timeout,
+            |pg| {
+                condition_is(pg, "Ready", "True")?;
+                let st = pg.status.as_ref().ok_or("no status")?;
+                if st.ready_instances != instances {
+                    return Err(format!("readyInstances {}", st.ready_instances));
+                }
+                if st.current_primary.is_none() {
+                    return Err("no currentPrimary".into());
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    pub async fn secret(&self, name: &str) -> Result<Secret> {
+        self.api::<Secret>()
+            .get(name)
+            .await
+            .with_context(|| format!("get secret {name}"))
+    }
+
+    /// Username, password and database from a Secret with those keys (`dbname` defaults to
+    /// `postgres`, as in `<cluster>-superuser`).
+    pub async fn credentials(&self, secret: &str) -> Result<Credentials> {
+        let s = self.secret(secret).await?;
+        let key = |k: &str| secret_value(&s, k).with_context(|| format!("secret {secret}"));
+        Ok(Credentials {
+            username: key("username")?,
+            password: key("password")?,
+            dbname: key("dbname").unwrap_or_else(|_| "postgres".into()),
+        })
+    }
+
+    pub async fn superuser(&self, cluster: &str) -> Result<Credentials> {
+        self.credentials(&format!("{cluster}-superuser")).await
+    }
+
+    /// The ClusterIP of a Service (the host reaches the Service CIDR directly; it cannot
+    /// resolve cluster DNS names).
+    pub async fn service_ip(&self, service: &str) -> Result<String> {
+        let svc = self
+            .api::<Service>()
+            .get(service)
+            .await
+            .with_context(|| format!("get service {service}"))?;
+        svc.spec
+            .and_then(|s| s.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None")
+            .ok_or_else(|| anyhow!("service {service} has no ClusterIP"))
+    }
+
+    /// A tokio-postgres configuration for `service` (e.g. `db-rw`) as `creds`.
+    pub async fn pg_config(
+        &self,
+        service: &str,
+        creds: &Credentials,
+    ) -> Result<tokio_postgres::Config> {
+        let ip = self.service_ip(service).await?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&ip)
+            .port(PG_PORT)
+            .user(&creds.username)
+            .password(&creds.password)
+            .dbname(&creds.dbname)
+            .application_name("pgpilot-e2e")
+            .connect_timeout(Duration::from_secs(5));
+        Ok(config)
+    }
+
+    /// Connects to `service` as `creds`, retrying until `timeout` (a Service has no endpoint
+    /// for a moment after a role change).
+    pub async fn connect(
+        &self,
+        service: &str,
+        creds: &Credentials,
+        timeout: Duration,
+    ) -> Result<tokio_postgres::Client> {
+        let config = self.pg_config(service, creds).await?;
+        eventually(
+            &format!("a connection to {service} as {}", creds.username),
+            timeout,
+            || async { connect(&config).await.map_err(|e| format!("{e:#}")) },
+        )
+        .await
+    }
+
+    /// Runs `patronictl` in an instance pod.
+    pub fn patronictl(&self, pod: &str, args: &[&str]) -> Result<String> {
+        let mut all = vec![
+            "exec",
+            pod,
+            "-c",
+            "postgres",
+            "--",
+            "patronictl",
+            "-c",
+            PATRONI_YAML,
+        ];
+        all.extend_from_slice(args);
+        self.kubectl(&all)
+    }
+
+    /// Instance pods of `cluster`, by name.
+    pub async fn pods(&self, cluster: &str) -> Result<Vec<Pod>> {
+        let lp =
+            ListParams::default().labels(&format!("{}={cluster}", pgpilot_api::labels::CLUSTER));
+        let mut pods = self.api::<Pod>().list(&lp).await?.items;
+        pods.sort_by_key(|p| p.name_any());
+        Ok(pods)
+    }
+
+    /// What a red test should show: the manager's log tail, pods, clusters' status, Patroni's
+    /// view, and the namespace's recent Events.
+    pub async fn diagnostics(&self) -> String {
+        let mut out = format!(
+            "===== diagnostics of namespace {} ({} s after start) =====\n",
+            self.ns,
+            self.started.elapsed().as_secs()
+        );
+        if let Some(m) = &self.manager {
+            let log = m.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            out += &format!(
+                "--- manager log ({}, last {} lines) ---\n{}\n",
+                m.log_path.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+        let show = |title: &str, args: &[&str]| {
+            let text = self.kubectl(args).unwrap_or_else(|e| format!("{e:#}\n"));
+            format!("--- {title} ---\n{text}")
+        };
+        out += &show(
+            "kubectl get pods -o wide",
+            &["get", "pods", "-o", "wide", "-L", pgpilot_api::labels::ROLE],
+        );
+        out += &show("kubectl get pgc,sts,pvc", &["get", "pgc,sts,pvc"]);
+        if let Ok(list) = self
+            .api::<PostgresCluster>()
+            .list(&ListParams::default())
+            .await
+        {
+            for pg in list {
+                out += &format!("--- status of {} ---\n{}\n", pg.name_any(), summary(&pg));
+                let first_running = self.pods(&pg.name_any()).await.ok().and_then(|pods| {
+                    pods.into_iter().find(|p| {
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    })
+                });
+                if let Some(pod) = first_running {
+                    out += &show(
+                        &format!("patronictl list (in {})", pod.name_any()),
+                        &[
+                            "exec",
+                            &pod.name_any(),
+                            "--request-timeout=10s",
+                            "--",
+                            "patronictl",
+                            "-c",
+                            PATRONI_YAML,
+                            "list",
+                        ],
+                    );
+                }
+            }
+        }
+        let events = self
+            .kubectl(&["get", "events", "--sort-by=.lastTimestamp"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        let lines: Vec<&str> = events.lines().collect();
+        out += &format!(
+            "--- events (last 40) ---\n{}\n",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        );
+        out
+    }
+
+    /// Ends the test: on failure prints the diagnostics; then stops the manager, deletes the
+    /// namespace and the RBAC, and panics with the failure.
+    pub async fn finish(mut self, result: Result<()>) {
+        let diagnostics = match &result {
+            Err(_) => Some(self.diagnostics().await),
+            Ok(()) => None,
+        };
+        let elapsed = self.started.elapsed();
+        self.tear_down().await;
+        match result {
+            Ok(()) => eprintln!("{}: passed in {} s", self.ns, elapsed.as_secs()),
+            Err(e) => panic!(
+                "{}: failed after {} s: {e:#}\n{}",
+                self.ns,
+                elapsed.as_secs(),
+                diagnostics.unwrap_or_default()
+            ),
+        }
+    }
+
+    async fn tear_down(&mut self) {
+        self.finished = true;
+        // The manager first, so it does not fight the deletion.
+        drop(self.manager.take());
+        let deleted = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.ns, &DeleteParams::background())
+            .await;
+        let _ = self.c.kubectl(
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &self.rbac_name,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        if deleted.is_ok() {
+            // The node is shared: let the pods go before the next test starts its own.
+            let gone = eventually("namespace deleted", Duration::from_secs(120), || async {
+                match Api::<Namespace>::all(self.client.clone())
+                    .get_opt(&self.ns)
+                    .await
+                {
+                    Ok(None) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+            if let Err(e) = gone {
+                eprintln!("note: {} still terminating: {e:#}", self.ns);
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // A panic inside the test: best effort, without waiting.
+        drop(self.manager.take());
+        let _ = self.c.kubectl(
+            &[
+                "delete",
+                "namespace",
+                &self.ns,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        let _ = self.c.kubectl(
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &self.rbac_name,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
+
+/// Polls `probe` every 500 ms until it returns `Ok`, or fails after `timeout` with the last
+/// reason it gave.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match tokio::time::timeout(Duration::from_secs(30), probe()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(why)) => why,
+            Err(_) => "the probe itself took over 30 s".to_owned(),
+        };
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}; last seen:\n{last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Connects with `config`, driving the connection on a task of its own.
+pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// `Ok` when condition `type_` has `status` for the object's current generation.
+pub fn condition_is(pg: &PostgresCluster, type_: &str, status: &str) -> Result<(), String> {
+    let generation = pg.metadata.generation;
+    let st = pg.status.as_ref().ok_or("no status yet")?;
+    if st.observed_generation != generation {
+        return Err(format!(
+            "status.observedGeneration {:?} != generation {generation:?}",
+            st.observed_generation
+        ));
+    }
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .ok_or_else(|| format!("no {type_} condition"))?;
+    if c.observed_generation != generation {
+        return Err(format!(
+            "{type_}.observedGeneration {:?} != generation {generation:?}",
+            c.observed_generation
+        ));
+    }
+    if c.status != status {
+        return Err(format!(
+            "{type_}={} ({}: {}), want {status}",
+            c.status, c.reason, c.message
+        ));
+    }
+    Ok(())
+}
+
+/// One screen of a cluster's status: phase, primary, conditions, instances.
+pub fn summary(pg: &PostgresCluster) -> String {
+    let Some(st) = &pg.status else {
+        return format!("{}: no status", pg.name_any());
+    };
+    let mut s = format!(
+        "{} generation={:?} observedGeneration={:?} phase={:?} primary={:?} ready={}/{} replicas={}\n",
+        pg.name_any(),
+        pg.metadata.generation,
+        st.observed_generation,
+        st.phase,
+        st.current_primary,
+        st.ready_instances,
+        pg.spec.instances,
+        st.replicas
+    );
+    for c in &st.conditions {
+        s += &format!(
+            "  condition {}={} reason={} gen={:?}: {}\n",
+            c.type_, c.status, c.reason, c.observed_generation, c.message
+        );
+    }
+    for i in &st.instances {
+        s += &format!(
+            "  instance {} role={:?} state={:?} ready={} timeline={:?} lagBytes={:?} version={:?}\n",
+            i.name, i.role, i.state, i.ready, i.timeline, i.lag_bytes, i.postgres_version
+        );
+    }
+    s
+}
+
+/// A Secret's value as text.
+pub fn secret_value(s: &Secret, key: &str) -> Result<String> {
+    let bytes = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| anyhow!("no key {key}"))?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
