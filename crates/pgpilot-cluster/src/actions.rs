@@ -45,6 +45,21 @@ impl Members {
             .map(|r| crate::patroni::normalize_role(&r))
     }
 
+    /// State of `pod` as the DCS sees it (`streaming` for a following replica), else as it
+    /// says itself.
+    pub fn state(&self, pod: &str) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.members.iter().find(|m| m.name == pod))
+            .and_then(|m| m.state.clone())
+            .or_else(|| {
+                self.instances
+                    .iter()
+                    .find(|i| i.pod == pod)
+                    .and_then(|i| i.member.as_ref()?.state.clone())
+            })
+    }
+
     pub fn primary(&self) -> Option<&Instance> {
         self.instances
             .iter()
@@ -120,9 +135,10 @@ pub struct ScalePlan {
 
 /// Scaling down removes the highest ordinals. The primary is never among them: when it
 /// would be, the StatefulSet keeps its size until a switchover moved the primary to a
-/// healthy instance that stays (a synchronous standby first, then the least lagging).
-/// Without a known primary nothing shrinks.
-pub fn scale(desired: i32, current: i32, members: &Members) -> ScalePlan {
+/// healthy instance that stays (a synchronous standby first, then the least lagging; in
+/// synchronous mode Patroni accepts only a synchronous standby). Without a known primary
+/// nothing shrinks.
+pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -> ScalePlan {
     if desired >= current {
         return ScalePlan {
             replicas: desired,
@@ -148,18 +164,20 @@ pub fn scale(desired: i32, current: i32, members: &Members) -> ScalePlan {
         .filter(|i| i.ordinal < desired && i.ready && i.pod != primary.pod)
         .filter(|i| {
             matches!(
-                i.member.as_ref().and_then(|m| m.state.as_deref()),
+                members.state(&i.pod).as_deref(),
                 Some("streaming" | "running")
             )
         })
-        .min_by_key(|i| {
-            let sync = members.role(&i.pod).as_deref() == Some("sync_standby");
+        .map(|i| (i, members.role(&i.pod).as_deref() == Some("sync_standby")))
+        .filter(|(_, sync)| *sync || !synchronous)
+        .min_by_key(|(i, sync)| {
             (
                 !sync,
                 lags.get(&i.pod).copied().unwrap_or(i64::MAX),
                 i.ordinal,
             )
-        });
+        })
+        .map(|(i, _)| i);
     ScalePlan {
         replicas: current,
         switchover_to: candidate.map(|c| c.pod.clone()),
@@ -269,27 +287,40 @@ mod tests {
     fn growing_or_keeping_the_size_needs_no_switchover() {
         let m = three(["leader", "sync_standby", "replica"]);
         assert_eq!(
-            scale(3, 1, &m),
+            scale(3, 1, &m, false),
             ScalePlan {
                 replicas: 3,
                 switchover_to: None
             }
         );
-        assert_eq!(scale(1, 3, &m).replicas, 1, "primary db-0 stays");
+        assert_eq!(scale(1, 3, &m, false).replicas, 1, "primary db-0 stays");
     }
 
     #[test]
     fn the_primary_on_a_removed_ordinal_moves_first_to_the_sync_standby() {
         let m = three(["replica", "sync_standby", "leader"]);
         assert_eq!(
-            scale(2, 3, &m),
+            scale(2, 3, &m, false),
             ScalePlan {
                 replicas: 3,
                 switchover_to: Some("db-1".into())
             }
         );
-        // Down to one: only db-0 stays, so it is the candidate.
-        assert_eq!(scale(1, 3, &m).switchover_to.as_deref(), Some("db-0"));
+        // Down to one: only db-0 stays, so it is the candidate...
+        assert_eq!(
+            scale(1, 3, &m, false).switchover_to.as_deref(),
+            Some("db-0")
+        );
+        // ...unless Patroni is in synchronous mode: then only a synchronous standby can take
+        // over, and db-1 goes away too; the StatefulSet waits.
+        assert_eq!(
+            scale(1, 3, &m, true),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: None
+            }
+        );
+        assert_eq!(scale(2, 3, &m, true).switchover_to.as_deref(), Some("db-1"));
     }
 
     #[test]
@@ -297,14 +328,14 @@ mod tests {
         let mut m = three(["replica", "replica", "leader"]);
         m.instances[0] = instance(0, "start failed", false);
         assert_eq!(
-            scale(1, 3, &m),
+            scale(1, 3, &m, false),
             ScalePlan {
                 replicas: 3,
                 switchover_to: None
             }
         );
         let no_primary = three(["replica", "replica", "replica"]);
-        assert_eq!(scale(1, 3, &no_primary).replicas, 3);
+        assert_eq!(scale(1, 3, &no_primary, false).replicas, 3);
     }
 
     #[test]

@@ -291,7 +291,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         .as_ref()
         .and_then(|s| s.spec.as_ref()?.replicas)
         .unwrap_or(cluster.spec.instances);
-    let scale = actions::scale(cluster.spec.instances, current, &members);
+    let synchronous = cluster
+        .spec
+        .replication
+        .as_ref()
+        .is_some_and(|r| r.synchronous.is_some());
+    let scale = actions::scale(cluster.spec.instances, current, &members, synchronous);
     if let Some(spec) = desired.statefulset.spec.as_mut() {
         spec.replicas = Some(scale.replicas);
         // Claim templates are immutable: keep the live ones; volumes grow through their claims.

@@ -325,20 +325,32 @@ pub async fn observe_passwords(
 /// passwords: statements are shown redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
-    #[error("connecting to database {database}: {source}")]
+    #[error("connecting to database {database}: {}", describe(source))]
     Connect {
         database: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("reading the catalog: {0}")]
+    #[error("reading the catalog: {}", describe(.0))]
     Observe(#[source] tokio_postgres::Error),
-    #[error("{statement}: {source}")]
+    #[error("{statement}: {}", describe(source))]
     Statement {
         statement: String,
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+/// The server's own words: tokio-postgres says only "db error" and keeps the message in
+/// its source.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 /// The server to converge and the superuser to do it as.

@@ -80,8 +80,9 @@ pub fn compute(
                     .then(|| lags.get(&name).copied())
                     .flatten(),
                 role,
-                state: member
-                    .and_then(|m| m.state.clone())
+                state: observed
+                    .members
+                    .and_then(|m| m.state(&name))
                     .or_else(|| p.status.as_ref().and_then(|s| s.phase.clone())),
                 ready: pod_ready(p),
                 timeline: member.and_then(|m| m.timeline),
