@@ -5,22 +5,79 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list --unsorted
 
-# Everything CI checks: formatting, lints, fresh CRDs, the chart, unit and integration tests.
+# Everything CI checks: formatting, lints, fresh CRDs, the chart, and both test tiers.
 ci: lint chart-test test
 
-# Unit tests, then integration tests against a real local control plane (built or reused,
-# started, and stopped again at the end).
+# `just integration`, then `just e2e`; the node tier's binaries and images build meanwhile
+# in the background (nice 19, log in target/e2e-build.log), and `just e2e` waits for them.
+# Every test: unit, integration (control plane + kwok), then the node tier (real node).
 test:
     #!/usr/bin/env bash
     set -euo pipefail
+    # The two tiers never share a cluster: kwok-tier pods must not land on the real node.
+    if [[ ${PGPILOT_CLUSTER_DIR:-/var/tmp/pgpilot/cluster} == "${PGPILOT_E2E_DIR:-/var/tmp/pgpilot/e2e}" ]]; then
+      echo "PGPILOT_CLUSTER_DIR and PGPILOT_E2E_DIR name the same state dir: the tiers need one each" >&2
+      exit 1
+    fi
+    # Unless one runs already (.ci/run starts it earlier). Stopped if a tier fails before
+    # `just e2e` has waited for it.
+    cache=${PGPILOT_CACHE:-$HOME/.cache/pgpilot}
+    mkdir -p "$cache"
+    if flock -n "$cache/.e2e-build.lock" true; then
+      mkdir -p target
+      setsid nice -n 19 e2e/scripts/e2e-build.sh >target/e2e-build.log 2>&1 </dev/null &
+      bg=$!
+      trap 'if [[ -e /proc/$bg ]]; then kill -TERM -- "-$bg" 2>/dev/null || true; fi' EXIT
+    fi
+    "{{just_executable()}}" --justfile "{{justfile()}}" integration
+    "{{just_executable()}}" --justfile "{{justfile()}}" e2e
+
+# The control plane runs in the default state dir (PGPILOT_CLUSTER_DIR): built or reused,
+# started, and stopped again at the end if this started it; never a node cluster.
+# Unit and integration tests against a real local control plane with kwok's fake nodes.
+integration:
+    #!/usr/bin/env bash
+    set -euo pipefail
     e2e/scripts/build-binaries.sh
-    started=0
-    if ! e2e/scripts/cluster-status.sh >/dev/null 2>&1; then started=1; fi
-    e2e/scripts/cluster-up.sh --kwok
-    # Leave a cluster we found running; stop the one we started.
-    if [ "$started" = 1 ]; then trap 'e2e/scripts/cluster-down.sh' EXIT; fi
-    source e2e/scripts/env.sh
+    . e2e/scripts/lib.sh
+    if [[ -f $NODE_MARKER ]]; then
+      die "$STATE_DIR holds a node cluster: the integration tier needs a control-plane-only one (kwok pods must not land on a real node); use another PGPILOT_CLUSTER_DIR"
+    fi
+    # Leave a cluster we found running; stop the one we started (keeping a state dir we found).
+    started=1
+    for c in etcd kube-apiserver; do if pid_of "$c" >/dev/null; then started=0; fi; done
+    if [[ $started == 1 ]]; then
+      down=(e2e/scripts/cluster-down.sh)
+      if [[ -d $STATE_DIR/pki ]]; then down+=(--keep-state); fi
+      trap '"${down[@]}"' EXIT
+    fi
+    e2e/scripts/cluster-up.sh --kwok >/dev/null
+    . e2e/scripts/env.sh
     cargo test --workspace --no-fail-fast
+
+# Root only. Builds (or finds cached) the node binaries and the images it needs
+# (e2e/scripts/e2e-build.sh); its own node cluster (e2e/scripts/e2e-env.sh:
+# /var/tmp/pgpilot/e2e) is reused if running, stopped at the end only if this started it.
+# Node tier: a real node (kubelet, containerd, CNI), node-smoke.sh, then the e2e tests.
+e2e:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    . e2e/scripts/e2e-env.sh
+    built=$(e2e/scripts/e2e-build.sh) # (not in <(...): its failure must stop the recipe)
+    mapfile -t tarballs <<<"$built"
+    started=1
+    for c in etcd kube-apiserver; do if pid_of "$c" >/dev/null; then started=0; fi; done
+    if [[ $started == 1 ]]; then
+      down=(e2e/scripts/cluster-down.sh)
+      if [[ -d $STATE_DIR/pki ]]; then down+=(--keep-state); fi
+      trap '"${down[@]}"' EXIT # also undoes a start that failed half-way
+    fi
+    e2e/scripts/cluster-up.sh --node >/dev/null
+    e2e/scripts/import-images.sh "${tarballs[@]}"
+    e2e/scripts/node-smoke.sh
+    . e2e/scripts/env.sh
+    set -a; . "$STATE_DIR/cluster.env"; set +a
+    cargo test -p pgpilot-manager --features e2e --test e2e -- --test-threads=1
 
 # Unit tests only: no cluster needed.
 unit:
