@@ -137,3 +137,9 @@ run *ARGS:
     kubectl apply --server-side -f crds/
     cargo run -p pgpilot-manager -- --log-format text --default-image 17=localhost/pgpilot/postgres:17 \
         --metrics-bind-address 127.0.0.1:8080 --health-probe-bind-address 127.0.0.1:8081 {{ARGS}}
+
+# The cluster controller's benchmarks on the node cluster (time to Ready against two
+# baselines, failover and switchover write gaps), written to docs/benchmarks.md. Not tests:
+# nothing is asserted on timings. Arguments go to `pgpilot-bench all` (e.g. --repeat 5).
+bench *ARGS:
+    e2e/scripts/bench-run.sh {{ARGS}}

@@ -1,0 +1,132 @@
+//! Small Kubernetes helpers: kubectl for exec and logs, polling waits, clean deletion.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+/// Runs kubectl (the cluster's own, first on PATH after e2e/scripts/env.sh) and returns
+/// stdout.
+pub async fn kubectl(args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new("kubectl")
+        .args(args)
+        .output()
+        .await
+        .context("running kubectl (source e2e/scripts/env.sh first)")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `f` every `every` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() >= deadline {
+            match last_err {
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}")
+                }
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Creates the namespace (labelled for the `restricted` Pod Security Standard) if missing.
+pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
+    let api = Api::<Namespace>::all(client.clone());
+    let ns = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pgpilot.io/bench": "true",
+        }},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("pgpilot-bench").force(),
+        &Patch::Apply(&ns),
+    )
+    .await
+    .with_context(|| format!("applying namespace {name}"))?;
+    Ok(())
+}
+
+/// Waits until nothing matching `selector` is left of kind `K` in `ns`.
+pub async fn wait_gone<K>(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    timeout: Duration,
+) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(selector);
+    poll(
+        &format!("{} {selector} to be gone", K::kind(&())),
+        timeout,
+        Duration::from_millis(250),
+        || async {
+            let left = api.list_metadata(&lp).await?.items.len();
+            Ok((left == 0).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Deletes pods and PVCs matching `selector` (pods at once) and waits until both are gone,
+/// so the next sample starts on a quiet node.
+pub async fn delete_pods_and_claims(client: &Client, ns: &str, selector: &str) -> Result<()> {
+    let lp = ListParams::default().labels(selector);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    pods.delete_collection(&DeleteParams::default().grace_period(0), &lp)
+        .await
+        .context("deleting pods")?;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    pvcs.delete_collection(&DeleteParams::default(), &lp)
+        .await
+        .context("deleting claims")?;
+    wait_gone::<Pod>(client, ns, selector, Duration::from_secs(180)).await?;
+    wait_gone::<PersistentVolumeClaim>(client, ns, selector, Duration::from_secs(180)).await
+}
+
+/// The machine's load averages (1, 5, 15 min) as written in /proc/loadavg.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The 1-minute load average.
+pub fn load1() -> f64 {
+    loadavg()
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN)
+}

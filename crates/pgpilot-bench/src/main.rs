@@ -1,0 +1,408 @@
+//! `pgpilot-bench`: the benchmarks of the cluster controller (`just bench`). Prints figures
+//! and writes them to docs/benchmarks.md; nothing is asserted on timings.
+//!
+//! Needs the node cluster (`e2e/scripts/cluster-up.sh --node`), KUBECONFIG pointing at it,
+//! its kubectl on PATH, the postgres:17 image imported, and a pgpilot manager watching the
+//! namespace: `e2e/scripts/bench-run.sh` sets all of that up.
+
+mod host;
+mod kube_util;
+mod milestones;
+mod model;
+mod pgc;
+mod pods;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kube::Client;
+
+use crate::kube_util::{ensure_namespace, load1, loadavg};
+use crate::model::{Environment, EventResult, ReadyResult, Results, Sample};
+use crate::pgc::Disruption;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Namespace the benchmarks create their objects in (the manager must watch it).
+    #[arg(
+        long,
+        global = true,
+        default_value = "bench",
+        env = "PGPILOT_BENCH_NAMESPACE"
+    )]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every measurement, then the report.
+    All {
+        /// Samples per measurement.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Where the Markdown report goes.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Where the raw figures go (JSON), to render again with `render`.
+        #[arg(long, default_value = "target/bench/results.json")]
+        json: PathBuf,
+        /// The node's containerd socket (for the container kill).
+        #[arg(long, env = "PGPILOT_CONTAINERD_SOCKET")]
+        containerd_socket: String,
+        /// Disruptions to measure.
+        #[arg(long, value_delimiter = ',', default_values = ["delete-pod", "kill-container", "kill-postmaster", "switchover"])]
+        disruptions: Vec<Disruption>,
+        /// Instance counts for time-to-Ready.
+        #[arg(long, value_delimiter = ',', default_values = ["1", "3"])]
+        instances: Vec<usize>,
+    },
+    /// Time to Ready of a PostgresCluster.
+    Ready {
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Baseline (a): initdb, start, pg_basebackup, streaming, on the host.
+    HostBaseline {
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Baseline (b): the same steps as plain pods.
+    PodsBaseline {
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Failover or switchover write gap on a three-instance cluster.
+    Disrupt {
+        #[arg(long, value_enum)]
+        mode: Disruption,
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        #[arg(long, env = "PGPILOT_CONTAINERD_SOCKET", default_value = "")]
+        containerd_socket: String,
+        /// Delete the cluster afterwards.
+        #[arg(long)]
+        cleanup: bool,
+    },
+    /// Render the report from a results file.
+    Render {
+        #[arg(long, default_value = "target/bench/results.json")]
+        json: PathBuf,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
+}
+
+const HA_CLUSTER: &str = "bench-ha";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let ns = cli.namespace.as_str();
+    match cli.command {
+        Command::Render { json, out } => {
+            let results: Results = serde_json::from_str(
+                &std::fs::read_to_string(&json)
+                    .with_context(|| format!("reading {}", json.display()))?,
+            )?;
+            write_report(&results, &out)
+        }
+        Command::Ready { instances, repeat } => {
+            let client = client(ns).await?;
+            for k in 0..repeat {
+                let (t, steps) =
+                    pgc::time_to_ready(&client, ns, &format!("bench-r{instances}-{k}"), instances)
+                        .await?;
+                sample(
+                    t,
+                    load1(),
+                    steps,
+                    &format!("pgpilot {instances} instance(s): Ready"),
+                );
+            }
+            Ok(())
+        }
+        Command::HostBaseline { instances, repeat } => {
+            for k in 0..repeat {
+                let t = host::run_once(instances, k).await?;
+                println!(
+                    "host {instances} instance(s): streaming after {:.2} s (load {})",
+                    t.as_secs_f64(),
+                    loadavg()
+                );
+            }
+            Ok(())
+        }
+        Command::PodsBaseline { instances, repeat } => {
+            let client = client(ns).await?;
+            for k in 0..repeat {
+                let (t, steps) =
+                    pods::run_once(&client, ns, &format!("base{instances}-{k}"), instances).await?;
+                sample(
+                    t,
+                    load1(),
+                    steps,
+                    &format!("plain pods {instances} instance(s): streaming"),
+                );
+            }
+            Ok(())
+        }
+        Command::Disrupt {
+            mode,
+            repeat,
+            containerd_socket,
+            cleanup,
+        } => {
+            let client = client(ns).await?;
+            pgc::ensure_cluster(&client, ns, HA_CLUSTER, 3).await?;
+            for k in 0..repeat {
+                let s = pgc::disruption_once(&client, ns, HA_CLUSTER, mode, k, &containerd_socket)
+                    .await?;
+                println!("{}: {}", mode.label(), serde_json::to_string_pretty(&s)?);
+            }
+            if cleanup {
+                pgc::delete_cluster(&client, ns, HA_CLUSTER).await?;
+            }
+            Ok(())
+        }
+        Command::All {
+            repeat,
+            out,
+            json,
+            containerd_socket,
+            disruptions,
+            instances,
+        } => {
+            let client = client(ns).await?;
+            let mut results = Results {
+                environment: environment(repeat).await,
+                ..Default::default()
+            };
+            let save = |r: &Results| -> Result<()> {
+                if let Some(dir) = json.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&json, serde_json::to_string_pretty(r)?)?;
+                write_report(r, &out)
+            };
+            for &n in &instances {
+                let mut r = ReadyResult {
+                    instances: n,
+                    ..Default::default()
+                };
+                for k in 0..repeat {
+                    // Interleaved, so a change of the machine's load hits all three alike.
+                    let load = load1();
+                    match host::run_once(n, k).await {
+                        Ok(t) => r.host.push(sample(
+                            t,
+                            load,
+                            Default::default(),
+                            &format!("host baseline, {n} instance(s), #{k}"),
+                        )),
+                        Err(e) => error(&mut results.errors, &format!("host baseline {n}/{k}"), &e),
+                    }
+                    let load = load1();
+                    match pods::run_once(&client, ns, &format!("base{n}-{k}"), n).await {
+                        Ok((t, steps)) => r.pods.push(sample(
+                            t,
+                            load,
+                            steps,
+                            &format!("plain pods, {n} instance(s), #{k}"),
+                        )),
+                        Err(e) => error(&mut results.errors, &format!("pods baseline {n}/{k}"), &e),
+                    }
+                    let load = load1();
+                    match pgc::time_to_ready(&client, ns, &format!("bench-r{n}-{k}"), n).await {
+                        Ok((t, steps)) => r.pgpilot.push(sample(
+                            t,
+                            load,
+                            steps,
+                            &format!("pgpilot, {n} instance(s), #{k}"),
+                        )),
+                        Err(e) => error(
+                            &mut results.errors,
+                            &format!("pgpilot time-to-Ready {n}/{k}"),
+                            &e,
+                        ),
+                    }
+                }
+                results.ready.push(r);
+                save(&results)?;
+            }
+            if !disruptions.is_empty() {
+                if let Err(e) = pgc::ensure_cluster(&client, ns, HA_CLUSTER, 3).await {
+                    error(
+                        &mut results.errors,
+                        "three-instance cluster for failovers",
+                        &e,
+                    );
+                } else {
+                    let primary = format!("{HA_CLUSTER}-0");
+                    results.environment.patroni = pgc::patroni_version(ns, &primary).await;
+                    results.environment.image_postgres =
+                        pgc::image_postgres(&client, ns, HA_CLUSTER).await;
+                    if results.environment.image_postgres.is_empty() {
+                        results.environment.image_postgres = kube_util::kubectl(&[
+                            "-n",
+                            ns,
+                            "exec",
+                            &primary,
+                            "-c",
+                            "postgres",
+                            "--",
+                            "postgres",
+                            "--version",
+                        ])
+                        .await
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_default();
+                    }
+                    for &mode in &disruptions {
+                        let mut r = EventResult {
+                            mode: mode.label().to_owned(),
+                            samples: vec![],
+                        };
+                        for k in 0..repeat {
+                            match pgc::disruption_once(
+                                &client,
+                                ns,
+                                HA_CLUSTER,
+                                mode,
+                                k,
+                                &containerd_socket,
+                            )
+                            .await
+                            {
+                                Ok(s) => {
+                                    println!(
+                                        "{}, #{k}: write gap {:.2} s ({} → {}), back to Ready after {}, {} of {} acknowledged writes missing (load {:.2})",
+                                        mode.label(),
+                                        s.gap_seconds,
+                                        s.old_primary,
+                                        s.new_primary,
+                                        s.back_to_ready_seconds
+                                            .map(|b| format!("{b:.1} s"))
+                                            .unwrap_or_else(|| "-".into()),
+                                        s.missing,
+                                        s.acked,
+                                        s.load1
+                                    );
+                                    r.samples.push(s);
+                                }
+                                Err(e) => error(
+                                    &mut results.errors,
+                                    &format!("{} #{k}", mode.label()),
+                                    &e,
+                                ),
+                            }
+                        }
+                        if mode == Disruption::Switchover {
+                            results.switchover = Some(r);
+                        } else {
+                            results.failover.push(r);
+                        }
+                        save(&results)?;
+                    }
+                }
+                if let Err(e) = pgc::delete_cluster(&client, ns, HA_CLUSTER).await {
+                    error(
+                        &mut results.errors,
+                        "deleting the three-instance cluster",
+                        &e,
+                    );
+                }
+            }
+            results.environment.load_end = loadavg();
+            save(&results)?;
+            println!("wrote {} and {}", out.display(), json.display());
+            Ok(())
+        }
+    }
+}
+
+fn sample(t: Duration, load: f64, steps: BTreeMap<String, f64>, what: &str) -> Sample {
+    let detail = steps
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("{what}: {:.2} s (load {load:.2}) {detail}", t.as_secs_f64());
+    Sample {
+        seconds: t.as_secs_f64(),
+        load1: load,
+        steps,
+    }
+}
+
+fn error(errors: &mut Vec<String>, what: &str, e: &anyhow::Error) {
+    eprintln!("FAILED {what}: {e:#}");
+    errors.push(format!("{what}: {e:#}"));
+}
+
+async fn client(ns: &str) -> Result<Client> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client: source e2e/scripts/e2e-env.sh and e2e/scripts/env.sh")?;
+    ensure_namespace(&client, ns).await?;
+    Ok(client)
+}
+
+fn write_report(results: &Results, out: &Path) -> Result<()> {
+    std::fs::write(out, report::render(results))
+        .with_context(|| format!("writing {}", out.display()))
+}
+
+fn first_line_with(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        })
+        .unwrap_or_default()
+}
+
+async fn environment(repeat: usize) -> Environment {
+    let kubernetes = kube_util::kubectl(&["version", "-o", "json"])
+        .await
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["serverVersion"]["gitVersion"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Environment {
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model: first_line_with("/proc/cpuinfo", "model name"),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        memory: first_line_with("/proc/meminfo", "MemTotal"),
+        load_start: loadavg(),
+        load_end: String::new(),
+        host_postgres: host::version()
+            .await
+            .unwrap_or_else(|e| format!("unknown ({e})")),
+        image_postgres: String::new(),
+        patroni: String::new(),
+        kubernetes,
+        repeat,
+        cluster_spec: serde_json::to_string(&pgc::spec(3)).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,141 @@
+//! What one run measured: plain data, serialized next to the report so the Markdown can be
+//! rendered again without measuring again.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One timed run and the machine's 1-minute load average when it started.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub seconds: f64,
+    pub load1: f64,
+    /// Seconds after the start at which the pods reached each step (see `milestones`).
+    #[serde(default)]
+    pub steps: BTreeMap<String, f64>,
+}
+
+/// The environment of the run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Environment {
+    pub date: String,
+    pub cores: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub memory: String,
+    pub load_start: String,
+    pub load_end: String,
+    pub host_postgres: String,
+    pub image_postgres: String,
+    pub patroni: String,
+    pub kubernetes: String,
+    pub repeat: usize,
+    /// The PostgresCluster spec measured (YAML).
+    pub cluster_spec: String,
+}
+
+/// Time to Ready for one instance count: pgpilot and its two baselines.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ReadyResult {
+    pub instances: usize,
+    pub pgpilot: Vec<Sample>,
+    pub pods: Vec<Sample>,
+    pub host: Vec<Sample>,
+}
+
+/// One disruption (failover or switchover) seen by the writer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct EventSample {
+    /// Last acknowledged write on the old primary → first on the new one (or, when the
+    /// same server came back, the longest pause between acknowledgements).
+    pub gap_seconds: f64,
+    /// Whether another server took over.
+    pub primary_changed: bool,
+    pub old_primary: String,
+    pub new_primary: String,
+    /// Acknowledged writes in the sample, and those missing when read back afterwards.
+    pub acked: usize,
+    pub missing: usize,
+    /// Failed attempts (connects and inserts) during the sample.
+    pub failed_attempts: usize,
+    /// The event → the cluster's phase Ready again (every instance back).
+    pub back_to_ready_seconds: Option<f64>,
+    pub load1: f64,
+    /// Patroni's log lines about the event, from the new primary (and old one if alive).
+    pub patroni_log: Vec<String>,
+}
+
+/// All samples of one kind of disruption.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct EventResult {
+    pub mode: String,
+    pub samples: Vec<EventSample>,
+}
+
+/// Everything one `pgpilot-bench all` measured.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Results {
+    pub environment: Environment,
+    pub ready: Vec<ReadyResult>,
+    pub failover: Vec<EventResult>,
+    pub switchover: Option<EventResult>,
+    /// Samples that failed, with the error: they are not in the figures.
+    pub errors: Vec<String>,
+}
+
+/// Median, minimum and maximum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Summary {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
+    }
+
+    pub fn of_samples(samples: &[Sample]) -> Option<Self> {
+        Self::of(samples.iter().map(|s| s.seconds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_an_odd_count_takes_the_middle_value() {
+        let s = Summary::of([3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+    }
+
+    #[test]
+    fn summary_of_an_even_count_averages_the_middle_values() {
+        assert_eq!(Summary::of([4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+    }
+
+    #[test]
+    fn summary_of_nothing_is_none() {
+        assert_eq!(Summary::of([]), None);
+        assert_eq!(Summary::of([f64::NAN]), None);
+    }
+}

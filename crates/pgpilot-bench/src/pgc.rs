@@ -1,0 +1,562 @@
+//! Measurements of pgpilot's own clusters: time to Ready, and the write gap of failovers
+//! and switchovers seen by a sequence writer through the `<name>-rw` Service.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use pgpilot_api::cluster::ClusterPhase;
+use pgpilot_api::{PostgresCluster, labels};
+use pgpilot_testkit::writer::{WriteLog, Writer, WriterConfig};
+use serde_json::{Value, json};
+
+use crate::kube_util::{kubectl, load1, poll, wait_gone};
+use crate::milestones::Milestones;
+use crate::model::EventSample;
+
+/// The spec every measured cluster gets: the example's settings (examples/cluster.yaml)
+/// without roles and databases, and volumes deleted with the cluster.
+pub fn spec(instances: usize) -> Value {
+    json!({
+        "instances": instances,
+        "postgresql": {"version": 17, "parameters": {"shared_buffers": "128MB", "max_connections": "200"}},
+        "storage": {"size": "1Gi"},
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "replication": {"synchronous": {"mode": "Preferred", "numberOfStandbys": 1}},
+        "patroni": {"ttl": 20, "loopWait": 2, "retryTimeout": 4},
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"},
+    })
+}
+
+fn cluster_object(name: &str, instances: usize) -> Result<PostgresCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresCluster",
+        "metadata": {"name": name},
+        "spec": spec(instances),
+    }))?)
+}
+
+/// Ready as the brief defines it: phase Ready, condition Ready=True for the current
+/// generation, every instance ready.
+pub fn is_ready(c: &PostgresCluster) -> bool {
+    let Some(s) = &c.status else { return false };
+    s.phase == Some(ClusterPhase::Ready)
+        && s.observed_generation == c.metadata.generation
+        && s.ready_instances == c.spec.instances
+        && s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Waits for Ready with a watch (events arrive at once, unlike a poll).
+pub async fn wait_ready(api: &Api<PostgresCluster>, name: &str, timeout: Duration) -> Result<()> {
+    let cond = |c: Option<&PostgresCluster>| c.is_some_and(is_ready);
+    match tokio::time::timeout(
+        timeout,
+        kube::runtime::wait::await_condition(api.clone(), name, cond),
+    )
+    .await
+    {
+        Ok(r) => {
+            r.with_context(|| format!("watching PostgresCluster {name}"))?;
+            Ok(())
+        }
+        Err(_) => {
+            let now = api.get_opt(name).await.ok().flatten();
+            let status = now
+                .and_then(|c| c.status)
+                .map(|s| serde_json::to_string(&s).unwrap_or_default())
+                .unwrap_or_default();
+            bail!("PostgresCluster {name} not Ready after {timeout:?}; status: {status}")
+        }
+    }
+}
+
+/// Creates a cluster, times apply → Ready, and (unless `keep`) deletes it and waits until
+/// its pods and volumes are gone.
+pub async fn time_to_ready(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    instances: usize,
+) -> Result<(Duration, BTreeMap<String, f64>)> {
+    let api = Api::<PostgresCluster>::namespaced(client.clone(), ns);
+    delete_cluster(client, ns, name).await?;
+    let obj = cluster_object(name, instances)?;
+    let t0 = Instant::now();
+    let steps = Milestones::start(
+        client,
+        ns,
+        &format!("{}={name}", labels::CLUSTER),
+        instances,
+        t0,
+    );
+    api.create(&PostParams::default(), &obj)
+        .await
+        .with_context(|| format!("creating PostgresCluster {name}"))?;
+    let ready = wait_ready(&api, name, Duration::from_secs(300)).await;
+    let elapsed = t0.elapsed();
+    // The pods' own Ready may be seen by the poller a little after the cluster's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut steps = steps.stop();
+    steps.insert("cluster Ready".to_owned(), elapsed.as_secs_f64());
+    let deleted = delete_cluster(client, ns, name).await;
+    ready?;
+    deleted?;
+    Ok((elapsed, steps))
+}
+
+/// Creates the cluster unless it exists, and waits for Ready.
+pub async fn ensure_cluster(client: &Client, ns: &str, name: &str, instances: usize) -> Result<()> {
+    let api = Api::<PostgresCluster>::namespaced(client.clone(), ns);
+    if api.get_opt(name).await?.is_none() {
+        delete_cluster(client, ns, name).await?;
+        api.create(&PostParams::default(), &cluster_object(name, instances)?)
+            .await
+            .with_context(|| format!("creating PostgresCluster {name}"))?;
+    }
+    wait_ready(&api, name, Duration::from_secs(300)).await
+}
+
+/// Deletes the cluster (if any) and waits until it, its pods and its volumes are gone.
+pub async fn delete_cluster(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let api = Api::<PostgresCluster>::namespaced(client.clone(), ns);
+    if api.get_opt(name).await?.is_some() {
+        api.delete(name, &DeleteParams::default()).await?;
+        poll(
+            &format!("PostgresCluster {name} to be deleted"),
+            Duration::from_secs(180),
+            Duration::from_millis(250),
+            || async { Ok(api.get_opt(name).await?.is_none().then_some(())) },
+        )
+        .await?;
+    }
+    let selector = format!("{}={name}", labels::CLUSTER);
+    wait_gone::<Pod>(client, ns, &selector, Duration::from_secs(180)).await?;
+    // Patroni's own DCS ConfigMaps (`<name>-leader`, `-config`, `-sync`, `-failover`) carry
+    // no owner reference and outlive the cluster: a new cluster of the same name would find
+    // `initialize` set and never bootstrap. Remove them once no Patroni is left to rewrite them.
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    for suffix in ["leader", "config", "sync", "failover"] {
+        let _ = configmaps
+            .delete(&format!("{name}-{suffix}"), &DeleteParams::default())
+            .await;
+    }
+    // The StatefulSet controller deletes the claims (whenDeleted: Delete); catch leftovers.
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let _ = pvcs
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&selector),
+        )
+        .await;
+    wait_gone::<PersistentVolumeClaim>(client, ns, &selector, Duration::from_secs(180)).await
+}
+
+/// How the primary is disrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Disruption {
+    /// `kubectl delete pod <primary>`: SIGTERM, Patroni stops PostgreSQL and releases the
+    /// leader lock, the pod is recreated by the StatefulSet.
+    DeletePod,
+    /// SIGKILL to every process of the primary's container from the node
+    /// (`ctr tasks kill --all --signal SIGKILL`), as an OOM kill or a crash would: no
+    /// Patroni left to release the lock; the kubelet restarts the container.
+    KillContainer,
+    /// `kubectl exec <primary> -- kill -9 <postmaster pid>`: PostgreSQL dies, Patroni lives.
+    KillPostmaster,
+    /// Patroni REST `POST /switchover` on the leader's port 8008.
+    Switchover,
+}
+
+impl Disruption {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DeletePod => "delete the primary pod",
+            Self::KillContainer => "SIGKILL the primary's container (all its processes)",
+            Self::KillPostmaster => "SIGKILL the primary's postmaster",
+            Self::Switchover => "switchover (Patroni REST POST /switchover)",
+        }
+    }
+}
+
+struct Target {
+    host: String,
+    password: String,
+}
+
+async fn rw_target(client: &Client, ns: &str, name: &str) -> Result<Target> {
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get(&format!("{name}-rw"))
+        .await
+        .with_context(|| format!("Service {name}-rw"))?;
+    let host = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the -rw Service has no ClusterIP")?;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{name}-superuser"))
+        .await
+        .with_context(|| format!("Secret {name}-superuser"))?;
+    let data = secret.data.unwrap_or_default();
+    let password = data
+        .get("password")
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .context("the superuser Secret has no password")?;
+    Ok(Target { host, password })
+}
+
+/// Pod names by IP, and the primary (labelled by Patroni).
+async fn pods_by_ip(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<(BTreeMap<String, String>, Option<Pod>)> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{}={name}", labels::CLUSTER)))
+        .await?;
+    let mut by_ip = BTreeMap::new();
+    let mut primary = None;
+    for p in pods.items {
+        let pod_name = p.metadata.name.clone().unwrap_or_default();
+        if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) {
+            by_ip.insert(ip, pod_name);
+        }
+        let is_primary = p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::ROLE))
+            .is_some_and(|r| r == labels::ROLE_PRIMARY);
+        if is_primary && p.metadata.deletion_timestamp.is_none() {
+            primary = Some(p);
+        }
+    }
+    Ok((by_ip, primary))
+}
+
+async fn disrupt(mode: Disruption, ns: &str, primary: &Pod, containerd: &str) -> Result<()> {
+    let name = primary.metadata.name.clone().unwrap_or_default();
+    match mode {
+        Disruption::DeletePod => {
+            kubectl(&["-n", ns, "delete", "pod", &name, "--wait=false"]).await?;
+        }
+        Disruption::KillPostmaster => {
+            kubectl(&[
+                "-n",
+                ns,
+                "exec",
+                &name,
+                "-c",
+                "postgres",
+                "--",
+                "sh",
+                "-c",
+                "kill -9 $(head -1 /var/lib/postgresql/data/pgdata/postmaster.pid)",
+            ])
+            .await?;
+        }
+        Disruption::KillContainer => {
+            let id = primary
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.name == "postgres"))
+                .and_then(|c| c.container_id.clone())
+                .context("the primary has no container id")?;
+            let id = id.trim_start_matches("containerd://");
+            let out = tokio::process::Command::new("ctr")
+                .args([
+                    "--address",
+                    containerd,
+                    "--namespace",
+                    "k8s.io",
+                    "tasks",
+                    "kill",
+                    "--all",
+                    "--signal",
+                    "SIGKILL",
+                    id,
+                ])
+                .output()
+                .await
+                .context("running ctr")?;
+            if !out.status.success() {
+                bail!(
+                    "ctr tasks kill {id}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Disruption::Switchover => {
+            let ip = primary
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .context("the primary has no IP")?;
+            let body = json!({"leader": name}).to_string();
+            let (status, text) = http_post(&ip, 8008, "/switchover", &body).await?;
+            if status != 200 {
+                bail!("POST /switchover: {status} {text}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn http_post(host: &str, port: u16, path: &str, body: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .context("connect timed out")??;
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut resp))
+        .await
+        .context("no answer within 60 s")??;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    let text = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, text))
+}
+
+/// Reads back every id of `table` through the -rw Service.
+async fn read_back(target: &Target, table: &str) -> Result<HashSet<i64>> {
+    let (c, conn) = tokio_postgres::Config::new()
+        .host(&target.host)
+        .port(5432)
+        .user("postgres")
+        .password(&target.password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2))
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    let rows = c.query(&format!("select id from {table}"), &[]).await?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+}
+
+/// Patroni's lines about leadership since the event, from every pod of the cluster.
+async fn patroni_log(client: &Client, ns: &str, name: &str, since_secs: u64) -> Vec<String> {
+    let Ok((by_ip, _)) = pods_by_ip(client, ns, name).await else {
+        return vec![];
+    };
+    let mut lines = vec![];
+    for pod in by_ip.values() {
+        let since = format!("--since={since_secs}s");
+        let Ok(log) = kubectl(&["-n", ns, "logs", pod, "-c", "postgres", &since]).await else {
+            continue;
+        };
+        for l in log.lines() {
+            let lower = l.to_lowercase();
+            if [
+                "promot",
+                "leader",
+                "lock",
+                "demot",
+                "crash",
+                "starting",
+                "failover",
+                "switchover",
+                "following",
+                "shut",
+            ]
+            .iter()
+            .any(|k| lower.contains(k))
+                && !lower.contains("no action")
+                && !lower.contains("lock owner:")
+                && !lower.contains("checkpoint")
+            {
+                lines.push(format!("{pod}: {}", l.trim()));
+            }
+        }
+    }
+    lines.sort_by(|a, b| timestamp(a).cmp(timestamp(b)));
+    lines.dedup();
+    lines.truncate(12);
+    lines
+}
+
+fn timestamp(line: &str) -> &str {
+    // "<pod>: 2026-01-01 10:00:00,123 INFO: ..." → the timestamp part.
+    line.split_once(": ")
+        .map(|(_, r)| r.get(..23).unwrap_or(r))
+        .unwrap_or(line)
+}
+
+/// One disruption of the Ready cluster `name` under a running writer.
+pub async fn disruption_once(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    mode: Disruption,
+    sample: usize,
+    containerd: &str,
+) -> Result<EventSample> {
+    let api = Api::<PostgresCluster>::namespaced(client.clone(), ns);
+    wait_ready(&api, name, Duration::from_secs(300)).await?;
+    // Let replication settle (sync standby chosen) before disrupting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let target = rw_target(client, ns, name).await?;
+    let (by_ip, primary) = pods_by_ip(client, ns, name).await?;
+    let primary = primary.context("no pod is labelled primary")?;
+    let primary_ip = primary
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
+    let table = format!(
+        "bench_{}_{sample}_{}",
+        format!("{mode:?}").to_lowercase(),
+        std::process::id()
+    );
+    let mut config =
+        WriterConfig::new(&target.host, 5432, "postgres", &target.password, "postgres");
+    config.table = table.clone();
+    let writer = Writer::start(config);
+    let warm = writer
+        .wait_until(Duration::from_secs(30), |acks| {
+            acks.len() >= 100 && acks.last().is_some_and(|a| a.server == primary_ip)
+        })
+        .await;
+    if !warm {
+        let log = writer.stop().await;
+        bail!(
+            "the writer did not get 100 writes acknowledged by the primary {primary_ip} through {}:5432 in 30 s; last failures: {:?}",
+            target.host,
+            log.failures
+                .iter()
+                .rev()
+                .take(3)
+                .map(|f| &f.message)
+                .collect::<Vec<_>>()
+        );
+    }
+    let load = load1();
+    let event = Instant::now();
+    disrupt(mode, ns, &primary, containerd).await?;
+    // Writes resume: on another server, or (kills) on the same one after a pause.
+    let resumed = writer
+        .wait_until(Duration::from_secs(120), |acks| {
+            let after: Vec<_> = acks.iter().filter(|a| a.at > event).collect();
+            let moved = after.iter().any(|a| a.server != primary_ip);
+            let paused_and_back = acks.windows(2).any(|w| {
+                w[1].at > event && w[1].at.duration_since(w[0].at) > Duration::from_millis(500)
+            });
+            (moved || paused_and_back)
+                && after
+                    .last()
+                    .is_some_and(|a| a.at.elapsed() < Duration::from_millis(200))
+                && after.len() > 50
+        })
+        .await;
+    // Back to Ready: every instance, including the old primary, serving again.
+    let back = wait_ready(&api, name, Duration::from_secs(300)).await;
+    let back_to_ready = back.is_ok().then(|| event.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log: WriteLog = writer.stop().await;
+    if !resumed {
+        bail!(
+            "writes did not resume within 120 s of: {}; last failures: {:?}",
+            mode.label(),
+            log.failures
+                .iter()
+                .rev()
+                .take(3)
+                .map(|f| &f.message)
+                .collect::<Vec<_>>()
+        );
+    }
+    back?;
+    let (by_ip_after, _) = pods_by_ip(client, ns, name).await?;
+    let pod_of = |ip: &str| {
+        by_ip
+            .get(ip)
+            .or_else(|| by_ip_after.get(ip))
+            .cloned()
+            .unwrap_or_else(|| ip.to_owned())
+    };
+    let failover = log.failover();
+    let (gap, changed, new_server) = match &failover {
+        Some(g) => (g.duration(), true, g.first_after.server.clone()),
+        None => {
+            let g = log
+                .longest_gap(event)
+                .context("no writes around the event")?;
+            (g.duration(), false, g.first_after.server.clone())
+        }
+    };
+    let present = read_back(&target, &table)
+        .await
+        .context("reading the writes back")?;
+    let missing = log.missing(&present);
+    if !missing.is_empty() {
+        eprintln!(
+            "  {} acknowledged writes missing, e.g. ids {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    let since = event.elapsed().as_secs() + 5;
+    Ok(EventSample {
+        gap_seconds: gap.as_secs_f64(),
+        primary_changed: changed,
+        old_primary: pod_of(&primary_ip),
+        new_primary: pod_of(&new_server),
+        acked: log.acks.len(),
+        missing: missing.len(),
+        failed_attempts: log.failures.iter().filter(|f| f.at > event).count(),
+        back_to_ready_seconds: back_to_ready,
+        load1: load,
+        patroni_log: patroni_log(client, ns, name, since).await,
+    })
+}
+
+/// Patroni's version in the cluster's pods.
+pub async fn patroni_version(ns: &str, pod: &str) -> String {
+    kubectl(&[
+        "-n",
+        ns,
+        "exec",
+        pod,
+        "-c",
+        "postgres",
+        "--",
+        "patroni",
+        "--version",
+    ])
+    .await
+    .map(|s| s.trim().to_owned())
+    .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// The PostgreSQL version the cluster's status reports.
+pub async fn image_postgres(client: &Client, ns: &str, name: &str) -> String {
+    Api::<PostgresCluster>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()
+        .and_then(|c| c.status)
+        .and_then(|s| s.instances.into_iter().find_map(|i| i.postgres_version))
+        .map(|v| format!("PostgreSQL {v}"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `just bench`: the cluster controller's benchmarks on the node cluster (the e2e tier's:
+# e2e-env.sh), written to docs/benchmarks.md. Brings the node cluster up if it is not running
+# (idempotent: a running one is reused), imports the image, runs pgpilot's manager with
+# least-privilege RBAC confined to the bench namespace, runs `pgpilot-bench all`, and stops
+# the manager again. Arguments go to `pgpilot-bench all` (e.g. --repeat 5).
+#
+#   PGPILOT_BENCH_NAMESPACE   namespace of everything measured (bench)
+set -euo pipefail
+# shellcheck source=e2e-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/e2e-env.sh"
+REPO=$(cd "$E2E_DIR/.." && pwd)
+NS=${PGPILOT_BENCH_NAMESPACE:-bench}
+[[ $NS == bench* ]] || die "PGPILOT_BENCH_NAMESPACE must start with bench (got $NS)"
+export PGPILOT_BENCH_NAMESPACE=$NS
+MANAGER_NAME=pgpilot-bench-manager
+
+step() { printf '\n\033[1m== %s\033[0m (+%ss)\n' "$*" "$(elapsed)" >&2; }
+
+step "binaries, images"
+"$E2E_DIR/scripts/build-binaries.sh" --node >/dev/null
+"$REPO/images/pause/build.sh" >/dev/null
+"$REPO/images/pgclient/build.sh" >/dev/null
+"$REPO/images/postgres/build.sh" 17 >/dev/null
+
+step "node cluster (reused when running)"
+mkdir -p "$REPO/target/bench"
+"$E2E_DIR/scripts/cluster-up.sh" --node >"$REPO/target/bench/cluster-up.log" 2>&1 ||
+  die "cluster-up.sh --node failed: see target/bench/cluster-up.log"
+"$E2E_DIR/scripts/import-images.sh" localhost/pgpilot/postgres:17 2>"$REPO/target/bench/import.log" ||
+  die "importing the image failed: see target/bench/import.log"
+# shellcheck source=env.sh
+. "$E2E_DIR/scripts/env.sh"
+# shellcheck disable=SC1091
+. "$STATE_DIR/cluster.env"
+export PGPILOT_CONTAINERD_SOCKET
+
+step "build pgpilot-manager and pgpilot-bench"
+(cd "$REPO" && cargo build -q -p pgpilot-manager -p pgpilot-bench)
+MANAGER=$REPO/target/debug/pgpilot-manager
+BENCH=$REPO/target/debug/pgpilot-bench
+
+step "namespace $NS, CRDs, the manager's RBAC (namespaced)"
+kctl apply --server-side -f "$REPO/crds/" >/dev/null
+kctl create namespace "$NS" --dry-run=client -o yaml | kctl apply -f - >/dev/null
+kctl label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+# The manager's own rules for the cluster controller, under names of the bench's own and bound
+# in $NS only (a RoleBinding to the ClusterRole): other users of this cluster keep theirs.
+"$MANAGER" rbac --controllers cluster --namespace "$NS" --bind user:pgpilot-manager |
+  kctl create --dry-run=client -f - -o json |
+  jq -s --arg ns "$NS" '{apiVersion: "v1", kind: "List", items: map(
+      if .kind == "ClusterRole" then .metadata.name = "pgpilot-bench-manager"
+      elif .kind == "ClusterRoleBinding" then
+        .kind = "RoleBinding" | .metadata = {name: "pgpilot-bench-manager-cluster", namespace: $ns}
+        | .roleRef.name = "pgpilot-bench-manager"
+      else . end)}' |
+  kctl apply -f - >/dev/null
+
+step "pgpilot-manager, watching $NS only (log: $LOG_DIR/$MANAGER_NAME.log)"
+if pid=$(pid_of "$MANAGER_NAME"); then kill -TERM "$pid" 2>/dev/null || true; sleep 1; fi
+# Its own copy of the binary: its path names the state dir, so pid_of knows it is ours.
+cp "$MANAGER" "$STATE_DIR/$MANAGER_NAME"
+KUBECONFIG=$STATE_DIR/pgpilot-manager.kubeconfig launch "$MANAGER_NAME" "$STATE_DIR/$MANAGER_NAME" \
+  --controllers=cluster --namespace="$NS" --leader-elect --leader-election-namespace="$NS" \
+  --default-image=17=localhost/pgpilot/postgres:17 --log-format=text \
+  --metrics-bind-address=127.0.0.1:18280 --health-probe-bind-address=127.0.0.1:18281
+stop_manager() {
+  local pid
+  if pid=$(pid_of "$MANAGER_NAME"); then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in {1..50}; do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+}
+trap stop_manager EXIT
+for _ in {1..100}; do
+  curl -fsS --max-time 1 http://127.0.0.1:18281/readyz >/dev/null 2>&1 && break
+  alive "$MANAGER_NAME" || die "the manager exited; see $LOG_DIR/$MANAGER_NAME.log"
+  sleep 0.2
+done
+
+step "benchmarks (a full run takes 20-40 min)"
+cd "$REPO"
+"$BENCH" all --namespace "$NS" --out docs/benchmarks.md --json target/bench/results.json "$@"
+step "done: docs/benchmarks.md"
