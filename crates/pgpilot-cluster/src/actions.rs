@@ -157,11 +157,26 @@ pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -
             switchover_to: None,
         };
     }
+    let candidate = successor(members, synchronous, |i| i.ordinal < desired);
+    ScalePlan {
+        replicas: current,
+        switchover_to: candidate.map(|c| c.pod.clone()),
+    }
+}
+
+/// The healthy replica `keep` accepts that should take over from the primary: a synchronous
+/// standby first (in synchronous mode Patroni accepts only one), then the least lagging.
+fn successor(
+    members: &Members,
+    synchronous: bool,
+    keep: impl Fn(&Instance) -> bool,
+) -> Option<&Instance> {
+    let primary = members.primary()?;
     let lags = members.lags();
-    let candidate = members
+    members
         .instances
         .iter()
-        .filter(|i| i.ordinal < desired && i.ready && i.pod != primary.pod)
+        .filter(|i| keep(i) && i.ready && i.pod != primary.pod)
         .filter(|i| {
             matches!(
                 members.state(&i.pod).as_deref(),
@@ -177,10 +192,53 @@ pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -
                 i.ordinal,
             )
         })
-        .map(|(i, _)| i);
-    ScalePlan {
-        replicas: current,
-        switchover_to: candidate.map(|c| c.pod.clone()),
+        .map(|(i, _)| i)
+}
+
+/// The next step of a rolling restart for parameters that only take effect on restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Nothing pending.
+    Done,
+    /// Pending, but an instance is not healthy: wait rather than restart another one.
+    Wait,
+    /// Restart this instance now.
+    Instance(String),
+    /// Only the primary is left: hand its role to this replica first, then restart it as a
+    /// replica (a switchover is a shorter write gap than a primary restart).
+    SwitchoverTo(String),
+}
+
+/// Replicas first, one at a time, each only while every instance is healthy; the primary
+/// last, after a switchover when there is a replica to take over.
+pub fn restart(members: &Members, synchronous: bool) -> Restart {
+    let pending: Vec<&Instance> = members
+        .instances
+        .iter()
+        .filter(|i| i.member.as_ref().is_some_and(|m| m.pending_restart))
+        .collect();
+    if pending.is_empty() {
+        return Restart::Done;
+    }
+    let healthy = |i: &Instance| {
+        i.ready
+            && matches!(
+                members.state(&i.pod).as_deref(),
+                Some("running" | "streaming")
+            )
+    };
+    let Some(primary) = members.primary() else {
+        return Restart::Wait;
+    };
+    if !members.instances.iter().all(healthy) {
+        return Restart::Wait;
+    }
+    if let Some(replica) = pending.iter().rev().find(|i| i.pod != primary.pod) {
+        return Restart::Instance(replica.pod.clone());
+    }
+    match successor(members, synchronous, |_| true) {
+        Some(to) => Restart::SwitchoverTo(to.pod.clone()),
+        None => Restart::Instance(primary.pod.clone()),
     }
 }
 
@@ -336,6 +394,38 @@ mod tests {
         );
         let no_primary = three(["replica", "replica", "replica"]);
         assert_eq!(scale(1, 3, &no_primary, false).replicas, 3);
+    }
+
+    fn pending(m: &mut Members, pods: &[i32]) {
+        for i in m.instances.iter_mut() {
+            if let Some(member) = i.member.as_mut() {
+                member.pending_restart = pods.contains(&i.ordinal);
+            }
+        }
+    }
+
+    #[test]
+    fn a_rolling_restart_takes_replicas_one_by_one_and_the_primary_last() {
+        let mut m = three(["leader", "sync_standby", "replica"]);
+        assert_eq!(restart(&m, true), Restart::Done);
+        pending(&mut m, &[0, 1, 2]);
+        assert_eq!(restart(&m, true), Restart::Instance("db-2".into()));
+        pending(&mut m, &[0, 1]);
+        assert_eq!(restart(&m, true), Restart::Instance("db-1".into()));
+        pending(&mut m, &[0]);
+        assert_eq!(restart(&m, true), Restart::SwitchoverTo("db-1".into()));
+        // While an instance is down, nothing else restarts.
+        pending(&mut m, &[0, 1]);
+        m.instances[2] = instance(2, "starting", false);
+        m.instances[2].member.as_mut().unwrap().pending_restart = false;
+        assert_eq!(restart(&m, true), Restart::Wait);
+    }
+
+    #[test]
+    fn a_single_instance_restarts_in_place() {
+        let mut m = members(&[("leader", None)], vec![instance(0, "running", true)]);
+        pending(&mut m, &[0]);
+        assert_eq!(restart(&m, false), Restart::Instance("db-0".into()));
     }
 
     #[test]

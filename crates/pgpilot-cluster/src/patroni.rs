@@ -230,6 +230,19 @@ impl Patroni {
         .map(drop)
     }
 
+    /// POST /restart on a member, only if a restart is pending there.
+    pub async fn restart(&self, member: &str, ip: &str) -> Result<(), PatroniError> {
+        let body = serde_json::json!({"restart_pending": true});
+        self.send(
+            "restart",
+            member,
+            self.http.post(Self::url(ip, "/restart")).json(&body),
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
     /// POST /reinitialize on a replica: wipe its data directory and clone it again from
     /// the primary.
     pub async fn reinitialize(&self, member: &str, ip: &str) -> Result<(), PatroniError> {

@@ -336,6 +336,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         switchover(&ctx, &cluster, &members, candidate).await;
     }
     configure_patroni(&ctx, &cluster, &members, &desired.patroni_dcs).await;
+    busy |= rolling_restart(&ctx, &cluster, &members, synchronous).await;
     busy |= reinitialize(&ctx, &cluster, &members).await;
     let mut conditions = vec![];
     let (s, reason, message) = resize_volumes(&ctx, &cluster, &ns).await?;
@@ -505,6 +506,65 @@ async fn configure_patroni(
             ctx.events
                 .warning(cluster, "PatroniConfigFailed", "Configure", e.to_string())
                 .await;
+        }
+    }
+}
+
+/// One step of a rolling restart for parameters that need one. Returns whether one is under way.
+async fn rolling_restart(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    members: &Members,
+    synchronous: bool,
+) -> bool {
+    let ip_of = |pod: &str| {
+        members
+            .instances
+            .iter()
+            .find(|i| i.pod == pod)
+            .and_then(|i| i.ip.clone())
+    };
+    match actions::restart(members, synchronous) {
+        actions::Restart::Done => false,
+        actions::Restart::Wait => true,
+        actions::Restart::Instance(pod) => {
+            let Some(ip) = ip_of(&pod) else { return true };
+            match ctx.patroni.restart(&pod, &ip).await {
+                Ok(()) => {
+                    ctx.events
+                        .normal(
+                            cluster,
+                            "RestartingInstance",
+                            "Restart",
+                            format!("{pod}: parameters that take effect on restart changed"),
+                        )
+                        .await
+                }
+                Err(e) => tracing::warn!(error = %e, "restart failed"),
+            }
+            true
+        }
+        actions::Restart::SwitchoverTo(to) => {
+            let Some((primary, ip)) = members
+                .primary()
+                .and_then(|p| Some((p.pod.clone(), p.ip.clone()?)))
+            else {
+                return true;
+            };
+            match ctx.patroni.switchover(&primary, &ip, &to).await {
+                Ok(()) => {
+                    ctx.events
+                        .normal(
+                            cluster,
+                            "Switchover",
+                            "Restart",
+                            format!("moving the primary from {primary} to {to} to restart {primary} as a replica"),
+                        )
+                        .await
+                }
+                Err(e) => tracing::warn!(error = %e, "switchover failed"),
+            }
+            true
         }
     }
 }
