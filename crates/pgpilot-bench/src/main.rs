@@ -59,7 +59,7 @@ enum Command {
         /// Disruptions to measure.
         #[arg(long, value_delimiter = ',', default_values = ["delete-pod", "kill-container", "kill-postmaster", "switchover"])]
         disruptions: Vec<Disruption>,
-        /// Instance counts for time-to-Ready.
+        /// Instance counts for time-to-Ready (0: skip time-to-Ready).
         #[arg(long, value_delimiter = ',', default_values = ["1", "3"])]
         instances: Vec<usize>,
     },
@@ -197,7 +197,7 @@ async fn main() -> Result<()> {
                 std::fs::write(&json, serde_json::to_string_pretty(r)?)?;
                 write_report(r, &out)
             };
-            for &n in &instances {
+            for &n in instances.iter().filter(|&&n| n > 0) {
                 let mut r = ReadyResult {
                     instances: n,
                     ..Default::default()

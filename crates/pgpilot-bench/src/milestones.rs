@@ -108,3 +108,79 @@ impl Milestones {
             .unwrap_or_default()
     }
 }
+
+/// Steps of a failover or switchover, in the order they usually happen.
+pub const EVENT_STEPS: [&str; 4] = [
+    "old primary unlabelled or terminating",
+    "-rw has no endpoint",
+    "new primary labelled",
+    "-rw endpoint is the new primary",
+];
+
+/// Polls the cluster's pods and the `-rw` Service's EndpointSlices every 50 ms and records
+/// when, after the start, the role label and the Service's endpoint moved away from
+/// `old_ip`.
+pub fn start_event(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    old_ip: &str,
+    t0: Instant,
+) -> Milestones {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
+    let pod_lp = ListParams::default().labels(&format!("{}={cluster}", labels::CLUSTER));
+    let slice_lp =
+        ListParams::default().labels(&format!("kubernetes.io/service-name={cluster}-rw"));
+    let old_ip = old_ip.to_owned();
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let mut reached: Vec<(&'static str, bool)> = vec![];
+            if let Ok(list) = pods.list(&pod_lp).await {
+                let ip = |p: &Pod| p.status.as_ref().and_then(|s| s.pod_ip.clone());
+                let primaries: Vec<&Pod> = list
+                    .items
+                    .iter()
+                    .filter(|p| primary(p) && p.metadata.deletion_timestamp.is_none())
+                    .collect();
+                reached.push((
+                    EVENT_STEPS[0],
+                    !primaries
+                        .iter()
+                        .any(|p| ip(p).as_deref() == Some(old_ip.as_str())),
+                ));
+                reached.push((
+                    EVENT_STEPS[2],
+                    primaries.iter().any(|p| ip(p).is_some_and(|i| i != old_ip)),
+                ));
+            }
+            if let Ok(list) = slices.list(&slice_lp).await {
+                let ready: Vec<String> = list
+                    .items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter())
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                    .flat_map(|e| e.addresses.iter().cloned())
+                    .collect();
+                reached.push((EVENT_STEPS[1], ready.is_empty()));
+                reached.push((
+                    EVENT_STEPS[3],
+                    !ready.is_empty() && ready.iter().all(|a| *a != old_ip),
+                ));
+            }
+            let at = t0.elapsed().as_secs_f64();
+            if let Ok(mut m) = s.lock() {
+                for (step, ok) in reached {
+                    if ok {
+                        m.entry(step).or_insert(at);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    Milestones { seen, task }
+}

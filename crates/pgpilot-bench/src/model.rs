@@ -61,6 +61,10 @@ pub struct EventSample {
     /// The event → the cluster's phase Ready again (every instance back).
     pub back_to_ready_seconds: Option<f64>,
     pub load1: f64,
+    /// Seconds after the disruption at which the role label and the `-rw` Service moved
+    /// (see `milestones::EVENT_STEPS`), and the first and last acknowledged writes.
+    #[serde(default)]
+    pub steps: BTreeMap<String, f64>,
     /// Patroni's log lines about the event, from the new primary (and old one if alive).
     pub patroni_log: Vec<String>,
 }

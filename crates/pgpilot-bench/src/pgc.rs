@@ -14,7 +14,7 @@ use pgpilot_testkit::writer::{WriteLog, Writer, WriterConfig};
 use serde_json::{Value, json};
 
 use crate::kube_util::{kubectl, load1, poll, wait_gone};
-use crate::milestones::Milestones;
+use crate::milestones::{self, Milestones};
 use crate::model::EventSample;
 
 /// The spec every measured cluster gets: the example's settings (examples/cluster.yaml)
@@ -155,6 +155,10 @@ pub async fn delete_cluster(client: &Client, ns: &str, name: &str) -> Result<()>
         .await;
     wait_gone::<PersistentVolumeClaim>(client, ns, &selector, Duration::from_secs(180)).await
 }
+
+/// Step names of the writer's side of a disruption.
+pub const LAST_OLD_ACK: &str = "last write acknowledged by the old primary";
+pub const FIRST_NEW_ACK: &str = "first write acknowledged after the gap";
 
 /// How the primary is disrupted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -453,6 +457,7 @@ pub async fn disruption_once(
     }
     let load = load1();
     let event = Instant::now();
+    let watch = milestones::start_event(client, ns, name, &primary_ip, event);
     disrupt(mode, ns, &primary, containerd).await?;
     // Writes resume: on another server, or (kills) on the same one after a pause.
     let resumed = writer
@@ -472,6 +477,7 @@ pub async fn disruption_once(
     // Back to Ready: every instance, including the old primary, serving again.
     let back = wait_ready(&api, name, Duration::from_secs(300)).await;
     let back_to_ready = back.is_ok().then(|| event.elapsed().as_secs_f64());
+    let mut steps = watch.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log: WriteLog = writer.stop().await;
     if !resumed {
@@ -505,6 +511,17 @@ pub async fn disruption_once(
             (g.duration(), false, g.first_after.server.clone())
         }
     };
+    let rel = |at: Instant| {
+        if at >= event {
+            at.duration_since(event).as_secs_f64()
+        } else {
+            -event.duration_since(at).as_secs_f64()
+        }
+    };
+    if let Some(g) = failover.as_ref().or(log.longest_gap(event).as_ref()) {
+        steps.insert(LAST_OLD_ACK.to_owned(), rel(g.last_before.at));
+        steps.insert(FIRST_NEW_ACK.to_owned(), rel(g.first_after.at));
+    }
     let present = read_back(&target, &table)
         .await
         .context("reading the writes back")?;
@@ -527,6 +544,7 @@ pub async fn disruption_once(
         failed_attempts: log.failures.iter().filter(|f| f.at > event).count(),
         back_to_ready_seconds: back_to_ready,
         load1: load,
+        steps,
         patroni_log: patroni_log(client, ns, name, since).await,
     })
 }

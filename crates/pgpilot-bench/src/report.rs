@@ -3,8 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::milestones::STEPS;
+use crate::milestones::{EVENT_STEPS, STEPS};
 use crate::model::{EventResult, Results, Sample, Summary};
+use crate::pgc::{FIRST_NEW_ACK, LAST_OLD_ACK};
 
 /// Failover after deleting the primary pod: under this many seconds.
 pub const FAILOVER_TARGET_S: f64 = 5.0;
@@ -335,6 +336,7 @@ fn events_section(o: &mut String, r: &Results) {
                 s.load1
             );
         }
+        event_breakdown(o, ev);
         if let Some(first) = ev.samples.first().filter(|s| !s.patroni_log.is_empty()) {
             let _ = writeln!(
                 o,
@@ -346,6 +348,33 @@ fn events_section(o: &mut String, r: &Results) {
             let _ = writeln!(o, "```");
         }
         o.push('\n');
+    }
+}
+
+/// Medians of when, after the disruption, the writer and the cluster reached each step.
+fn event_breakdown(o: &mut String, ev: &EventResult) {
+    let mut steps: Vec<(&str, f64)> = [LAST_OLD_ACK]
+        .into_iter()
+        .chain(EVENT_STEPS)
+        .chain([FIRST_NEW_ACK])
+        .filter_map(|step| {
+            Summary::of(ev.samples.iter().filter_map(|s| s.steps.get(step).copied()))
+                .map(|m| (step, m.median))
+        })
+        .collect();
+    if steps.is_empty() {
+        return;
+    }
+    steps.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let _ = writeln!(
+        o,
+        "\nWhere the time goes: medians, in seconds after the disruption was sent, of when each\n\
+         step was first seen (pods and the `-rw` EndpointSlice polled every 50 ms; steps that never\n\
+         happened, e.g. no new primary when the same server comes back, are left out).\n\n\
+         | step | median (s) |\n|---|---|"
+    );
+    for (step, median) in steps {
+        let _ = writeln!(o, "| {step} | {median:.2} |");
     }
 }
 
@@ -420,21 +449,30 @@ fn missed_section(o: &mut String, r: &Results) {
 }
 
 /// What would move the figures, for the cluster controller's owners.
-const TUNING: &str = "What would tune them (changes to the cluster controller, `crates/pgpilot-cluster`):\n\n\
-- **Readiness probe**: `/readiness` every 2 s with `failureThreshold: 3` and no `initialDelaySeconds`;\n  \
-  the pod turns Ready up to 2 s after Patroni is ready, and Ready gates both the cluster's status and\n  \
-  the `-rw` Service's endpoints. `periodSeconds: 1` halves that wait.\n\
-- **Patroni's loop**: `loop_wait` (2 s here) is how often a replica looks at the leader lock and how\n  \
-  often the new leader relabels its pod; with `ttl: 20`, `retry_timeout: 4` a hard kill costs up to\n  \
-  the lock's TTL. `loop_wait: 1` and the smallest TTL Patroni allows (20 s) are the floor without a\n  \
-  watchdog; failovers after a crash are bound by the TTL, not the loop.\n\
-- **Service switch**: `<name>-rw` follows the `pgpilot.io/role` label, so a failover also waits for\n  \
-  the endpoints controller and kube-proxy's iptables sync. Patroni's `use_endpoints: true` with the\n  \
-  `-rw` Endpoints managed by Patroni itself updates the Service in the same API call that takes the\n  \
-  lock.\n\
-- **Pod creation order**: all pods start at once (`podManagementPolicy: Parallel`); the replicas\n  \
-  poll for a leader and clone as soon as it exists. The bootstrap on the leader (initdb, then Patroni\n  \
-  creating its users and `post_bootstrap`) is on the critical path; a smaller `shared_buffers` and\n  \
-  no `--data-checksums` shorten initdb slightly.\n\
-- **Switchover**: Patroni waits for a CHECKPOINT on the old primary before shutting it down; an\n  \
-  `CHECKPOINT` issued just before the switchover makes that one short.";
+const TUNING: &str = "What would tune them (changes to the cluster controller, `crates/pgpilot-cluster`, and to\n\
+the node; the step tables above show which part of each gap they act on):\n\n\
+- **The `-rw` Service is the slowest hop of a failover.** Patroni labels the new primary, the\n  \
+  EndpointSlice follows within ~0.1 s, but kube-proxy applies it only on its next sync\n  \
+  (`iptables.minSyncPeriod: 1s` on this node, plus `iptables-restore` under load): the step table\n  \
+  shows ~1-1.5 s between the endpoint moving and the first acknowledged write. Options: kube-proxy in\n  \
+  nftables mode or a lower `minSyncPeriod` (a node setting); for clients that need the shortest gap,\n  \
+  document a multi-host connection string over the headless `<name>-pods` names with\n  \
+  `target_session_attrs=read-write`, which skips the Service entirely.\n\
+- **Patroni's loop**: `loop_wait` (2 s here) bounds how long a replica takes to notice a released\n  \
+  lock and how long the new leader takes to relabel its pod. `loopWait: 1` (with `retryTimeout: 4`,\n  \
+  `ttl: 20`, still within `loop_wait + 2 × retry_timeout ≤ ttl`) should take up to ~1 s off pod\n  \
+  deletion and switchover. A crash that leaves the lock held (container SIGKILL, node loss) costs up\n  \
+  to `ttl` unless the same Patroni comes back first, as it did here; 20 s is Patroni's minimum.\n\
+- **Readiness probe**: `/readiness` every 2 s (`failureThreshold: 3`): the pod turns Ready up to\n  \
+  2 s after Patroni is ready, and pod readiness gates the cluster's `Ready` (time to Ready) and a\n  \
+  rejoined replica (back to Ready). `periodSeconds: 1` halves that wait at a small cost in probe\n  \
+  traffic. The controller's status update follows pod readiness within about a second.\n\
+- **Creation order**: the controller applies 12 children before the StatefulSet, and the pod then\n  \
+  waits for its volume (local-path provisions through a helper pod, several seconds under load) like\n  \
+  the plain pods do. On the critical path after that is Patroni's start-up (Python) and bootstrap\n  \
+  (initdb, then a checkpoint and its users) before the first replica may clone: the plain pods skip\n  \
+  both. Applying the StatefulSet right after the objects it mounts (ConfigMap, Secrets, service\n  \
+  account) rather than after the Services and PDB saves a little; the rest is Patroni's.\n\
+- **Switchover**: Patroni checkpoints the old primary and shuts it down before the candidate\n  \
+  promotes; a `CHECKPOINT` issued just before `POST /switchover` shortens the first part, and\n  \
+  `loop_wait` and the Service hop above the rest.";
