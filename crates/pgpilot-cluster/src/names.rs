@@ -68,11 +68,6 @@ impl Names {
     pub fn rw_host(&self, namespace: &str) -> String {
         format!("{}.{namespace}.svc", self.rw_service())
     }
-    /// ConfigMaps Patroni itself creates for its DCS; pgpilot never applies them but
-    /// deletes them with the cluster.
-    pub fn patroni_dcs_configmaps(&self) -> [String; 4] {
-        ["leader", "config", "sync", "failover"].map(|k| format!("{}-{k}", self.cluster))
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -331,6 +331,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
             .await;
     }
 
+    adopt_patroni_state(&ctx, &cluster, &ns).await?;
     let mut busy = scale.replicas != cluster.spec.instances;
     if let Some(candidate) = &scale.switchover_to {
         switchover(&ctx, &cluster, &members, candidate).await;
@@ -429,6 +430,44 @@ async fn observe_members(patroni: &Patroni, pods: &[Pod]) -> Members {
         None => None,
     };
     Members { instances, cluster }
+}
+
+/// Patroni creates its DCS ConfigMaps (`<scope>-config`, `-leader`, `-sync`, `-failover`)
+/// with the instance labels but no owner. Owning them lets garbage collection remove them
+/// with the cluster, so a new cluster of the same name never meets the old one's system id.
+async fn adopt_patroni_state(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    ns: &str,
+) -> Result<(), Error> {
+    let Some(owner) = cluster.controller_owner_ref(&()) else {
+        return Ok(());
+    };
+    let name = cluster.name_any();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = ListParams::default().labels(&format!(
+        "{}={name},{}={}",
+        labels::CLUSTER,
+        labels::COMPONENT,
+        crate::names::COMPONENT_INSTANCE
+    ));
+    let found =
+        api.list_metadata(&selector)
+            .await
+            .map_err(api_error("list", "ConfigMap", &name))?;
+    for cm in found.items {
+        if cm.owner_references().iter().any(|o| o.uid == owner.uid) {
+            continue;
+        }
+        let cm_name = cm.name_any();
+        ctx.metrics.wrote("ConfigMap");
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+        api.patch_metadata(&cm_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .instrument(tracing::debug_span!("kube.patch", kind = "ConfigMap", name = %cm_name))
+            .await
+            .map_err(api_error("patch", "ConfigMap", &cm_name))?;
+    }
+    Ok(())
 }
 
 /// Moves the primary off an ordinal that scaling down will remove.
