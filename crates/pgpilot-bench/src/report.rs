@@ -467,12 +467,13 @@ the node; the step tables above show which part of each gap they act on):\n\n\
   2 s after Patroni is ready, and pod readiness gates the cluster's `Ready` (time to Ready) and a\n  \
   rejoined replica (back to Ready). `periodSeconds: 1` halves that wait at a small cost in probe\n  \
   traffic. The controller's status update follows pod readiness within about a second.\n\
-- **Creation order**: the controller applies 12 children before the StatefulSet, and the pod then\n  \
-  waits for its volume (local-path provisions through a helper pod, several seconds under load) like\n  \
-  the plain pods do. On the critical path after that is Patroni's start-up (Python) and bootstrap\n  \
-  (initdb, then a checkpoint and its users) before the first replica may clone: the plain pods skip\n  \
-  both. Applying the StatefulSet right after the objects it mounts (ConfigMap, Secrets, service\n  \
-  account) rather than after the Services and PDB saves a little; the rest is Patroni's.\n\
+- **Creation order**: the controller's own work is small (12 children applied, the pods exist\n  \
+  about half a second after the apply; see the creation steps) and the pods then wait for their\n  \
+  volumes like the plain pods (local-path provisions through a helper pod, several seconds under\n  \
+  load). The difference is after the containers start: Patroni's start-up (Python), its bootstrap\n  \
+  (initdb, a checkpoint, its users) and its leader election before a replica may clone, then the\n  \
+  readiness probe. The plain pods skip all of these. With three instances the replicas' clones run\n  \
+  in parallel in both.\n\
 - **Switchover**: Patroni checkpoints the old primary and shuts it down before the candidate\n  \
   promotes; a `CHECKPOINT` issued just before `POST /switchover` shortens the first part, and\n  \
   `loop_wait` and the Service hop above the rest.";
