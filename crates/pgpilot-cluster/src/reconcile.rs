@@ -337,14 +337,18 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         switchover(&ctx, &cluster, &members, candidate).await;
     }
     configure_patroni(&ctx, &cluster, &members, &desired.patroni_dcs).await;
-    busy |= rolling_restart(&ctx, &cluster, &members, synchronous).await;
-    busy |= reinitialize(&ctx, &cluster, &members).await;
+    // Maintenance mode means hands off the instances: no restarts, no re-clones.
+    if !cluster.spec.maintenance {
+        busy |= rolling_restart(&ctx, &cluster, &members, synchronous).await;
+        busy |= reinitialize(&ctx, &cluster, &members).await;
+    }
     let mut conditions = vec![];
+    let mut sql_pending = false;
     let (s, reason, message) = resize_volumes(&ctx, &cluster, &ns).await?;
     busy |= reason == "Resizing";
     conditions.push((storage::CONDITION, s, reason, message));
     if let Some(c) = roles_and_databases(&ctx, &cluster, &members, &desired).await {
-        busy |= c.0 != Status::True;
+        sql_pending = c.0 != Status::True;
         conditions.push((ROLES_AND_DATABASES, c.0, c.1, c.2));
     }
 
@@ -362,11 +366,15 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     write_status(&ctx, &clusters, &cluster, status).await?;
     // Pod and StatefulSet events trigger reconciles; the periodic one catches the rest
     // (Patroni's view changes without a Kubernetes event).
-    Ok(Action::requeue(Duration::from_secs(match (busy, ready) {
-        (true, _) => 5,
-        (false, true) => 300,
-        (false, false) => 15,
-    })))
+    Ok(Action::requeue(Duration::from_secs(
+        match (busy, sql_pending, ready) {
+            (true, _, _) => 5,
+            // Failed SQL is retried, without an Event every few seconds.
+            (false, true, _) => 30,
+            (false, false, true) => 300,
+            (false, false, false) => 15,
+        },
+    )))
 }
 
 fn ordinal(pod: &str) -> i32 {
