@@ -39,7 +39,7 @@ fi
 # Host packages of the image recipes (images/lib.sh need_pkgs) and of the node
 # (node-up.sh), in one apt-get call before the lanes start.
 need=()
-for p in mmdebstrap jq ca-certificates gcc libc6-dev gzip tar curl \
+for p in mmdebstrap jq ca-certificates gcc libc6-dev gzip tar curl python3 \
   containerd runc containernetworking-plugins iptables conntrack; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
