@@ -370,28 +370,8 @@ async fn patroni_log(client: &Client, ns: &str, name: &str, since_secs: u64) -> 
         let Ok(log) = kubectl(&["-n", ns, "logs", pod, "-c", "postgres", &since]).await else {
             continue;
         };
-        for l in log.lines() {
-            let lower = l.to_lowercase();
-            if [
-                "promot",
-                "leader",
-                "lock",
-                "demot",
-                "crash",
-                "starting",
-                "failover",
-                "switchover",
-                "following",
-                "shut",
-            ]
-            .iter()
-            .any(|k| lower.contains(k))
-                && !lower.contains("no action")
-                && !lower.contains("lock owner:")
-                && !lower.contains("checkpoint")
-            {
-                lines.push(format!("{pod}: {}", l.trim()));
-            }
+        for l in log.lines().filter(|l| is_leadership_line(l)) {
+            lines.push(format!("{pod}: {}", l.trim()));
         }
     }
     lines.sort_by(|a, b| timestamp(a).cmp(timestamp(b)));
@@ -400,11 +380,70 @@ async fn patroni_log(client: &Client, ns: &str, name: &str, since_secs: u64) -> 
     lines
 }
 
+/// A line of Patroni's own log (`2026-11-22 02:29:34,490 INFO: ...`, not PostgreSQL's)
+/// about leadership: promotion, demotion, the lock, crash recovery, failover, switchover.
+fn is_leadership_line(line: &str) -> bool {
+    let patroni = line.len() > 25
+        && line.as_bytes().get(19) == Some(&b',')
+        && ["INFO:", "WARNING:", "ERROR:", "CRITICAL:"]
+            .iter()
+            .any(|lvl| line.get(24..).is_some_and(|r| r.starts_with(lvl)));
+    let lower = line.to_lowercase();
+    patroni
+        && [
+            "promot",
+            "leader",
+            "lock",
+            "demot",
+            "crash",
+            "starting",
+            "failover",
+            "switchover",
+            "following",
+            "shut",
+            "restart",
+            "recover",
+        ]
+        .iter()
+        .any(|k| lower.contains(k))
+        && !lower.contains("no action")
+        && !lower.contains("lock owner:")
+}
+
 fn timestamp(line: &str) -> &str {
     // "<pod>: 2026-01-01 10:00:00,123 INFO: ..." → the timestamp part.
     line.split_once(": ")
         .map(|(_, r)| r.get(..23).unwrap_or(r))
         .unwrap_or(line)
+}
+
+fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or_default()
+}
+
+/// Makes sure the primary's container never restarted: a container killed again soon is
+/// restarted only after the kubelet's back-off (10 s, 20 s, …), which would be measured
+/// instead of Patroni. A primary whose container restarted is deleted (a clean failover;
+/// the StatefulSet recreates the pod with fresh counters) until one that never did leads.
+async fn fresh_primary_container(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let api = Api::<PostgresCluster>::namespaced(client.clone(), ns);
+    for _ in 0..3 {
+        let (_, primary) = pods_by_ip(client, ns, name).await?;
+        let primary = primary.context("no pod is labelled primary")?;
+        if restarts(&primary) == 0 {
+            return Ok(());
+        }
+        let pod = primary.metadata.name.clone().unwrap_or_default();
+        eprintln!("  {pod}'s container restarted before: deleting the pod for a fresh one");
+        kubectl(&["-n", ns, "delete", "pod", &pod]).await?;
+        wait_ready(&api, name, Duration::from_secs(300)).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    bail!("no primary with a fresh container after three pod deletions")
 }
 
 /// One disruption of the Ready cluster `name` under a running writer.
@@ -420,6 +459,9 @@ pub async fn disruption_once(
     wait_ready(&api, name, Duration::from_secs(300)).await?;
     // Let replication settle (sync standby chosen) before disrupting.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    if mode == Disruption::KillContainer {
+        fresh_primary_container(client, ns, name).await?;
+    }
     let target = rw_target(client, ns, name).await?;
     let (by_ip, primary) = pods_by_ip(client, ns, name).await?;
     let primary = primary.context("no pod is labelled primary")?;
@@ -577,4 +619,28 @@ pub async fn image_postgres(client: &Client, ns: &str, name: &str) -> String {
         .and_then(|s| s.instances.into_iter().find_map(|i| i.postgres_version))
         .map(|v| format!("PostgreSQL {v}"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leadership_lines_are_patronis_own_about_the_lock_or_roles() {
+        assert!(is_leadership_line(
+            "2026-11-22 02:28:56,695 INFO: promoted self to leader by acquiring session lock"
+        ));
+        assert!(is_leadership_line(
+            "2026-11-22 02:29:34,490 INFO: doing crash recovery in a single user mode"
+        ));
+        assert!(!is_leadership_line(
+            "2026-11-22 02:29:35.670 UTC [44] LOG:  starting PostgreSQL 17.12"
+        ));
+        assert!(!is_leadership_line(
+            "2026-11-22 02:29:36,003 INFO: no action. I am (bench-ha-2), the leader with the lock"
+        ));
+        assert!(!is_leadership_line(
+            "2026-11-22 02:29:36,003 INFO: Lock owner: bench-ha-2; I am bench-ha-0"
+        ));
+    }
 }

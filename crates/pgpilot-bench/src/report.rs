@@ -351,30 +351,41 @@ fn events_section(o: &mut String, r: &Results) {
     }
 }
 
-/// Medians of when, after the disruption, the writer and the cluster reached each step.
+/// When, after the disruption, the writer and the cluster reached each step, per sample
+/// (samples of one kind may differ in kind: a restart in place or a failover).
 fn event_breakdown(o: &mut String, ev: &EventResult) {
-    let mut steps: Vec<(&str, f64)> = [LAST_OLD_ACK]
+    let steps: Vec<&str> = [LAST_OLD_ACK]
         .into_iter()
         .chain(EVENT_STEPS)
         .chain([FIRST_NEW_ACK])
-        .filter_map(|step| {
-            Summary::of(ev.samples.iter().filter_map(|s| s.steps.get(step).copied()))
-                .map(|m| (step, m.median))
-        })
+        .filter(|step| ev.samples.iter().any(|s| s.steps.contains_key(*step)))
         .collect();
     if steps.is_empty() {
         return;
     }
-    steps.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut header = String::from("| step |");
+    let mut rule = String::from("|---|");
+    for i in 0..ev.samples.len() {
+        let _ = write!(header, " #{i} |");
+        rule.push_str("---|");
+    }
     let _ = writeln!(
         o,
-        "\nWhere the time goes: medians, in seconds after the disruption was sent, of when each\n\
-         step was first seen (pods and the `-rw` EndpointSlice polled every 50 ms; steps that never\n\
-         happened, e.g. no new primary when the same server comes back, are left out).\n\n\
-         | step | median (s) |\n|---|---|"
+        "\nWhere the time goes: seconds after the disruption was sent at which each step was first\n\
+         seen (pods and the `-rw` EndpointSlice polled every 50 ms; — when it did not happen, e.g. no\n\
+         new primary when the same server came back).\n\n{header}\n{rule}"
     );
-    for (step, median) in steps {
-        let _ = writeln!(o, "| {step} | {median:.2} |");
+    for step in steps {
+        let mut row = format!("| {step} |");
+        for s in &ev.samples {
+            let cell = s
+                .steps
+                .get(step)
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "—".to_owned());
+            let _ = write!(row, " {cell} |");
+        }
+        let _ = writeln!(o, "{row}");
     }
 }
 
@@ -392,7 +403,11 @@ fn how(mode: &str) -> &'static str {
          inside the container would be ignored: PID 1 of a PID namespace does not receive signals it\n\
          has no handler for from inside it.) The kubelet restarts the container in the same pod, on\n\
          the same IP; its new Patroni finds the leader lock still its own if it comes back before the\n\
-         lock's TTL (20 s) runs out, else a replica takes over."
+         lock's TTL (20 s) runs out, else a replica takes over. Each sample kills a container that has\n\
+         never restarted (a primary whose container did is deleted first, and the cluster waits for\n\
+         Ready): the kubelet restarts a crashed container at once the first time, but after a\n\
+         back-off of 10 s, then 20 s, … when it crashes again, which in a crash loop makes a failover\n\
+         after the TTL the normal outcome."
     } else if mode.contains("postmaster") {
         "`kubectl exec <primary> -- sh -c 'kill -9 $(head -1 $PGDATA/postmaster.pid)'`: the postmaster\n\
          dies (its backends follow), Patroni stays alive and still holds the leader lock, so on its next\n\
