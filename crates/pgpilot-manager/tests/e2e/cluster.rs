@@ -176,6 +176,23 @@ async fn failover(env: &Env) -> Result<()> {
         .status
         .and_then(|s| s.current_primary)
         .context("no currentPrimary")?;
+    // With `Required`, Patroni promotes only the standby it named synchronous. Until it names
+    // one (a loop or two after the replicas stream, and possibly after Ready), any standby
+    // acknowledges commits (`synchronous_standby_names = '*'`) but none may take over: a
+    // primary lost then stays lost until it comes back by itself.
+    env.wait_cluster("db", "a sync_standby in status.instances", FAILOVER, |pg| {
+        let st = pg.status.as_ref().ok_or("no status")?;
+        if st
+            .instances
+            .iter()
+            .any(|i| i.role.as_deref() == Some("sync_standby"))
+        {
+            Ok(())
+        } else {
+            Err("no instance has role sync_standby".to_owned())
+        }
+    })
+    .await?;
 
     let su = env.superuser("db").await?;
     let mut config = WriterConfig::new(

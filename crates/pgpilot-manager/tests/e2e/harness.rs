@@ -386,11 +386,15 @@ impl Env {
             self.started.elapsed().as_secs()
         );
         if let Some(m) = &self.manager {
-            let log = m.log();
-            let lines: Vec<&str> = log.lines().collect();
+            // Without colours and the lease renewals, which would fill the tail.
+            let log = strip_ansi(&m.log());
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("kube_lease_manager"))
+                .collect();
             let tail = &lines[lines.len().saturating_sub(60)..];
             out += &format!(
-                "--- manager log ({}, last {} lines) ---\n{}\n",
+                "--- manager log ({}, last {} lines but lease renewals) ---\n{}\n",
                 m.log_path.display(),
                 tail.len(),
                 tail.join("\n")
@@ -404,7 +408,10 @@ impl Env {
             "kubectl get pods -o wide",
             &["get", "pods", "-o", "wide", "-L", pgpilot_api::labels::ROLE],
         );
-        out += &show("kubectl get pgc,sts,pvc", &["get", "pgc,sts,pvc"]);
+        out += &show(
+            "kubectl get pgc,sts,pvc,endpointslices",
+            &["get", "pgc,sts,pvc,endpointslices"],
+        );
         if let Ok(list) = self
             .api::<PostgresCluster>()
             .list(&ListParams::default())
@@ -412,24 +419,38 @@ impl Env {
         {
             for pg in list {
                 out += &format!("--- status of {} ---\n{}\n", pg.name_any(), summary(&pg));
-                let first_running = self.pods(&pg.name_any()).await.ok().and_then(|pods| {
-                    pods.into_iter().find(|p| {
-                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                    })
-                });
-                if let Some(pod) = first_running {
-                    out += &show(
-                        &format!("patronictl list (in {})", pod.name_any()),
-                        &[
-                            "exec",
-                            &pod.name_any(),
-                            "--request-timeout=10s",
-                            "--",
-                            "patronictl",
-                            "-c",
-                            PATRONI_YAML,
-                            "list",
-                        ],
+                let pods = self.pods(&pg.name_any()).await.unwrap_or_default();
+                let running = |p: &&Pod| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                };
+                if let Some(pod) = pods.iter().find(running) {
+                    for what in ["list", "history"] {
+                        out += &show(
+                            &format!("patronictl {what} (in {})", pod.name_any()),
+                            &[
+                                "exec",
+                                &pod.name_any(),
+                                "--request-timeout=10s",
+                                "--",
+                                "patronictl",
+                                "-c",
+                                PATRONI_YAML,
+                                what,
+                            ],
+                        );
+                    }
+                }
+                for pod in pods.iter().filter(running) {
+                    // Patroni's "no action" heartbeat every loop would hide what happened.
+                    let log = self
+                        .kubectl(&["logs", &pod.name_any(), "--request-timeout=10s"])
+                        .unwrap_or_else(|e| format!("{e:#}"));
+                    let lines: Vec<&str> =
+                        log.lines().filter(|l| !l.contains("no action.")).collect();
+                    out += &format!(
+                        "--- log of {} (last 40 lines but Patroni's \"no action\") ---\n{}\n",
+                        pod.name_any(),
+                        lines[lines.len().saturating_sub(40)..].join("\n")
                     );
                 }
             }
@@ -618,6 +639,24 @@ pub fn summary(pg: &PostgresCluster) -> String {
         );
     }
     s
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A Secret's value as text.
