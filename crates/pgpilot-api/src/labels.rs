@@ -14,6 +14,10 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY`].
 pub const MANAGED_BY_VALUE: &str = "pgpilot";
 
+/// Annotation on a cluster's StatefulSet: the PostgreSQL major version its pods run. Only an
+/// upgrade changes it; the cluster controller never moves instances to another major.
+pub const POSTGRES_VERSION: &str = "pgpilot.io/postgres-version";
+
 /// Role label values.
 pub const ROLE_PRIMARY: &str = "primary";
 pub const ROLE_REPLICA: &str = "replica";

@@ -49,6 +49,29 @@ pub struct Context {
 const REINITIALIZE_AFTER_SECS: i64 = 60;
 /// The condition for declared roles and databases.
 pub const ROLES_AND_DATABASES: &str = "RolesAndDatabasesReady";
+/// The condition saying whether the instances run the version and image of the spec.
+pub const VERSION_CURRENT: &str = "VersionCurrent";
+
+/// Major version and image the StatefulSet's pods run, from its annotation and template.
+fn running_version(sts: &StatefulSet) -> Option<(i32, String)> {
+    let version = sts
+        .annotations()
+        .get(labels::POSTGRES_VERSION)?
+        .parse()
+        .ok()?;
+    let image = sts
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == "postgres")?
+        .image
+        .clone()?;
+    Some((version, image))
+}
 
 fn api_error(verb: &'static str, kind: &str, name: &str) -> impl FnOnce(kube::Error) -> Error {
     let (kind, name) = (kind.to_owned(), name.to_owned());
@@ -90,63 +113,62 @@ where
     Ok(apply(&api, fm, desired, live.as_ref()).await?)
 }
 
+/// `ensure`, keeping the child's kind and name for the report.
+async fn ensure_named<K>(
+    client: &Client,
+    ns: &str,
+    fm: &str,
+    desired: &K,
+) -> Result<(String, Outcome), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Serialize
+        + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let outcome = ensure(client, ns, fm, desired).await?;
+    Ok((format!("{kind}/{}", desired.name_any()), outcome))
+}
+
+type Applying<'a> = futures::future::BoxFuture<'a, Result<(String, Outcome), Error>>;
+
+/// Applies the children in two concurrent waves: everything a pod needs first (identity,
+/// Role, Secrets, configuration, Services, PDB), then what refers to those (the RoleBinding,
+/// whose Role must exist for RBAC's escalation check, and the StatefulSet, whose pods need
+/// the ServiceAccount, Secrets and ConfigMap).
 async fn apply_all(
     client: &Client,
     ns: &str,
     fm: &str,
     d: &Desired,
 ) -> Result<Vec<(String, Outcome)>, Error> {
-    let mut done = vec![];
-    let mut note = |kind: &str, name: Option<&String>, o: Outcome| {
-        done.push((format!("{kind}/{}", name.cloned().unwrap_or_default()), o));
-    };
-    // Identity and RBAC first, configuration and Services next, the workload last.
-    note(
-        "ServiceAccount",
-        d.service_account.metadata.name.as_ref(),
-        ensure(client, ns, fm, &d.service_account).await?,
+    let mut first: Vec<Applying<'_>> = vec![
+        Box::pin(ensure_named(client, ns, fm, &d.service_account)),
+        Box::pin(ensure_named(client, ns, fm, &d.role)),
+        Box::pin(ensure_named(client, ns, fm, &d.patroni_config)),
+    ];
+    first.extend(
+        d.secrets
+            .iter()
+            .map(|s| Box::pin(ensure_named(client, ns, fm, s)) as Applying<'_>),
     );
-    note(
-        "Role",
-        d.role.metadata.name.as_ref(),
-        ensure(client, ns, fm, &d.role).await?,
+    first.extend(
+        d.services
+            .iter()
+            .map(|s| Box::pin(ensure_named(client, ns, fm, s)) as Applying<'_>),
     );
-    note(
-        "RoleBinding",
-        d.role_binding.metadata.name.as_ref(),
-        ensure(client, ns, fm, &d.role_binding).await?,
-    );
-    for s in &d.secrets {
-        note(
-            "Secret",
-            s.metadata.name.as_ref(),
-            ensure(client, ns, fm, s).await?,
-        );
-    }
-    note(
-        "ConfigMap",
-        d.patroni_config.metadata.name.as_ref(),
-        ensure(client, ns, fm, &d.patroni_config).await?,
-    );
-    for s in &d.services {
-        note(
-            "Service",
-            s.metadata.name.as_ref(),
-            ensure(client, ns, fm, s).await?,
-        );
-    }
     if let Some(pdb) = &d.pdb {
-        note(
-            "PodDisruptionBudget",
-            pdb.metadata.name.as_ref(),
-            ensure(client, ns, fm, pdb).await?,
-        );
+        first.push(Box::pin(ensure_named(client, ns, fm, pdb)));
     }
-    note(
-        "StatefulSet",
-        d.statefulset.metadata.name.as_ref(),
-        ensure(client, ns, fm, &d.statefulset).await?,
-    );
+    let mut done = futures::future::try_join_all(first).await?;
+    let second: Vec<Applying<'_>> = vec![
+        Box::pin(ensure_named(client, ns, fm, &d.role_binding)),
+        Box::pin(ensure_named(client, ns, fm, &d.statefulset)),
+    ];
+    done.extend(futures::future::try_join_all(second).await?);
     Ok(done)
 }
 
@@ -278,14 +300,44 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         .into_iter()
         .map(|s| (s.name_any(), s))
         .collect();
+    let live_sts = get(&sts_api, &name).await?;
+    // Instances keep the major version and image they run until an upgrade moves them: the
+    // StatefulSet is rendered for what runs, and a differing spec waits in a condition.
+    let running = live_sts.as_ref().and_then(running_version);
+    let (effective, image, version_condition) = match running {
+        Some((version, live_image))
+            if version != cluster.spec.postgresql.version || live_image != image =>
+        {
+            let message = format!(
+                "the spec asks for PostgreSQL {} ({image}); the instances run {version} ({live_image}) until the upgrade controller moves them (docs/upgrade.md)",
+                cluster.spec.postgresql.version
+            );
+            let mut effective = cluster.as_ref().clone();
+            effective.spec.postgresql.version = version;
+            effective.spec.postgresql.image = Some(live_image.clone());
+            (
+                Arc::new(effective),
+                live_image,
+                (Status::False, "UpgradePending", message),
+            )
+        }
+        _ => (
+            cluster.clone(),
+            image,
+            (
+                Status::True,
+                "AsSpecified",
+                format!("PostgreSQL {}", cluster.spec.postgresql.version),
+            ),
+        ),
+    };
     let inputs = Inputs {
-        cluster: &cluster,
+        cluster: &effective,
         image: image.clone(),
         existing_secrets: &existing_secrets,
     };
     let mut desired = desired::build(&inputs, &mut Csprng)?;
 
-    let live_sts = get(&sts_api, &name).await?;
     let members = observe_members(&ctx.patroni, &pods).await;
     let current = live_sts
         .as_ref()
@@ -342,7 +394,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         busy |= rolling_restart(&ctx, &cluster, &members, synchronous).await;
         busy |= reinitialize(&ctx, &cluster, &members).await;
     }
-    let mut conditions = vec![];
+    let mut conditions = vec![(
+        VERSION_CURRENT,
+        version_condition.0,
+        version_condition.1,
+        version_condition.2,
+    )];
     let mut sql_pending = false;
     let (s, reason, message) = resize_volumes(&ctx, &cluster, &ns).await?;
     busy |= reason == "Resizing";
@@ -358,6 +415,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         pods: &pods,
         invalid: None,
         image: Some(image),
+        version: Some(effective.spec.postgresql.version),
         members: Some(&members),
         conditions,
     };

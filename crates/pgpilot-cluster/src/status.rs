@@ -26,6 +26,8 @@ pub struct Observed<'a> {
     /// A spec error that stops the reconcile (shown in Ready=False).
     pub invalid: Option<String>,
     pub image: Option<String>,
+    /// Major version the instances run (else the spec's is shown).
+    pub version: Option<i32>,
     /// What Patroni reported, when the reconcile asked.
     pub members: Option<&'a Members>,
     /// Further conditions the reconcile's steps decided (type, status, reason, message).
@@ -110,7 +112,7 @@ pub fn compute(
         crate::names::COMPONENT_INSTANCE
     ));
     status.current_primary = primary.clone();
-    status.version = Some(cluster.spec.postgresql.version);
+    status.version = Some(observed.version.unwrap_or(cluster.spec.postgresql.version));
     if observed.image.is_some() {
         status.image = observed.image.clone();
     }

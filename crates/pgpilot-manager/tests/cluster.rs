@@ -519,3 +519,77 @@ async fn a_paused_cluster_is_left_alone_until_resumed() {
         .unwrap();
     s.ns.delete().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_new_version_or_image_in_the_spec_never_reaches_running_instances_by_itself() {
+    let s = setup("version").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "version");
+    create_demo(&s, "");
+    converged(&s, &m).await;
+    let image = |sts: &StatefulSet| {
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+    };
+    let before: StatefulSet = get(&s, "demo").await;
+    assert_eq!(
+        before
+            .annotations()
+            .get("pgpilot.io/postgres-version")
+            .map(String::as_str),
+        Some("17")
+    );
+
+    // A major upgrade and another image in the spec: an upgrade's job, not a re-render.
+    s.c.kubectl(
+        &[
+            "patch",
+            "pgc",
+            "demo",
+            "-n",
+            &s.ns.name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"postgresql":{"version":18,"image":"localhost/pgpilot/postgres:18"}}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    let api: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let c = wait_for(&api, "demo", Duration::from_secs(60), |c| {
+        c.status.as_ref().is_some_and(|st| {
+            st.observed_generation == c.metadata.generation
+                && pgpilot_toolkit::conditions::find(&st.conditions, "VersionCurrent")
+                    .is_some_and(|v| v.status == "False")
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()));
+    let st = c.status.unwrap();
+    let cond = pgpilot_toolkit::conditions::find(&st.conditions, "VersionCurrent").unwrap();
+    assert_eq!(cond.reason, "UpgradePending");
+    assert!(cond.message.contains("PostgreSQL 18"), "{}", cond.message);
+    assert_eq!(st.version, Some(17), "status shows what runs");
+    let after: StatefulSet = get(&s, "demo").await;
+    assert_eq!(image(&after), image(&before), "the pods keep their image");
+    assert_eq!(
+        after
+            .annotations()
+            .get("pgpilot.io/postgres-version")
+            .map(String::as_str),
+        Some("17")
+    );
+    let config: ConfigMap = get(&s, "demo-patroni").await;
+    assert!(
+        config.data.unwrap()["patroni.yaml"].contains("/usr/lib/postgresql/17/bin"),
+        "Patroni keeps the running major's binaries"
+    );
+}

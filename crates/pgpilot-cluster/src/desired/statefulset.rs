@@ -130,12 +130,13 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
                 {"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"},
                 {"name": "patroni", "containerPort": PATRONI_PORT, "protocol": "TCP"},
             ],
-            // Ready: running and (primary, or replica streaming without too much lag).
-            "readinessProbe": probe("/readiness", 2, 3),
+            // Ready: running and (primary, or replica streaming without too much lag). Every
+            // second: readiness moves the -rw/-ro endpoints, and a probe is one cheap GET.
+            "readinessProbe": probe("/readiness", 1, 3),
             // Alive: Patroni's loop is running. Generous, a restart costs a failover.
             "livenessProbe": probe("/liveness", 10, 6),
             // Crash recovery or a long clone may take a while before Patroni answers.
-            "startupProbe": probe("/liveness", 2, 900),
+            "startupProbe": probe("/liveness", 1, 1800),
             "resources": resources,
             "securityContext": {
                 "allowPrivilegeEscalation": false,
@@ -175,12 +176,14 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
     if let Some(class) = &spec.storage.storage_class_name {
         claim["spec"]["storageClassName"] = Value::from(class.as_str());
     }
+    let mut meta = ctx.meta(&n.statefulset());
+    meta["annotations"] = json!({labels::POSTGRES_VERSION: spec.postgresql.version.to_string()});
     typed(
         "StatefulSet",
         json!({
             "apiVersion": "apps/v1",
             "kind": "StatefulSet",
-            "metadata": ctx.meta(&n.statefulset()),
+            "metadata": meta,
             "spec": {
                 "replicas": spec.instances,
                 "serviceName": n.pods_service(),
