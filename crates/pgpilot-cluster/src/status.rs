@@ -127,7 +127,10 @@ pub fn compute(
         status.phase,
         Some(ClusterPhase::Ready | ClusterPhase::Degraded | ClusterPhase::Unavailable)
     );
-    let all_ready = primary.is_some() && ready == desired && pods.len() as i32 == desired;
+    let pod_count = pods.len() as i32;
+    // While scaling down, the instances on their way out still count as ready.
+    let all_ready = primary.is_some() && ready >= desired && ready == pod_count;
+    let scaling_down = pod_count > desired;
     let sts_current = observed.statefulset.is_some_and(|s| {
         s.status.as_ref().is_some_and(|st| {
             st.observed_generation == s.metadata.generation && st.replicas == desired
@@ -165,17 +168,25 @@ pub fn compute(
             (
                 Status::True,
                 "AllInstancesReady",
-                format!("{ready}/{desired} instances ready"),
+                format!("{ready}/{pod_count} instances ready"),
             ),
-            (
-                Status::from(!sts_current),
-                if sts_current {
-                    "Converged"
-                } else {
-                    "Reconciling"
-                },
-                String::new(),
-            ),
+            if scaling_down {
+                (
+                    Status::True,
+                    "ScalingDown",
+                    format!("{pod_count} instances, {desired} wanted"),
+                )
+            } else {
+                (
+                    Status::from(!sts_current),
+                    if sts_current {
+                        "Converged"
+                    } else {
+                        "Reconciling"
+                    },
+                    String::new(),
+                )
+            },
             (Status::False, "Healthy", String::new()),
         )
     } else if primary.is_some() {
@@ -353,6 +364,21 @@ mod tests {
         );
         assert_eq!(s.phase, Some(ClusterPhase::Unavailable));
         assert_eq!(cond(&s, READY), ("False", "NoPrimary"));
+    }
+
+    #[test]
+    fn instances_on_their_way_out_keep_the_cluster_ready_while_it_scales_down() {
+        let mut c = cluster(THREE);
+        c.spec.instances = 1;
+        let pods = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+            pod("db-2", Some("replica"), true),
+        ];
+        let s = observe(&c, &pods);
+        assert_eq!(s.phase, Some(ClusterPhase::Ready));
+        assert_eq!(cond(&s, PROGRESSING), ("True", "ScalingDown"));
+        assert_eq!(cond(&s, DEGRADED), ("False", "Healthy"));
     }
 
     #[test]
