@@ -729,6 +729,11 @@ async fn resize_volumes(
                     .get("storage")?
                     .0
                     .clone(),
+                capacity: c
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.capacity.as_ref()?.get("storage"))
+                    .map(|q| q.0.clone()),
                 storage_class: spec.storage_class_name.clone(),
             })
         })

@@ -55,6 +55,8 @@ pub fn bytes(quantity: &str) -> Option<u128> {
 pub struct Claim {
     pub name: String,
     pub requested: String,
+    /// What the bound volume has (`status.capacity`); `None` while unbound.
+    pub capacity: Option<String>,
     pub storage_class: Option<String>,
 }
 
@@ -84,6 +86,25 @@ pub fn plan(desired: &str, claims: &[Claim], expandable: impl Fn(&str) -> Option
         .iter()
         .filter(|c| bytes(&c.requested).is_some_and(|have| have < want))
         .collect();
+    let growing = claims
+        .iter()
+        .filter(|c| {
+            c.capacity
+                .as_deref()
+                .and_then(bytes)
+                .is_some_and(|have| have < want)
+        })
+        .count();
+    if small.is_empty() && growing > 0 {
+        return Plan {
+            grow: vec![],
+            condition: (
+                Status::False,
+                "Resizing",
+                format!("waiting for {growing} volume(s) to reach {desired}"),
+            ),
+        };
+    }
     if small.is_empty() {
         return Plan {
             grow: vec![],
@@ -133,6 +154,7 @@ mod tests {
         Claim {
             name: name.into(),
             requested: size.into(),
+            capacity: Some(size.into()),
             storage_class: Some(class.into()),
         }
     }
@@ -178,5 +200,16 @@ mod tests {
         let p = plan("2Gi", &claims, |_| Some(true));
         assert_eq!(p.grow, vec!["data-db-1".to_owned()]);
         assert_eq!(p.condition.1, "Resizing");
+        // Patched, but the volume has not grown yet.
+        let mut patched = claims[1].clone();
+        patched.requested = "2Gi".into();
+        let p = plan("2Gi", &[claims[0].clone(), patched], |_| Some(true));
+        assert!(p.grow.is_empty());
+        assert_eq!(p.condition.1, "Resizing");
+        assert!(
+            p.condition.2.contains("waiting for 1 volume"),
+            "{}",
+            p.condition.2
+        );
     }
 }
