@@ -82,7 +82,7 @@ impl Scratch {
                 .args(["-w", "-D"])
                 .arg(&data)
                 .arg(format!(
-                    "-o -p {port} -k {} -c listen_addresses=127.0.0.1",
+                    "-o -p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_keep_size=128MB",
                     self.dir.display()
                 ))
                 .arg(format!("-l{}", log.display()))

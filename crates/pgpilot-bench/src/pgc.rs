@@ -18,7 +18,10 @@ use crate::milestones::{self, Milestones};
 use crate::model::EventSample;
 
 /// The spec every measured cluster gets: the example's settings (examples/cluster.yaml)
-/// without roles and databases, and volumes deleted with the cluster.
+/// without roles and databases. The volumes keep the default retention (`whenDeleted:
+/// Retain`): with `Delete` the StatefulSet controller writes an owner reference into each new
+/// claim while the scheduler binds it, and the conflict costs the scheduler a back-off of
+/// several seconds per pod. [`delete_cluster`] deletes the claims itself.
 pub fn spec(instances: usize) -> Value {
     json!({
         "instances": instances,
@@ -27,7 +30,6 @@ pub fn spec(instances: usize) -> Value {
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
         "replication": {"synchronous": {"mode": "Preferred", "numberOfStandbys": 1}},
         "patroni": {"ttl": 20, "loopWait": 2, "retryTimeout": 4},
-        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"},
     })
 }
 
@@ -145,7 +147,7 @@ pub async fn delete_cluster(client: &Client, ns: &str, name: &str) -> Result<()>
             .delete(&format!("{name}-{suffix}"), &DeleteParams::default())
             .await;
     }
-    // The StatefulSet controller deletes the claims (whenDeleted: Delete); catch leftovers.
+    // The claims are retained with the cluster (the default): delete them.
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     let _ = pvcs
         .delete_collection(

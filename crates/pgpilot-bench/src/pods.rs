@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use crate::kube_util::{delete_pods_and_claims, poll};
+use crate::kube_util::{delete_pods_and_claims, kubectl, poll};
 use crate::milestones::Milestones;
 
 pub const IMAGE: &str = "localhost/pgpilot/postgres:17";
@@ -28,7 +28,7 @@ printf '%s' "$PGPASSWORD" > /tmp/pwfile
 initdb -D "$D" --username=postgres --pwfile=/tmp/pwfile --auth-local=peer --auth-host=scram-sha-256 \
   --encoding=UTF8 --locale=C.UTF-8 --data-checksums
 printf 'host all all all scram-sha-256\nhost replication all all scram-sha-256\n' >> "$D/pg_hba.conf"
-exec postgres -D "$D" -c listen_addresses='*' -c unix_socket_directories=/run/postgresql
+exec postgres -D "$D" -c listen_addresses='*' -c unix_socket_directories=/run/postgresql -c wal_keep_size=128MB
 "#;
 
 const REPLICA_SCRIPT: &str = r#"set -e
@@ -200,18 +200,31 @@ async fn measure(
         Duration::from_secs(300),
         Duration::from_millis(100),
         || async {
-            let p = pods.get(&primary).await?;
-            let status = p.status.unwrap_or_default();
-            if status.phase.as_deref() == Some("Failed") {
-                anyhow::bail!("{primary} failed; kubectl -n {ns} logs {primary}");
+            let failed = pods
+                .list(&ListParams::default().labels(&format!("{LABEL}={run}")))
+                .await?
+                .items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"));
+            if let Some(p) = failed {
+                let name = p.metadata.name.unwrap_or_default();
+                return Ok(Some(Err(anyhow::anyhow!(
+                    "pod {name} failed: {}",
+                    kubectl(&["-n", ns, "logs", &name, "--tail=3"])
+                        .await
+                        .unwrap_or_default()
+                        .trim()
+                ))));
             }
-            let Some(ip) = status.pod_ip else {
+            let p = pods.get(&primary).await?;
+            let Some(ip) = p.status.and_then(|s| s.pod_ip) else {
                 return Ok(None);
             };
-            Ok((streaming(&ip, password).await? >= want).then_some(()))
+            Ok((streaming(&ip, password).await? >= want).then_some(Ok(())))
         },
     )
-    .await;
+    .await
+    .and_then(|r| r);
     let elapsed = t0.elapsed();
     let mut steps = steps.stop();
     done?;

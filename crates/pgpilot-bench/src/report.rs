@@ -172,6 +172,12 @@ pub fn render(r: &Results) -> String {
            `-failover`: Patroni creates them, without an owner reference) behind when a PostgresCluster\n  \
            is deleted; a new cluster of the same name then finds `initialize` set and never bootstraps\n  \
            (every instance stays `stopped`). The benchmark deletes them itself after the pods are gone.\n\
+         - The clusters keep the default volume retention (`persistentVolumeClaimRetentionPolicy.whenDeleted:\n  \
+           Retain`; the benchmark deletes the claims itself). With `whenDeleted: Delete` the StatefulSet\n  \
+           controller adds an owner reference to each new claim while the scheduler's VolumeBinding\n  \
+           plugin binds it; the update conflict (`running PreBind plugin \"VolumeBinding\": Operation\n  \
+           cannot be fulfilled on persistentvolumeclaims`) sends the pod into the scheduler's back-off,\n  \
+           which cost up to ~12 s of a three-instance creation in a trial run.\n\
          - Baseline (a) runs PostgreSQL 15 (the only server in Debian bookworm, the host's release);\n  \
            the pods run 17. Both initdb with data checksums.\n"
     );
@@ -237,7 +243,9 @@ fn ready_section(o: &mut String, r: &Results) {
            instance, created at once. The pods use the same image (`imagePullPolicy: Never`), the\n  \
            `restricted` security context (uid 999, read-only root, no capabilities, RuntimeDefault\n  \
            seccomp) and the same resources. Pod 0 runs `initdb --data-checksums` and starts\n  \
-           PostgreSQL; the others wait with `pg_isready` for the Service, run `pg_basebackup -X stream\n  \
+           PostgreSQL with `wal_keep_size=128MB` (in place of Patroni's replication slots: without\n  \
+           either, concurrent clones under load fail with \"requested WAL segment has already been\n  \
+           removed\"); the others wait with `pg_isready` for the Service, run `pg_basebackup -X stream\n  \
            -c fast -R` and start streaming. Timed from the first create until the host, connecting\n  \
            to pod 0's IP, sees every replica in `pg_stat_replication` with state `streaming` (one\n  \
            instance: until pod 0 answers that query).\n\
