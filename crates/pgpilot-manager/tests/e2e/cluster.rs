@@ -449,8 +449,16 @@ async fn scale_down_and_up(env: &Env) -> Result<()> {
         "{deleted_as_primary:?} deleted while still the primary: scaling down must switch over \
          to a remaining instance first"
     );
-    let pods: Vec<String> = env.pods("db").await?.iter().map(|p| p.name_any()).collect();
-    ensure!(pods == ["db-0"], "pods after scaling to 1: {pods:?}");
+    eventually("only pod db-0 left", SETTLE, || async {
+        let pods = env.pods("db").await.map_err(|e| format!("{e:#}"))?;
+        let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+        if names == ["db-0"] {
+            Ok(())
+        } else {
+            Err(format!("pods {names:?}"))
+        }
+    })
+    .await?;
     let rows = eventually("the 200 rows on db-0 through db-rw", FAILOVER, || async {
         count_rows(env, "db", "db-rw", "kept", false).await
     })
