@@ -378,7 +378,7 @@ async fn patroni_log(client: &Client, ns: &str, name: &str, since_secs: u64) -> 
     }
     lines.sort_by(|a, b| timestamp(a).cmp(timestamp(b)));
     lines.dedup();
-    lines.truncate(12);
+    lines.truncate(10);
     lines
 }
 
@@ -463,6 +463,26 @@ pub async fn disruption_once(
     tokio::time::sleep(Duration::from_secs(3)).await;
     if mode == Disruption::KillContainer {
         fresh_primary_container(client, ns, name).await?;
+    }
+    if mode == Disruption::Switchover {
+        // In synchronous mode Patroni switches over only to the synchronous standby (412
+        // "can not find sync_standby" otherwise), which it names a loop or two after a
+        // replica rejoins: wait for one.
+        poll(
+            "a synchronous standby",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || async {
+                let c = api.get(name).await?;
+                let sync = c.status.is_some_and(|s| {
+                    s.instances
+                        .iter()
+                        .any(|i| i.role.as_deref() == Some("sync_standby"))
+                });
+                Ok(sync.then_some(()))
+            },
+        )
+        .await?;
     }
     let target = rw_target(client, ns, name).await?;
     let (by_ip, primary) = pods_by_ip(client, ns, name).await?;

@@ -345,15 +345,21 @@ fn events_section(o: &mut String, r: &Results) {
             );
         }
         event_breakdown(o, ev);
-        if let Some(first) = ev.samples.first().filter(|s| !s.patroni_log.is_empty()) {
+        if ev.samples.iter().any(|s| !s.patroni_log.is_empty()) {
             let _ = writeln!(
                 o,
-                "\nWhat Patroni logged in sample 0 (leadership lines only):\n\n```"
+                "\nWhat Patroni logged about leadership (its own lines, every pod, from the disruption on):\n"
             );
-            for l in &first.patroni_log {
-                let _ = writeln!(o, "{l}");
+            for (i, s) in ev.samples.iter().enumerate() {
+                if s.patroni_log.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(o, "Sample {i}:\n\n```");
+                for l in &s.patroni_log {
+                    let _ = writeln!(o, "{l}");
+                }
+                let _ = writeln!(o, "```\n");
             }
-            let _ = writeln!(o, "```");
         }
         o.push('\n');
     }
