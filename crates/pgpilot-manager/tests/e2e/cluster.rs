@@ -238,7 +238,12 @@ async fn failover(env: &Env) -> Result<()> {
         Ok(p) => p,
         Err(e) => {
             let log = writer.stop().await;
-            return Err(e.context(format!("writer: last failures {:?}", last_failures(&log))));
+            return Err(e.context(format!(
+                "writer: {} inserts acknowledged by {:?}; last failures {:?}",
+                log.acks.len(),
+                log.servers(),
+                last_failures(&log)
+            )));
         }
     };
     let new_ip = pod_ip(&new).context("the new primary has no pod IP")?;

@@ -474,9 +474,16 @@ impl Env {
             Ok(()) => None,
         };
         let elapsed = self.started.elapsed();
+        let manager_log = self.manager.as_ref().map(|m| m.log_path.clone());
         self.tear_down().await;
         match result {
-            Ok(()) => eprintln!("{}: passed in {} s", self.ns, elapsed.as_secs()),
+            Ok(()) => {
+                // A failure keeps the log (its path is in the diagnostics).
+                if let Some(path) = manager_log {
+                    let _ = std::fs::remove_file(path);
+                }
+                eprintln!("{}: passed in {} s", self.ns, elapsed.as_secs())
+            }
             Err(e) => panic!(
                 "{}: failed after {} s: {e:#}\n{}",
                 self.ns,
