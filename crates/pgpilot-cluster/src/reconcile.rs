@@ -351,8 +351,11 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     let scale = actions::scale(cluster.spec.instances, current, &members, synchronous);
     if let Some(spec) = desired.statefulset.spec.as_mut() {
         spec.replicas = Some(scale.replicas);
-        // Claim templates are immutable: keep the live ones; volumes grow through their claims.
-        if let Some(live) = live_sts.as_ref().and_then(|s| s.spec.as_ref()) {
+        // Claim templates are immutable: when the size changed, keep the live ones; the
+        // volumes grow through their claims.
+        if let Some(live) = live_sts.as_ref().and_then(|s| s.spec.as_ref())
+            && claim_size(&live.volume_claim_templates) != claim_size(&spec.volume_claim_templates)
+        {
             spec.volume_claim_templates = live.volume_claim_templates.clone();
         }
     }
@@ -433,6 +436,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
             (false, false, false) => 15,
         },
     )))
+}
+
+fn claim_size(templates: &Option<Vec<PersistentVolumeClaim>>) -> Option<String> {
+    let claim = templates.as_ref()?.first()?;
+    let requests = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
+    Some(requests.get("storage")?.0.clone())
 }
 
 fn ordinal(pod: &str) -> i32 {

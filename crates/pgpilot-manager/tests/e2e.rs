@@ -18,3 +18,5 @@
 mod cluster;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/repair.rs"]
+mod repair;
