@@ -172,12 +172,16 @@ pub fn render(r: &Results) -> String {
            `-failover`: Patroni creates them, without an owner reference) behind when a PostgresCluster\n  \
            is deleted; a new cluster of the same name then finds `initialize` set and never bootstraps\n  \
            (every instance stays `stopped`). The benchmark deletes them itself after the pods are gone.\n\
-         - The clusters keep the default volume retention (`persistentVolumeClaimRetentionPolicy.whenDeleted:\n  \
-           Retain`; the benchmark deletes the claims itself). With `whenDeleted: Delete` the StatefulSet\n  \
-           controller adds an owner reference to each new claim while the scheduler's VolumeBinding\n  \
-           plugin binds it; the update conflict (`running PreBind plugin \"VolumeBinding\": Operation\n  \
-           cannot be fulfilled on persistentvolumeclaims`) sends the pod into the scheduler's back-off,\n  \
-           which cost up to ~12 s of a three-instance creation in a trial run.\n\
+         - The pgpilot pods are scheduled later than the plain pods (\"pods scheduled\" in the creation\n  \
+           steps) because of a claim conflict: the StatefulSet has a `persistentVolumeClaimRetentionPolicy`\n  \
+           with a `Delete` (pgpilot's default `whenScaled: Delete`), so the StatefulSet controller writes\n  \
+           owner references into each new claim while the scheduler's VolumeBinding plugin binds it. Events:\n  \
+           `FailedUpdate … could not update claim … for delete policy ownerRefs` and `FailedScheduling\n  \
+           running PreBind plugin \"VolumeBinding\": Operation cannot be fulfilled on\n  \
+           persistentvolumeclaims`; the pod then waits out the scheduler's back-off. The plain pods' claims\n  \
+           have no owner. `whenDeleted: Delete` makes it worse (up to ~12 s of a three-instance creation in\n  \
+           a trial run), so the measured clusters keep the default retention and the benchmark deletes the\n  \
+           claims itself.\n\
          - Baseline (a) runs PostgreSQL 15 (the only server in Debian bookworm, the host's release);\n  \
            the pods run 17. Both initdb with data checksums.\n"
     );
@@ -483,7 +487,7 @@ the node; the step tables above show which part of each gap they act on):\n\n\
 - **The `-rw` Service is the slowest hop of a failover.** Patroni labels the new primary, the\n  \
   EndpointSlice follows within ~0.1 s, but kube-proxy applies it only on its next sync\n  \
   (`iptables.minSyncPeriod: 1s` on this node, plus `iptables-restore` under load): the step table\n  \
-  shows ~1-1.5 s between the endpoint moving and the first acknowledged write. Options: kube-proxy in\n  \
+  shows 0.5-2 s between the endpoint moving and the first acknowledged write. Options: kube-proxy in\n  \
   nftables mode or a lower `minSyncPeriod` (a node setting); for clients that need the shortest gap,\n  \
   document a multi-host connection string over the headless `<name>-pods` names with\n  \
   `target_session_attrs=read-write`, which skips the Service entirely.\n\
@@ -492,6 +496,10 @@ the node; the step tables above show which part of each gap they act on):\n\n\
   `ttl: 20`, still within `loop_wait + 2 × retry_timeout ≤ ttl`) should take up to ~1 s off pod\n  \
   deletion and switchover. A crash that leaves the lock held (container SIGKILL, node loss) costs up\n  \
   to `ttl` unless the same Patroni comes back first, as it did here; 20 s is Patroni's minimum.\n\
+- **Volume retention**: give the StatefulSet `persistentVolumeClaimRetentionPolicy` Retain/Retain\n  \
+  and delete the claims of removed instances (scale-down) and of a deleted cluster in the controller,\n  \
+  so the StatefulSet controller never updates a claim while the scheduler binds it (see Notes): this\n  \
+  is the \"pods scheduled\" difference to the plain pods in the creation steps, 1-3 s here.\n\
 - **Readiness probe**: `/readiness` every 2 s (`failureThreshold: 3`): the pod turns Ready up to\n  \
   2 s after Patroni is ready, and pod readiness gates the cluster's `Ready` (time to Ready) and a\n  \
   rejoined replica (back to Ready). `periodSeconds: 1` halves that wait at a small cost in probe\n  \
