@@ -129,7 +129,20 @@ pub fn compute(
     );
     let pod_count = pods.len() as i32;
     // While scaling down, the instances on their way out still count as ready.
-    let all_ready = primary.is_some() && ready >= desired && ready == pod_count;
+    // In synchronous mode Patroni promotes only a named synchronous standby: until it has
+    // named one, a lost primary would not be replaced. Known only when Patroni answers.
+    let awaiting_sync = cluster
+        .spec
+        .replication
+        .as_ref()
+        .is_some_and(|r| r.synchronous.is_some())
+        && desired > 1
+        && observed.members.is_some_and(|m| m.cluster.is_some())
+        && !status
+            .instances
+            .iter()
+            .any(|i| i.role.as_deref() == Some("sync_standby"));
+    let all_ready = primary.is_some() && ready >= desired && ready == pod_count && !awaiting_sync;
     let scaling_down = pod_count > desired;
     let sts_current = observed.statefulset.is_some_and(|s| {
         s.status.as_ref().is_some_and(|st| {
@@ -188,6 +201,18 @@ pub fn compute(
                 )
             },
             (Status::False, "Healthy", String::new()),
+        )
+    } else if primary.is_some() && awaiting_sync && ready >= desired {
+        let waiting = "every instance is ready; waiting for Patroni to name a synchronous standby (until then no replica may take over)";
+        (
+            ClusterPhase::Degraded,
+            (Status::False, "NoSynchronousStandby", waiting.to_owned()),
+            (Status::True, "Reconciling", waiting.to_owned()),
+            (
+                Status::True,
+                "NoSynchronousStandby",
+                "no synchronous standby".to_owned(),
+            ),
         )
     } else if primary.is_some() {
         (
@@ -379,6 +404,59 @@ mod tests {
         assert_eq!(s.phase, Some(ClusterPhase::Ready));
         assert_eq!(cond(&s, PROGRESSING), ("True", "ScalingDown"));
         assert_eq!(cond(&s, DEGRADED), ("False", "Healthy"));
+    }
+
+    #[test]
+    fn synchronous_mode_is_ready_only_once_patroni_names_a_synchronous_standby() {
+        use crate::actions::{Instance, Members};
+        use crate::patroni::{ClusterMember, ClusterView};
+        let c = cluster(
+            "instances: 2\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nreplication: {synchronous: {mode: Required}}",
+        );
+        let pods = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+        ];
+        let members = |standby_role: &str| Members {
+            instances: vec![Instance {
+                pod: "db-0".into(),
+                ..Default::default()
+            }],
+            cluster: Some(ClusterView {
+                members: vec![
+                    ClusterMember {
+                        name: "db-0".into(),
+                        role: Some("leader".into()),
+                        ..Default::default()
+                    },
+                    ClusterMember {
+                        name: "db-1".into(),
+                        role: Some(standby_role.into()),
+                        ..Default::default()
+                    },
+                ],
+                pause: false,
+            }),
+        };
+        let observe_with = |m: &Members| {
+            compute(
+                &c,
+                &Observed {
+                    pods: &pods,
+                    image: Some("img".into()),
+                    members: Some(m),
+                    ..Default::default()
+                },
+                now(),
+            )
+        };
+        let waiting = observe_with(&members("replica"));
+        assert_eq!(waiting.phase, Some(ClusterPhase::Degraded));
+        assert_eq!(cond(&waiting, READY), ("False", "NoSynchronousStandby"));
+        let named = observe_with(&members("sync_standby"));
+        assert_eq!(named.phase, Some(ClusterPhase::Ready));
+        // Without Patroni's view (it does not answer) readiness alone decides.
+        assert_eq!(observe(&c, &pods).phase, Some(ClusterPhase::Ready));
     }
 
     #[test]
