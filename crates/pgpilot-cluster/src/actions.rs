@@ -60,6 +60,20 @@ impl Members {
             })
     }
 
+    /// Timeline of `pod`, as the DCS sees it, else as it says itself.
+    pub fn timeline(&self, pod: &str) -> Option<i64> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.members.iter().find(|m| m.name == pod))
+            .and_then(|m| m.timeline)
+            .or_else(|| {
+                self.instances
+                    .iter()
+                    .find(|i| i.pod == pod)
+                    .and_then(|i| i.member.as_ref()?.timeline)
+            })
+    }
+
     pub fn primary(&self) -> Option<&Instance> {
         self.instances
             .iter()
@@ -164,6 +178,10 @@ pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -
     }
 }
 
+/// Bytes a successor may lag when chosen; Patroni's clean shutdown of the old primary sends
+/// it the rest before the promotion.
+const MAX_SUCCESSOR_LAG: i64 = 1 << 20;
+
 /// The healthy replica `keep` accepts that should take over from the primary: a synchronous
 /// standby first (in synchronous mode Patroni accepts only one), then the least lagging.
 fn successor(
@@ -173,16 +191,17 @@ fn successor(
 ) -> Option<&Instance> {
     let primary = members.primary()?;
     let lags = members.lags();
+    let timeline = members.timeline(&primary.pod);
+    // Only a replica that follows this primary now: streaming on its timeline, a known and
+    // small lag. A replica still restarting to follow a new leader says `running`, and a
+    // switchover to it would lose what it has not received.
     members
         .instances
         .iter()
         .filter(|i| keep(i) && i.ready && i.pod != primary.pod)
-        .filter(|i| {
-            matches!(
-                members.state(&i.pod).as_deref(),
-                Some("streaming" | "running")
-            )
-        })
+        .filter(|i| members.state(&i.pod).as_deref() == Some("streaming"))
+        .filter(|i| members.timeline(&i.pod) == timeline)
+        .filter(|i| lags.get(&i.pod).is_some_and(|l| *l <= MAX_SUCCESSOR_LAG))
         .map(|i| (i, members.role(&i.pod).as_deref() == Some("sync_standby")))
         .filter(|(_, sync)| *sync || !synchronous)
         .min_by_key(|(i, sync)| {
@@ -305,17 +324,22 @@ mod tests {
     }
 
     fn three(roles: [&str; 3]) -> Members {
+        let state = |r: &str| {
+            if r == "leader" {
+                "running"
+            } else {
+                "streaming"
+            }
+        };
         members(
             &[
                 (roles[0], Some(0)),
                 (roles[1], Some(0)),
                 (roles[2], Some(4096)),
             ],
-            vec![
-                instance(0, "running", true),
-                instance(1, "streaming", true),
-                instance(2, "streaming", true),
-            ],
+            (0..3)
+                .map(|o| instance(o, state(roles[o as usize]), true))
+                .collect(),
         )
     }
 
@@ -379,6 +403,30 @@ mod tests {
             }
         );
         assert_eq!(scale(2, 3, &m, true).switchover_to.as_deref(), Some("db-1"));
+    }
+
+    #[test]
+    fn only_a_replica_that_follows_the_primary_now_can_succeed_it() {
+        let mut m = three(["replica", "replica", "leader"]);
+        // db-0 restarts to follow the new leader: `running`, not `streaming`.
+        m.instances[0] = instance(0, "running", true);
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
+        // Streaming, but still on the old timeline.
+        let mut m = three(["replica", "replica", "leader"]);
+        for (i, tl) in m.instances.iter_mut().zip([1, 2, 2]) {
+            i.member.as_mut().unwrap().timeline = Some(tl);
+        }
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
+        assert_eq!(
+            scale(2, 3, &m, false).switchover_to.as_deref(),
+            Some("db-1")
+        );
+        // Lag unknown (the DCS says "unknown") or too large.
+        let mut m = three(["replica", "replica", "leader"]);
+        m.cluster.as_mut().unwrap().members[0].lag = Some(Value::from("unknown"));
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
+        m.cluster.as_mut().unwrap().members[0].lag = Some(Value::from(64 << 20));
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
     }
 
     #[test]

@@ -94,11 +94,12 @@ impl Controller for ClusterController {
                 &["roles", "rolebindings"],
                 MANAGE,
             ),
-            // Volumes grow through their claims, when their class allows it.
+            // Volumes grow through their claims, when their class allows it; claims follow
+            // the spec's retention policy (owned by the cluster, or deleted on scale-down).
             rule(
                 &[""],
                 &["persistentvolumeclaims"],
-                &["get", "list", "watch", "patch"],
+                &["get", "list", "watch", "patch", "delete"],
             ),
             rule(&["storage.k8s.io"], &["storageclasses"], &["get"]),
         ]

@@ -404,7 +404,8 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
         version_condition.2,
     )];
     let mut sql_pending = false;
-    let (s, reason, message) = resize_volumes(&ctx, &cluster, &ns).await?;
+    let keep = scale.replicas.max(current);
+    let (s, reason, message) = volumes(&ctx, &cluster, &ns, &pods, keep).await?;
     busy |= reason == "Resizing";
     conditions.push((storage::CONDITION, s, reason, message));
     if let Some(c) = roles_and_databases(&ctx, &cluster, &members, &desired).await {
@@ -716,20 +717,97 @@ async fn reinitialize(ctx: &Context, cluster: &PostgresCluster, members: &Member
     !stuck.is_empty()
 }
 
-/// Grows the volumes when the spec asks for more and the StorageClass allows it.
-async fn resize_volumes(
+/// The instances' claims: retention as the spec says (see `storage::retention`), then
+/// growth when the spec asks for more and the StorageClass allows it.
+async fn volumes(
     ctx: &Context,
     cluster: &PostgresCluster,
     ns: &str,
+    pods: &[Pod],
+    keep: i32,
 ) -> Result<(Status, &'static str, String), Error> {
     let name = cluster.name_any();
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-    let claims: Vec<storage::Claim> = pvcs
+    let live = pvcs
         .list(&selector(&name))
         .await
         .map_err(api_error("list", "PersistentVolumeClaim", &name))?
-        .items
+        .items;
+
+    let owner = cluster.owner_ref(&());
+    let owned = |c: &PersistentVolumeClaim| {
+        owner
+            .as_ref()
+            .is_some_and(|o| c.owner_references().iter().any(|r| r.uid == o.uid))
+    };
+    let retained: Vec<storage::Retained> = live
+        .iter()
+        .map(|c| storage::Retained {
+            name: c.name_any(),
+            ordinal: ordinal(&c.name_any()),
+            bound: c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+            owned: owned(c),
+        })
+        .collect();
+    let policy = cluster
+        .spec
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .unwrap_or(pgpilot_api::cluster::PvcRetentionPolicy {
+            when_deleted: pgpilot_api::cluster::PvcPolicy::Retain,
+            when_scaled: pgpilot_api::cluster::PvcPolicy::Delete,
+        });
+    let plan = storage::retention(
+        policy.when_deleted,
+        policy.when_scaled,
+        keep,
+        &retained,
+        |o| pods.iter().any(|p| ordinal(&p.name_any()) == o),
+    );
+    for claim in &plan.delete {
+        ctx.metrics.wrote("PersistentVolumeClaim");
+        pvcs.delete(claim, &DeleteParams::default())
+            .instrument(
+                tracing::debug_span!("kube.delete", kind = "PersistentVolumeClaim", name = %claim),
+            )
+            .await
+            .map_err(api_error("delete", "PersistentVolumeClaim", claim))?;
+        ctx.events
+            .normal(
+                cluster,
+                "VolumeDeleted",
+                "ScaleDown",
+                format!("{claim}: its instance was scaled away (persistentVolumeClaimRetentionPolicy.whenScaled: Delete)"),
+            )
+            .await;
+    }
+    for c in live
+        .iter()
+        .filter(|c| plan.own.contains(&c.name_any()) || plan.disown.contains(&c.name_any()))
+    {
+        let mut refs: Vec<_> = c
+            .owner_references()
+            .iter()
+            .filter(|r| owner.as_ref().is_none_or(|o| r.uid != o.uid))
+            .cloned()
+            .collect();
+        if plan.own.contains(&c.name_any()) {
+            refs.extend(owner.clone());
+        }
+        ctx.metrics.wrote("PersistentVolumeClaim");
+        let patch = serde_json::json!({"metadata": {"ownerReferences": refs}});
+        pvcs.patch_metadata(
+            &c.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(api_error("patch", "PersistentVolumeClaim", &c.name_any()))?;
+    }
+
+    let claims: Vec<storage::Claim> = live
         .into_iter()
+        .filter(|c| !plan.delete.contains(&c.name_any()))
         .filter_map(|c| {
             let spec = c.spec.as_ref()?;
             Some(storage::Claim {

@@ -2,7 +2,11 @@
 //! PersistentVolumeClaims are patched directly — only when their StorageClass allows
 //! expansion; otherwise the cluster says so in its `StorageResized` condition and nothing
 //! is touched. Shrinking is refused by the API.
+//!
+//! The claims' retention (`spec.persistentVolumeClaimRetentionPolicy`) is carried out here
+//! too, not by the StatefulSet controller: see [`retention`].
 
+use pgpilot_api::cluster::PvcPolicy;
 use pgpilot_toolkit::conditions::Status;
 
 pub const CONDITION: &str = "StorageResized";
@@ -58,6 +62,53 @@ pub struct Claim {
     /// What the bound volume has (`status.capacity`); `None` while unbound.
     pub capacity: Option<String>,
     pub storage_class: Option<String>,
+}
+
+/// A claim as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retained {
+    pub name: String,
+    /// Instance ordinal (`data-<cluster>-<n>`).
+    pub ordinal: i32,
+    pub bound: bool,
+    /// Carries the cluster as an owner (so garbage collection deletes it with the cluster).
+    pub owned: bool,
+}
+
+/// What retention asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionPlan {
+    /// Give the claim the cluster as owner.
+    pub own: Vec<String>,
+    /// Take the cluster off the claim's owners.
+    pub disown: Vec<String>,
+    /// Delete the claim: its instance was scaled away.
+    pub delete: Vec<String>,
+}
+
+/// `whenDeleted: Delete` makes the cluster an owner of each claim once it is bound (earlier,
+/// the write would race the scheduler's binding); `Retain` removes that owner again.
+/// `whenScaled: Delete` deletes the claims of ordinals at or above `keep` whose pod is gone.
+pub fn retention(
+    when_deleted: PvcPolicy,
+    when_scaled: PvcPolicy,
+    keep: i32,
+    claims: &[Retained],
+    pod_exists: impl Fn(i32) -> bool,
+) -> RetentionPlan {
+    let mut plan = RetentionPlan::default();
+    for c in claims {
+        if when_scaled == PvcPolicy::Delete && c.ordinal >= keep && !pod_exists(c.ordinal) {
+            plan.delete.push(c.name.clone());
+            continue;
+        }
+        match when_deleted {
+            PvcPolicy::Delete if c.bound && !c.owned => plan.own.push(c.name.clone()),
+            PvcPolicy::Retain if c.owned => plan.disown.push(c.name.clone()),
+            _ => {}
+        }
+    }
+    plan
 }
 
 /// What to do about the volumes.
@@ -157,6 +208,50 @@ mod tests {
             capacity: Some(size.into()),
             storage_class: Some(class.into()),
         }
+    }
+
+    fn retained(ordinal: i32, bound: bool, owned: bool) -> Retained {
+        Retained {
+            name: format!("data-db-{ordinal}"),
+            ordinal,
+            bound,
+            owned,
+        }
+    }
+
+    #[test]
+    fn claims_of_instances_scaled_away_go_once_their_pod_is_gone() {
+        let claims = [
+            retained(0, true, false),
+            retained(1, true, false),
+            retained(2, true, false),
+        ];
+        let p = retention(PvcPolicy::Retain, PvcPolicy::Delete, 1, &claims, |o| o == 1);
+        assert_eq!(
+            p.delete,
+            vec!["data-db-2".to_owned()],
+            "db-1 still terminating"
+        );
+        let p = retention(PvcPolicy::Retain, PvcPolicy::Retain, 1, &claims, |_| false);
+        assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn claims_are_owned_by_the_cluster_only_when_deletion_should_take_them() {
+        let claims = [
+            retained(0, true, false),
+            retained(1, false, false),
+            retained(2, true, true),
+        ];
+        let p = retention(PvcPolicy::Delete, PvcPolicy::Retain, 3, &claims, |_| true);
+        assert_eq!(
+            p.own,
+            vec!["data-db-0".to_owned()],
+            "unbound data-db-1 waits"
+        );
+        let p = retention(PvcPolicy::Retain, PvcPolicy::Retain, 3, &claims, |_| true);
+        assert_eq!(p.disown, vec!["data-db-2".to_owned()]);
+        assert!(p.own.is_empty() && p.delete.is_empty());
     }
 
     #[test]

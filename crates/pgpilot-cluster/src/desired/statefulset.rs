@@ -6,7 +6,6 @@
 //! which one initializes and the others clone from it, which is faster than one by one.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use pgpilot_api::cluster::PvcPolicy;
 use pgpilot_api::labels;
 use serde_json::{Value, json};
 
@@ -84,13 +83,6 @@ fn scheduling(ctx: &Ctx<'_>) -> Result<Value, Error> {
     }))
 }
 
-fn policy_name(p: PvcPolicy) -> &'static str {
-    match p {
-        PvcPolicy::Retain => "Retain",
-        PvcPolicy::Delete => "Delete",
-    }
-}
-
 pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Error> {
     let spec = &ctx.cluster.spec;
     let n = &ctx.names;
@@ -100,10 +92,6 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
         Some(r) => serde_json::to_value(r).map_err(Error::serialize("resources"))?,
         None => json!({}),
     };
-    let retention = spec.persistent_volume_claim_retention_policy.clone();
-    let (when_deleted, when_scaled) = retention
-        .map(|r| (r.when_deleted, r.when_scaled))
-        .unwrap_or((PvcPolicy::Retain, PvcPolicy::Delete));
     let sched = scheduling(ctx)?;
     let probe = |path: &str, period: i32, failures: i32| {
         json!({"httpGet": {"path": path, "port": "patroni"}, "periodSeconds": period,
@@ -190,10 +178,10 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
                 "podManagementPolicy": "Parallel",
                 "updateStrategy": {"type": "OnDelete"},
                 "selector": {"matchLabels": ctx.instance_selector()},
-                "persistentVolumeClaimRetentionPolicy": {
-                    "whenDeleted": policy_name(when_deleted),
-                    "whenScaled": policy_name(when_scaled),
-                },
+                // The controller carries out spec.persistentVolumeClaimRetentionPolicy itself
+                // (storage.rs): with a Delete here, the StatefulSet controller updates each new
+                // claim while the scheduler binds it, and the pod waits out a back-off.
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
                 "template": {
                     "metadata": {"labels": pod_labels, "annotations": {labels::COMPONENT: "instance"}},
                     "spec": pod_spec,
@@ -236,7 +224,8 @@ mod tests {
                 retention.when_deleted.as_deref(),
                 retention.when_scaled.as_deref()
             ),
-            (Some("Retain"), Some("Delete"))
+            (Some("Retain"), Some("Retain")),
+            "the controller applies the spec's policy itself"
         );
     }
 
@@ -318,17 +307,5 @@ mod tests {
             "an empty selector is filled with the instances'"
         );
         assert_eq!(pod.node_selector.unwrap()["pool"], "db");
-    }
-
-    #[test]
-    fn the_pvc_policy_comes_from_the_spec() {
-        let s = sts("instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\npersistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Retain}")
-            .spec
-            .unwrap();
-        let r = s.persistent_volume_claim_retention_policy.unwrap();
-        assert_eq!(
-            (r.when_deleted.as_deref(), r.when_scaled.as_deref()),
-            (Some("Delete"), Some("Retain"))
-        );
     }
 }
