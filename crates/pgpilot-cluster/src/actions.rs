@@ -74,6 +74,20 @@ impl Members {
             })
     }
 
+    /// IP of `pod`, to reach its Patroni.
+    pub fn ip(&self, pod: &str) -> Option<String> {
+        self.instances
+            .iter()
+            .find(|i| i.pod == pod)
+            .and_then(|i| i.ip.clone())
+    }
+
+    /// The primary's pod name and IP.
+    pub fn primary_address(&self) -> Option<(String, String)> {
+        let p = self.primary()?;
+        Some((p.pod.clone(), p.ip.clone()?))
+    }
+
     pub fn primary(&self) -> Option<&Instance> {
         self.instances
             .iter()

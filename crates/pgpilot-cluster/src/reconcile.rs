@@ -552,10 +552,7 @@ async fn adopt_patroni_state(
 
 /// Moves the primary off an ordinal that scaling down will remove.
 async fn switchover(ctx: &Context, cluster: &PostgresCluster, members: &Members, candidate: &str) {
-    let Some((primary, ip)) = members
-        .primary()
-        .and_then(|p| Some((p.pod.clone(), p.ip.clone()?)))
-    else {
+    let Some((primary, ip)) = members.primary_address() else {
         return;
     };
     let note = format!(
@@ -590,10 +587,7 @@ async fn configure_patroni(
     members: &Members,
     desired: &serde_json::Value,
 ) {
-    let Some((pod, ip)) = members
-        .primary()
-        .and_then(|p| Some((p.pod.clone(), p.ip.clone()?)))
-    else {
+    let Some((pod, ip)) = members.primary_address() else {
         return;
     };
     let live = match ctx.patroni.config(&pod, &ip).await {
@@ -636,18 +630,13 @@ async fn rolling_restart(
     members: &Members,
     synchronous: bool,
 ) -> bool {
-    let ip_of = |pod: &str| {
-        members
-            .instances
-            .iter()
-            .find(|i| i.pod == pod)
-            .and_then(|i| i.ip.clone())
-    };
     match actions::restart(members, synchronous) {
         actions::Restart::Done => false,
         actions::Restart::Wait => true,
         actions::Restart::Instance(pod) => {
-            let Some(ip) = ip_of(&pod) else { return true };
+            let Some(ip) = members.ip(&pod) else {
+                return true;
+            };
             match ctx.patroni.restart(&pod, &ip).await {
                 Ok(()) => {
                     ctx.events
@@ -664,10 +653,7 @@ async fn rolling_restart(
             true
         }
         actions::Restart::SwitchoverTo(to) => {
-            let Some((primary, ip)) = members
-                .primary()
-                .and_then(|p| Some((p.pod.clone(), p.ip.clone()?)))
-            else {
+            let Some((primary, ip)) = members.primary_address() else {
                 return true;
             };
             match ctx.patroni.switchover(&primary, &ip, &to).await {
@@ -692,12 +678,7 @@ async fn rolling_restart(
 async fn reinitialize(ctx: &Context, cluster: &PostgresCluster, members: &Members) -> bool {
     let stuck = actions::reinitialize(members, REINITIALIZE_AFTER_SECS);
     for pod in &stuck {
-        let Some(ip) = members
-            .instances
-            .iter()
-            .find(|i| &i.pod == pod)
-            .and_then(|i| i.ip.clone())
-        else {
+        let Some(ip) = members.ip(pod) else {
             continue;
         };
         match ctx.patroni.reinitialize(pod, &ip).await {
