@@ -168,20 +168,13 @@ pub fn render(r: &Results) -> String {
         o,
         "## Notes\n\n\
          - Between samples each cluster is deleted and the next one waits until its pods and volumes\n  \
-           are gone. pgpilot leaves Patroni's DCS ConfigMaps (`<name>-leader`, `-config`, `-sync`,\n  \
-           `-failover`: Patroni creates them, without an owner reference) behind when a PostgresCluster\n  \
-           is deleted; a new cluster of the same name then finds `initialize` set and never bootstraps\n  \
-           (every instance stays `stopped`). The benchmark deletes them itself after the pods are gone.\n\
-         - The pgpilot pods are scheduled later than the plain pods (\"pods scheduled\" in the creation\n  \
-           steps) because of a claim conflict: the StatefulSet has a `persistentVolumeClaimRetentionPolicy`\n  \
-           with a `Delete` (pgpilot's default `whenScaled: Delete`), so the StatefulSet controller writes\n  \
-           owner references into each new claim while the scheduler's VolumeBinding plugin binds it. Events:\n  \
-           `FailedUpdate … could not update claim … for delete policy ownerRefs` and `FailedScheduling\n  \
-           running PreBind plugin \"VolumeBinding\": Operation cannot be fulfilled on\n  \
-           persistentvolumeclaims`; the pod then waits out the scheduler's back-off. The plain pods' claims\n  \
-           have no owner. `whenDeleted: Delete` makes it worse (up to ~12 s of a three-instance creation in\n  \
-           a trial run), so the measured clusters keep the default retention and the benchmark deletes the\n  \
-           claims itself.\n\
+           are gone (pgpilot owns Patroni's DCS ConfigMaps, so they go with the cluster).\n\
+         - The controller carries out the claims' retention policy itself; the StatefulSet's own\n  \
+           policy is Retain/Retain. With a `Delete` there (earlier runs), the StatefulSet controller wrote\n  \
+           owner references into each new claim while the scheduler's VolumeBinding plugin bound it\n  \
+           (`FailedScheduling … Operation cannot be fulfilled on persistentvolumeclaims`) and the pod\n  \
+           waited out the scheduler's back-off: 1-3 s of \"pods scheduled\", up to ~12 s with\n  \
+           `whenDeleted: Delete`.\n\
          - Baseline (a) runs PostgreSQL 15 (the only server in Debian bookworm, the host's release);\n  \
            the pods run 17. Both initdb with data checksums.\n"
     );
@@ -240,7 +233,7 @@ fn ready_section(o: &mut String, r: &Results) {
            condition `Ready=True` for the current generation and `readyInstances` = `instances`.\n  \
            This includes the controller's work (Secrets, RBAC, ConfigMap, Services, PDB, StatefulSet),\n  \
            volume provisioning, Patroni's bootstrap (initdb on the instance that takes the leader lock,\n  \
-           `pg_basebackup` with a fast checkpoint on the others) and the readiness probes (every 2 s).\n  \
+           `pg_basebackup` with a fast checkpoint on the others) and the readiness probes (every second).\n  \
            The cluster is then deleted and the next sample waits until its pods and volumes are gone.\n\
          - **(b) plain pods**: the same steps without Patroni or the operator: a Secret, a ClusterIP\n  \
            Service for the primary, then one PVC (default StorageClass `local-path`) and one pod per\n  \
@@ -496,14 +489,11 @@ the node; the step tables above show which part of each gap they act on):\n\n\
   `ttl: 20`, still within `loop_wait + 2 × retry_timeout ≤ ttl`) should take up to ~1 s off pod\n  \
   deletion and switchover. A crash that leaves the lock held (container SIGKILL, node loss) costs up\n  \
   to `ttl` unless the same Patroni comes back first, as it did here; 20 s is Patroni's minimum.\n\
-- **Volume retention**: give the StatefulSet `persistentVolumeClaimRetentionPolicy` Retain/Retain\n  \
-  and delete the claims of removed instances (scale-down) and of a deleted cluster in the controller,\n  \
-  so the StatefulSet controller never updates a claim while the scheduler binds it (see Notes): this\n  \
-  is the \"pods scheduled\" difference to the plain pods in the creation steps, 1-3 s here.\n\
-- **Readiness probe**: `/readiness` every 2 s (`failureThreshold: 3`): the pod turns Ready up to\n  \
-  2 s after Patroni is ready, and pod readiness gates the cluster's `Ready` (time to Ready) and a\n  \
-  rejoined replica (back to Ready). `periodSeconds: 1` halves that wait at a small cost in probe\n  \
-  traffic. The controller's status update follows pod readiness within about a second.\n\
+- **Synchronous standby**: with synchronous replication the cluster is `Ready` only once Patroni\n  \
+  has named a synchronous standby (before that no replica may take over from a lost primary).\n  \
+  Patroni names it in a loop after a replica streams, and the controller looks again every 2 s:\n  \
+  most of the three-instance gap between \"pods Ready\" and \"cluster Ready\". `loopWait: 1` and a\n  \
+  1 s re-check would roughly halve it.\n\
 - **Creation order**: the controller's own work is small (12 children applied, the pods exist\n  \
   about half a second after the apply; see the creation steps) and the pods then wait for their\n  \
   volumes like the plain pods (local-path provisions through a helper pod, several seconds under\n  \
