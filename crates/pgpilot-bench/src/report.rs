@@ -484,16 +484,15 @@ the node; the step tables above show which part of each gap they act on):\n\n\
   nftables mode or a lower `minSyncPeriod` (a node setting); for clients that need the shortest gap,\n  \
   document a multi-host connection string over the headless `<name>-pods` names with\n  \
   `target_session_attrs=read-write`, which skips the Service entirely.\n\
-- **Patroni's loop**: `loop_wait` (2 s here) bounds how long a replica takes to notice a released\n  \
-  lock and how long the new leader takes to relabel its pod. `loopWait: 1` (with `retryTimeout: 4`,\n  \
-  `ttl: 20`, still within `loop_wait + 2 × retry_timeout ≤ ttl`) should take up to ~1 s off pod\n  \
-  deletion and switchover. A crash that leaves the lock held (container SIGKILL, node loss) costs up\n  \
-  to `ttl` unless the same Patroni comes back first, as it did here; 20 s is Patroni's minimum.\n\
+- **Patroni's loop**: `loop_wait` (1 s here, the example's setting) bounds how long a replica\n  \
+  takes to notice a released lock, to clone from a new leader and to be named synchronous standby.\n  \
+  Going lower is not possible (1 s is Patroni's minimum); its price is one leader-lock renewal, an\n  \
+  API write, per second per cluster. A crash that leaves the lock held (container SIGKILL, node\n  \
+  loss) costs up to `ttl` unless the same Patroni comes back first; 20 s is Patroni's minimum.\n\
 - **Synchronous standby**: with synchronous replication the cluster is `Ready` only once Patroni\n  \
   has named a synchronous standby (before that no replica may take over from a lost primary).\n  \
-  Patroni names it in a loop after a replica streams, and the controller looks again every 2 s:\n  \
-  most of the three-instance gap between \"pods Ready\" and \"cluster Ready\". `loopWait: 1` and a\n  \
-  1 s re-check would roughly halve it.\n\
+  Patroni names it in a loop after a replica streams; the controller looks again every second\n  \
+  while it waits.\n\
 - **Creation order**: the controller's own work is small (12 children applied, the pods exist\n  \
   about half a second after the apply; see the creation steps) and the pods then wait for their\n  \
   volumes like the plain pods (local-path provisions through a helper pod, several seconds under\n  \
