@@ -814,7 +814,15 @@ async fn volumes(
     let size = &cluster.spec.storage.size;
     let mut expandable = BTreeMap::new();
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
-    for class in claims.iter().filter_map(|c| c.storage_class.clone()) {
+    // Classes are read only for claims that must grow: a converged cluster needs no
+    // cluster-scoped read (and a namespace-confined installation may not have one).
+    let want = storage::bytes(size);
+    let growing = claims.iter().filter(|c| {
+        storage::bytes(&c.requested)
+            .zip(want)
+            .is_some_and(|(have, want)| have < want)
+    });
+    for class in growing.filter_map(|c| c.storage_class.clone()) {
         if let std::collections::btree_map::Entry::Vacant(e) = expandable.entry(class) {
             let sc = get(&classes, e.key()).await?;
             e.insert(sc.and_then(|s| s.allow_volume_expansion));
