@@ -2,7 +2,7 @@
 # `just bench`: the cluster controller's benchmarks on the node cluster (the e2e tier's:
 # e2e-env.sh), written to docs/benchmarks.md. Brings the node cluster up if it is not running
 # (idempotent: a running one is reused), imports the image, runs pgpilot's manager with
-# least-privilege RBAC confined to the bench namespace, runs `pgpilot-bench all`, and stops
+# least-privilege RBAC watching the bench namespace only, runs `pgpilot-bench all`, and stops
 # the manager again. Arguments go to `pgpilot-bench all` (e.g. --repeat 5).
 #
 #   PGPILOT_BENCH_NAMESPACE   namespace of everything measured (bench)
@@ -40,19 +40,19 @@ step "build pgpilot-manager and pgpilot-bench"
 MANAGER=$REPO/target/debug/pgpilot-manager
 BENCH=$REPO/target/debug/pgpilot-bench
 
-step "namespace $NS, CRDs, the manager's RBAC (namespaced)"
+step "namespace $NS, CRDs, the manager's RBAC"
 kctl apply --server-side -f "$REPO/crds/" >/dev/null
 kctl create namespace "$NS" --dry-run=client -o yaml | kctl apply -f - >/dev/null
 kctl label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
-# The manager's own rules for the cluster controller, under names of the bench's own and bound
-# in $NS only (a RoleBinding to the ClusterRole): other users of this cluster keep theirs.
+# The manager's own rules for the cluster controller, under a name of the bench's own (other
+# users of this cluster keep theirs), bound as `pgpilot-manager rbac` binds them: it watches
+# $NS only, but reads cluster-scoped objects (StorageClasses) too.
 "$MANAGER" rbac --controllers cluster --namespace "$NS" --bind user:pgpilot-manager |
   kctl create --dry-run=client -f - -o json |
-  jq -s --arg ns "$NS" '{apiVersion: "v1", kind: "List", items: map(
+  jq -s '{apiVersion: "v1", kind: "List", items: map(
       if .kind == "ClusterRole" then .metadata.name = "pgpilot-bench-manager"
       elif .kind == "ClusterRoleBinding" then
-        .kind = "RoleBinding" | .metadata = {name: "pgpilot-bench-manager-cluster", namespace: $ns}
-        | .roleRef.name = "pgpilot-bench-manager"
+        .metadata.name = "pgpilot-bench-manager" | .roleRef.name = "pgpilot-bench-manager"
       else . end)}' |
   kctl apply -f - >/dev/null
 

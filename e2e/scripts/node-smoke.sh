@@ -50,8 +50,8 @@ RESTRICTED='{allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}'
 POD_RESTRICTED='runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}'
 k() { kctl -n "$NS" "$@"; }
 
-# retry SECONDS CMD...: until CMD succeeds (a new endpoint takes kube-proxy up
-# to its minSyncPeriod, 1 s, to route), showing the last attempt's output.
+# retry SECONDS CMD...: until CMD succeeds (a new endpoint takes kube-proxy a sync, under
+# load a moment, to route), showing the last attempt's output.
 retry() {
   local deadline=$((SECONDS + $1)) out
   shift

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -99,20 +99,50 @@ where
     .await
 }
 
-/// Deletes pods and PVCs matching `selector` (pods at once) and waits until both are gone,
-/// so the next sample starts on a quiet node.
+/// Deletes pods and PVCs matching `selector` and waits until they and the claims' volumes are
+/// gone, so the next sample starts on a quiet node: the pods' processes stopped (a pod object
+/// goes only once the kubelet has stopped it) and local-path's clean-up helpers done.
 pub async fn delete_pods_and_claims(client: &Client, ns: &str, selector: &str) -> Result<()> {
     let lp = ListParams::default().labels(selector);
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    pods.delete_collection(&DeleteParams::default().grace_period(0), &lp)
+    pods.delete_collection(&DeleteParams::default().grace_period(1), &lp)
         .await
         .context("deleting pods")?;
+    wait_gone::<Pod>(client, ns, selector, Duration::from_secs(180)).await?;
+    delete_claims(client, ns, selector).await
+}
+
+/// Deletes the PVCs matching `selector` and waits until they and their volumes are gone.
+pub async fn delete_claims(client: &Client, ns: &str, selector: &str) -> Result<()> {
+    let lp = ListParams::default().labels(selector);
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let volumes: Vec<String> = pvcs
+        .list(&lp)
+        .await
+        .context("listing claims")?
+        .items
+        .into_iter()
+        .filter_map(|c| c.spec.and_then(|s| s.volume_name))
+        .collect();
     pvcs.delete_collection(&DeleteParams::default(), &lp)
         .await
         .context("deleting claims")?;
-    wait_gone::<Pod>(client, ns, selector, Duration::from_secs(180)).await?;
-    wait_gone::<PersistentVolumeClaim>(client, ns, selector, Duration::from_secs(180)).await
+    wait_gone::<PersistentVolumeClaim>(client, ns, selector, Duration::from_secs(180)).await?;
+    let pvs = Api::<PersistentVolume>::all(client.clone());
+    poll(
+        "the claims' volumes to be deleted",
+        Duration::from_secs(180),
+        Duration::from_millis(250),
+        || async {
+            for v in &volumes {
+                if pvs.get_metadata_opt(v).await?.is_some() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await
 }
 
 /// The machine's load averages (1, 5, 15 min) as written in /proc/loadavg.

@@ -413,6 +413,8 @@ async fn environment(repeat: usize) -> Environment {
         patroni: String::new(),
         kubernetes,
         repeat,
-        cluster_spec: serde_json::to_string(&pgc::spec(3)).unwrap_or_default(),
+        cluster_spec: pgc::spec(3)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| format!("unreadable ({e:#})")),
     }
 }

@@ -67,6 +67,40 @@ pub struct EventSample {
     pub steps: BTreeMap<String, f64>,
     /// Patroni's log lines about the event, from the new primary (and old one if alive).
     pub patroni_log: Vec<String>,
+    /// The writer's failed attempts after the disruption: which hop it was waiting for.
+    #[serde(default)]
+    pub writer_failures: Vec<FailureRun>,
+}
+
+/// Consecutive failed attempts of the writer with the same message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FailureRun {
+    /// Seconds after the disruption of the first and last attempt.
+    pub from: f64,
+    pub to: f64,
+    pub count: usize,
+    pub message: String,
+}
+
+/// Merges failures (seconds after the disruption, message), in time order, into runs of one
+/// message.
+pub fn failure_runs(failures: impl IntoIterator<Item = (f64, String)>) -> Vec<FailureRun> {
+    let mut runs: Vec<FailureRun> = Vec::new();
+    for (at, message) in failures {
+        match runs.last_mut() {
+            Some(run) if run.message == message => {
+                run.to = at;
+                run.count += 1;
+            }
+            _ => runs.push(FailureRun {
+                from: at,
+                to: at,
+                count: 1,
+                message,
+            }),
+        }
+    }
+    runs
 }
 
 /// All samples of one kind of disruption.
@@ -141,5 +175,27 @@ mod tests {
     fn summary_of_nothing_is_none() {
         assert_eq!(Summary::of([]), None);
         assert_eq!(Summary::of([f64::NAN]), None);
+    }
+
+    #[test]
+    fn consecutive_failures_with_one_message_merge() {
+        let runs = failure_runs([
+            (1.0, "refused".to_owned()),
+            (1.1, "refused".to_owned()),
+            (2.0, "timeout".to_owned()),
+            (3.0, "refused".to_owned()),
+        ]);
+        let summary: Vec<_> = runs
+            .iter()
+            .map(|r| (r.from, r.to, r.count, r.message.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1.0, 1.1, 2, "refused"),
+                (2.0, 2.0, 1, "timeout"),
+                (3.0, 3.0, 1, "refused")
+            ]
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use pgpilot_api::cluster::ClusterPhase;
@@ -17,27 +17,30 @@ use crate::kube_util::{kubectl, load1, poll, wait_gone};
 use crate::milestones::{self, Milestones};
 use crate::model::EventSample;
 
-/// The spec every measured cluster gets: the example's settings (examples/cluster.yaml)
-/// without roles and databases. The volumes keep the default retention (`whenDeleted:
-/// Retain`): with `Delete` the StatefulSet controller writes an owner reference into each new
-/// claim while the scheduler binds it, and the conflict costs the scheduler a back-off of
-/// several seconds per pod. [`delete_cluster`] deletes the claims itself.
-pub fn spec(instances: usize) -> Value {
-    json!({
-        "instances": instances,
-        "postgresql": {"version": 17, "parameters": {"shared_buffers": "128MB", "max_connections": "200"}},
-        "storage": {"size": "1Gi"},
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-        "replication": {"synchronous": {"mode": "Preferred", "numberOfStandbys": 1}},
-        "patroni": {"ttl": 20, "loopWait": 2, "retryTimeout": 4},
-    })
+/// The spec every measured cluster gets: the example's (examples/cluster.yaml) without roles
+/// and databases. The volumes keep the default retention (`whenDeleted: Retain`);
+/// [`delete_cluster`] deletes the claims itself.
+pub fn spec(instances: usize) -> Result<Value> {
+    let example: Value = serde_yaml::from_str(include_str!("../../../examples/cluster.yaml"))
+        .context("parsing examples/cluster.yaml")?;
+    let mut spec = example
+        .get("spec")
+        .cloned()
+        .context("examples/cluster.yaml has no spec")?;
+    let fields = spec
+        .as_object_mut()
+        .context("examples/cluster.yaml: spec is not a map")?;
+    fields.remove("roles");
+    fields.remove("databases");
+    fields.insert("instances".into(), json!(instances));
+    Ok(spec)
 }
 
 fn cluster_object(name: &str, instances: usize) -> Result<PostgresCluster> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresCluster",
         "metadata": {"name": name},
-        "spec": spec(instances),
+        "spec": spec(instances)?,
     }))?)
 }
 
@@ -138,9 +141,9 @@ pub async fn delete_cluster(client: &Client, ns: &str, name: &str) -> Result<()>
     }
     let selector = format!("{}={name}", labels::CLUSTER);
     wait_gone::<Pod>(client, ns, &selector, Duration::from_secs(180)).await?;
-    // Patroni's own DCS ConfigMaps (`<name>-leader`, `-config`, `-sync`, `-failover`) carry
-    // no owner reference and outlive the cluster: a new cluster of the same name would find
-    // `initialize` set and never bootstrap. Remove them once no Patroni is left to rewrite them.
+    // Patroni's DCS ConfigMaps (`<name>-leader`, `-config`, `-sync`, `-failover`) are owned by
+    // the cluster, but garbage collection is asynchronous: a new cluster of the same name that
+    // found `initialize` still set would never bootstrap.
     let configmaps = Api::<ConfigMap>::namespaced(client.clone(), ns);
     for suffix in ["leader", "config", "sync", "failover"] {
         let _ = configmaps
@@ -148,14 +151,7 @@ pub async fn delete_cluster(client: &Client, ns: &str, name: &str) -> Result<()>
             .await;
     }
     // The claims are retained with the cluster (the default): delete them.
-    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
-    let _ = pvcs
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&selector),
-        )
-        .await;
-    wait_gone::<PersistentVolumeClaim>(client, ns, &selector, Duration::from_secs(180)).await
+    crate::kube_util::delete_claims(client, ns, &selector).await
 }
 
 /// Step names of the writer's side of a disruption.
@@ -610,6 +606,12 @@ pub async fn disruption_once(
         load1: load,
         steps,
         patroni_log: patroni_log(client, ns, name, since).await,
+        writer_failures: crate::model::failure_runs(
+            log.failures
+                .iter()
+                .filter(|f| f.at > event)
+                .map(|f| (rel(f.at), f.message.clone())),
+        ),
     })
 }
 

@@ -342,6 +342,7 @@ fn events_section(o: &mut String, r: &Results) {
             );
         }
         event_breakdown(o, ev);
+        writer_failures(o, ev);
         if ev.samples.iter().any(|s| !s.patroni_log.is_empty()) {
             let _ = writeln!(
                 o,
@@ -359,6 +360,29 @@ fn events_section(o: &mut String, r: &Results) {
             }
         }
         o.push('\n');
+    }
+}
+
+/// What the writer's failed attempts said: which hop of the gap it was waiting for.
+fn writer_failures(o: &mut String, ev: &EventResult) {
+    if ev.samples.iter().all(|s| s.writer_failures.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nWhat the writer's failed attempts said (seconds after the disruption; consecutive\n\
+         attempts with the same error merged):\n"
+    );
+    for (i, s) in ev.samples.iter().enumerate() {
+        let _ = writeln!(o, "Sample {i}:\n\n```");
+        for r in &s.writer_failures {
+            let _ = writeln!(
+                o,
+                "{:.2}-{:.2} s  ×{:<4} {}",
+                r.from, r.to, r.count, r.message
+            );
+        }
+        let _ = writeln!(o, "```\n");
     }
 }
 
@@ -422,7 +446,7 @@ fn how(mode: &str) -> &'static str {
     } else if mode.contains("postmaster") {
         "`kubectl exec <primary> -- sh -c 'kill -9 $(head -1 $PGDATA/postmaster.pid)'`: the postmaster\n\
          dies (its backends follow), Patroni stays alive and still holds the leader lock, so on its next\n\
-         loop (`loop_wait` 2 s) it restarts PostgreSQL, which runs crash recovery, and keeps the\n\
+         loop (`loop_wait`, 1 s in the example) it restarts PostgreSQL, which runs crash recovery, and keeps the\n\
          primary role: no failover, a restart in place."
     } else {
         "`POST /switchover` with `{\"leader\": \"<primary>\"}` to Patroni's REST API on the primary\n\

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller as KubeController};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::error::Error;
 use crate::patroni::Patroni;
 use crate::reconcile::{Context, reconcile};
+use crate::triggers;
 use crate::validate::DefaultImages;
 
 /// Name in `--controllers`.
@@ -184,24 +185,33 @@ async fn run_in(ctx: RunContext, ns: Option<String>, default_images: DefaultImag
     let secrets = watcher(api::<PartialObjectMeta<Secret>>(&client, &ns), owned)
         .default_backoff()
         .touched_objects();
-    // Pods carry the role Patroni gives them: a failover shows up here first.
+    // Pods carry the role Patroni gives them: a failover shows up here first. Patroni's own
+    // writes that decide nothing are filtered out (triggers.rs).
     let pods = watcher(
         api::<Pod>(&client, &ns),
         watcher::Config::default().labels(labels::CLUSTER),
     )
     .default_backoff()
     .modify(|o| o.managed_fields_mut().clear())
-    .touched_objects();
+    .touched_objects()
+    .predicate_filter(triggers::pod, PredicateConfig::default());
+    // Patroni's DCS ConfigMaps name the leader and the synchronous standby (Ready waits for
+    // one); they also hold the ConfigMap the controller applies.
+    let config_maps = watcher(
+        api::<ConfigMap>(&client, &ns),
+        watcher::Config::default().labels(labels::CLUSTER),
+    )
+    .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
+    .touched_objects()
+    .predicate_filter(triggers::config_map, PredicateConfig::default());
     let shutdown = ctx.shutdown.clone();
     KubeController::for_stream(clusters, reader)
         .owns_stream(statefulsets)
         .owns_stream(services)
         .owns_stream(secrets)
-        .watches_stream(pods, |pod: Pod| {
-            let cluster = pod.labels().get(labels::CLUSTER).cloned();
-            let ns = pod.namespace();
-            cluster.and_then(|c| ns.map(|ns| ObjectRef::new(&c).within(&ns)))
-        })
+        .watches_stream(pods, |pod: Pod| cluster_of(&pod))
+        .watches_stream(config_maps, |cm: ConfigMap| cluster_of(&cm))
         .with_config(Config::default().concurrency(ctx.concurrency))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile_measured, error_policy, shared)
@@ -211,6 +221,13 @@ async fn run_in(ctx: RunContext, ns: Option<String>, default_images: DefaultImag
             }
         })
         .await;
+}
+
+/// The cluster an instance pod or a Patroni ConfigMap belongs to, by its label (Patroni's
+/// ConfigMaps have no owner until the controller adopts them).
+fn cluster_of<K: ResourceExt>(obj: &K) -> Option<ObjectRef<PostgresCluster>> {
+    let cluster = obj.labels().get(labels::CLUSTER)?;
+    Some(ObjectRef::new(cluster).within(&obj.namespace()?))
 }
 
 async fn reconcile_measured(

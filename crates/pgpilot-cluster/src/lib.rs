@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod sql;
 pub mod status;
 pub mod storage;
+pub mod triggers;
 pub mod validate;
 
 pub use controller::ClusterController;

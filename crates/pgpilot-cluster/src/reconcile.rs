@@ -425,20 +425,15 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     };
     let status = status::compute(&cluster, &observed, now());
     let ready = status.phase == Some(pgpilot_api::cluster::ClusterPhase::Ready);
-    // Patroni names its synchronous standby in its own ConfigMap, which is not watched (its
-    // leader lock there changes every loop): look again in a second.
-    let awaiting_sync = pgpilot_toolkit::conditions::find(&status.conditions, status::READY)
-        .is_some_and(|c| c.reason == "NoSynchronousStandby");
     write_status(&ctx, &clusters, &cluster, status).await?;
-    // Pod and StatefulSet events trigger reconciles; the periodic one catches the rest
-    // (Patroni's view changes without a Kubernetes event).
+    // Pods, Patroni's decisions in its ConfigMaps and the children trigger reconciles; the
+    // periodic one refreshes what Patroni reports without a Kubernetes event (lag, state).
     Ok(Action::requeue(Duration::from_secs(
         match (busy, sql_pending, ready) {
-            _ if awaiting_sync => 1,
             (true, _, _) => 2,
             // Failed SQL is retried, without an Event every few seconds.
             (false, true, _) => 30,
-            (false, false, true) => 300,
+            (false, false, true) => 60,
             (false, false, false) => 10,
         },
     )))

@@ -245,11 +245,23 @@ async fn connect(config: &WriterConfig) -> Result<Client, String> {
         .pg_config()
         .connect(NoTls)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("connect: {}", causes(&e)))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// An error with its causes (tokio-postgres's own message leaves them out: "error connecting
+/// to server", "db error").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message = format!("{message}: {c}");
+        cause = c.source();
+    }
+    message
 }
 
 fn record_failure(shared: &Mutex<Shared>, message: String) {
@@ -278,7 +290,7 @@ async fn run(config: WriterConfig, shared: Arc<Mutex<Shared>>, mut stopped: watc
                 let c = connect(&config).await?;
                 c.batch_execute(&create)
                     .await
-                    .map_err(|e| format!("create table: {e}"))?;
+                    .map_err(|e| format!("create table: {}", causes(&e)))?;
                 Ok::<_, String>(c)
             })
             .await;
@@ -308,11 +320,11 @@ async fn run(config: WriterConfig, shared: Arc<Mutex<Shared>>, mut stopped: watc
                 }
             }
             Ok(Err(e)) => {
-                record_failure(&shared, format!("insert {id}: {e}"));
+                record_failure(&shared, format!("insert: {}", causes(&e)));
                 client = None;
             }
             Err(_) => {
-                record_failure(&shared, format!("insert {id}: timed out"));
+                record_failure(&shared, "insert: timed out".to_owned());
                 client = None;
             }
         }
