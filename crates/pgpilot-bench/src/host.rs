@@ -107,9 +107,10 @@ impl Scratch {
     }
 }
 
-async fn streaming(port: u16, password: &str) -> Result<i64> {
+/// How many replicas the server at `host:port` sees streaming (as `postgres`).
+pub async fn streaming(host: &str, port: u16, password: &str) -> Result<i64> {
     let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
+        .host(host)
         .port(port)
         .user("postgres")
         .password(password)
@@ -211,7 +212,9 @@ async fn measure(s: &Scratch, ports: &[u16]) -> Result<Duration> {
         "host replicas streaming",
         Duration::from_secs(120),
         Duration::from_millis(20),
-        || async { Ok((streaming(primary, &s.password).await? >= want).then_some(())) },
+        || async {
+            Ok((streaming("127.0.0.1", primary, &s.password).await? >= want).then_some(()))
+        },
     )
     .await?;
     Ok(t0.elapsed())

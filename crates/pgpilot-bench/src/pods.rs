@@ -109,26 +109,6 @@ fn service(run: &str) -> Result<Service> {
     }))?)
 }
 
-async fn streaming(ip: &str, password: &str) -> Result<i64> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(ip)
-        .port(5432)
-        .user("postgres")
-        .password(password)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(1))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    let row = client
-        .query_one(
-            "select count(*) from pg_stat_replication where state = 'streaming'",
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
 /// One run: `instances` pods named `<run>-<i>`; returns the time from the first create to
 /// every replica streaming, then deletes everything and waits until it is gone.
 pub async fn run_once(
@@ -220,7 +200,7 @@ async fn measure(
             let Some(ip) = p.status.and_then(|s| s.pod_ip) else {
                 return Ok(None);
             };
-            Ok((streaming(&ip, password).await? >= want).then_some(Ok(())))
+            Ok((crate::host::streaming(&ip, 5432, password).await? >= want).then_some(Ok(())))
         },
     )
     .await

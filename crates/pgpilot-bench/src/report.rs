@@ -167,8 +167,14 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(
         o,
         "## Notes\n\n\
-         - Between samples each cluster is deleted and the next one waits until its pods and volumes\n  \
-           are gone (pgpilot owns Patroni's DCS ConfigMaps, so they go with the cluster).\n\
+         - Between samples each cluster (and each set of plain pods) is deleted and the next sample\n  \
+           waits until its pods, claims and volumes are gone: pods with a grace period, so their\n  \
+           processes have stopped, and the PersistentVolumes too, so local-path's clean-up helpers\n  \
+           are done. (Earlier runs force-deleted the plain pods and did not wait for the volumes: the\n  \
+           next sample, always a pgpilot one, shared the node with that clean-up.)\n\
+         - The node's kube-proxy syncs its rules at most every 100 ms (`iptables.minSyncPeriod`,\n  \
+           e2e/scripts/node-up.sh; upstream's default of 1 s suits big clusters). Earlier runs had 1 s,\n  \
+           which added 0.5-1 s to every write gap behind the `-rw` Service.\n\
          - The controller carries out the claims' retention policy itself; the StatefulSet's own\n  \
            policy is Retain/Retain. With a `Delete` there (earlier runs), the StatefulSet controller wrote\n  \
            owner references into each new claim while the scheduler's VolumeBinding plugin bound it\n  \

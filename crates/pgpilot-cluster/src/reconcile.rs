@@ -389,7 +389,11 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     adopt_patroni_state(&ctx, &cluster, &ns).await?;
     let mut busy = scale.replicas != cluster.spec.instances;
     if let Some(candidate) = &scale.switchover_to {
-        switchover(&ctx, &cluster, &members, candidate).await;
+        let why = format!(
+            "before scaling down to {} instance(s)",
+            cluster.spec.instances
+        );
+        switchover(&ctx, &cluster, &members, candidate, "ScaleDown", &why).await;
     }
     configure_patroni(&ctx, &cluster, &members, &desired.patroni_dcs).await;
     // Maintenance mode means hands off the instances: no restarts, no re-clones.
@@ -546,30 +550,28 @@ async fn adopt_patroni_state(
     Ok(())
 }
 
-/// Moves the primary off an ordinal that scaling down will remove.
-async fn switchover(ctx: &Context, cluster: &PostgresCluster, members: &Members, candidate: &str) {
+/// Moves the primary to `candidate` (`action` and `why` go into the Event). The old primary
+/// rejoins as a replica; Patroni picks nothing else.
+async fn switchover(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    members: &Members,
+    candidate: &str,
+    action: &str,
+    why: &str,
+) {
     let Some((primary, ip)) = members.primary_address() else {
         return;
     };
-    let note = format!(
-        "moving the primary from {primary} to {candidate} before scaling down to {} instance(s)",
-        cluster.spec.instances
-    );
+    let note = format!("moving the primary from {primary} to {candidate} {why}");
     match ctx.patroni.switchover(&primary, &ip, candidate).await {
         Ok(()) => {
             tracing::info!(%primary, %candidate, "switchover");
-            ctx.events
-                .normal(cluster, "Switchover", "ScaleDown", note)
-                .await;
+            ctx.events.normal(cluster, "Switchover", action, note).await;
         }
         Err(e) => {
             ctx.events
-                .warning(
-                    cluster,
-                    "SwitchoverFailed",
-                    "ScaleDown",
-                    format!("{note}: {e}"),
-                )
+                .warning(cluster, "SwitchoverFailed", action, format!("{note}: {e}"))
                 .await;
         }
     }
@@ -644,27 +646,20 @@ async fn rolling_restart(
                         )
                         .await
                 }
-                Err(e) => tracing::warn!(error = %e, "restart failed"),
+                Err(e) => {
+                    ctx.events
+                        .warning(cluster, "RestartFailed", "Restart", format!("{pod}: {e}"))
+                        .await
+                }
             }
             true
         }
         actions::Restart::SwitchoverTo(to) => {
-            let Some((primary, ip)) = members.primary_address() else {
-                return true;
+            let why = match members.primary_address() {
+                Some((primary, _)) => format!("to restart {primary} as a replica"),
+                None => return true,
             };
-            match ctx.patroni.switchover(&primary, &ip, &to).await {
-                Ok(()) => {
-                    ctx.events
-                        .normal(
-                            cluster,
-                            "Switchover",
-                            "Restart",
-                            format!("moving the primary from {primary} to {to} to restart {primary} as a replica"),
-                        )
-                        .await
-                }
-                Err(e) => tracing::warn!(error = %e, "switchover failed"),
-            }
+            switchover(ctx, cluster, members, &to, "Restart", &why).await;
             true
         }
     }
@@ -688,7 +683,16 @@ async fn reinitialize(ctx: &Context, cluster: &PostgresCluster, members: &Member
                     )
                     .await;
             }
-            Err(e) => tracing::warn!(error = %e, "re-initialize failed"),
+            Err(e) => {
+                ctx.events
+                    .warning(
+                        cluster,
+                        "ReinitializeFailed",
+                        "Reinitialize",
+                        format!("{pod}: {e}"),
+                    )
+                    .await
+            }
         }
     }
     !stuck.is_empty()
@@ -710,7 +714,43 @@ async fn volumes(
         .await
         .map_err(api_error("list", "PersistentVolumeClaim", &name))?
         .items;
+    let deleted = retain_claims(ctx, cluster, &pvcs, &live, pods, keep).await?;
+    let claims: Vec<storage::Claim> = live
+        .into_iter()
+        .filter(|c| !deleted.contains(&c.name_any()))
+        .filter_map(|c| {
+            let spec = c.spec.as_ref()?;
+            Some(storage::Claim {
+                name: c.name_any(),
+                requested: spec
+                    .resources
+                    .as_ref()?
+                    .requests
+                    .as_ref()?
+                    .get("storage")?
+                    .0
+                    .clone(),
+                capacity: c
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.capacity.as_ref()?.get("storage"))
+                    .map(|q| q.0.clone()),
+                storage_class: spec.storage_class_name.clone(),
+            })
+        })
+        .collect();
+    grow_claims(ctx, cluster, &pvcs, &claims).await
+}
 
+/// Owns, disowns or deletes claims as the retention policy says; returns the deleted ones.
+async fn retain_claims(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    pvcs: &Api<PersistentVolumeClaim>,
+    live: &[PersistentVolumeClaim],
+    pods: &[Pod],
+    keep: i32,
+) -> Result<Vec<String>, Error> {
     let owner = cluster.owner_ref(&());
     let owned = |c: &PersistentVolumeClaim| {
         owner
@@ -781,31 +821,16 @@ async fn volumes(
         .await
         .map_err(api_error("patch", "PersistentVolumeClaim", &c.name_any()))?;
     }
+    Ok(plan.delete)
+}
 
-    let claims: Vec<storage::Claim> = live
-        .into_iter()
-        .filter(|c| !plan.delete.contains(&c.name_any()))
-        .filter_map(|c| {
-            let spec = c.spec.as_ref()?;
-            Some(storage::Claim {
-                name: c.name_any(),
-                requested: spec
-                    .resources
-                    .as_ref()?
-                    .requests
-                    .as_ref()?
-                    .get("storage")?
-                    .0
-                    .clone(),
-                capacity: c
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.capacity.as_ref()?.get("storage"))
-                    .map(|q| q.0.clone()),
-                storage_class: spec.storage_class_name.clone(),
-            })
-        })
-        .collect();
+/// Grows claims smaller than the spec where their StorageClass allows expansion.
+async fn grow_claims(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    pvcs: &Api<PersistentVolumeClaim>,
+    claims: &[storage::Claim],
+) -> Result<(Status, &'static str, String), Error> {
     let size = &cluster.spec.storage.size;
     let mut expandable = BTreeMap::new();
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
@@ -823,7 +848,7 @@ async fn volumes(
             e.insert(sc.and_then(|s| s.allow_volume_expansion));
         }
     }
-    let plan = storage::plan(size, &claims, |c| expandable.get(c).copied().flatten());
+    let plan = storage::plan(size, claims, |c| expandable.get(c).copied().flatten());
     for claim in &plan.grow {
         ctx.metrics.wrote("PersistentVolumeClaim");
         let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});

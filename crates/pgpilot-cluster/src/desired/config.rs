@@ -71,6 +71,9 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
             "use_pg_rewind": true,
             "use_slots": true,
             "parameters": parameters,
+            // Here rather than in patroni.yaml (which would take precedence): a change reaches
+            // every member on its next loop, without a restart or a reload.
+            "pg_hba": pg_hba(ctx),
         },
     })
 }
@@ -135,7 +138,6 @@ pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
             "data_dir": PGDATA,
             "bin_dir": format!("/usr/lib/postgresql/{version}/bin"),
             "pgpass": "/tmp/pgpass",
-            "pg_hba": pg_hba(ctx),
             // A new replica clones at once instead of waiting for a spread checkpoint.
             "basebackup": [{"checkpoint": "fast"}],
             "parameters": {"unix_socket_directories": SOCKET_DIR},
@@ -215,7 +217,11 @@ mod tests {
         );
         assert_eq!(y["postgresql"]["bin_dir"], "/usr/lib/postgresql/17/bin");
         assert_eq!(y["postgresql"]["data_dir"], PGDATA);
-        let hba: Vec<&str> = y["postgresql"]["pg_hba"]
+        assert!(
+            y["postgresql"].get("pg_hba").is_none(),
+            "pg_hba lives in the DCS, where changes apply live"
+        );
+        let hba: Vec<&str> = y["bootstrap"]["dcs"]["postgresql"]["pg_hba"]
             .as_array()
             .unwrap()
             .iter()

@@ -542,7 +542,7 @@ async fn scale_down_and_up(env: &Env) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_declared_role_logs_in_to_its_database_with_its_secret() {
+async fn a_declared_role_logs_in_with_its_secret_and_pg_hba_changes_apply_live() {
     let env = Env::start("roles").await;
     let result = declared_role_logs_in(&env).await;
     env.finish(result).await;
@@ -599,6 +599,33 @@ async fn declared_role_logs_in(env: &Env) -> Result<()> {
         .batch_execute("create table mine (x int); insert into mine values (1)")
         .await
         .context("the owner of database app creating a table in it")?;
+
+    // Extra pg_hba lines live in Patroni's dynamic configuration: a `reject` line keeps the
+    // role out within a loop, without a restart (the open connection stays), and its removal
+    // lets the role back in.
+    env.patch_spec(
+        "db",
+        serde_json::json!({"postgresql": {"pgHba": ["host all app all reject"]}}),
+    )
+    .await?;
+    let config = env.pg_config("db-rw", &creds).await?;
+    eventually("pg_hba.conf to reject app", SETTLE, || async {
+        match connect(&config).await {
+            Ok(_) => Err("app still logs in".to_owned()),
+            Err(e) if format!("{e:#}").contains("pg_hba.conf rejects") => Ok(()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await?;
+    client
+        .query_one("select count(*) from mine", &[])
+        .await
+        .context("the connection opened before the reject line (a reload keeps it)")?;
+    env.patch_spec("db", serde_json::json!({"postgresql": {"pgHba": []}}))
+        .await?;
+    env.connect("db-rw", &creds, SETTLE)
+        .await
+        .context("app logging in again once the reject line is gone")?;
     Ok(())
 }
 

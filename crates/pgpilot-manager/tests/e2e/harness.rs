@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pgpilot_api::PostgresCluster;
+use pgpilot_api::cluster::InstanceStatus;
 use pgpilot_testkit::{LocalCluster, ManagerProcess, install_crds, running_cluster};
 use rand::RngExt;
 
@@ -585,6 +586,15 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// Instance `name` in the cluster's status.
+pub fn instance<'a>(pg: &'a PostgresCluster, name: &str) -> Result<&'a InstanceStatus, String> {
+    let st = pg.status.as_ref().ok_or("no status yet")?;
+    st.instances
+        .iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| format!("no instance {name} in status"))
 }
 
 /// `Ok` when condition `type_` has `status` for the object's current generation.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 
-use crate::harness::{ClusterYaml, Env, eventually};
+use crate::harness::{ClusterYaml, Env, eventually, instance};
 
 /// The operator waits 60 s of a stuck replica before re-initializing it; then a clone.
 const REPAIR: Duration = Duration::from_secs(240);
@@ -48,12 +48,7 @@ async fn reinitialized(env: &Env) -> Result<()> {
         &format!("{replica} failed"),
         Duration::from_secs(60),
         |pg| {
-            let st = pg.status.as_ref().ok_or("no status")?;
-            let i = st
-                .instances
-                .iter()
-                .find(|i| i.name == replica)
-                .ok_or("no instance")?;
+            let i = instance(pg, replica)?;
             match (i.state.as_deref(), i.ready) {
                 (Some("start failed" | "stopped"), false) => Ok(()),
                 (state, ready) => Err(format!("{replica} state {state:?}, ready {ready}")),
@@ -64,12 +59,7 @@ async fn reinitialized(env: &Env) -> Result<()> {
 
     // The operator clones it again, and it streams what the primary holds.
     env.wait_cluster("db", &format!("{replica} streaming"), REPAIR, |pg| {
-        let st = pg.status.as_ref().ok_or("no status")?;
-        let i = st
-            .instances
-            .iter()
-            .find(|i| i.name == replica)
-            .ok_or("no instance")?;
+        let i = instance(pg, replica)?;
         (i.state.as_deref() == Some("streaming"))
             .then_some(())
             .ok_or(format!("{replica} state {:?}", i.state))
