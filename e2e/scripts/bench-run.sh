@@ -35,10 +35,11 @@ mkdir -p "$REPO/target/bench"
 . "$STATE_DIR/cluster.env"
 export PGPILOT_CONTAINERD_SOCKET
 
-step "build pgpilot-manager and pgpilot-bench"
-(cd "$REPO" && cargo build -q -p pgpilot-manager -p pgpilot-bench)
-MANAGER=$REPO/target/debug/pgpilot-manager
-BENCH=$REPO/target/debug/pgpilot-bench
+step "build pgpilot-manager and pgpilot-bench (release)"
+# Release builds: the manager as it ships (a debug build spends its time differently).
+(cd "$REPO" && cargo build -q --release -p pgpilot-manager -p pgpilot-bench)
+MANAGER=$REPO/target/release/pgpilot-manager
+BENCH=$REPO/target/release/pgpilot-bench
 
 step "namespace $NS, CRDs, the manager's RBAC"
 kctl apply --server-side -f "$REPO/crds/" >/dev/null

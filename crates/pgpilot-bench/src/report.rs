@@ -90,6 +90,10 @@ pub fn render(r: &Results) -> String {
                 e.host_postgres
             ),
         ),
+        (
+            "pgpilot-manager",
+            "release build, `--controllers=cluster`, one namespace (e2e/scripts/bench-run.sh)".to_owned(),
+        ),
         ("samples per measurement", e.repeat.to_string()),
     ] {
         let _ = writeln!(o, "| {k} | {v} |");
