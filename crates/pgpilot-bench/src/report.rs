@@ -92,7 +92,8 @@ pub fn render(r: &Results) -> String {
         ),
         (
             "pgpilot-manager",
-            "release build, `--controllers=cluster`, one namespace (e2e/scripts/bench-run.sh)".to_owned(),
+            "release build, `--controllers=cluster`, one namespace (e2e/scripts/bench-run.sh)"
+                .to_owned(),
         ),
         ("samples per measurement", e.repeat.to_string()),
     ] {

@@ -361,6 +361,111 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
     s.ns.delete().await.unwrap();
 }
 
+/// Reconciles so far (every result), from the manager's metrics.
+async fn reconcile_count(m: &ManagerProcess) -> u64 {
+    let metrics = http_get(m.metrics_port, "/metrics").await.unwrap().1;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(r#"pgpilot_reconcile_total{controller="cluster""#))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
+#[tokio::test]
+async fn patronis_per_loop_writes_wake_nothing_but_its_decisions_do() {
+    let s = setup("triggers").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "triggers");
+    create_demo(&s, "");
+    converged(&s, &m).await;
+    // What Patroni writes: its member record on the pods, its lock renewal in `<scope>-leader`
+    // (the instance labels, no owner until the controller adopts it).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
+    wait_for(&pods, "demo-0", Duration::from_secs(30), |_| true)
+        .await
+        .unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let patroni_cm = |name: &str, annotations: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": name,
+            "labels": {"pgpilot.io/cluster": "demo", "pgpilot.io/component": "instance"},
+            "annotations": annotations,
+        }})
+    };
+    let patroni = PatchParams::apply("patroni-stand-in");
+    for name in ["demo-leader", "demo-sync"] {
+        config_maps
+            .patch(
+                name,
+                &patroni,
+                &Patch::Apply(patroni_cm(
+                    name,
+                    serde_json::json!({"leader": "demo-0", "renewTime": "0"}),
+                )),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let before = reconcile_count(&m).await;
+    for i in 0..8 {
+        let member = format!(r#"{{"role": "primary", "xlog_location": {i}}}"#);
+        pods.patch(
+            "demo-0",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {"status": member}}})),
+        )
+        .await
+        .unwrap();
+        config_maps
+            .patch(
+                "demo-leader",
+                &patroni,
+                &Patch::Apply(patroni_cm(
+                    "demo-leader",
+                    serde_json::json!({"leader": "demo-0", "renewTime": i.to_string()}),
+                )),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let quiet = reconcile_count(&m).await;
+    // At most the periodic reconcile (every 10 s while not Ready) may fall in these 3.4 s.
+    assert!(
+        quiet <= before + 1,
+        "16 writes that decide nothing woke {} reconciles",
+        quiet - before
+    );
+
+    // Patroni names a synchronous standby: that is a decision.
+    config_maps
+        .patch(
+            "demo-sync",
+            &patroni,
+            &Patch::Apply(patroni_cm(
+                "demo-sync",
+                serde_json::json!({"leader": "demo-0", "sync_standby": "demo-1", "renewTime": "0"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), async {
+        while reconcile_count(&m).await <= quiet {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        woken.is_ok(),
+        "a new synchronous standby woke no reconcile\n{}",
+        m.log()
+    );
+    s.ns.delete().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_manager_killed_mid_reconcile_is_replaced_without_duplicates_or_new_passwords() {
     let s = setup("restart").await;
