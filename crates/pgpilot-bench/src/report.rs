@@ -510,31 +510,29 @@ fn missed_section(o: &mut String, r: &Results) {
 }
 
 /// What would move the figures, for the cluster controller's owners.
-const TUNING: &str = "What would tune them (changes to the cluster controller, `crates/pgpilot-cluster`, and to\n\
-the node; the step tables above show which part of each gap they act on):\n\n\
-- **The `-rw` Service is the slowest hop of a failover.** Patroni labels the new primary, the\n  \
-  EndpointSlice follows within ~0.1 s, but kube-proxy applies it only on its next sync\n  \
-  (`iptables.minSyncPeriod: 1s` on this node, plus `iptables-restore` under load): the step table\n  \
-  shows 0.5-2 s between the endpoint moving and the first acknowledged write. Options: kube-proxy in\n  \
-  nftables mode or a lower `minSyncPeriod` (a node setting); for clients that need the shortest gap,\n  \
-  document a multi-host connection string over the headless `<name>-pods` names with\n  \
-  `target_session_attrs=read-write`, which skips the Service entirely.\n\
-- **Patroni's loop**: `loop_wait` (1 s here, the example's setting) bounds how long a replica\n  \
-  takes to notice a released lock, to clone from a new leader and to be named synchronous standby.\n  \
-  Going lower is not possible (1 s is Patroni's minimum); its price is one leader-lock renewal, an\n  \
-  API write, per second per cluster. A crash that leaves the lock held (container SIGKILL, node\n  \
-  loss) costs up to `ttl` unless the same Patroni comes back first; 20 s is Patroni's minimum.\n\
-- **Synchronous standby**: with synchronous replication the cluster is `Ready` only once Patroni\n  \
-  has named a synchronous standby (before that no replica may take over from a lost primary).\n  \
-  Patroni names it in a loop after a replica streams; the controller looks again every second\n  \
-  while it waits.\n\
-- **Creation order**: the controller's own work is small (12 children applied, the pods exist\n  \
-  about half a second after the apply; see the creation steps) and the pods then wait for their\n  \
-  volumes like the plain pods (local-path provisions through a helper pod, several seconds under\n  \
-  load). The difference is after the containers start: Patroni's start-up (Python), its bootstrap\n  \
-  (initdb, a checkpoint, its users) and its leader election before a replica may clone, then the\n  \
-  readiness probe. The plain pods skip all of these. With three instances the replicas' clones run\n  \
-  in parallel in both.\n\
-- **Switchover**: Patroni checkpoints the old primary and shuts it down before the candidate\n  \
-  promotes; a `CHECKPOINT` issued just before `POST /switchover` shortens the first part, and\n  \
-  `loop_wait` and the Service hop above the rest.";
+const TUNING: &str = "Where the rest goes, and what would move it (the step tables above show which part each\n\
+acts on):\n\n\
+- **Time to Ready is Patroni's own steps, after the containers start.** The pods get their\n  \
+  volumes like the plain pods (local-path provisions each claim through a helper pod), though in\n  \
+  every three-instance sample \"pods scheduled\" comes about 1 s later than for the plain pods, which\n  \
+  is not explained yet. Then, in Patroni's log of a three-instance cluster on this node (hand-timed\n  \
+  on 2026-11-22, not part of this run): Python and Patroni starting, 1.2 s; the leader's bootstrap\n  \
+  (initdb with checksums, start, Patroni's users, a checkpoint) while the others wait for its\n  \
+  lock, 1.7 s; the replicas' `pg_basebackup`, 1.0 s; Patroni starting each cloned server on its next\n  \
+  loop, 0.9 s; the readiness probe (every second, Kubernetes' minimum) seeing them, up to 1.7 s.\n  \
+  The plain pods go from containers running to replicas streaming in about 1.5 s: initdb and\n  \
+  `pg_basebackup` straight from the container command, no election, no probe. `loop_wait` is at\n  \
+  Patroni's minimum (1 s).\n\
+- **Ready waits for a synchronous standby**, on purpose: until Patroni names one (a loop or two\n  \
+  after a replica streams) no replica may take over from a lost primary, and the e2e tier saw such\n  \
+  failovers never happen. The controller wakes on the change of Patroni's `-sync` ConfigMap. A\n  \
+  cluster without synchronous replication is Ready once its pods are.\n\
+- **What could still go**: counting an instance ready from Patroni's own answer instead of the\n  \
+  kubelet's probe (Services would still follow the probe), and a lighter Patroni start.\n\
+- **Write gaps**: Patroni's demote (a checkpoint, a fast shutdown, waiting until the replicas have\n  \
+  the shutdown checkpoint) takes about 1.2 s before the lock is released; the new primary promotes\n  \
+  and relabels its pod within ~0.3 s; kube-proxy routes to it within 0.1 s on this node. The\n  \
+  writer's errors show one more artefact: a connection attempt made while the Service's rules change\n  \
+  may have its SYN dropped and wait out the client's 1 s connect timeout. A multi-host connection\n  \
+  string over the headless `<name>-pods` names with `target_session_attrs=read-write` skips the\n  \
+  Service altogether.";
