@@ -599,6 +599,15 @@ fn default_when_scaled() -> PvcPolicy {
     PvcPolicy::Delete
 }
 
+impl Default for PvcRetentionPolicy {
+    fn default() -> Self {
+        Self {
+            when_deleted: PvcPolicy::Retain,
+            when_scaled: default_when_scaled(),
+        }
+    }
+}
+
 /// Keep or delete a PersistentVolumeClaim.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum PvcPolicy {

@@ -770,10 +770,7 @@ async fn retain_claims(
         .spec
         .persistent_volume_claim_retention_policy
         .clone()
-        .unwrap_or(pgpilot_api::cluster::PvcRetentionPolicy {
-            when_deleted: pgpilot_api::cluster::PvcPolicy::Retain,
-            when_scaled: pgpilot_api::cluster::PvcPolicy::Delete,
-        });
+        .unwrap_or_default();
     let plan = storage::retention(
         policy.when_deleted,
         policy.when_scaled,

@@ -160,27 +160,6 @@ async fn a_cluster_gets_every_child_owned_by_it_and_a_status() {
             get::<Service>(&s, "demo-r").await.metadata.owner_references,
         ),
         (
-            "secret/demo-superuser".into(),
-            get::<Secret>(&s, "demo-superuser")
-                .await
-                .metadata
-                .owner_references,
-        ),
-        (
-            "secret/demo-replication".into(),
-            get::<Secret>(&s, "demo-replication")
-                .await
-                .metadata
-                .owner_references,
-        ),
-        (
-            "secret/demo-app-credentials".into(),
-            get::<Secret>(&s, "demo-app-credentials")
-                .await
-                .metadata
-                .owner_references,
-        ),
-        (
             "cm/demo-patroni".into(),
             get::<ConfigMap>(&s, "demo-patroni")
                 .await
@@ -223,6 +202,19 @@ async fn a_cluster_gets_every_child_owned_by_it_and_a_status() {
                 .iter()
                 .any(|o| o.uid == uid && o.controller == Some(true)),
             "{what} is not controlled by the cluster: {owners:?}"
+        );
+    }
+    // The volumes stay when the cluster goes (whenDeleted: Retain, the default), and so do the
+    // passwords stored in them: the credential Secrets have no owner.
+    for name in ["demo-superuser", "demo-replication", "demo-app-credentials"] {
+        let owners = get::<Secret>(&s, name)
+            .await
+            .metadata
+            .owner_references
+            .unwrap_or_default();
+        assert!(
+            owners.is_empty(),
+            "secret/{name} would go with the cluster: {owners:?}"
         );
     }
 
@@ -525,6 +517,11 @@ async fn deleting_the_cluster_garbage_collects_its_children() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(left, 0, "children left after the cluster was deleted");
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
+    assert!(
+        secrets.get_opt("demo-superuser").await.unwrap().is_some(),
+        "the superuser's password went, though the volumes holding it are retained"
+    );
     s.ns.delete().await.unwrap();
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{Ctx, typed};
 use crate::error::Error;
 use crate::names::{POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
-use pgpilot_api::cluster::Ensure;
+use pgpilot_api::cluster::{Ensure, PvcPolicy};
 
 /// Makes new passwords.
 pub trait PasswordSource {
@@ -112,12 +112,27 @@ fn credential_secret(
         ),
         ("pgpass", format!("{host}:{port}:*:{user}:{password}\n")),
     ]);
+    let mut metadata = ctx.meta(name);
+    // Volumes kept after the cluster is deleted are of use only with the passwords stored in
+    // them: the Secrets stay too (no owner), and a cluster created again with this name adopts
+    // both.
+    let retained = ctx
+        .cluster
+        .spec
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .unwrap_or_default()
+        .when_deleted
+        == PvcPolicy::Retain;
+    if retained && let Some(m) = metadata.as_object_mut() {
+        m.remove("ownerReferences");
+    }
     let mut secret: Secret = typed(
         "Secret",
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": ctx.meta(name),
+            "metadata": metadata,
             "type": "Opaque",
         }),
     )?;
@@ -151,6 +166,29 @@ mod tests {
 
     fn value(s: &Secret, key: &str) -> String {
         String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    }
+
+    #[test]
+    fn secrets_outlive_the_cluster_exactly_when_its_volumes_do() {
+        let owners = |spec: &str| {
+            let c = cluster(spec);
+            let ctx = Ctx::new(&c).unwrap();
+            secrets(&ctx, &BTreeMap::new(), &mut Counter(0))
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    s.metadata
+                        .owner_references
+                        .clone()
+                        .unwrap_or_default()
+                        .len()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(owners(THREE), [0, 0, 0], "whenDeleted defaults to Retain");
+        let deleted =
+            format!("{THREE}persistentVolumeClaimRetentionPolicy: {{whenDeleted: Delete}}\n");
+        assert_eq!(owners(&deleted), [1, 1, 1]);
     }
 
     #[test]

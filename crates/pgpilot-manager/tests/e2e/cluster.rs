@@ -89,6 +89,62 @@ async fn count_rows(
     Ok(count)
 }
 
+#[tokio::test]
+async fn a_cluster_created_again_over_its_retained_volumes_keeps_its_data() {
+    let env = Env::start("recreate").await;
+    let result = created_again_keeps_data(&env).await;
+    env.finish(result).await;
+}
+
+/// `whenDeleted: Retain` (the default) keeps the volumes and the Secrets with the passwords
+/// stored in them; applying the cluster again brings both back into service.
+async fn created_again_keeps_data(env: &Env) -> Result<()> {
+    let yaml = ClusterYaml::new("db").yaml();
+    env.apply(&yaml)?;
+    env.wait_ready("db", 1, CREATE).await?;
+    let before = env.superuser("db").await?;
+    env.connect("db-rw", &before, FAILOVER)
+        .await?
+        .batch_execute("create table kept (x int); insert into kept values (42)")
+        .await?;
+
+    env.kubectl(&["delete", "postgrescluster", "db", "--wait=true"])?;
+    eventually("the instance to be gone", SETTLE, || async {
+        match env.pods("db").await {
+            Ok(p) if p.is_empty() => Ok(()),
+            Ok(p) => Err(format!("{} pod(s) left", p.len())),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await?;
+    let claims = env
+        .api::<PersistentVolumeClaim>()
+        .list(&Default::default())
+        .await?;
+    ensure!(
+        claims.items.len() == 1,
+        "want the retained claim, got {}",
+        claims.items.len()
+    );
+
+    env.apply(&yaml)?;
+    env.wait_ready("db", 1, CREATE).await?;
+    let after = env.superuser("db").await?;
+    ensure!(
+        after.password == before.password,
+        "the superuser's password changed: the retained data would refuse it"
+    );
+    let x: i32 = env
+        .connect("db-rw", &after, FAILOVER)
+        .await?
+        .query_one("select x from kept", &[])
+        .await
+        .context("reading the row written before the cluster was deleted")?
+        .get(0);
+    ensure!(x == 42, "kept holds {x}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Ready, and replicas serve reads
 // ---------------------------------------------------------------------------------------
