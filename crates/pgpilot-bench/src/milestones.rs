@@ -1,25 +1,30 @@
 //! Where the time of a creation goes: a poller that records, relative to a start instant,
 //! when the pods of a selector first reached each step (all of them created, scheduled,
-//! container running, Ready; the first pod labelled primary).
+//! container running, Ready; the first pod labelled primary), and when Patroni named a
+//! synchronous standby.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use pgpilot_api::labels;
 use tokio::task::JoinHandle;
 
 /// Steps in the order they happen.
-pub const STEPS: [&str; 5] = [
+pub const STEPS: [&str; 6] = [
     "pods created",
     "pods scheduled (volumes bound)",
     "containers running",
     "first pod labelled primary",
     "pods Ready",
+    SYNC_NAMED,
 ];
+
+/// Patroni wrote a synchronous standby into its `<scope>-sync` ConfigMap.
+const SYNC_NAMED: &str = "synchronous standby named";
 
 pub struct Milestones {
     seen: Arc<Mutex<BTreeMap<&'static str, f64>>>,
@@ -54,9 +59,18 @@ fn primary(p: &Pod) -> bool {
 }
 
 impl Milestones {
-    /// Polls the pods of `selector` every 100 ms from now on.
-    pub fn start(client: &Client, ns: &str, selector: &str, pods: usize, t0: Instant) -> Self {
+    /// Polls the pods of `selector` (and Patroni's `sync_configmap`, if any) every 100 ms from
+    /// now on.
+    pub fn start(
+        client: &Client,
+        ns: &str,
+        selector: &str,
+        pods: usize,
+        sync_configmap: Option<String>,
+        t0: Instant,
+    ) -> Self {
         let api = Api::<Pod>::namespaced(client.clone(), ns);
+        let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
         let lp = ListParams::default().labels(selector);
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
         let s = seen.clone();
@@ -91,6 +105,20 @@ impl Milestones {
                                 m.entry(step).or_insert(at);
                             }
                         }
+                    }
+                }
+                if let Some(name) = &sync_configmap
+                    && let Ok(Some(cm)) = config_maps.get_opt(name).await
+                    && cm
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("sync_standby"))
+                        .is_some_and(|s| !s.is_empty())
+                {
+                    let at = t0.elapsed().as_secs_f64();
+                    if let Ok(mut m) = s.lock() {
+                        m.entry(SYNC_NAMED).or_insert(at);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -97,6 +97,7 @@ pub async fn time_to_ready(
         ns,
         &format!("{}={name}", labels::CLUSTER),
         instances,
+        Some(format!("{name}-sync")),
         t0,
     );
     api.create(&PostParams::default(), &obj)

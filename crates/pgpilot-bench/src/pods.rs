@@ -167,7 +167,7 @@ async fn measure(
     let services = Api::<Service>::namespaced(client.clone(), ns);
     let pp = PostParams::default();
     let t0 = Instant::now();
-    let steps = Milestones::start(client, ns, &format!("{LABEL}={run}"), instances, t0);
+    let steps = Milestones::start(client, ns, &format!("{LABEL}={run}"), instances, None, t0);
     services.create(&pp, &service(run)?).await?;
     for i in 0..instances {
         claims.create(&pp, &claim(run, i)?).await?;

@@ -275,8 +275,9 @@ fn breakdown(o: &mut String, r: &Results) {
     let _ = writeln!(
         o,
         "\nWhere the time goes: medians, in seconds after the first create, of when the pods (all of\n\
-         them, polled every 100 ms) reached each step. The plain pods have no readiness probe and no\n\
-         role label.\n\n{header} end: cluster Ready / replicas streaming |\n{rule}---|"
+         them, polled every 100 ms) reached each step, and when Patroni's `<name>-sync` ConfigMap first\n\
+         named a synchronous standby. The plain pods have no readiness probe and no role label.\n\n\
+         {header} end: cluster Ready / replicas streaming |\n{rule}---|"
     );
     for rr in &r.ready {
         for (what, samples, end) in [
@@ -513,9 +514,10 @@ fn missed_section(o: &mut String, r: &Results) {
 const TUNING: &str = "Where the rest goes, and what would move it (the step tables above show which part each\n\
 acts on):\n\n\
 - **Time to Ready is Patroni's own steps, after the containers start.** The pods get their\n  \
-  volumes like the plain pods (local-path provisions each claim through a helper pod), though in\n  \
-  every three-instance sample \"pods scheduled\" comes about 1 s later than for the plain pods, which\n  \
-  is not explained yet. Then, in Patroni's log of a three-instance cluster on this node (hand-timed\n  \
+  volumes like the plain pods (local-path provisions each claim through a helper pod), though with\n  \
+  three instances \"pods scheduled\" comes about 1 s later than for three plain pods in every sample\n  \
+  (with one instance both are the same), which is not explained yet: two of the three pods are\n  \
+  scheduled a second after the first. Then, in Patroni's log of a three-instance cluster on this node (hand-timed\n  \
   on 2026-11-22, not part of this run): Python and Patroni starting, 1.2 s; the leader's bootstrap\n  \
   (initdb with checksums, start, Patroni's users, a checkpoint) while the others wait for its\n  \
   lock, 1.7 s; the replicas' `pg_basebackup`, 1.0 s; Patroni starting each cloned server on its next\n  \
@@ -523,10 +525,13 @@ acts on):\n\n\
   The plain pods go from containers running to replicas streaming in about 1.5 s: initdb and\n  \
   `pg_basebackup` straight from the container command, no election, no probe. `loop_wait` is at\n  \
   Patroni's minimum (1 s).\n\
-- **Ready waits for a synchronous standby**, on purpose: until Patroni names one (a loop or two\n  \
-  after a replica streams) no replica may take over from a lost primary, and the e2e tier saw such\n  \
-  failovers never happen. The controller wakes on the change of Patroni's `-sync` ConfigMap. A\n  \
-  cluster without synchronous replication is Ready once its pods are.\n\
+- **Ready waits for a synchronous standby**, on purpose: until Patroni names one no replica may\n  \
+  take over from a lost primary, and the e2e tier saw such failovers never happen. Patroni names it\n  \
+  two loops after a replica streams (it sets `synchronous_standby_names`, then writes its `-sync`\n  \
+  ConfigMap once `pg_stat_replication` shows the standby as `sync`): the gap between \"pods Ready\"\n  \
+  and \"synchronous standby named\" above. The controller wakes on that ConfigMap's change and\n  \
+  writes Ready within a few hundredths of a second. A cluster without synchronous replication is\n  \
+  Ready once its pods are.\n\
 - **What could still go**: counting an instance ready from Patroni's own answer instead of the\n  \
   kubelet's probe (Services would still follow the probe), and a lighter Patroni start.\n\
 - **Write gaps**: Patroni's demote (a checkpoint, a fast shutdown, waiting until the replicas have\n  \
