@@ -513,18 +513,19 @@ fn missed_section(o: &mut String, r: &Results) {
 /// What would move the figures, for the cluster controller's owners.
 const TUNING: &str = "Where the rest goes, and what would move it (the step tables above show which part each\n\
 acts on):\n\n\
-- **Time to Ready is Patroni's own steps, after the containers start.** The pods get their\n  \
-  volumes like the plain pods (local-path provisions each claim through a helper pod), though\n  \
-  with three instances \"pods scheduled\" comes about 1 s later than for three plain pods in every\n  \
-  sample (with one instance both are the same), which is not explained yet: two of the three pods\n  \
-  are scheduled a second after the first. Then, in Patroni's log of a three-instance cluster on\n  \
-  this node (hand-timed on 2026-11-22, not part of this run): Python and Patroni starting, 1.2 s;\n  \
-  the leader's bootstrap (initdb with checksums, start, Patroni's users, a checkpoint) while the\n  \
-  others wait for its lock, 1.7 s; the replicas' `pg_basebackup`, 1.0 s; Patroni starting each\n  \
-  cloned server on its next loop, 0.9 s; the readiness probe (every second, Kubernetes' minimum)\n  \
-  seeing them, up to 1.7 s. The plain pods go from containers running to replicas streaming in\n  \
-  about 1.5 s: initdb and `pg_basebackup` straight from the container command, no election, no\n  \
-  probe. `loop_wait` is at Patroni's minimum (1 s).\n\
+- **Time to Ready is Patroni's own steps, after the containers start.** The pods wait for their\n  \
+  volumes like the plain pods: local-path provisions each claim through a helper pod in 3-4 s\n  \
+  here, and the scheduler's VolumeBinding plugin looks at a pod's claims once a second\n  \
+  (kube-scheduler log at `--v=4`), so a pod is bound on the 4th or the 5th look; the pgpilot samples of\n  \
+  three instances landed on the 5th, about 1 s after the plain pods, and a hand-run cluster on\n  \
+  the 4th. Then, in Patroni's log of a three-instance cluster on this node (hand-timed on\n  \
+  2026-11-22, not part of this run): Python and Patroni starting, 1.2 s; the leader's bootstrap\n  \
+  (initdb with checksums, start, Patroni's users, a checkpoint) while the others wait for its\n  \
+  lock, 1.7 s; the replicas' `pg_basebackup`, 1.0 s; Patroni starting each cloned server on its\n  \
+  next loop, 0.9 s; the readiness probe (every second, Kubernetes' minimum) seeing them, up to\n  \
+  1.7 s. The plain pods go from containers running to replicas streaming in about 1.5 s: initdb\n  \
+  and `pg_basebackup` straight from the container command, no election, no probe. `loop_wait` is\n  \
+  at Patroni's minimum (1 s).\n\
 - **Ready waits for a synchronous standby**, on purpose: until Patroni names one no replica may\n  \
   take over from a lost primary, and the e2e tier saw such failovers never happen. Patroni names it\n  \
   two loops after a replica streams (it sets `synchronous_standby_names`, then writes its `-sync`\n  \
