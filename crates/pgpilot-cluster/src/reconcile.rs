@@ -429,6 +429,10 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Resu
     };
     let status = status::compute(&cluster, &observed, now());
     let ready = status.phase == Some(pgpilot_api::cluster::ClusterPhase::Ready);
+    // Patroni's member record says when a replica starts streaming (triggers.rs); look again
+    // soon as well, in case its Patroni does not report the replication state.
+    busy |= pgpilot_toolkit::conditions::find(&status.conditions, status::READY)
+        .is_some_and(|c| c.reason == "ReplicasNotStreaming");
     write_status(&ctx, &clusters, &cluster, status).await?;
     // Pods, Patroni's decisions in its ConfigMaps and the children trigger reconciles; the
     // periodic one refreshes what Patroni reports without a Kubernetes event (lag, state).

@@ -142,7 +142,22 @@ pub fn compute(
             .instances
             .iter()
             .any(|i| i.role.as_deref() == Some("sync_standby"));
-    let all_ready = primary.is_some() && ready >= desired && ready == pod_count && !awaiting_sync;
+    // A replica that does not stream (waiting for its slot, restarting to follow a new
+    // leader) would lose the writes it lacks if it took over: the cluster is not Ready until
+    // Patroni's view shows every replica streaming. Known only when Patroni answers.
+    let known = observed.members.is_some_and(|m| m.cluster.is_some());
+    let not_streaming: Vec<&str> = status
+        .instances
+        .iter()
+        .filter(|i| known && i.role.as_deref() != Some(labels::ROLE_PRIMARY))
+        .filter(|i| i.state.as_deref() != Some("streaming"))
+        .map(|i| i.name.as_str())
+        .collect();
+    let all_ready = primary.is_some()
+        && ready >= desired
+        && ready == pod_count
+        && !awaiting_sync
+        && not_streaming.is_empty();
     let scaling_down = pod_count > desired;
     let sts_current = observed.statefulset.is_some_and(|s| {
         s.status.as_ref().is_some_and(|st| {
@@ -201,6 +216,21 @@ pub fn compute(
                 )
             },
             (Status::False, "Healthy", String::new()),
+        )
+    } else if primary.is_some() && ready >= desired && !not_streaming.is_empty() {
+        let waiting = format!(
+            "every instance is ready; waiting for {} to stream from the primary (until then a failover or switchover to it would lose writes)",
+            not_streaming.join(", ")
+        );
+        (
+            ClusterPhase::Degraded,
+            (Status::False, "ReplicasNotStreaming", waiting.clone()),
+            (Status::True, "Reconciling", waiting),
+            (
+                Status::True,
+                "ReplicasNotStreaming",
+                format!("not streaming: {}", not_streaming.join(", ")),
+            ),
         )
     } else if primary.is_some() && awaiting_sync && ready >= desired {
         let waiting = "every instance is ready; waiting for Patroni to name a synchronous standby (until then no replica may take over)";
@@ -432,6 +462,7 @@ mod tests {
                     ClusterMember {
                         name: "db-1".into(),
                         role: Some(standby_role.into()),
+                        state: Some("streaming".into()),
                         ..Default::default()
                     },
                 ],
@@ -457,6 +488,61 @@ mod tests {
         assert_eq!(named.phase, Some(ClusterPhase::Ready));
         // Without Patroni's view (it does not answer) readiness alone decides.
         assert_eq!(observe(&c, &pods).phase, Some(ClusterPhase::Ready));
+    }
+
+    #[test]
+    fn a_replica_that_does_not_stream_keeps_the_cluster_from_ready() {
+        use crate::actions::Members;
+        use crate::patroni::{ClusterMember, ClusterView};
+        let c = cluster("instances: 2\npostgresql: {version: 17}\nstorage: {size: 1Gi}");
+        let pods = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+        ];
+        let members = |replica_state: &str| Members {
+            instances: vec![],
+            cluster: Some(ClusterView {
+                members: vec![
+                    ClusterMember {
+                        name: "db-0".into(),
+                        role: Some("leader".into()),
+                        state: Some("running".into()),
+                        ..Default::default()
+                    },
+                    ClusterMember {
+                        name: "db-1".into(),
+                        role: Some("replica".into()),
+                        state: Some(replica_state.into()),
+                        ..Default::default()
+                    },
+                ],
+                pause: false,
+            }),
+        };
+        let observe_with = |m: &Members| {
+            compute(
+                &c,
+                &Observed {
+                    pods: &pods,
+                    image: Some("img".into()),
+                    members: Some(m),
+                    ..Default::default()
+                },
+                now(),
+            )
+        };
+        // Patroni's state of a replica that waits for its replication slot.
+        let waiting = observe_with(&members("running"));
+        assert_eq!(waiting.phase, Some(ClusterPhase::Degraded));
+        assert_eq!(cond(&waiting, READY), ("False", "ReplicasNotStreaming"));
+        let ready = pgpilot_toolkit::conditions::find(&waiting.conditions, READY).unwrap();
+        assert!(
+            ready.message.contains("waiting for db-1 to stream"),
+            "{}",
+            ready.message
+        );
+        let streaming = observe_with(&members("streaming"));
+        assert_eq!(streaming.phase, Some(ClusterPhase::Ready));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn pod(pod: &Pod) -> Option<u64> {
     let mut h = DefaultHasher::new();
     pod.metadata.labels.hash(&mut h);
     annotations_except(&pod.metadata.annotations, PATRONI_MEMBER_ANNOTATION).hash(&mut h);
+    member_decisions(&pod.metadata.annotations).hash(&mut h);
     pod.metadata.deletion_timestamp.is_some().hash(&mut h);
     if let Some(s) = &pod.status {
         (&s.pod_ip, &s.phase).hash(&mut h);
@@ -60,6 +61,25 @@ pub fn config_map(cm: &ConfigMap) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Of Patroni's member record: what the member is and does, not where its WAL stands. A
+/// replica that starts streaming changes `replication_state`.
+fn member_decisions(annotations: &Option<BTreeMap<String, String>>) -> Vec<String> {
+    let record: Option<serde_json::Value> = annotations
+        .as_ref()
+        .and_then(|a| a.get(PATRONI_MEMBER_ANNOTATION))
+        .and_then(|s| serde_json::from_str(s).ok());
+    ["role", "state", "replication_state", "timeline"]
+        .iter()
+        .map(|k| {
+            record
+                .as_ref()
+                .and_then(|r| r.get(*k))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 fn annotations_except<'a>(
     annotations: &'a Option<BTreeMap<String, String>>,
     skip: &str,
@@ -83,7 +103,7 @@ mod tests {
 metadata:
   name: db-0
   labels: {pgpilot.io/role: replica}
-  annotations: {status: '{\"xlog_location\": 100}'}
+  annotations: {status: '{\"role\": \"replica\", \"state\": \"running\", \"xlog_location\": 100}'}
 status:
   podIP: 10.0.0.5
   phase: Running
@@ -110,6 +130,10 @@ status:
             POD.replace(
                 "annotations: {",
                 "annotations: {kubectl.kubernetes.io/restartedAt: now, ",
+            ),
+            POD.replace(
+                "\"state\": \"running\"",
+                "\"state\": \"running\", \"replication_state\": \"streaming\"",
             ),
         ] {
             assert_ne!(before, pod(&pod_from(&changed)), "{changed}");
