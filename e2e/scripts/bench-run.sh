@@ -59,6 +59,15 @@ kctl label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restri
 
 step "pgpilot-manager, watching $NS only (log: $LOG_DIR/$MANAGER_NAME.log)"
 if pid=$(pid_of "$MANAGER_NAME"); then kill -TERM "$pid" 2>/dev/null || true; sleep 1; fi
+# A manager left from an earlier cluster (its pid file gone with that state dir) would keep the
+# ports, and answer /readyz in place of the new one.
+for _ in {1..50}; do
+  curl -fsS --max-time 1 http://127.0.0.1:18281/readyz >/dev/null 2>&1 || break
+  sleep 0.1
+done
+if curl -fsS --max-time 1 http://127.0.0.1:18281/readyz >/dev/null 2>&1; then
+  die "127.0.0.1:18281 already answers: stop the process that holds it (ss -ltnp 'sport = :18281') and run again"
+fi
 # Its own copy of the binary: its path names the state dir, so pid_of knows it is ours.
 cp "$MANAGER" "$STATE_DIR/$MANAGER_NAME"
 KUBECONFIG=$STATE_DIR/pgpilot-manager.kubeconfig launch "$MANAGER_NAME" "$STATE_DIR/$MANAGER_NAME" \
