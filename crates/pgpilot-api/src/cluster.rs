@@ -599,6 +599,15 @@ fn default_when_scaled() -> PvcPolicy {
     PvcPolicy::Delete
 }
 
+impl PostgresClusterSpec {
+    /// The claims' retention policy, with its defaults when the spec has none.
+    pub fn pvc_retention(&self) -> PvcRetentionPolicy {
+        self.persistent_volume_claim_retention_policy
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
 impl Default for PvcRetentionPolicy {
     fn default() -> Self {
         Self {

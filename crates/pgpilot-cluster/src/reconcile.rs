@@ -770,11 +770,7 @@ async fn retain_claims(
             owned: owned(c),
         })
         .collect();
-    let policy = cluster
-        .spec
-        .persistent_volume_claim_retention_policy
-        .clone()
-        .unwrap_or_default();
+    let policy = cluster.spec.pvc_retention();
     let plan = storage::retention(
         policy.when_deleted,
         policy.when_scaled,

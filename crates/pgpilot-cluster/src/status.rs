@@ -436,70 +436,10 @@ mod tests {
         assert_eq!(cond(&s, DEGRADED), ("False", "Healthy"));
     }
 
-    #[test]
-    fn synchronous_mode_is_ready_only_once_patroni_names_a_synchronous_standby() {
-        use crate::actions::{Instance, Members};
+    /// Patroni's view of a two-instance cluster: `db-0` leads, `db-1` has this role and state.
+    fn two_members(standby_role: &str, standby_state: &str) -> Members {
         use crate::patroni::{ClusterMember, ClusterView};
-        let c = cluster(
-            "instances: 2\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nreplication: {synchronous: {mode: Required}}",
-        );
-        let pods = [
-            pod("db-0", Some("primary"), true),
-            pod("db-1", Some("replica"), true),
-        ];
-        let members = |standby_role: &str| Members {
-            instances: vec![Instance {
-                pod: "db-0".into(),
-                ..Default::default()
-            }],
-            cluster: Some(ClusterView {
-                members: vec![
-                    ClusterMember {
-                        name: "db-0".into(),
-                        role: Some("leader".into()),
-                        ..Default::default()
-                    },
-                    ClusterMember {
-                        name: "db-1".into(),
-                        role: Some(standby_role.into()),
-                        state: Some("streaming".into()),
-                        ..Default::default()
-                    },
-                ],
-                pause: false,
-            }),
-        };
-        let observe_with = |m: &Members| {
-            compute(
-                &c,
-                &Observed {
-                    pods: &pods,
-                    image: Some("img".into()),
-                    members: Some(m),
-                    ..Default::default()
-                },
-                now(),
-            )
-        };
-        let waiting = observe_with(&members("replica"));
-        assert_eq!(waiting.phase, Some(ClusterPhase::Degraded));
-        assert_eq!(cond(&waiting, READY), ("False", "NoSynchronousStandby"));
-        let named = observe_with(&members("sync_standby"));
-        assert_eq!(named.phase, Some(ClusterPhase::Ready));
-        // Without Patroni's view (it does not answer) readiness alone decides.
-        assert_eq!(observe(&c, &pods).phase, Some(ClusterPhase::Ready));
-    }
-
-    #[test]
-    fn a_replica_that_does_not_stream_keeps_the_cluster_from_ready() {
-        use crate::actions::Members;
-        use crate::patroni::{ClusterMember, ClusterView};
-        let c = cluster("instances: 2\npostgresql: {version: 17}\nstorage: {size: 1Gi}");
-        let pods = [
-            pod("db-0", Some("primary"), true),
-            pod("db-1", Some("replica"), true),
-        ];
-        let members = |replica_state: &str| Members {
+        Members {
             instances: vec![],
             cluster: Some(ClusterView {
                 members: vec![
@@ -511,26 +451,62 @@ mod tests {
                     },
                     ClusterMember {
                         name: "db-1".into(),
-                        role: Some("replica".into()),
-                        state: Some(replica_state.into()),
+                        role: Some(standby_role.into()),
+                        state: Some(standby_state.into()),
                         ..Default::default()
                     },
                 ],
                 pause: false,
             }),
-        };
-        let observe_with = |m: &Members| {
-            compute(
-                &c,
-                &Observed {
-                    pods: &pods,
-                    image: Some("img".into()),
-                    members: Some(m),
-                    ..Default::default()
-                },
-                now(),
-            )
-        };
+        }
+    }
+
+    fn observe_members(
+        c: &PostgresCluster,
+        pods: &[Pod],
+        members: &Members,
+    ) -> PostgresClusterStatus {
+        compute(
+            c,
+            &Observed {
+                pods,
+                image: Some("img".into()),
+                members: Some(members),
+                ..Default::default()
+            },
+            now(),
+        )
+    }
+
+    #[test]
+    fn synchronous_mode_is_ready_only_once_patroni_names_a_synchronous_standby() {
+        let c = cluster(
+            "instances: 2\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nreplication: {synchronous: {mode: Required}}",
+        );
+        let pods = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+        ];
+        let observe_with = |m: &Members| observe_members(&c, &pods, m);
+        let members = |role: &str| two_members(role, "streaming");
+        let waiting = observe_with(&members("replica"));
+        assert_eq!(waiting.phase, Some(ClusterPhase::Degraded));
+        assert_eq!(cond(&waiting, READY), ("False", "NoSynchronousStandby"));
+        let named = observe_with(&members("sync_standby"));
+        assert_eq!(named.phase, Some(ClusterPhase::Ready));
+        // Without Patroni's view (it does not answer) readiness alone decides.
+        assert_eq!(observe(&c, &pods).phase, Some(ClusterPhase::Ready));
+    }
+
+    #[test]
+    fn a_replica_that_does_not_stream_keeps_the_cluster_from_ready() {
+        let c = cluster("instances: 2\npostgresql: {version: 17}\nstorage: {size: 1Gi}");
+        let pods = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+        ];
+        let observe_with = |m: &Members| observe_members(&c, &pods, m);
+        let members = |state: &str| two_members("replica", state);
         // Patroni's state of a replica that waits for its replication slot.
         let waiting = observe_with(&members("running"));
         assert_eq!(waiting.phase, Some(ClusterPhase::Degraded));

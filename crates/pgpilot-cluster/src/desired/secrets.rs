@@ -116,14 +116,7 @@ fn credential_secret(
     // Volumes kept after the cluster is deleted are of use only with the passwords stored in
     // them: the Secrets stay too (no owner), and a cluster created again with this name adopts
     // both.
-    let retained = ctx
-        .cluster
-        .spec
-        .persistent_volume_claim_retention_policy
-        .clone()
-        .unwrap_or_default()
-        .when_deleted
-        == PvcPolicy::Retain;
+    let retained = ctx.cluster.spec.pvc_retention().when_deleted == PvcPolicy::Retain;
     if retained && let Some(m) = metadata.as_object_mut() {
         m.remove("ownerReferences");
     }
