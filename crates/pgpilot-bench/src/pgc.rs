@@ -151,7 +151,14 @@ pub async fn delete_cluster(client: &Client, ns: &str, name: &str) -> Result<()>
             .delete(&format!("{name}-{suffix}"), &DeleteParams::default())
             .await;
     }
-    // The claims are retained with the cluster (the default): delete them.
+    // The claims, and the credential Secrets with them, are retained with the cluster (the
+    // default): delete them, so a later cluster of this name starts from nothing.
+    let _ = Api::<Secret>::namespaced(client.clone(), ns)
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&selector),
+        )
+        .await;
     crate::kube_util::delete_claims(client, ns, &selector).await
 }
 
