@@ -343,6 +343,12 @@ pub struct SynchronousReplication {
     /// lost, but writes stop when no standby is available).
     #[serde(default)]
     pub mode: SynchronousMode,
+    /// `Quorum`: a commit waits for any `numberOfStandbys` replicas (PostgreSQL's `ANY n`), and
+    /// Patroni promotes only a replica it has checked holds every acknowledged commit. `Priority`:
+    /// Patroni names `numberOfStandbys` synchronous standbys (`FIRST n`), each commit waits for
+    /// them, and only they may take over.
+    #[serde(default)]
+    pub method: SynchronousMethod,
     /// How many standbys confirm each commit.
     #[serde(default = "default_sync_standbys")]
     #[x_kube(validation = Rule::new("self >= 1").message("numberOfStandbys must be at least 1"))]
@@ -359,6 +365,14 @@ pub enum SynchronousMode {
     #[default]
     Preferred,
     Required,
+}
+
+/// See [`SynchronousReplication::method`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SynchronousMethod {
+    #[default]
+    Quorum,
+    Priority,
 }
 
 /// Patroni's failure detection timing, in seconds.

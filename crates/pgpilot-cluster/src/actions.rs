@@ -216,7 +216,14 @@ fn successor(
         .filter(|i| members.state(&i.pod).as_deref() == Some("streaming"))
         .filter(|i| members.timeline(&i.pod) == timeline)
         .filter(|i| lags.get(&i.pod).is_some_and(|l| *l <= MAX_SUCCESSOR_LAG))
-        .map(|i| (i, members.role(&i.pod).as_deref() == Some("sync_standby")))
+        .map(|i| {
+            let role = members.role(&i.pod);
+            (
+                i,
+                role.as_deref()
+                    .is_some_and(crate::patroni::is_synchronous_standby),
+            )
+        })
         .filter(|(_, sync)| *sync || !synchronous)
         .min_by_key(|(i, sync)| {
             (
@@ -417,6 +424,12 @@ mod tests {
             }
         );
         assert_eq!(scale(2, 3, &m, true).switchover_to.as_deref(), Some("db-1"));
+        // In quorum mode every voter may take over, so db-0 can.
+        let quorum = three(["quorum_standby", "quorum_standby", "leader"]);
+        assert_eq!(
+            scale(1, 3, &quorum, true).switchover_to.as_deref(),
+            Some("db-0")
+        );
     }
 
     #[test]

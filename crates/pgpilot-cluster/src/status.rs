@@ -138,10 +138,11 @@ pub fn compute(
         .is_some_and(|r| r.synchronous.is_some())
         && desired > 1
         && observed.members.is_some_and(|m| m.cluster.is_some())
-        && !status
-            .instances
-            .iter()
-            .any(|i| i.role.as_deref() == Some("sync_standby"));
+        && !status.instances.iter().any(|i| {
+            i.role
+                .as_deref()
+                .is_some_and(crate::patroni::is_synchronous_standby)
+        });
     // A replica that does not stream (waiting for its slot, restarting to follow a new
     // leader) would lose the writes it lacks if it took over: the cluster is not Ready until
     // Patroni's view shows every replica streaming. Known only when Patroni answers.
@@ -492,8 +493,10 @@ mod tests {
         let waiting = observe_with(&members("replica"));
         assert_eq!(waiting.phase, Some(ClusterPhase::Degraded));
         assert_eq!(cond(&waiting, READY), ("False", "NoSynchronousStandby"));
-        let named = observe_with(&members("sync_standby"));
-        assert_eq!(named.phase, Some(ClusterPhase::Ready));
+        for role in ["sync_standby", "quorum_standby"] {
+            let named = observe_with(&members(role));
+            assert_eq!(named.phase, Some(ClusterPhase::Ready), "{role}");
+        }
         // Without Patroni's view (it does not answer) readiness alone decides.
         assert_eq!(observe(&c, &pods).phase, Some(ClusterPhase::Ready));
     }

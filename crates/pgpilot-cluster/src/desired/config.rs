@@ -3,7 +3,7 @@
 //! the first time the cluster starts; later changes to them go through Patroni's REST API.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use pgpilot_api::cluster::{PatroniSpec, SynchronousMode};
+use pgpilot_api::cluster::{PatroniSpec, SynchronousMethod, SynchronousMode};
 use pgpilot_api::labels;
 use serde_json::{Map, Value, json};
 
@@ -63,7 +63,13 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
         "loop_wait": loop_wait,
         "retry_timeout": retry_timeout,
         "maximum_lag_on_failover": maximum_lag_on_failover,
-        "synchronous_mode": sync.is_some(),
+        // Quorum also names its standbys sooner: Patroni's priority mode sleeps 2 s after
+        // setting synchronous_standby_names before it records the standby in `-sync`.
+        "synchronous_mode": match sync.map(|s| s.method) {
+            None => json!(false),
+            Some(SynchronousMethod::Quorum) => json!("quorum"),
+            Some(SynchronousMethod::Priority) => json!(true),
+        },
         "synchronous_mode_strict": sync.is_some_and(|s| s.mode == SynchronousMode::Required),
         "synchronous_node_count": sync.map(|s| s.number_of_standbys).unwrap_or(1),
         "pause": spec.maintenance,
@@ -188,7 +194,7 @@ mod tests {
         );
         let ctx = Ctx::new(&required).unwrap();
         let dcs = dcs(&ctx);
-        assert_eq!(dcs["synchronous_mode"], true);
+        assert_eq!(dcs["synchronous_mode"], "quorum");
         assert_eq!(dcs["synchronous_mode_strict"], true);
         assert_eq!(dcs["synchronous_node_count"], 2);
         assert_eq!(
@@ -199,6 +205,13 @@ mod tests {
             ),
             (Some(10), Some(2), Some(4))
         );
+        let priority = cluster(
+            "instances: 3\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nreplication: {synchronous: {method: Priority}}",
+        );
+        let dcs = super::dcs(&Ctx::new(&priority).unwrap());
+        assert_eq!(dcs["synchronous_mode"], true);
+        assert_eq!(dcs["synchronous_mode_strict"], false);
+        assert_eq!(dcs["synchronous_node_count"], 1);
     }
 
     #[test]

@@ -171,11 +171,11 @@ async fn ready_and_replicating(env: &Env) -> Result<()> {
             .role
             .as_deref()
             .ok_or_else(|| anyhow!("instance {} has no role", i.name))?;
-        // Replicas: `replica`, or `sync_standby` when Patroni picked it as synchronous.
+        // Asynchronous replication: no synchronous roles.
         let fits = if i.name == primary {
             role == labels::ROLE_PRIMARY
         } else {
-            matches!(role, "replica" | "sync_standby")
+            role == "replica"
         };
         ensure!(
             fits,
@@ -219,36 +219,43 @@ async fn ready_and_replicating(env: &Env) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn failover_with_required_synchronous_replication_loses_no_acknowledged_write() {
+async fn failover_with_required_quorum_replication_loses_no_acknowledged_write() {
     let env = Env::start("failover").await;
-    let result = failover(&env).await;
+    let result = failover(&env, "Quorum", "quorum_standby").await;
     env.finish(result).await;
 }
 
-async fn failover(env: &Env) -> Result<()> {
-    env.apply(&ClusterYaml::new("db").instances(3).sync_required().yaml())?;
+#[tokio::test]
+async fn failover_with_required_priority_replication_loses_no_acknowledged_write() {
+    let env = Env::start("failover-priority").await;
+    let result = failover(&env, "Priority", "sync_standby").await;
+    env.finish(result).await;
+}
+
+/// `standby_role`: Patroni's role for the replicas it may promote with this `method`.
+async fn failover(env: &Env, method: &str, standby_role: &str) -> Result<()> {
+    env.apply(
+        &ClusterYaml::new("db")
+            .instances(3)
+            .sync_required(method)
+            .yaml(),
+    )?;
     let pg = env.wait_ready("db", 3, CREATE).await?;
+    // With `Required`, Patroni promotes only a replica it recorded in `-sync` (the named
+    // standby, or a quorum voter it checked holds every acknowledged commit). Ready waits for
+    // that record.
+    let st = pg.status.as_ref().context("no status")?;
+    ensure!(
+        st.instances
+            .iter()
+            .any(|i| i.role.as_deref() == Some(standby_role)),
+        "Ready, but no instance has role {standby_role}: {:?}",
+        st.instances
+    );
     let old = pg
         .status
         .and_then(|s| s.current_primary)
         .context("no currentPrimary")?;
-    // With `Required`, Patroni promotes only the standby it named synchronous. Until it names
-    // one (a loop or two after the replicas stream, and possibly after Ready), any standby
-    // acknowledges commits (`synchronous_standby_names = '*'`) but none may take over: a
-    // primary lost then stays lost until it comes back by itself.
-    env.wait_cluster("db", "a sync_standby in status.instances", FAILOVER, |pg| {
-        let st = pg.status.as_ref().ok_or("no status")?;
-        if st
-            .instances
-            .iter()
-            .any(|i| i.role.as_deref() == Some("sync_standby"))
-        {
-            Ok(())
-        } else {
-            Err("no instance has role sync_standby".to_owned())
-        }
-    })
-    .await?;
 
     let su = env.superuser("db").await?;
     let mut config = WriterConfig::new(

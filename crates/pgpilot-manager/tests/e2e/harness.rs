@@ -46,9 +46,12 @@ impl ClusterYaml {
         self
     }
 
-    /// Synchronous replication that never gives up a standby (`mode: Required`).
-    pub fn sync_required(self) -> Self {
-        self.spec("replication: {synchronous: {mode: Required, numberOfStandbys: 1}}")
+    /// Synchronous replication that never gives up a standby (`mode: Required`), by `method`
+    /// (`Quorum` or `Priority`).
+    pub fn sync_required(self, method: &str) -> Self {
+        self.spec(&format!(
+            "replication: {{synchronous: {{mode: Required, method: {method}, numberOfStandbys: 1}}}}"
+        ))
     }
 
     /// One more line under `spec:` (flow-style YAML).
