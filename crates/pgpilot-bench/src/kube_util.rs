@@ -99,21 +99,28 @@ where
     .await
 }
 
-/// Deletes pods and PVCs matching `selector` and waits until they and the claims' volumes are
-/// gone, so the next sample starts on a quiet node: the pods' processes stopped (a pod object
-/// goes only once the kubelet has stopped it) and local-path's clean-up helpers done.
-pub async fn delete_pods_and_claims(client: &Client, ns: &str, selector: &str) -> Result<()> {
+/// Deletes pods and PVCs matching `selector` (pods named `<name>-<n>`) and waits until they and
+/// the claims' volumes are gone, so the next sample starts on a quiet node: the pods' processes
+/// stopped (a pod object goes only once the kubelet has stopped it) and local-path's clean-up
+/// helpers done.
+pub async fn delete_pods_and_claims(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    name: &str,
+) -> Result<()> {
     let lp = ListParams::default().labels(selector);
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     pods.delete_collection(&DeleteParams::default().grace_period(1), &lp)
         .await
         .context("deleting pods")?;
     wait_gone::<Pod>(client, ns, selector, Duration::from_secs(180)).await?;
-    delete_claims(client, ns, selector).await
+    delete_claims(client, ns, selector, name).await
 }
 
-/// Deletes the PVCs matching `selector` and waits until they and their volumes are gone.
-pub async fn delete_claims(client: &Client, ns: &str, selector: &str) -> Result<()> {
+/// Deletes the PVCs matching `selector` and waits until they and their volumes are gone, and
+/// until the node has torn down the pods named `<name>-<n>` and local-path's helpers.
+pub async fn delete_claims(client: &Client, ns: &str, selector: &str, name: &str) -> Result<()> {
     let lp = ListParams::default().labels(selector);
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     let volumes: Vec<String> = pvcs
@@ -142,8 +149,69 @@ pub async fn delete_claims(client: &Client, ns: &str, selector: &str) -> Result<
             Ok(Some(()))
         },
     )
+    .await?;
+    // local-path deletes its helper pods once they are done; until the kubelet has torn them
+    // down, the next sample's pods would start beside that work.
+    let helpers = Api::<Pod>::namespaced(client.clone(), LOCAL_PATH_NAMESPACE);
+    poll(
+        "local-path's helper pods to be gone",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            let left = helpers.list_metadata(&ListParams::default()).await?;
+            Ok(left.items.is_empty().then_some(()))
+        },
+    )
+    .await?;
+    wait_containers_gone(ns, name).await
+}
+
+/// Waits until the node's containerd holds no container of a pod named `<name>-<n>` in `ns` nor
+/// of local-path's helper pods. A pod object goes once its containers have stopped, but the
+/// kubelet tears down its sandbox (network, cgroups, snapshots) afterwards; a sample started
+/// meanwhile shares the node with that work, and measured up to 2 s slower. Skipped without
+/// `PGPILOT_CONTAINERD_SOCKET` (set by e2e/scripts/bench-run.sh).
+async fn wait_containers_gone(ns: &str, name: &str) -> Result<()> {
+    let Ok(socket) = std::env::var("PGPILOT_CONTAINERD_SOCKET") else {
+        return Ok(());
+    };
+    let filters = [
+        format!(
+            "labels.\"io.kubernetes.pod.namespace\"=={ns},labels.\"io.kubernetes.pod.name\"~=\"^{name}-[0-9]+$\""
+        ),
+        format!("labels.\"io.kubernetes.pod.namespace\"=={LOCAL_PATH_NAMESPACE}"),
+    ];
+    poll(
+        "the node to tear down the deleted pods' containers",
+        // The kubelet removes a deleted pod's containers in its garbage collection, once a minute.
+        Duration::from_secs(180),
+        Duration::from_millis(250),
+        || async {
+            for filter in &filters {
+                let out = tokio::process::Command::new("ctr")
+                    .args(["--address", &socket, "--namespace", "k8s.io"])
+                    .args(["containers", "ls", "-q", filter])
+                    .output()
+                    .await
+                    .context("running ctr")?;
+                if !out.status.success() {
+                    bail!(
+                        "ctr containers ls: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                if !out.stdout.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
     .await
 }
+
+/// Where local-path-provisioner (e2e/scripts/node-up.sh) runs its helper pods.
+const LOCAL_PATH_NAMESPACE: &str = "local-path-storage";
 
 /// The machine's load averages (1, 5, 15 min) as written in /proc/loadavg.
 pub fn loadavg() -> String {

@@ -107,6 +107,24 @@ enum Command {
 
 const HA_CLUSTER: &str = "bench-ha";
 
+/// The three time-to-Ready measurements of one sample.
+#[derive(Clone, Copy)]
+enum ReadyMeasurement {
+    Host,
+    Pods,
+    Pgpilot,
+}
+
+impl ReadyMeasurement {
+    /// Sample `k`'s order: the three rotated by `k`, so over three samples each runs once first,
+    /// once second and once last.
+    fn rotated(k: usize) -> [Self; 3] {
+        let mut order = [Self::Host, Self::Pods, Self::Pgpilot];
+        order.rotate_left(k % 3);
+        order
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -203,50 +221,71 @@ async fn main() -> Result<()> {
                     ..Default::default()
                 };
                 for k in 0..repeat {
-                    // Interleaved, so a change of the machine's load hits all three alike.
-                    let load = load1();
-                    // The host is shared: retry a sample once if something else disturbed it.
-                    let mut host_run = host::run_once(n, k).await;
-                    if let Err(e) = &host_run {
-                        error(
-                            &mut results.errors,
-                            &format!("host baseline {n}/{k} (retried)"),
-                            e,
-                        );
-                        host_run = host::run_once(n, k).await;
-                    }
-                    match host_run {
-                        Ok(t) => r.host.push(sample(
-                            t,
-                            load,
-                            Default::default(),
-                            &format!("host baseline, {n} instance(s), #{k}"),
-                        )),
-                        Err(e) => error(&mut results.errors, &format!("host baseline {n}/{k}"), &e),
-                    }
-                    let load = load1();
-                    match pods::run_once(&client, ns, &format!("base{n}-{k}"), n).await {
-                        Ok((t, steps)) => r.pods.push(sample(
-                            t,
-                            load,
-                            steps,
-                            &format!("plain pods, {n} instance(s), #{k}"),
-                        )),
-                        Err(e) => error(&mut results.errors, &format!("pods baseline {n}/{k}"), &e),
-                    }
-                    let load = load1();
-                    match pgc::time_to_ready(&client, ns, &format!("bench-r{n}-{k}"), n).await {
-                        Ok((t, steps)) => r.pgpilot.push(sample(
-                            t,
-                            load,
-                            steps,
-                            &format!("pgpilot, {n} instance(s), #{k}"),
-                        )),
-                        Err(e) => error(
-                            &mut results.errors,
-                            &format!("pgpilot time-to-Ready {n}/{k}"),
-                            &e,
-                        ),
+                    // Interleaved, so a change of the machine's load hits all three alike, and in
+                    // an order rotated per sample, so none always follows another's clean-up.
+                    for m in ReadyMeasurement::rotated(k) {
+                        let load = load1();
+                        match m {
+                            ReadyMeasurement::Host => {
+                                // The host is shared: retry a sample once if something else
+                                // disturbed it.
+                                let mut host_run = host::run_once(n, k).await;
+                                if let Err(e) = &host_run {
+                                    error(
+                                        &mut results.errors,
+                                        &format!("host baseline {n}/{k} (retried)"),
+                                        e,
+                                    );
+                                    host_run = host::run_once(n, k).await;
+                                }
+                                match host_run {
+                                    Ok(t) => r.host.push(sample(
+                                        t,
+                                        load,
+                                        Default::default(),
+                                        &format!("host baseline, {n} instance(s), #{k}"),
+                                    )),
+                                    Err(e) => error(
+                                        &mut results.errors,
+                                        &format!("host baseline {n}/{k}"),
+                                        &e,
+                                    ),
+                                }
+                            }
+                            ReadyMeasurement::Pods => {
+                                match pods::run_once(&client, ns, &format!("base{n}-{k}"), n).await
+                                {
+                                    Ok((t, steps)) => r.pods.push(sample(
+                                        t,
+                                        load,
+                                        steps,
+                                        &format!("plain pods, {n} instance(s), #{k}"),
+                                    )),
+                                    Err(e) => error(
+                                        &mut results.errors,
+                                        &format!("pods baseline {n}/{k}"),
+                                        &e,
+                                    ),
+                                }
+                            }
+                            ReadyMeasurement::Pgpilot => {
+                                match pgc::time_to_ready(&client, ns, &format!("bench-r{n}-{k}"), n)
+                                    .await
+                                {
+                                    Ok((t, steps)) => r.pgpilot.push(sample(
+                                        t,
+                                        load,
+                                        steps,
+                                        &format!("pgpilot, {n} instance(s), #{k}"),
+                                    )),
+                                    Err(e) => error(
+                                        &mut results.errors,
+                                        &format!("pgpilot time-to-Ready {n}/{k}"),
+                                        &e,
+                                    ),
+                                }
+                            }
+                        }
                     }
                 }
                 results.ready.push(r);

@@ -159,7 +159,7 @@ pub async fn delete_cluster(client: &Client, ns: &str, name: &str) -> Result<()>
             &ListParams::default().labels(&selector),
         )
         .await;
-    crate::kube_util::delete_claims(client, ns, &selector).await
+    crate::kube_util::delete_claims(client, ns, &selector, name).await
 }
 
 /// Step names of the writer's side of a disruption.
@@ -469,9 +469,9 @@ pub async fn disruption_once(
         fresh_primary_container(client, ns, name).await?;
     }
     if mode == Disruption::Switchover {
-        // In synchronous mode Patroni switches over only to the synchronous standby (412
-        // "can not find sync_standby" otherwise), which it names a loop or two after a
-        // replica rejoins: wait for one.
+        // In synchronous mode Patroni switches over only to a quorum voter or the named
+        // synchronous standby (412 "can not find sync_standby" otherwise), which it records
+        // a loop or two after a replica rejoins: wait for one.
         poll(
             "a synchronous standby",
             Duration::from_secs(60),
@@ -479,9 +479,9 @@ pub async fn disruption_once(
             || async {
                 let c = api.get(name).await?;
                 let sync = c.status.is_some_and(|s| {
-                    s.instances
-                        .iter()
-                        .any(|i| i.role.as_deref() == Some("sync_standby"))
+                    s.instances.iter().any(|i| {
+                        matches!(i.role.as_deref(), Some("quorum_standby" | "sync_standby"))
+                    })
                 });
                 Ok(sync.then_some(()))
             },

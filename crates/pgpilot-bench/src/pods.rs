@@ -147,7 +147,7 @@ pub async fn run_once(
         let _ = secrets
             .delete(&secret_name(run), &DeleteParams::default())
             .await;
-        delete_pods_and_claims(client, ns, &selector).await
+        delete_pods_and_claims(client, ns, &selector, run).await
     };
     let cleaned = cleanup.await;
     let elapsed = result?;

@@ -168,15 +168,18 @@ pub fn render(r: &Results) -> String {
     ready_section(&mut o, r);
     events_section(&mut o, r);
     missed_section(&mut o, r);
+    let _ = writeln!(o, "## Tuning and trade-offs\n\n{TUNING}\n");
 
     let _ = writeln!(
         o,
         "## Notes\n\n\
          - Between samples each cluster (and each set of plain pods) is deleted and the next sample\n  \
            waits until its pods, claims and volumes are gone: pods with a grace period, so their\n  \
-           processes have stopped, and the PersistentVolumes too, so local-path's clean-up helpers\n  \
-           are done. (Earlier runs force-deleted the plain pods and did not wait for the volumes: the\n  \
-           next sample, always a pgpilot one, shared the node with that clean-up.)\n\
+           processes have stopped, the PersistentVolumes too, so local-path's clean-up helpers are\n  \
+           done, and those helper pods, so the kubelet has torn them down. (Earlier runs force-deleted\n  \
+           the plain pods and did not wait for the volumes or the helpers, and always ran pgpilot's\n  \
+           sample right after the plain pods': it shared the node with their clean-up, and its pods\n  \
+           were bound a second after theirs.)\n\
          - The node's kube-proxy syncs its rules at most every 100 ms (`iptables.minSyncPeriod`,\n  \
            e2e/scripts/node-up.sh; upstream's default of 1 s suits big clusters). Earlier runs had 1 s,\n  \
            which added 0.5-1 s to every write gap behind the `-rw` Service.\n\
@@ -239,7 +242,8 @@ fn ready_section(o: &mut String, r: &Results) {
     let _ = writeln!(
         o,
         "\nHow each was measured (the three are interleaved, one sample of each in turn, so a change\n\
-         of the machine's load falls on all three alike):\n\n\
+         of the machine's load falls on all three alike, and their order rotates from one sample to\n\
+         the next, so none always runs right after another's clean-up):\n\n\
          - **pgpilot**: from the `create` of the PostgresCluster until a watch sees `status.phase: Ready`,\n  \
            condition `Ready=True` for the current generation and `readyInstances` = `instances`.\n  \
            This includes the controller's work (Secrets, RBAC, ConfigMap, Services, PDB, StatefulSet),\n  \
@@ -462,7 +466,7 @@ fn how(mode: &str) -> &'static str {
          primary role: no failover, a restart in place."
     } else {
         "`POST /switchover` with `{\"leader\": \"<primary>\"}` to Patroni's REST API on the primary\n\
-         pod's port 8008 (no candidate: Patroni picks the synchronous standby). Patroni stops the\n\
+         pod's port 8008 (no candidate: Patroni picks a quorum voter). Patroni stops the\n\
          old primary after a checkpoint, the candidate promotes, the old primary rejoins as a replica."
     }
 }
@@ -507,34 +511,53 @@ fn missed_section(o: &mut String, r: &Results) {
     for m in &missed {
         let _ = writeln!(o, "- {m}");
     }
-    let _ = writeln!(o, "\n{}\n", TUNING);
+    let _ = writeln!(o);
 }
 
-/// What would move the figures, for the cluster controller's owners.
-const TUNING: &str = "Where the rest goes, and what would move it (the step tables above show which part each\n\
-acts on):\n\n\
-- **Time to Ready is Patroni's own steps, after the containers start.** The pods wait for their\n  \
-  volumes like the plain pods: local-path provisions each claim through a helper pod in 3-4 s\n  \
-  here, and the scheduler's VolumeBinding plugin looks at a pod's claims once a second\n  \
-  (kube-scheduler log at `--v=4`), so a pod is bound on the 4th or the 5th look; the pgpilot samples of\n  \
-  three instances landed on the 5th, about 1 s after the plain pods, and a hand-run cluster on\n  \
-  the 4th. Then, in Patroni's log of a three-instance cluster on this node (hand-timed on\n  \
-  2026-11-22, not part of this run): Python and Patroni starting, 1.2 s; the leader's bootstrap\n  \
-  (initdb with checksums, start, Patroni's users, a checkpoint) while the others wait for its\n  \
-  lock, 1.7 s; the replicas' `pg_basebackup`, 1.0 s; Patroni starting each cloned server on its\n  \
-  next loop, 0.9 s; the readiness probe (every second, Kubernetes' minimum) seeing them, up to\n  \
-  1.7 s. The plain pods go from containers running to replicas streaming in about 1.5 s: initdb\n  \
-  and `pg_basebackup` straight from the container command, no election, no probe. `loop_wait` is\n  \
-  at Patroni's minimum (1 s).\n\
-- **Ready waits for a synchronous standby**, on purpose: until Patroni names one no replica may\n  \
-  take over from a lost primary, and the e2e tier saw such failovers never happen. Patroni names it\n  \
-  two loops after a replica streams (it sets `synchronous_standby_names`, then writes its `-sync`\n  \
-  ConfigMap once `pg_stat_replication` shows the standby as `sync`): the gap between \"pods Ready\"\n  \
-  and \"synchronous standby named\" above. The controller wakes on that ConfigMap's change and\n  \
-  writes Ready within a few hundredths of a second. A cluster without synchronous replication is\n  \
-  Ready once its pods are.\n\
-- **What could still go**: counting an instance ready from Patroni's own answer instead of the\n  \
-  kubelet's probe (Services would still follow the probe), and a lighter Patroni start.\n\
+/// The settings behind the figures, what they cost, and where the remaining time goes.
+const TUNING: &str = "The example's settings, and what they cost:\n\n\
+- **Patroni: `ttl: 20`, `loopWait: 1`, `retryTimeout: 4`** (Patroni's minimums for `ttl` and\n  \
+  `loop_wait`). A lost primary is noticed within a loop, and every Patroni decision (a promotion,\n  \
+  a synchronous standby) waits at most a second for the next one. The price: each member writes\n  \
+  its record and the leader renews its lock every second, about one API write per instance per\n  \
+  second; Patroni's default of 10 s suits large fleets better. Replicas watch the leader lock and\n  \
+  run their loop as soon as it changes, so they start cloning the moment the leader has\n  \
+  bootstrapped.\n\
+- **Probes**: readiness on Patroni's `/readiness` every second (Kubernetes' minimum), so\n  \
+  `<name>-rw` and `<name>-ro` follow a role change within a second; the startup probe, also every\n  \
+  second, lets a slow crash recovery take its time without the liveness probe killing it.\n\
+- **Order of pod creation**: all instances at once (`podManagementPolicy: Parallel`). The first\n  \
+  to take Patroni's initialize lock runs initdb; the others wait for its leader lock, then clone\n  \
+  it together. Ordered creation would add a pod start and a volume binding per instance.\n\
+- **Synchronous replication, `method: Quorum`** (the default): Patroni records the replicas as\n  \
+  quorum voters in its `-sync` ConfigMap one loop after it sets `synchronous_standby_names`.\n  \
+  `Priority` (one named standby) is slower to start: Patroni (4.0.7, and still 4.1.5) sleeps 2 s\n  \
+  after setting `synchronous_standby_names` before it records the standby. Hand-timed on this\n  \
+  node on 2026-11-22: three instances were Ready in 11.6 and 12.8 s with `Priority`, 10.2, 10.5\n  \
+  and 12.3 s with `Quorum`. The price of `Quorum`: Patroni keeps `synchronous_standby_names` through\n  \
+  a promotion, so the first commits on a new primary (or on one restarted in place) wait until a\n  \
+  replica follows it; that is part of the container-kill gap above. `Priority` with `Preferred`\n  \
+  lets them commit asynchronously until it names a standby.\n\
+- **Ready waits for a standby Patroni may promote**, on purpose: until Patroni records one in\n  \
+  `-sync`, no replica may take over from a lost primary, and the e2e tier saw such failovers never\n  \
+  happen. The controller wakes on that ConfigMap's change and writes Ready within a few hundredths\n  \
+  of a second (\"synchronous standby named\" above). A cluster without synchronous replication is\n  \
+  Ready once its pods are and its replicas stream.\n\
+\n\
+Where the rest of the time goes (Patroni's log, containerd's and the kubelet's on this node):\n\n\
+- **Volumes**, for pgpilot and the plain pods alike: local-path provisions each claim through a\n  \
+  helper pod and checks it once a second; the kubelet often waits a further 0.5-1 s for the\n  \
+  helper pod's ConfigMap (the node authorizer learns of the new pod a moment late); and the\n  \
+  scheduler's VolumeBinding plugin checks a pod's claims once a second. The pods are bound 4-5 s\n  \
+  after they are created, on the 4th or 5th check.\n\
+- **Patroni's own steps**, after the containers start: start-up 0.4 s; the leader's bootstrap\n  \
+  (initdb with checksums, start, Patroni's users, two checkpoints) 2.2-2.6 s; `pg_basebackup`\n  \
+  0.6-0.8 s; starting each clone about 1.3 s, of which 1 s is Patroni's start-up check: it asks\n  \
+  `pg_isready` once, and when the server still refuses connections (recovery takes ~0.1 s), it\n  \
+  sleeps a full second before asking again; then up to a loop until the primary sees the replica\n  \
+  in its member records and sets `synchronous_standby_names`. The plain pods go from containers\n  \
+  running to replicas streaming in about 1.2 s: initdb and `pg_basebackup` straight from the\n  \
+  container command, no election, no probe.\n\
 - **Write gaps**: Patroni's demote (a checkpoint, a fast shutdown, waiting until the replicas have\n  \
   the shutdown checkpoint) takes about 1.2 s before the lock is released; the new primary promotes\n  \
   and relabels its pod within ~0.3 s; kube-proxy routes to it within 0.1 s on this node. The\n  \

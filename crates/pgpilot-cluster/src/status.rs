@@ -234,7 +234,7 @@ pub fn compute(
             ),
         )
     } else if primary.is_some() && awaiting_sync && ready >= desired {
-        let waiting = "every instance is ready; waiting for Patroni to name a synchronous standby (until then no replica may take over)";
+        let waiting = "every instance is ready; waiting for Patroni to record a synchronous standby or quorum voter (until then no replica may take over)";
         (
             ClusterPhase::Degraded,
             (Status::False, "NoSynchronousStandby", waiting.to_owned()),
