@@ -188,19 +188,8 @@ async fn wait_containers_gone(ns: &str, name: &str) -> Result<()> {
         Duration::from_millis(250),
         || async {
             for filter in &filters {
-                let out = tokio::process::Command::new("ctr")
-                    .args(["--address", &socket, "--namespace", "k8s.io"])
-                    .args(["containers", "ls", "-q", filter])
-                    .output()
-                    .await
-                    .context("running ctr")?;
-                if !out.status.success() {
-                    bail!(
-                        "ctr containers ls: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                if !out.stdout.iter().all(u8::is_ascii_whitespace) {
+                let listed = ctr(&socket, &["containers", "ls", "-q", filter]).await?;
+                if !listed.trim().is_empty() {
                     return Ok(None);
                 }
             }
@@ -208,6 +197,24 @@ async fn wait_containers_gone(ns: &str, name: &str) -> Result<()> {
         },
     )
     .await
+}
+
+/// Runs `ctr` against the node's containerd (Kubernetes' `k8s.io` namespace); its stdout.
+pub async fn ctr(socket: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new("ctr")
+        .args(["--address", socket, "--namespace", "k8s.io"])
+        .args(args)
+        .output()
+        .await
+        .context("running ctr")?;
+    if !out.status.success() {
+        bail!(
+            "ctr {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Where local-path-provisioner (e2e/scripts/node-up.sh) runs its helper pods.

@@ -278,28 +278,11 @@ async fn disrupt(mode: Disruption, ns: &str, primary: &Pod, containerd: &str) ->
                 .and_then(|c| c.container_id.clone())
                 .context("the primary has no container id")?;
             let id = id.trim_start_matches("containerd://");
-            let out = tokio::process::Command::new("ctr")
-                .args([
-                    "--address",
-                    containerd,
-                    "--namespace",
-                    "k8s.io",
-                    "tasks",
-                    "kill",
-                    "--all",
-                    "--signal",
-                    "SIGKILL",
-                    id,
-                ])
-                .output()
-                .await
-                .context("running ctr")?;
-            if !out.status.success() {
-                bail!(
-                    "ctr tasks kill {id}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            crate::kube_util::ctr(
+                containerd,
+                &["tasks", "kill", "--all", "--signal", "SIGKILL", id],
+            )
+            .await?;
         }
         Disruption::Switchover => {
             let ip = primary
