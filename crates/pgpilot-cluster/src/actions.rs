@@ -17,7 +17,7 @@ pub struct Instance {
     pub ready: bool,
     /// Seconds the pod has not been Ready (0 when Ready or unknown).
     pub unready_for_secs: i64,
-    /// GET /patroni of this member, when it answered.
+    /// The status document of this member (GET /health), when it answered.
     pub member: Option<MemberStatus>,
 }
 

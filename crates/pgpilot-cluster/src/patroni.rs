@@ -19,7 +19,7 @@ pub struct PatroniError {
     pub reason: String,
 }
 
-/// GET /patroni: one member's own view.
+/// One member's own view (the status document of GET /health).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct MemberStatus {
     #[serde(default)]
@@ -161,14 +161,17 @@ impl Patroni {
         })
     }
 
-    /// GET /patroni. Patroni answers 503 when PostgreSQL is not running, with the same body
-    /// (whose `state` says why), so any status with a parsable body counts.
+    /// GET /health: the member's status document, as GET /patroni returns it, but answered
+    /// at once. /patroni retries its query every second while PostgreSQL starts up, which
+    /// held whole reconciles for 1.5 s while replicas started. /health answers 503 when
+    /// PostgreSQL is not running, with the same body (whose `state` says why), so any status
+    /// with a parsable body counts.
     pub async fn member(&self, member: &str, ip: &str) -> Result<MemberStatus, PatroniError> {
         let body = self
             .send(
                 "member",
                 member,
-                self.http.get(Self::url(ip, "/patroni")),
+                self.http.get(Self::url(ip, "/health")),
                 true,
             )
             .await?;

@@ -36,6 +36,20 @@ fn owned_parameters() -> Map<String, Value> {
     p
 }
 
+/// Parameters pgpilot sets unless the spec does.
+fn default_parameters() -> Map<String, Value> {
+    // A replica fresh from pg_basebackup starts with a crash-recovery sync of its data
+    // directory; file by file that takes ~150 ms, long enough for Patroni's first readiness
+    // check to meet "starting up" and sleep a whole second before looking again. One
+    // syncfs() of the (already synced) volume takes milliseconds.
+    let mut p = Map::new();
+    p.insert(
+        "recovery_init_sync_method".to_owned(),
+        Value::from("syncfs"),
+    );
+    p
+}
+
 /// The `bootstrap.dcs` section: cluster-wide settings.
 pub fn dcs(ctx: &Ctx<'_>) -> Value {
     let spec = &ctx.cluster.spec;
@@ -46,12 +60,13 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
         retry_timeout,
         maximum_lag_on_failover,
     } = patroni;
-    let mut parameters: Map<String, Value> = spec
-        .postgresql
-        .parameters
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-        .collect();
+    let mut parameters = default_parameters();
+    parameters.extend(
+        spec.postgresql
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str()))),
+    );
     // Owned values win: the API refuses them in the spec, this keeps that true regardless.
     parameters.extend(owned_parameters());
     let sync = spec
@@ -182,9 +197,22 @@ mod tests {
         assert_eq!(params["shared_buffers"], "256MB");
         assert_eq!(params["wal_level"], "replica");
         assert_eq!(params["wal_log_hints"], "on");
+        assert_eq!(params["recovery_init_sync_method"], "syncfs");
         assert_eq!(dcs["ttl"], 30);
         assert_eq!(dcs["loop_wait"], 10);
         assert_eq!(dcs["synchronous_mode"], false);
+    }
+
+    #[test]
+    fn defaults_yield_to_the_spec() {
+        let c = cluster(
+            "instances: 1\npostgresql: {version: 17, parameters: {recovery_init_sync_method: fsync}}\nstorage: {size: 1Gi}",
+        );
+        let dcs = dcs(&Ctx::new(&c).unwrap());
+        assert_eq!(
+            dcs["postgresql"]["parameters"]["recovery_init_sync_method"],
+            "fsync"
+        );
     }
 
     #[test]
