@@ -536,13 +536,25 @@ const TUNING: &str = "The example's settings, and what they cost:\n\n\
   node on 2026-11-22: three instances were Ready in 11.6 and 12.8 s with `Priority`, 10.2, 10.5\n  \
   and 12.3 s with `Quorum`. The price of `Quorum`: Patroni keeps `synchronous_standby_names` through\n  \
   a promotion, so the first commits on a new primary (or on one restarted in place) wait until a\n  \
-  replica follows it; that is part of the container-kill gap above. `Priority` with `Preferred`\n  \
-  lets them commit asynchronously until it names a standby.\n\
+  replica follows it; that is part of the container-kill gap above, and of a switchover's when\n  \
+  the other replica is slow to follow the new primary (inserts time out after it is labelled).\n  \
+  `Priority` with `Preferred` lets them commit asynchronously until it names a standby.\n\
 - **Ready waits for a standby Patroni may promote**, on purpose: until Patroni records one in\n  \
   `-sync`, no replica may take over from a lost primary, and the e2e tier saw such failovers never\n  \
-  happen. The controller wakes on that ConfigMap's change and writes Ready within a few hundredths\n  \
-  of a second (\"synchronous standby named\" above). A cluster without synchronous replication is\n  \
-  Ready once its pods are and its replicas stream.\n\
+  happen. Patroni sets `synchronous_standby_names` on the first leader loop that sees the replicas\n  \
+  running and records them one loop later: 0.8-1.6 s after the last pod is Ready (\"synchronous\n  \
+  standby named\" above). The controller wakes on that ConfigMap's change and writes Ready within\n  \
+  a few hundredths of a second. A cluster without synchronous replication is Ready once its pods\n  \
+  are and its replicas stream: hand-timed on this node on 2026-11-22 (three instances,\n  \
+  `kubectl wait`), 10.0 and 10.7 s without it, 10.7 and 11.9 s with `Quorum`.\n\
+- **`recovery_init_sync_method: syncfs`** (pgpilot's default, overridable): a replica fresh from\n  \
+  `pg_basebackup` syncs its data directory before recovery. File by file that took ~150 ms, and\n  \
+  Patroni's start-up check (`pg_isready` once, then a full second's sleep while the server is still\n  \
+  \"starting up\") cost every new replica a second; one `syncfs()` takes milliseconds and the\n  \
+  replica reports running ~0.1 s after its postmaster starts.\n\
+- **The controller asks each member `GET /health`**, not `GET /patroni`: the same status\n  \
+  document, but `/patroni` retries its query every second while PostgreSQL starts up, and held\n  \
+  whole reconciles (and so the status) for 1.5 s while the replicas started.\n\
 \n\
 Where the rest of the time goes (Patroni's log, containerd's and the kubelet's on this node):\n\n\
 - **Volumes**, for pgpilot and the plain pods alike: local-path provisions each claim through a\n  \
@@ -550,14 +562,16 @@ Where the rest of the time goes (Patroni's log, containerd's and the kubelet's o
   helper pod's ConfigMap (the node authorizer learns of the new pod a moment late); and the\n  \
   scheduler's VolumeBinding plugin checks a pod's claims once a second. The pods are bound 4-5 s\n  \
   after they are created, on the 4th or 5th check.\n\
-- **Patroni's own steps**, after the containers start: start-up 0.4 s; the leader's bootstrap\n  \
-  (initdb with checksums, start, Patroni's users, two checkpoints) 2.2-2.6 s; `pg_basebackup`\n  \
-  0.6-0.8 s; starting each clone about 1.3 s, of which 1 s is Patroni's start-up check: it asks\n  \
-  `pg_isready` once, and when the server still refuses connections (recovery takes ~0.1 s), it\n  \
-  sleeps a full second before asking again; then up to a loop until the primary sees the replica\n  \
-  in its member records and sets `synchronous_standby_names`. The plain pods go from containers\n  \
-  running to replicas streaming in about 1.2 s: initdb and `pg_basebackup` straight from the\n  \
-  container command, no election, no probe.\n\
+- **Patroni's own steps**, after the containers start: start-up 0.6 s alone, 1-2 s when three\n  \
+  Pythons start beside initdb on two cores; the leader's bootstrap (initdb with checksums, start,\n  \
+  Patroni's users, two checkpoints) 1.7-2.5 s, of which ~1 s is that contention; two\n  \
+  `pg_basebackup`s at once 1.0-1.2 s; starting each clone ~0.5 s (Patroni starts PostgreSQL\n  \
+  through a freshly spawned Python interpreter); up to a second until the readiness probe sees it;\n  \
+  then the quorum's two leader loops. The plain pods go from containers running to replicas\n  \
+  streaming in under a second: initdb and `pg_basebackup` straight from the container command,\n  \
+  no interpreter, no election, no probe. The remaining gap to 1.5x is Patroni's: its start-up,\n  \
+  its one-second loop and polling steps, and the spawn per PostgreSQL start; even without\n  \
+  synchronous replication it stays above 1.5x here, and closing it would take a patched Patroni.\n\
 - **Write gaps**: Patroni's demote (a checkpoint, a fast shutdown, waiting until the replicas have\n  \
   the shutdown checkpoint) takes about 1.2 s before the lock is released; the new primary promotes\n  \
   and relabels its pod within ~0.3 s; kube-proxy routes to it within 0.1 s on this node. The\n  \
