@@ -700,6 +700,12 @@ pub enum ClusterPhase {
     Deleting,
 }
 
+/// Whether Patroni may promote a replica with this `role` (see [`InstanceStatus::role`]) in
+/// synchronous mode: the named synchronous standby (priority) or a quorum voter (quorum).
+pub fn is_synchronous_standby(role: &str) -> bool {
+    matches!(role, "sync_standby" | "quorum_standby")
+}
+
 /// State of one instance.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -750,4 +756,15 @@ pub struct LastBackup {
     /// When it completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_standby_and_a_quorum_voter_may_be_promoted_a_plain_replica_not() {
+        assert!(is_synchronous_standby("sync_standby") && is_synchronous_standby("quorum_standby"));
+        assert!(!is_synchronous_standby("replica"));
+    }
 }

@@ -11,14 +11,31 @@ use serde::de::DeserializeOwned;
 /// Runs kubectl (the cluster's own, first on PATH after e2e/scripts/env.sh) and returns
 /// stdout.
 pub async fn kubectl(args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new("kubectl")
+    run(
+        "kubectl",
+        &[],
+        args,
+        "running kubectl (source e2e/scripts/env.sh first)",
+    )
+    .await
+}
+
+/// Runs `program` with `fixed` then `args`; its stdout, or its stderr as the error.
+async fn run(
+    program: &str,
+    fixed: &[&str],
+    args: &[&str],
+    context: &'static str,
+) -> Result<String> {
+    let out = tokio::process::Command::new(program)
+        .args(fixed)
         .args(args)
         .output()
         .await
-        .context("running kubectl (source e2e/scripts/env.sh first)")?;
+        .context(context)?;
     if !out.status.success() {
         bail!(
-            "kubectl {}: {}",
+            "{program} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -201,20 +218,13 @@ async fn wait_containers_gone(ns: &str, name: &str) -> Result<()> {
 
 /// Runs `ctr` against the node's containerd (Kubernetes' `k8s.io` namespace); its stdout.
 pub async fn ctr(socket: &str, args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new("ctr")
-        .args(["--address", socket, "--namespace", "k8s.io"])
-        .args(args)
-        .output()
-        .await
-        .context("running ctr")?;
-    if !out.status.success() {
-        bail!(
-            "ctr {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run(
+        "ctr",
+        &["--address", socket, "--namespace", "k8s.io"],
+        args,
+        "running ctr",
+    )
+    .await
 }
 
 /// Where local-path-provisioner (e2e/scripts/node-up.sh) runs its helper pods.

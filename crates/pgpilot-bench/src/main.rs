@@ -225,7 +225,7 @@ async fn main() -> Result<()> {
                     // an order rotated per sample, so none always follows another's clean-up.
                     for m in ReadyMeasurement::rotated(k) {
                         let load = load1();
-                        match m {
+                        let (outcome, into, label, what) = match m {
                             ReadyMeasurement::Host => {
                                 // The host is shared: retry a sample once if something else
                                 // disturbed it.
@@ -238,53 +238,35 @@ async fn main() -> Result<()> {
                                     );
                                     host_run = host::run_once(n, k).await;
                                 }
-                                match host_run {
-                                    Ok(t) => r.host.push(sample(
-                                        t,
-                                        load,
-                                        Default::default(),
-                                        &format!("host baseline, {n} instance(s), #{k}"),
-                                    )),
-                                    Err(e) => error(
-                                        &mut results.errors,
-                                        &format!("host baseline {n}/{k}"),
-                                        &e,
-                                    ),
-                                }
+                                (
+                                    host_run.map(|t| (t, Default::default())),
+                                    &mut r.host,
+                                    "host baseline",
+                                    "host baseline",
+                                )
                             }
-                            ReadyMeasurement::Pods => {
-                                match pods::run_once(&client, ns, &format!("base{n}-{k}"), n).await
-                                {
-                                    Ok((t, steps)) => r.pods.push(sample(
-                                        t,
-                                        load,
-                                        steps,
-                                        &format!("plain pods, {n} instance(s), #{k}"),
-                                    )),
-                                    Err(e) => error(
-                                        &mut results.errors,
-                                        &format!("pods baseline {n}/{k}"),
-                                        &e,
-                                    ),
-                                }
-                            }
-                            ReadyMeasurement::Pgpilot => {
-                                match pgc::time_to_ready(&client, ns, &format!("bench-r{n}-{k}"), n)
-                                    .await
-                                {
-                                    Ok((t, steps)) => r.pgpilot.push(sample(
-                                        t,
-                                        load,
-                                        steps,
-                                        &format!("pgpilot, {n} instance(s), #{k}"),
-                                    )),
-                                    Err(e) => error(
-                                        &mut results.errors,
-                                        &format!("pgpilot time-to-Ready {n}/{k}"),
-                                        &e,
-                                    ),
-                                }
-                            }
+                            ReadyMeasurement::Pods => (
+                                pods::run_once(&client, ns, &format!("base{n}-{k}"), n).await,
+                                &mut r.pods,
+                                "plain pods",
+                                "pods baseline",
+                            ),
+                            ReadyMeasurement::Pgpilot => (
+                                pgc::time_to_ready(&client, ns, &format!("bench-r{n}-{k}"), n)
+                                    .await,
+                                &mut r.pgpilot,
+                                "pgpilot",
+                                "pgpilot time-to-Ready",
+                            ),
+                        };
+                        match outcome {
+                            Ok((t, steps)) => into.push(sample(
+                                t,
+                                load,
+                                steps,
+                                &format!("{label}, {n} instance(s), #{k}"),
+                            )),
+                            Err(e) => error(&mut results.errors, &format!("{what} {n}/{k}"), &e),
                         }
                     }
                 }

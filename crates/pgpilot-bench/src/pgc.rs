@@ -463,7 +463,9 @@ pub async fn disruption_once(
                 let c = api.get(name).await?;
                 let sync = c.status.is_some_and(|s| {
                     s.instances.iter().any(|i| {
-                        matches!(i.role.as_deref(), Some("quorum_standby" | "sync_standby"))
+                        i.role
+                            .as_deref()
+                            .is_some_and(pgpilot_api::cluster::is_synchronous_standby)
                     })
                 });
                 Ok(sync.then_some(()))

@@ -221,7 +221,7 @@ fn successor(
             (
                 i,
                 role.as_deref()
-                    .is_some_and(crate::patroni::is_synchronous_standby),
+                    .is_some_and(pgpilot_api::cluster::is_synchronous_standby),
             )
         })
         .filter(|(_, sync)| *sync || !synchronous)

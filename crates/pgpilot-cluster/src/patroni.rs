@@ -75,12 +75,6 @@ pub fn normalize_role(role: &str) -> String {
     }
 }
 
-/// Whether Patroni may promote a member in this role in synchronous mode: a synchronous
-/// standby (priority mode) or a quorum voter (quorum mode).
-pub fn is_synchronous_standby(role: &str) -> bool {
-    matches!(role, "sync_standby" | "quorum_standby")
-}
-
 /// `170012` → `17.12`; `150020` → `15.20`; pre-10 style `90624` → `9.6.24`.
 pub fn version_string(server_version: i64) -> String {
     let major = server_version / 10000;
@@ -284,8 +278,6 @@ mod tests {
             assert_eq!(normalize_role(r), "primary");
         }
         assert_eq!(normalize_role("sync_standby"), "sync_standby");
-        assert!(is_synchronous_standby("sync_standby") && is_synchronous_standby("quorum_standby"));
-        assert!(!is_synchronous_standby("replica"));
         assert_eq!(normalize_role("replica"), "replica");
     }
 

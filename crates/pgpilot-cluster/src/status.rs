@@ -141,7 +141,7 @@ pub fn compute(
         && !status.instances.iter().any(|i| {
             i.role
                 .as_deref()
-                .is_some_and(crate::patroni::is_synchronous_standby)
+                .is_some_and(pgpilot_api::cluster::is_synchronous_standby)
         });
     // A replica that does not stream (waiting for its slot, restarting to follow a new
     // leader) would lose the writes it lacks if it took over: the cluster is not Ready until
