@@ -156,7 +156,7 @@ build_k8s() {
   mkdir "$tmp/bin"
   (cd "$E2E_DIR/k8s" && "${GOBUILD[@]}" -tags "$tags" -ldflags "$ld" -o "$tmp/bin/kube" .)
   for p in "${K8S_COMPONENTS[@]}"; do ln -s kube "$tmp/bin/$p"; done
-  "$tmp/bin/kube-apiserver" --version | grep -qx "Kubernetes $K8S_VERSION" ||
+  grep -qx "Kubernetes $K8S_VERSION" <<<"$("$tmp/bin/kube-apiserver" --version)" ||
     die "built kube-apiserver does not report $K8S_VERSION"
   echo "$stamp" >"$tmp/.stamp"
   install_dir "$tmp" "$K8S_DIR"
@@ -174,7 +174,7 @@ build_etcd() {
   tmp=$(mktemp -d "$CACHE/.tmp.etcd.XXXXXX")
   mkdir "$tmp/bin"
   (cd "$E2E_DIR/etcd" && "${GOBUILD[@]}" -ldflags "-s -w" -o "$tmp/bin/" ./cmd/etcd ./cmd/etcdctl)
-  "$tmp/bin/etcd" --version | grep -q "etcd Version: ${ETCD_VERSION#v}" ||
+  grep -q "etcd Version: ${ETCD_VERSION#v}" <<<"$("$tmp/bin/etcd" --version)" ||
     die "built etcd does not report ${ETCD_VERSION#v}"
   echo "$stamp" >"$tmp/.stamp"
   install_dir "$tmp" "$ETCD_DIR"
@@ -200,7 +200,7 @@ build_kwok() {
     echo "---"
     cat "$src/kustomize/stage/$f"
   done >"$tmp/etc/kwok.yaml"
-  "$tmp/bin/kwok" --version | grep -q "${KWOK_VERSION#v}" || die "built kwok does not report ${KWOK_VERSION#v}"
+  grep -q "${KWOK_VERSION#v}" <<<"$("$tmp/bin/kwok" --version)" || die "built kwok does not report ${KWOK_VERSION#v}"
   echo "$stamp" >"$tmp/.stamp"
   install_dir "$tmp" "$KWOK_DIR"
   log "kwok $KWOK_VERSION: built in $((SECONDS - start)) s ($(du -h "$KWOK_BIN/kwok" | cut -f1))"
@@ -218,7 +218,7 @@ build_coredns() {
   tmp=$(mktemp -d "$CACHE/.tmp.coredns.XXXXXX")
   mkdir "$tmp/bin"
   (cd "$E2E_DIR/coredns" && "${GOBUILD[@]}" -ldflags "-s -w" -o "$tmp/bin/coredns" .)
-  "$tmp/bin/coredns" -version | grep -q "CoreDNS-${COREDNS_VERSION#v}" ||
+  grep -q "CoreDNS-${COREDNS_VERSION#v}" <<<"$("$tmp/bin/coredns" -version)" ||
     die "built coredns does not report ${COREDNS_VERSION#v}"
   echo "$stamp" >"$tmp/.stamp"
   install_dir "$tmp" "$COREDNS_DIR"
@@ -240,7 +240,7 @@ build_local_path() {
   mkdir "$tmp/bin"
   (cd "$E2E_DIR/local-path" && "${GOBUILD[@]}" -ldflags "$ld" -o "$tmp/bin/local-path-provisioner" \
     github.com/rancher/local-path-provisioner)
-  "$tmp/bin/local-path-provisioner" --version | grep -q "$LOCAL_PATH_VERSION" ||
+  grep -q "$LOCAL_PATH_VERSION" <<<"$("$tmp/bin/local-path-provisioner" --version)" ||
     die "built local-path-provisioner does not report $LOCAL_PATH_VERSION"
   echo "$stamp" >"$tmp/.stamp"
   install_dir "$tmp" "$LOCAL_PATH_DIR"

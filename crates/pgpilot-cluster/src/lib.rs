@@ -1,16 +1,17 @@
 //! The cluster controller: a `PostgresCluster` becomes a highly available PostgreSQL
 //! cluster run by Patroni.
 //!
-//! One module per reconcile step: [`validate`] → [`desired`] → apply → status.
+//! A reconcile ([`reconcile`]) reads top-down: [`observe`] → [`validate`] → [`desired`] →
+//! [`plan`] → [`act`] → [`status`].
 
-pub mod actions;
+pub mod act;
+pub mod context;
 pub mod controller;
 pub mod desired;
 pub mod error;
-pub mod names;
-pub mod patroni;
+pub mod observe;
+pub mod plan;
 pub mod reconcile;
-pub mod sql;
 pub mod status;
 pub mod storage;
 pub mod triggers;

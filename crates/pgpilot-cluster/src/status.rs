@@ -1,28 +1,64 @@
 //! Status from what was observed: the StatefulSet and the instance pods (their readiness and
-//! the role label Patroni keeps on them). Pure; the reconcile writes it only when it changed.
+//! the role label Patroni keeps on them). Computing it is pure; it is written with
+//! server-side apply under the cluster controller's field manager, only its own part
+//! ([`PART`]) and only when that part changed.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::Api;
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::{ClusterPhase, Endpoints, InstanceStatus, PostgresClusterStatus};
 use pgpilot_api::labels;
 use pgpilot_toolkit::conditions::{self, Status, Update};
+use pgpilot_toolkit::status::{StatusPart, apply_status};
 
-use crate::actions::Members;
-use crate::names::{Names, POSTGRES_PORT};
-use crate::patroni::version_string;
+use pgpilot_postgres::members::{Members, pod_ready};
+use pgpilot_postgres::names::{Names, POSTGRES_PORT};
+use pgpilot_postgres::patroni::version_string;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::plan::Progress;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 
+/// The part of a PostgresCluster's status this controller owns: everything but what other
+/// controllers report (the last backup, archiving, upgrades) and their conditions.
+pub const PART: StatusPart = StatusPart {
+    fields: &[
+        "phase",
+        "observedGeneration",
+        "currentPrimary",
+        "replicas",
+        "readyInstances",
+        "selector",
+        "version",
+        "image",
+        "instances",
+        "endpoints",
+    ],
+    conditions: &[
+        READY,
+        PROGRESSING,
+        DEGRADED,
+        crate::reconcile::VERSION_CURRENT,
+        crate::storage::CONDITION,
+        crate::reconcile::ROLES_AND_DATABASES,
+    ],
+};
+
 /// What the reconcile saw.
 #[derive(Default)]
 pub struct Observed<'a> {
     pub statefulset: Option<&'a StatefulSet>,
-    pub pods: &'a [Pod],
+    pub pods: Vec<&'a Pod>,
     /// A spec error that stops the reconcile (shown in Ready=False).
     pub invalid: Option<String>,
     pub image: Option<String>,
@@ -30,15 +66,47 @@ pub struct Observed<'a> {
     pub version: Option<i32>,
     /// What Patroni reported, when the reconcile asked.
     pub members: Option<&'a Members>,
+    /// What `Progressing` says while a roll or rolling restart is under way.
+    pub progress: Option<Progress>,
     /// Further conditions the reconcile's steps decided (type, status, reason, message).
     pub conditions: Vec<(&'static str, Status, &'static str, String)>,
 }
 
-pub(crate) fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+impl<'a> Observed<'a> {
+    /// The StatefulSet and pods; nothing known from Patroni yet.
+    pub fn of(statefulset: Option<&'a StatefulSet>, pods: &'a [Arc<Pod>]) -> Self {
+        Self {
+            statefulset,
+            pods: pods.iter().map(AsRef::as_ref).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Computes the status and writes this controller's part when it changed. Returns
+/// whether it wrote.
+pub async fn write(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    observed: &Observed<'_>,
+) -> Result<bool, Error> {
+    let status = compute(cluster, observed, Time(Timestamp::now()));
+    write_computed(ctx, cluster, &status).await
+}
+
+/// Writes this controller's part of `status` when it differs from the live one.
+pub async fn write_computed(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    status: &PostgresClusterStatus,
+) -> Result<bool, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let wrote = apply_status(&api, &ctx.field_manager, &PART, cluster, status).await?;
+    if wrote {
+        ctx.metrics.wrote("PostgresCluster/status");
+    }
+    Ok(wrote)
 }
 
 fn role(pod: &Pod) -> Option<String> {
@@ -61,6 +129,7 @@ pub fn compute(
     let mut pods: Vec<&Pod> = observed
         .pods
         .iter()
+        .copied()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
     pods.sort_by_key(|p| p.name_any());
@@ -109,7 +178,7 @@ pub fn compute(
         labels::CLUSTER,
         names.cluster,
         labels::COMPONENT,
-        crate::names::COMPONENT_INSTANCE
+        pgpilot_postgres::names::COMPONENT_INSTANCE
     ));
     status.current_primary = primary.clone();
     status.version = Some(observed.version.unwrap_or(cluster.spec.postgresql.version));
@@ -290,6 +359,13 @@ pub fn compute(
         )
     };
     status.phase = Some(phase);
+    // A roll or rolling restart says where it is, whatever else is going on.
+    let progressing = match &observed.progress {
+        Some(p) if observed.invalid.is_none() => {
+            (Status::from(p.moving), p.reason, p.message.clone())
+        }
+        _ => progressing,
+    };
     let steps = observed
         .conditions
         .iter()
@@ -345,7 +421,7 @@ mod tests {
             c,
             &Observed {
                 statefulset: None,
-                pods,
+                pods: pods.iter().collect(),
                 invalid: None,
                 image: Some("img".into()),
                 ..Default::default()
@@ -439,7 +515,7 @@ mod tests {
 
     /// Patroni's view of a two-instance cluster: `db-0` leads, `db-1` has this role and state.
     fn two_members(standby_role: &str, standby_state: &str) -> Members {
-        use crate::patroni::{ClusterMember, ClusterView};
+        use pgpilot_postgres::patroni::{ClusterMember, ClusterView};
         Members {
             instances: vec![],
             cluster: Some(ClusterView {
@@ -470,7 +546,7 @@ mod tests {
         compute(
             c,
             &Observed {
-                pods,
+                pods: pods.iter().collect(),
                 image: Some("img".into()),
                 members: Some(members),
                 ..Default::default()
@@ -534,7 +610,7 @@ mod tests {
             &c,
             &Observed {
                 statefulset: None,
-                pods: &pods,
+                pods: pods.iter().collect(),
                 invalid: None,
                 image: Some("img".into()),
                 ..Default::default()
@@ -551,7 +627,7 @@ mod tests {
             &c,
             &Observed {
                 statefulset: None,
-                pods: &[],
+                pods: vec![],
                 invalid: Some("spec.postgresql.image: no image".into()),
                 image: None,
                 ..Default::default()

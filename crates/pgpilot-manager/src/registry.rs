@@ -52,8 +52,6 @@ fn select_from(
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
     use std::sync::Arc;
 
     use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -64,6 +62,7 @@ mod tests {
     /// Stands in for a controller crate in selection tests only; it is never run.
     struct Named(&'static str);
 
+    #[async_trait::async_trait]
     impl Controller for Named {
         fn name(&self) -> &'static str {
             self.0
@@ -71,8 +70,8 @@ mod tests {
         fn rbac_rules(&self) -> Vec<PolicyRule> {
             vec![]
         }
-        fn run(&self, _: RunContext) -> Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>> {
-            Box::pin(async { Ok(()) })
+        async fn run(&self, _: RunContext) -> Result<(), RunError> {
+            Ok(())
         }
     }
 

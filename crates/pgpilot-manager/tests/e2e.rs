@@ -20,3 +20,5 @@ mod cluster;
 mod harness;
 #[path = "e2e/repair.rs"]
 mod repair;
+#[path = "e2e/roll.rs"]
+mod roll;

@@ -7,6 +7,11 @@ pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
     /// Whether running the reconcile again, unchanged, can succeed (a conflict, a timeout, an
     /// unreachable pod). Permanent errors (an invalid spec) wait for the object to change.
     fn is_retryable(&self) -> bool;
+    /// Whether the API server refused the operator a permission (RBAC): retried with
+    /// backoff, and shown on the object at once so someone can grant it.
+    fn is_forbidden(&self) -> bool {
+        false
+    }
 }
 
 /// Errors of the toolkit's own operations.
@@ -27,6 +32,13 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("running {program} in {pod}/{container}: {reason}")]
+    Exec {
+        pod: String,
+        container: String,
+        program: String,
+        reason: String,
+    },
     #[error("{kind} has no {field}: {what}")]
     MissingField {
         kind: String,
@@ -40,6 +52,7 @@ impl ReconcileError for Error {
         match self {
             Error::Api { source, .. } => api_error_label(source),
             Error::Serialize { .. } => "serialize",
+            Error::Exec { .. } => "exec",
             Error::MissingField { .. } => "missing_field",
         }
     }
@@ -47,9 +60,19 @@ impl ReconcileError for Error {
     fn is_retryable(&self) -> bool {
         match self {
             Error::Api { source, .. } => api_error_retryable(source),
+            Error::Exec { .. } => true,
             Error::Serialize { .. } | Error::MissingField { .. } => false,
         }
     }
+
+    fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if api_error_forbidden(source))
+    }
+}
+
+/// Whether the API server answered 403: a missing RBAC rule.
+pub fn api_error_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 403)
 }
 
 /// Metric label for a kube client error: the HTTP status class, or the transport failure.
@@ -68,10 +91,11 @@ pub fn api_error_label(e: &kube::Error) -> &'static str {
     }
 }
 
-/// Whether a kube client error can go away by itself.
+/// Whether a kube client error can go away by itself. A 403 can: someone grants the
+/// missing permission, and the object must not stall until it changes.
 pub fn api_error_retryable(e: &kube::Error) -> bool {
     match e {
-        kube::Error::Api(status) => matches!(status.code, 404 | 409 | 429 | 500..=599),
+        kube::Error::Api(status) => matches!(status.code, 403 | 404 | 409 | 429 | 500..=599),
         _ => true,
     }
 }
@@ -87,12 +111,14 @@ mod tests {
     }
 
     #[test]
-    fn conflicts_and_server_errors_are_retried_invalid_objects_are_not() {
+    fn conflicts_server_errors_and_missing_permissions_are_retried_invalid_objects_are_not() {
         assert!(api_error_retryable(&api(409)));
         assert!(api_error_retryable(&api(503)));
         assert!(api_error_retryable(&api(429)));
+        assert!(api_error_retryable(&api(403)));
         assert!(!api_error_retryable(&api(422)));
-        assert!(!api_error_retryable(&api(403)));
+        assert!(api_error_forbidden(&api(403)));
+        assert!(!api_error_forbidden(&api(401)));
     }
 
     #[test]

@@ -1,15 +1,21 @@
-//! What every pgpilot controller shares: status conditions, finalizers, per-object backoff,
-//! server-side apply that skips no-op writes, Kubernetes Events, reconcile metrics and
-//! tracing spans, and the loop that ties them to a kube-runtime controller.
+//! What every pgpilot controller shares: the loop that runs a controller (namespaces,
+//! caches, spans, metrics, backoff), children applied and pruned as a set, status written per
+//! controller with server-side apply, conditions, Kubernetes Events, pod exec, and values
+//! that redact themselves.
 
 pub mod apply;
 pub mod backoff;
+pub mod children;
 pub mod conditions;
 pub mod error;
 pub mod events;
-pub mod finalizer;
+pub mod exec;
 pub mod metrics;
+pub mod runner;
 pub mod runtime;
+pub mod sensitive;
+pub mod status;
 pub mod telemetry;
 
 pub use error::{Error, ReconcileError};
+pub use sensitive::Sensitive;

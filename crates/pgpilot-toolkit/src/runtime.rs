@@ -2,8 +2,6 @@
 //! the RBAC rules it needs, and runs until told to stop. Adding a controller to the manager
 //! is one line in its registry.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -40,13 +38,14 @@ pub struct RunContext {
 pub type RunError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A controller the manager can run.
+#[async_trait::async_trait]
 pub trait Controller: Send + Sync + 'static {
     /// Name used in `--controllers`, metrics and field managers, e.g. `cluster`.
     fn name(&self) -> &'static str;
     /// Every RBAC rule the controller needs, and nothing more.
     fn rbac_rules(&self) -> Vec<PolicyRule>;
     /// Runs until `ctx.shutdown` is cancelled.
-    fn run(&self, ctx: RunContext) -> Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>>;
+    async fn run(&self, ctx: RunContext) -> Result<(), RunError>;
 }
 
 /// A PolicyRule from API groups, resources and verbs (the form RBAC rules are read in).

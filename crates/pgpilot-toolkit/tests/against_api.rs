@@ -1,5 +1,5 @@
 //! The toolkit's API helpers against a real API server: apply costs no write when nothing
-//! changed and repairs drift; finalizers are added and removed once; Events are recorded.
+//! changed and repairs drift; Events are recorded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -10,7 +10,6 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
 use pgpilot_testkit::{TestNamespace, cluster};
 use pgpilot_toolkit::apply::{Outcome, apply};
 use pgpilot_toolkit::events::Events;
-use pgpilot_toolkit::finalizer;
 
 fn config_map(ns: &str, value: &str) -> ConfigMap {
     ConfigMap {
@@ -65,57 +64,6 @@ async fn apply_writes_once_repairs_drift_and_is_free_when_converged() {
     );
     let repaired = api.get("settings").await.unwrap();
     assert_eq!(repaired.data.unwrap()["mode"], "fast");
-    ns.delete().await.unwrap();
-}
-
-#[tokio::test]
-async fn finalizers_are_added_and_released_once() {
-    let client = cluster().admin().await.unwrap();
-    let ns = TestNamespace::create(&client, "fin").await.unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    apply(&api, "pgpilot-test", &config_map(&ns.name, "x"), None)
-        .await
-        .unwrap();
-
-    let obj = api.get("settings").await.unwrap();
-    finalizer::ensure(&api, &obj, "test.pgpilot.io/cleanup")
-        .await
-        .unwrap();
-    let obj = api.get("settings").await.unwrap();
-    assert_eq!(
-        obj.metadata.finalizers.as_deref(),
-        Some(&["test.pgpilot.io/cleanup".to_owned()][..])
-    );
-    // Again: no change, no error.
-    let version = obj.metadata.resource_version.clone();
-    finalizer::ensure(&api, &obj, "test.pgpilot.io/cleanup")
-        .await
-        .unwrap();
-    assert_eq!(
-        api.get("settings").await.unwrap().metadata.resource_version,
-        version
-    );
-
-    // A stale copy cannot clobber a newer object: the resourceVersion test fails.
-    let stale = obj.clone();
-    api.patch(
-        "settings",
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({"data": {"n": "1"}})),
-    )
-    .await
-    .unwrap();
-    assert!(
-        finalizer::release(&api, &stale, "test.pgpilot.io/cleanup")
-            .await
-            .is_err()
-    );
-
-    let fresh = api.get("settings").await.unwrap();
-    finalizer::release(&api, &fresh, "test.pgpilot.io/cleanup")
-        .await
-        .unwrap();
-    assert_eq!(api.get("settings").await.unwrap().metadata.finalizers, None);
     ns.delete().await.unwrap();
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Ctx, typed};
 use crate::error::Error;
-use crate::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER};
+use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER};
 
 /// Where the volume is mounted, and the data directory inside it (a subdirectory, so
 /// initdb never meets the volume's lost+found).

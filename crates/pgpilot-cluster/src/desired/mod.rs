@@ -4,6 +4,8 @@
 pub(crate) mod config;
 mod rbac;
 mod secrets;
+
+pub(crate) use secrets::wanted as credential_secrets;
 mod services;
 mod statefulset;
 
@@ -20,11 +22,10 @@ use pgpilot_api::labels;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::Error;
-use crate::names::{COMPONENT_INSTANCE, Names};
+use pgpilot_postgres::credentials::PasswordSource;
 
-pub(crate) use secrets::existing_password;
-pub use secrets::{Csprng, PasswordSource};
+use crate::error::Error;
+use pgpilot_postgres::names::{COMPONENT_INSTANCE, Names};
 
 /// What the builders need besides the cluster itself.
 pub struct Inputs<'a> {
@@ -36,8 +37,9 @@ pub struct Inputs<'a> {
 }
 
 /// Every child of a cluster, in apply order: identity and RBAC first, configuration and
-/// Services next, the workload last.
-#[derive(Clone, Debug)]
+/// Services next, the workload last. `Debug` names the children and never prints the
+/// Secrets' data.
+#[derive(Clone)]
 pub struct Desired {
     pub service_account: ServiceAccount,
     pub role: Role,
@@ -49,6 +51,42 @@ pub struct Desired {
     pub statefulset: StatefulSet,
     /// Patroni's dynamic configuration (`bootstrap.dcs` at first start, PATCH /config later).
     pub patroni_dcs: Value,
+}
+
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |objects: &[&dyn ResourceName]| -> Vec<String> {
+            objects.iter().map(|o| o.kind_and_name()).collect()
+        };
+        let mut children: Vec<&dyn ResourceName> = vec![
+            &self.service_account,
+            &self.role,
+            &self.role_binding,
+            &self.patroni_config,
+            &self.statefulset,
+        ];
+        children.extend(self.secrets.iter().map(|s| s as &dyn ResourceName));
+        children.extend(self.services.iter().map(|s| s as &dyn ResourceName));
+        children.extend(self.pdb.iter().map(|p| p as &dyn ResourceName));
+        f.debug_struct("Desired")
+            .field("children", &names(&children))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `Kind/name` of an object, for `Debug` output that carries no data.
+trait ResourceName {
+    fn kind_and_name(&self) -> String;
+}
+
+impl<K: Resource<DynamicType = ()>> ResourceName for K {
+    fn kind_and_name(&self) -> String {
+        format!(
+            "{}/{}",
+            K::kind(&()),
+            self.meta().name.as_deref().unwrap_or_default()
+        )
+    }
 }
 
 /// Builds every child. `passwords` makes new passwords (a CSPRNG in production).
@@ -159,4 +197,41 @@ storage: {size: 10Gi, storageClassName: fast}
 roles: [{name: app_user}]
 databases: [{name: shop, owner: app_user}]
 ";
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use pgpilot_toolkit::Sensitive;
+
+    use super::fixtures::{THREE, cluster};
+    use super::*;
+
+    struct Fixed;
+    impl PasswordSource for Fixed {
+        fn new_password(&mut self) -> Sensitive {
+            Sensitive::new("Fixed-Passw0rd-for-the-test")
+        }
+    }
+
+    #[test]
+    fn debug_output_names_the_children_and_holds_no_secret() {
+        let c = cluster(THREE);
+        let desired = build(
+            &Inputs {
+                cluster: &c,
+                image: "localhost/pgpilot/postgres:17".into(),
+                existing_secrets: &BTreeMap::new(),
+            },
+            &mut Fixed,
+        )
+        .unwrap();
+        let printed = format!("{desired:?} {desired:#?}");
+        assert!(printed.contains("Secret/db-superuser"), "{printed}");
+        assert!(printed.contains("StatefulSet/db"), "{printed}");
+        assert!(!printed.contains("Fixed-Passw0rd"), "{printed}");
+        // The bytes of the password, as `ByteString`'s own Debug would print them.
+        assert!(!printed.contains("70, 105, 120"), "{printed}");
+    }
 }

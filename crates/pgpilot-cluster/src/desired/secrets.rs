@@ -4,64 +4,39 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use rand::RngExt;
+use pgpilot_postgres::credentials::{Endpoint, Login, PasswordSource, password_of, render};
+use pgpilot_toolkit::Sensitive;
 use serde_json::json;
 
 use super::{Ctx, typed};
 use crate::error::Error;
-use crate::names::{POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
+use kube::ResourceExt;
+use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::{Ensure, PvcPolicy};
+use pgpilot_postgres::names::Names;
+use pgpilot_postgres::names::{POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
 
-/// Makes new passwords.
-pub trait PasswordSource {
-    fn new_password(&mut self) -> String;
+/// A credential Secret to exist: its name, the user and the database it connects to.
+pub(crate) struct Wanted {
+    pub secret: String,
+    pub user: String,
+    pub dbname: String,
 }
 
-/// 32 letters and digits from the thread's CSPRNG (ChaCha, seeded by the OS): ~190 bits,
-/// and safe in URIs, JDBC URLs and pgpass files without escaping.
-pub struct Csprng;
-
-impl PasswordSource for Csprng {
-    fn new_password(&mut self) -> String {
-        let mut rng = rand::rng();
-        (0..32)
-            .map(|_| {
-                const ALPHABET: &[u8] =
-                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-                char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])
-            })
-            .collect()
-    }
-}
-
-pub(crate) fn existing_password(existing: &BTreeMap<String, Secret>, name: &str) -> Option<String> {
-    let secret = existing.get(name)?;
-    let bytes = secret.data.as_ref()?.get("password")?;
-    String::from_utf8(bytes.0.clone())
-        .ok()
-        .filter(|p| !p.is_empty())
-}
-
-/// The Secrets of a cluster: superuser, replication, and one per declared login role.
-pub(super) fn secrets(
-    ctx: &Ctx<'_>,
-    existing: &BTreeMap<String, Secret>,
-    passwords: &mut dyn PasswordSource,
-) -> Result<Vec<Secret>, Error> {
-    let spec = &ctx.cluster.spec;
+/// The credential Secrets a cluster has: superuser, replication, and one per declared
+/// login role.
+pub(crate) fn wanted(cluster: &PostgresCluster) -> Vec<Wanted> {
+    let names = Names::new(&cluster.name_any());
+    let spec = &cluster.spec;
+    let login = |secret, user: &str, dbname: &str| Wanted {
+        secret,
+        user: user.to_owned(),
+        dbname: dbname.to_owned(),
+    };
     let mut wanted = vec![
-        (
-            ctx.names.superuser_secret(),
-            SUPERUSER.to_owned(),
-            "postgres".to_owned(),
-        ),
-        (
-            ctx.names.replication_secret(),
-            REPLICATION_USER.to_owned(),
-            "postgres".to_owned(),
-        ),
+        login(names.superuser_secret(), SUPERUSER, "postgres"),
+        login(names.replication_secret(), REPLICATION_USER, "postgres"),
     ];
     for role in spec
         .roles
@@ -73,16 +48,27 @@ pub(super) fn secrets(
             .databases
             .iter()
             .find(|d| d.owner.as_deref() == Some(role.name.as_str()) && d.ensure == Ensure::Present)
-            .map(|d| d.name.clone())
-            .unwrap_or_else(|| "postgres".to_owned());
-        wanted.push((ctx.names.role_secret(&role.name), role.name.clone(), dbname));
+            .map(|d| d.name.as_str())
+            .unwrap_or("postgres");
+        wanted.push(login(names.role_secret(&role.name), &role.name, dbname));
     }
     wanted
+}
+
+/// The Secrets of a cluster, each with its existing password or a new one.
+pub(super) fn secrets(
+    ctx: &Ctx<'_>,
+    existing: &BTreeMap<String, Secret>,
+    passwords: &mut dyn PasswordSource,
+) -> Result<Vec<Secret>, Error> {
+    wanted(ctx.cluster)
         .into_iter()
-        .map(|(name, user, dbname)| {
-            let password =
-                existing_password(existing, &name).unwrap_or_else(|| passwords.new_password());
-            credential_secret(ctx, &name, &user, &password, &dbname)
+        .map(|w| {
+            let password = existing
+                .get(&w.secret)
+                .and_then(password_of)
+                .unwrap_or_else(|| passwords.new_password());
+            credential_secret(ctx, &w.secret, &w.user, &password, &w.dbname)
         })
         .collect()
 }
@@ -91,27 +77,18 @@ fn credential_secret(
     ctx: &Ctx<'_>,
     name: &str,
     user: &str,
-    password: &str,
+    password: &Sensitive,
     dbname: &str,
 ) -> Result<Secret, Error> {
-    let host = ctx.names.rw_host(&ctx.namespace);
-    let port = POSTGRES_PORT;
-    let data: BTreeMap<&str, String> = BTreeMap::from([
-        ("username", user.to_owned()),
-        ("password", password.to_owned()),
-        ("host", host.clone()),
-        ("port", port.to_string()),
-        ("dbname", dbname.to_owned()),
-        (
-            "uri",
-            format!("postgresql://{user}:{password}@{host}:{port}/{dbname}"),
-        ),
-        (
-            "jdbc-uri",
-            format!("jdbc:postgresql://{host}:{port}/{dbname}?user={user}&password={password}"),
-        ),
-        ("pgpass", format!("{host}:{port}:*:{user}:{password}\n")),
-    ]);
+    let endpoint = Endpoint {
+        host: ctx.names.rw_host(&ctx.namespace),
+        port: POSTGRES_PORT,
+    };
+    let login = Login {
+        user,
+        password,
+        dbname,
+    };
     let mut metadata = ctx.meta(name);
     // Volumes kept after the cluster is deleted are of use only with the passwords stored in
     // them: the Secrets stay too (no owner), and a cluster created again with this name adopts
@@ -129,11 +106,7 @@ fn credential_secret(
             "type": "Opaque",
         }),
     )?;
-    secret.data = Some(
-        data.into_iter()
-            .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
-            .collect(),
-    );
+    secret.data = Some(render(&login, &endpoint));
     Ok(secret)
 }
 
@@ -144,9 +117,9 @@ mod tests {
 
     struct Counter(u32);
     impl PasswordSource for Counter {
-        fn new_password(&mut self) -> String {
+        fn new_password(&mut self) -> Sensitive {
             self.0 += 1;
-            format!("generated{}", self.0)
+            Sensitive::new(format!("generated{}", self.0))
         }
     }
 
@@ -253,14 +226,5 @@ roles: [{name: readers, login: false}, {name: old, ensure: Absent}, {name: app}]
             ["db-superuser", "db-replication", "db-app-credentials"]
         );
         assert_eq!(value(&got[2], "dbname"), "postgres");
-    }
-
-    #[test]
-    fn generated_passwords_are_long_and_differ() {
-        let a = Csprng.new_password();
-        let b = Csprng.new_password();
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, b);
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, typed};
 use crate::error::Error;
-use crate::names::{PATRONI_PORT, POSTGRES_PORT};
+use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT};
 
 fn ports(with_patroni: bool) -> Value {
     let mut ports = vec![

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::config::{CONFIG_DIR, DATA_MOUNT, PGDATA, SOCKET_DIR};
 use super::{Ctx, typed};
 use crate::error::Error;
-use crate::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
+use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
 
 /// The image's postgres user (see docs/images.md).
 pub const POSTGRES_UID: i64 = 999;

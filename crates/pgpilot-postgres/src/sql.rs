@@ -8,7 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::fmt;
+
 use pgpilot_api::cluster::{DatabaseSpec, Ensure, RoleSpec};
+use pgpilot_toolkit::Sensitive;
 use tracing::Instrument;
 
 /// A role as the catalog (`pg_roles`) shows it.
@@ -30,13 +33,23 @@ pub struct ObservedDatabase {
     pub extensions: BTreeSet<String>,
 }
 
-/// One statement, and what may be logged of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One statement, and what may be logged of it. `Debug` shows only the redacted form: the
+/// SQL itself may carry a password verifier.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Statement {
     pub sql: String,
     pub redacted: String,
     /// Database to run it in (`None`: the maintenance database).
     pub database: Option<String>,
+}
+
+impl fmt::Debug for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Statement")
+            .field("redacted", &self.redacted)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Statement {
@@ -81,14 +94,17 @@ fn matches(r: &RoleSpec, o: &ObservedRole) -> bool {
 }
 
 /// A SCRAM-SHA-256 verifier for `password` (salted, so it differs on every call).
-pub fn scram_verifier(password: &str) -> String {
-    postgres_protocol::password::scram_sha_256(password.as_bytes())
+pub fn scram_verifier(password: &Sensitive) -> Sensitive {
+    Sensitive::new(postgres_protocol::password::scram_sha_256(
+        password.expose().as_bytes(),
+    ))
 }
 
 /// Whether `stored` (a `pg_authid.rolpassword`) is a SCRAM-SHA-256 verifier of `password`:
 /// recomputed with the stored salt and iteration count (RFC 5802), so a role whose password
 /// already matches its Secret is left alone without the operator keeping any state.
-pub fn verifier_matches(stored: &str, password: &str) -> bool {
+pub fn verifier_matches(stored: &Sensitive, password: &Sensitive) -> bool {
+    let (stored, password) = (stored.expose(), password.expose());
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use hmac::{Hmac, KeyInit, Mac};
@@ -136,7 +152,7 @@ pub fn verifier_matches(stored: &str, password: &str) -> bool {
 pub fn plan_roles(
     spec: &[RoleSpec],
     observed: &BTreeMap<String, ObservedRole>,
-    passwords: &BTreeMap<String, String>,
+    passwords: &BTreeMap<String, Sensitive>,
 ) -> Vec<Statement> {
     let mut out = Vec::new();
     for r in spec.iter().filter(|r| r.ensure == Ensure::Present) {
@@ -155,7 +171,7 @@ pub fn plan_roles(
         if let Some(password) = passwords.get(&r.name) {
             let verifier = scram_verifier(password);
             out.push(Statement {
-                sql: format!("ALTER ROLE {name} PASSWORD '{verifier}'"),
+                sql: format!("ALTER ROLE {name} PASSWORD '{}'", verifier.expose()),
                 redacted: format!("ALTER ROLE {name} PASSWORD '<redacted>'"),
                 database: None,
             });
@@ -310,7 +326,7 @@ pub async fn observe_extensions(
 pub async fn observe_passwords(
     client: &tokio_postgres::Client,
     names: &[String],
-) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+) -> Result<BTreeMap<String, Sensitive>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1) AND rolpassword IS NOT NULL",
@@ -318,7 +334,10 @@ pub async fn observe_passwords(
         )
         .instrument(tracing::debug_span!("sql.query", what = "passwords"))
         .await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), Sensitive::new(r.get::<_, String>(1))))
+        .collect())
 }
 
 /// Why roles and databases could not be brought to the spec. Messages never hold
@@ -358,7 +377,7 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: String,
+    pub password: Sensitive,
 }
 
 impl Target {
@@ -368,7 +387,7 @@ impl Target {
             .host(&self.host)
             .port(self.port)
             .user(&self.user)
-            .password(&self.password)
+            .password(self.password.expose())
             .dbname(database)
             .application_name("pgpilot")
             .connect_timeout(std::time::Duration::from_secs(3));
@@ -397,7 +416,7 @@ pub async fn converge(
     target: &Target,
     roles: &[RoleSpec],
     databases: &[DatabaseSpec],
-    passwords: &BTreeMap<String, String>,
+    passwords: &BTreeMap<String, Sensitive>,
 ) -> Result<usize, SqlError> {
     if roles.is_empty() && databases.is_empty() {
         return Ok(0);
@@ -411,7 +430,7 @@ pub async fn converge(
     let stored = observe_passwords(&admin, &with_password)
         .await
         .map_err(SqlError::Observe)?;
-    let to_set: BTreeMap<String, String> = passwords
+    let to_set: BTreeMap<String, Sensitive> = passwords
         .iter()
         .filter(|(name, pw)| !stored.get(*name).is_some_and(|v| verifier_matches(v, pw)))
         .map(|(n, p)| (n.clone(), p.clone()))
@@ -460,6 +479,10 @@ pub async fn converge(
 mod tests {
     use super::*;
 
+    fn pw(s: &str) -> Sensitive {
+        Sensitive::new(s)
+    }
+
     fn role(yaml: &str) -> RoleSpec {
         serde_yaml::from_str(yaml).unwrap()
     }
@@ -474,15 +497,17 @@ mod tests {
 
     #[test]
     fn a_verifier_matches_its_password_only() {
-        let v = scram_verifier("s3cret-Passw0rd");
-        assert!(verifier_matches(&v, "s3cret-Passw0rd"));
-        assert!(!verifier_matches(&v, "s3cret-Passw0rd "));
-        assert!(!verifier_matches("md5abcdef", "s3cret-Passw0rd"));
-        assert!(!verifier_matches("SCRAM-SHA-256$garbage", "x"));
+        let v = scram_verifier(&pw("s3cret-Passw0rd"));
+        assert!(verifier_matches(&v, &pw("s3cret-Passw0rd")));
+        assert!(!verifier_matches(&v, &pw("s3cret-Passw0rd ")));
+        assert!(!verifier_matches(&pw("md5abcdef"), &pw("s3cret-Passw0rd")));
+        assert!(!verifier_matches(&pw("SCRAM-SHA-256$garbage"), &pw("x")));
         // A verifier as PostgreSQL 15 stored it for `CREATE ROLE x PASSWORD 'pgpilot'`.
         assert!(verifier_matches(
-            "SCRAM-SHA-256$4096:mHAvFHcCBaWDwfBkuOvy/Q==$HqN6e0qwOeHt7rCpc0SlIk11LX+MpgEzrZ8P3XBcA08=:gqdB1VxRfxK9SiIh8maZ3Wksqf4wVLa/bbIk8os9g08=",
-            "pgpilot"
+            &pw(
+                "SCRAM-SHA-256$4096:mHAvFHcCBaWDwfBkuOvy/Q==$HqN6e0qwOeHt7rCpc0SlIk11LX+MpgEzrZ8P3XBcA08=:gqdB1VxRfxK9SiIh8maZ3Wksqf4wVLa/bbIk8os9g08="
+            ),
+            &pw("pgpilot")
         ));
     }
 
@@ -495,7 +520,7 @@ mod tests {
     #[test]
     fn a_new_role_is_created_with_its_attributes_password_and_groups() {
         let spec = [role("{name: app, createDb: true, inRoles: [readers]}")];
-        let passwords = BTreeMap::from([("app".to_owned(), "s3cret-password".to_owned())]);
+        let passwords = BTreeMap::from([("app".to_owned(), pw("s3cret-password"))]);
         let plan = plan_roles(&spec, &BTreeMap::new(), &passwords);
         assert_eq!(
             sql(&plan),
@@ -512,6 +537,11 @@ mod tests {
         assert!(
             plan.iter().all(|s| !s.sql.contains("s3cret-password")),
             "the password never reaches SQL text"
+        );
+        let printed = format!("{plan:?}");
+        assert!(
+            !printed.contains("SCRAM-SHA-256") && printed.contains("<redacted>"),
+            "Debug shows statements redacted: {printed}"
         );
     }
 

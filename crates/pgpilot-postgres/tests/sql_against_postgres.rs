@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use pgpilot_api::cluster::{DatabaseSpec, RoleSpec};
-use pgpilot_cluster::sql;
+use pgpilot_postgres::sql;
 use pgpilot_testkit::LocalPostgres;
+use pgpilot_toolkit::Sensitive;
 
 async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await?;
@@ -18,13 +19,13 @@ async fn converge(
     pg: &LocalPostgres,
     roles: &[RoleSpec],
     dbs: &[DatabaseSpec],
-    passwords: &BTreeMap<String, String>,
+    passwords: &BTreeMap<String, Sensitive>,
 ) -> usize {
     let target = sql::Target {
         host: "127.0.0.1".into(),
         port: pg.port,
         user: "postgres".into(),
-        password: pg.password.clone(),
+        password: Sensitive::new(pg.password.clone()),
     };
     sql::converge(&target, roles, dbs, passwords).await.unwrap()
 }
@@ -40,7 +41,7 @@ async fn roles_and_databases_converge_and_stay_converged() {
         serde_yaml::from_str("[{name: shop, owner: app, extensions: [pgcrypto]}]").unwrap();
     let passwords = BTreeMap::from([(
         "app".to_owned(),
-        "Zx81TimexSinclairZx81TimexSincl".to_owned(),
+        Sensitive::new("Zx81TimexSinclairZx81TimexSincl"),
     )]);
 
     let first = converge(&pg, &roles, &dbs, &passwords).await;
@@ -50,7 +51,7 @@ async fn roles_and_databases_converge_and_stay_converged() {
     );
 
     // The role logs in with its password, owns its database, and the extension exists.
-    let app = connect(&pg.conninfo("app", &passwords["app"], "shop"))
+    let app = connect(&pg.conninfo("app", passwords["app"].expose(), "shop"))
         .await
         .unwrap();
     let row = app
@@ -78,12 +79,12 @@ async fn roles_and_databases_converge_and_stay_converged() {
     // A new password in the Secret (a rotation) is set, once.
     let rotated = BTreeMap::from([(
         "app".to_owned(),
-        "Another-Password-0f-32-characters".to_owned(),
+        Sensitive::new("Another-Password-0f-32-characters"),
     )]);
     assert_eq!(converge(&pg, &roles, &dbs, &rotated).await, 1);
     assert_eq!(converge(&pg, &roles, &dbs, &rotated).await, 0);
     assert!(
-        connect(&pg.conninfo("app", &rotated["app"], "shop"))
+        connect(&pg.conninfo("app", rotated["app"].expose(), "shop"))
             .await
             .is_ok(),
         "app logs in with the new password"
@@ -97,7 +98,7 @@ async fn roles_and_databases_converge_and_stay_converged() {
     assert_eq!(converge(&pg, &[], &drop_db, &BTreeMap::new()).await, 1);
     assert_eq!(converge(&pg, &absent, &[], &BTreeMap::new()).await, 3);
     assert!(
-        connect(&pg.conninfo("app", &passwords["app"], "postgres"))
+        connect(&pg.conninfo("app", passwords["app"].expose(), "postgres"))
             .await
             .is_err(),
         "app still logs in"

@@ -1,0 +1,100 @@
+//! What a reconcile sees: the cluster's objects from the watch caches (no API request), its
+//! credential Secrets (a Secret missing from the cache is confirmed with a GET before a new
+//! password could be made for it), and Patroni's view of the instances.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
+use pgpilot_api::PostgresCluster;
+use pgpilot_api::labels;
+use pgpilot_toolkit::runner::Cache;
+use tracing::Instrument;
+
+use crate::desired;
+use crate::error::Error;
+
+/// The watch caches of one namespace (or all): every read of a reconcile comes from here.
+#[derive(Clone)]
+pub struct Caches {
+    pub statefulsets: Cache<StatefulSet>,
+    pub services: Cache<Service>,
+    pub secrets: Cache<Secret>,
+    pub service_accounts: Cache<ServiceAccount>,
+    pub roles: Cache<Role>,
+    pub role_bindings: Cache<RoleBinding>,
+    pub pdbs: Cache<PodDisruptionBudget>,
+    /// The ConfigMap the controller applies and Patroni's DCS ConfigMaps.
+    pub config_maps: Cache<ConfigMap>,
+    pub pods: Cache<Pod>,
+    pub claims: Cache<PersistentVolumeClaim>,
+}
+
+/// The cluster's objects as the caches hold them.
+pub struct Seen {
+    pub statefulset: Option<Arc<StatefulSet>>,
+    /// Instance pods, by name.
+    pub pods: Vec<Arc<Pod>>,
+    pub claims: Vec<Arc<PersistentVolumeClaim>>,
+    /// Patroni's DCS ConfigMaps (`<cluster>-config`, `-leader`, `-sync`, `-failover`).
+    pub patroni_state: Vec<Arc<ConfigMap>>,
+}
+
+/// Reads the cluster's objects from the caches.
+pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
+    let mine = [(labels::CLUSTER, cluster)];
+    let instance = [
+        (labels::CLUSTER, cluster),
+        (
+            labels::COMPONENT,
+            pgpilot_postgres::names::COMPONENT_INSTANCE,
+        ),
+    ];
+    Seen {
+        statefulset: caches.statefulsets.get(ns, cluster),
+        pods: caches.pods.list(ns, &instance),
+        claims: caches.claims.list(ns, &mine),
+        patroni_state: caches.config_maps.list(ns, &instance),
+    }
+}
+
+/// The cluster's credential Secrets that exist, by name. One the cache lacks is read from
+/// the API: a Secret created by the previous reconcile may not have reached the cache yet,
+/// and building it again would give it a new password.
+pub async fn secrets(
+    caches: &Caches,
+    ns: &str,
+    cluster: &PostgresCluster,
+) -> Result<BTreeMap<String, Secret>, Error> {
+    let mut found = BTreeMap::new();
+    for wanted in desired::credential_secrets(cluster) {
+        let secret = match caches.secrets.get(ns, &wanted.secret) {
+            Some(cached) => Some(cached.as_ref().clone()),
+            None => caches
+                .secrets
+                .api(ns)
+                .get_opt(&wanted.secret)
+                .instrument(
+                    tracing::debug_span!("kube.get", kind = "Secret", name = %wanted.secret),
+                )
+                .await
+                .map_err(|source| {
+                    Error::Toolkit(pgpilot_toolkit::Error::Api {
+                        verb: "get",
+                        kind: "Secret".into(),
+                        name: wanted.secret.clone(),
+                        source: Box::new(source),
+                    })
+                })?,
+        };
+        if let Some(secret) = secret {
+            found.insert(secret.name_any(), secret);
+        }
+    }
+    Ok(found)
+}

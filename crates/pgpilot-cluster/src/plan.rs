@@ -1,0 +1,770 @@
+//! Decisions about the running instances, from what Kubernetes and Patroni report. Pure: the
+//! reconcile observes, asks [`next_step`] for the one disruptive action to take now, carries
+//! it out and observes again on the next reconcile — never two disruptive actions on one
+//! snapshot of the cluster.
+
+use serde_json::{Map, Value};
+
+use pgpilot_postgres::members::{Instance, MAX_SUCCESSOR_LAG, Members, successor};
+
+/// The JSON merge patch that makes Patroni's dynamic configuration `live` carry `desired`,
+/// or `None` when it already does. Parameters pgpilot no longer wants are removed (`null`):
+/// the spec owns the whole `postgresql.parameters` map.
+pub fn config_patch(desired: &Value, live: &Value) -> Option<Value> {
+    fn diff(desired: &Value, live: &Value, path: &[&str]) -> Option<Value> {
+        match (desired, live) {
+            (Value::Object(d), Value::Object(l)) => {
+                let mut out = Map::new();
+                for (k, dv) in d {
+                    let lv = l.get(k).unwrap_or(&Value::Null);
+                    let mut p = path.to_vec();
+                    p.push(k);
+                    if let Some(v) = diff(dv, lv, &p) {
+                        out.insert(k.clone(), v);
+                    }
+                }
+                if path == ["postgresql", "parameters"] {
+                    for k in l.keys().filter(|k| !d.contains_key(*k)) {
+                        out.insert(k.clone(), Value::Null);
+                    }
+                }
+                (!out.is_empty()).then_some(Value::Object(out))
+            }
+            // Patroni keeps numbers it was given as strings, and the reverse: compare as text.
+            (d, l) if same_scalar(d, l) => None,
+            (d, _) => Some(d.clone()),
+        }
+    }
+    diff(desired, live, &[])
+}
+
+fn same_scalar(a: &Value, b: &Value) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    a == b || (text(a).is_some() && text(a) == text(b))
+}
+
+/// How far the StatefulSet may go now, and the switchover that must come first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScalePlan {
+    pub replicas: i32,
+    /// Move the primary here before shrinking: it sits on an ordinal that would go away.
+    pub switchover_to: Option<String>,
+}
+
+/// Scaling down removes the highest ordinals. The primary is never among them: when it
+/// would be, the StatefulSet keeps its size until a switchover moved the primary to a
+/// healthy instance that stays (a synchronous standby first, then the least lagging; in
+/// synchronous mode Patroni accepts only a synchronous standby). Without a known primary
+/// nothing shrinks.
+pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -> ScalePlan {
+    if desired >= current {
+        return ScalePlan {
+            replicas: desired,
+            switchover_to: None,
+        };
+    }
+    let Some(primary) = members.primary() else {
+        return ScalePlan {
+            replicas: current,
+            switchover_to: None,
+        };
+    };
+    if primary.ordinal < desired {
+        return ScalePlan {
+            replicas: desired,
+            switchover_to: None,
+        };
+    }
+    let candidate = successor(members, synchronous, |i| i.ordinal < desired);
+    ScalePlan {
+        replicas: current,
+        switchover_to: candidate.map(|c| c.pod.clone()),
+    }
+}
+
+/// What the plan needs besides Patroni's view of the members.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    pub members: &'a Members,
+    /// Instances the StatefulSet has now.
+    pub replicas: i32,
+    /// The revision new pods get, once the StatefulSet controller has seen the latest spec.
+    pub update_revision: Option<&'a str>,
+    /// Whether Patroni only promotes a synchronous standby.
+    pub synchronous: bool,
+    /// `spec.maintenance`: no restarts, replacements or re-clones.
+    pub maintenance: bool,
+    /// The switchover a scale-down waits for ([`scale`]).
+    pub scale_switchover: Option<&'a str>,
+}
+
+/// Why the primary moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    ScaleDown,
+    RollingUpdate,
+    Restart,
+}
+
+/// The one disruptive action of a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Hand the primary role to `to`.
+    Switchover {
+        to: String,
+        why: Why,
+    },
+    /// Evict a pod that runs an old revision of the pod template; the StatefulSet
+    /// recreates it from the new one. `role` is what it is now (`replica` or `primary`).
+    Replace {
+        pod: String,
+        role: &'static str,
+    },
+    /// Patroni restarts PostgreSQL in the pod (parameters that need a restart).
+    Restart {
+        pod: String,
+    },
+    /// Clone a replica stuck in a failed state again from the primary.
+    Reinitialize {
+        pod: String,
+    },
+}
+
+/// What `Progressing` says while a roll or a rolling restart is under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// False when the roll stopped by itself and needs someone to look.
+    pub moving: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The next step, and what to say about the work it is part of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub step: Step,
+    pub progress: Option<Progress>,
+}
+
+/// A replica stuck in a failed state this long is cloned again from the primary.
+pub const REINITIALIZE_AFTER_SECS: i64 = 60;
+/// A pod replaced by a roll that is not ready and streaming this long after its creation
+/// stops the roll: the next replacement would take a second instance down.
+pub const ROLL_STALL_SECS: i64 = 600;
+
+/// In order: a switchover a scale-down waits for; then, outside maintenance, a stuck replica
+/// re-cloned, one step of a pod roll, one step of a rolling restart.
+pub fn next_step(f: &Facts<'_>) -> Decision {
+    let decided = |step| Decision {
+        step,
+        progress: None,
+    };
+    if let Some(to) = f.scale_switchover {
+        return decided(Step::Switchover {
+            to: to.to_owned(),
+            why: Why::ScaleDown,
+        });
+    }
+    let roll = roll(f);
+    if f.maintenance {
+        let progress = (roll != Roll::Done).then(|| Progress {
+            moving: false,
+            reason: "RollingUpdateHeld",
+            message: "pods run an old revision; spec.maintenance holds their replacement"
+                .to_owned(),
+        });
+        return Decision {
+            step: Step::Nothing,
+            progress,
+        };
+    }
+    if let Some(pod) = reinitialize(f.members, REINITIALIZE_AFTER_SECS)
+        .into_iter()
+        .next()
+    {
+        return decided(Step::Reinitialize { pod });
+    }
+    let progress = |moving, reason, message| {
+        Some(Progress {
+            moving,
+            reason,
+            message,
+        })
+    };
+    match roll {
+        Roll::Done => {}
+        Roll::Stalled(message) => {
+            return Decision {
+                step: Step::Nothing,
+                progress: progress(false, "RollingUpdateStalled", message),
+            };
+        }
+        Roll::Next(next, done) => {
+            let (step, message) = match next {
+                Ordered::Wait(why) => (Step::Nothing, why),
+                Ordered::Instance(pod) => {
+                    let role = if f.members.primary().is_some_and(|p| p.pod == pod) {
+                        "primary"
+                    } else {
+                        "replica"
+                    };
+                    let message = format!("replacing {pod} ({role})");
+                    (Step::Replace { pod, role }, message)
+                }
+                Ordered::SwitchoverTo(to) => {
+                    let message = format!("switching over to {to}, then replacing the old primary");
+                    let step = Step::Switchover {
+                        to,
+                        why: Why::RollingUpdate,
+                    };
+                    (step, message)
+                }
+                Ordered::Done => (Step::Nothing, String::new()),
+            };
+            let message = format!(
+                "{message}; {done} of {} instances run the new pod template",
+                f.members.instances.len()
+            );
+            return Decision {
+                step,
+                progress: progress(true, "RollingUpdate", message),
+            };
+        }
+    }
+    let (step, message) = match restart(f.members, f.synchronous) {
+        Ordered::Done => return decided(Step::Nothing),
+        Ordered::Wait(why) => (Step::Nothing, why),
+        Ordered::Instance(pod) => {
+            let message = format!("restarting {pod}");
+            (Step::Restart { pod }, message)
+        }
+        Ordered::SwitchoverTo(to) => {
+            let message = format!("switching over to {to}, then restarting the old primary");
+            let step = Step::Switchover {
+                to,
+                why: Why::Restart,
+            };
+            (step, message)
+        }
+    };
+    Decision {
+        step,
+        progress: progress(true, "RollingRestart", message),
+    }
+}
+
+/// The next step of work done instance by instance (replacing pods, restarting PostgreSQL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ordered {
+    /// Nothing pending.
+    Done,
+    /// Pending, but not now (why).
+    Wait(String),
+    /// This instance now.
+    Instance(String),
+    /// Only the primary is left: hand its role to this replica first, then it is a replica
+    /// (a switchover is a shorter write gap than losing the primary).
+    SwitchoverTo(String),
+}
+
+/// Whether an instance may count as healthy between two steps: Ready, and the primary
+/// running or a replica streaming from it with a small known lag.
+fn healthy(members: &Members, i: &Instance, primary: &str) -> bool {
+    let state = members.state(&i.pod);
+    i.ready
+        && if i.pod == primary {
+            state.as_deref() == Some("running")
+        } else {
+            state.as_deref() == Some("streaming")
+                && members
+                    .lags()
+                    .get(&i.pod)
+                    .is_some_and(|l| *l <= MAX_SUCCESSOR_LAG)
+        }
+}
+
+/// The one ordering every controller that takes instances down one by one follows:
+/// nothing while an instance is missing or unhealthy; replicas first (plain replicas before
+/// synchronous standbys, higher ordinals first); the primary last, after a switchover to a
+/// replica `successor_ok` accepts. Without such a replica the primary waits, unless
+/// `primary_in_place` (a restart) or it is the only instance.
+pub fn ordered(
+    members: &Members,
+    expected: i32,
+    pending: impl Fn(&Instance) -> bool,
+    successor_ok: impl Fn(&Instance) -> bool,
+    synchronous: bool,
+    primary_in_place: bool,
+) -> Ordered {
+    let todo: Vec<&Instance> = members.instances.iter().filter(|i| pending(i)).collect();
+    if todo.is_empty() {
+        return Ordered::Done;
+    }
+    let present = members.instances.len() as i32;
+    if present < expected {
+        return Ordered::Wait(format!("{present} of {expected} instances exist"));
+    }
+    let Some(primary) = members.primary() else {
+        return Ordered::Wait("no primary".to_owned());
+    };
+    if let Some(sick) = members
+        .instances
+        .iter()
+        .find(|i| !healthy(members, i, &primary.pod))
+    {
+        return Ordered::Wait(format!(
+            "waiting for {} to be ready and streaming",
+            sick.pod
+        ));
+    }
+    let synchronous_standby = |i: &Instance| {
+        members
+            .role(&i.pod)
+            .is_some_and(|r| pgpilot_api::cluster::is_synchronous_standby(&r))
+    };
+    if let Some(replica) = todo
+        .iter()
+        .filter(|i| i.pod != primary.pod)
+        .max_by_key(|i| (!synchronous_standby(i), i.ordinal))
+    {
+        return Ordered::Instance(replica.pod.clone());
+    }
+    match successor(members, synchronous, successor_ok) {
+        Some(to) => Ordered::SwitchoverTo(to.pod.clone()),
+        None if primary_in_place || present == 1 => Ordered::Instance(primary.pod.clone()),
+        None => Ordered::Wait(format!(
+            "only the primary {} is left, and no replica that runs the new revision can take over yet",
+            primary.pod
+        )),
+    }
+}
+
+/// Where a pod roll stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Roll {
+    /// Every pod runs the StatefulSet's update revision (or that is not known yet).
+    Done,
+    /// The next step, and how many instances run the new revision.
+    Next(Ordered, usize),
+    /// A replaced pod did not come back: stopped, with what to look at.
+    Stalled(String),
+}
+
+/// The pod roll: replaces every pod whose `controller-revision-hash` is not the StatefulSet's
+/// update revision (its template changed: image, resources, scheduling, env, …).
+pub fn roll(f: &Facts<'_>) -> Roll {
+    let Some(revision) = f.update_revision else {
+        return Roll::Done;
+    };
+    let fresh = |i: &Instance| i.revision.as_deref() == Some(revision);
+    let stale = |i: &Instance| i.revision.is_some() && !fresh(i);
+    if !f.members.instances.iter().any(stale) {
+        return Roll::Done;
+    }
+    let done = f.members.instances.iter().filter(|i| fresh(i)).count();
+    let next = ordered(f.members, f.replicas, stale, fresh, f.synchronous, false);
+    if matches!(next, Ordered::Wait(_))
+        && let Some(late) = f
+            .members
+            .instances
+            .iter()
+            .find(|i| fresh(i) && !i.ready && i.age_secs >= ROLL_STALL_SECS)
+    {
+        return Roll::Stalled(format!(
+            "{} runs the new pod template but has not been ready for {} s since it was created; the roll waits until it is (check its events and logs: kubectl describe pod {0})",
+            late.pod, late.age_secs
+        ));
+    }
+    Roll::Next(next, done)
+}
+
+/// The rolling restart Patroni asks for when parameters changed that need one.
+pub fn restart(members: &Members, synchronous: bool) -> Ordered {
+    let pending = |i: &Instance| i.member.as_ref().is_some_and(|m| m.pending_restart);
+    ordered(
+        members,
+        members.instances.len() as i32,
+        pending,
+        |_| true,
+        synchronous,
+        true,
+    )
+}
+
+/// Patroni states of a replica that is not following and will not recover by itself.
+const STUCK: &[&str] = &["start failed", "crashed", "stopped"];
+
+/// Replicas to re-initialize from the primary: not Ready for `after_secs`, in a state
+/// Patroni does not leave by itself, while a primary serves. Never the primary.
+pub fn reinitialize(members: &Members, after_secs: i64) -> Vec<String> {
+    let Some(primary) = members.primary() else {
+        return vec![];
+    };
+    members
+        .instances
+        .iter()
+        .filter(|i| i.pod != primary.pod && !i.ready && i.unready_for_secs >= after_secs)
+        .filter(|i| {
+            i.member
+                .as_ref()
+                .and_then(|m| m.state.as_deref())
+                .is_some_and(|s| STUCK.contains(&s))
+        })
+        .map(|i| i.pod.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use pgpilot_postgres::members::fixtures::{instance, members, three};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_converged_configuration_needs_no_patch() {
+        let desired = json!({"ttl": 20, "synchronous_mode": true,
+            "postgresql": {"parameters": {"max_connections": "200", "wal_level": "replica"}}});
+        let live = json!({"ttl": 20, "synchronous_mode": true, "check_timeline": true,
+            "postgresql": {"parameters": {"max_connections": 200, "wal_level": "replica"}}});
+        assert_eq!(config_patch(&desired, &live), None);
+    }
+
+    #[test]
+    fn a_changed_value_and_a_dropped_parameter_are_patched() {
+        let desired = json!({"ttl": 20, "pause": true,
+            "postgresql": {"parameters": {"work_mem": "8MB"}}});
+        let live = json!({"ttl": 30, "pause": false,
+            "postgresql": {"parameters": {"work_mem": "8MB", "shared_buffers": "1GB"}}});
+        assert_eq!(
+            config_patch(&desired, &live),
+            Some(json!({"ttl": 20, "pause": true,
+                "postgresql": {"parameters": {"shared_buffers": null}}}))
+        );
+    }
+
+    #[test]
+    fn growing_or_keeping_the_size_needs_no_switchover() {
+        let m = three(["leader", "sync_standby", "replica"]);
+        assert_eq!(
+            scale(3, 1, &m, false),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: None
+            }
+        );
+        assert_eq!(scale(1, 3, &m, false).replicas, 1, "primary db-0 stays");
+    }
+
+    #[test]
+    fn the_primary_on_a_removed_ordinal_moves_first_to_the_sync_standby() {
+        let m = three(["replica", "sync_standby", "leader"]);
+        assert_eq!(
+            scale(2, 3, &m, false),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: Some("db-1".into())
+            }
+        );
+        // Down to one: only db-0 stays, so it is the candidate...
+        assert_eq!(
+            scale(1, 3, &m, false).switchover_to.as_deref(),
+            Some("db-0")
+        );
+        // ...unless Patroni is in synchronous mode: then only a synchronous standby can take
+        // over, and db-1 goes away too; the StatefulSet waits.
+        assert_eq!(
+            scale(1, 3, &m, true),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: None
+            }
+        );
+        assert_eq!(scale(2, 3, &m, true).switchover_to.as_deref(), Some("db-1"));
+        // In quorum mode every voter may take over, so db-0 can.
+        let quorum = three(["quorum_standby", "quorum_standby", "leader"]);
+        assert_eq!(
+            scale(1, 3, &quorum, true).switchover_to.as_deref(),
+            Some("db-0")
+        );
+    }
+
+    #[test]
+    fn only_a_replica_that_follows_the_primary_now_can_succeed_it() {
+        let mut m = three(["replica", "replica", "leader"]);
+        // db-0 restarts to follow the new leader: `running`, not `streaming`.
+        m.instances[0] = instance(0, "running", true);
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
+        // Streaming, but still on the old timeline.
+        let mut m = three(["replica", "replica", "leader"]);
+        for (i, tl) in m.instances.iter_mut().zip([1, 2, 2]) {
+            i.member.as_mut().unwrap().timeline = Some(tl);
+        }
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
+        assert_eq!(
+            scale(2, 3, &m, false).switchover_to.as_deref(),
+            Some("db-1")
+        );
+        // Lag unknown (the DCS says "unknown") or too large.
+        let mut m = three(["replica", "replica", "leader"]);
+        m.cluster.as_mut().unwrap().members[0].lag = Some(Value::from("unknown"));
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
+        m.cluster.as_mut().unwrap().members[0].lag = Some(Value::from(64 << 20));
+        assert_eq!(scale(1, 3, &m, false).switchover_to, None);
+    }
+
+    #[test]
+    fn without_a_healthy_candidate_or_a_primary_nothing_shrinks() {
+        let mut m = three(["replica", "replica", "leader"]);
+        m.instances[0] = instance(0, "start failed", false);
+        assert_eq!(
+            scale(1, 3, &m, false),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: None
+            }
+        );
+        let no_primary = three(["replica", "replica", "replica"]);
+        assert_eq!(scale(1, 3, &no_primary, false).replicas, 3);
+    }
+
+    fn pending(m: &mut Members, pods: &[i32]) {
+        for i in m.instances.iter_mut() {
+            if let Some(member) = i.member.as_mut() {
+                member.pending_restart = pods.contains(&i.ordinal);
+            }
+        }
+    }
+
+    #[test]
+    fn a_rolling_restart_takes_replicas_one_by_one_and_the_primary_last() {
+        let mut m = three(["leader", "sync_standby", "replica"]);
+        assert_eq!(restart(&m, true), Ordered::Done);
+        pending(&mut m, &[0, 1, 2]);
+        assert_eq!(restart(&m, true), Ordered::Instance("db-2".into()));
+        pending(&mut m, &[0, 1]);
+        assert_eq!(restart(&m, true), Ordered::Instance("db-1".into()));
+        pending(&mut m, &[0]);
+        assert_eq!(restart(&m, true), Ordered::SwitchoverTo("db-1".into()));
+        // While an instance is down, nothing else restarts.
+        pending(&mut m, &[0, 1]);
+        m.instances[2] = instance(2, "starting", false);
+        m.instances[2].member.as_mut().unwrap().pending_restart = false;
+        assert!(matches!(restart(&m, true), Ordered::Wait(_)));
+    }
+
+    #[test]
+    fn a_single_instance_restarts_in_place() {
+        let mut m = members(&[("leader", None)], vec![instance(0, "running", true)]);
+        pending(&mut m, &[0]);
+        assert_eq!(restart(&m, false), Ordered::Instance("db-0".into()));
+    }
+
+    #[test]
+    fn only_stuck_replicas_are_reinitialized_and_only_after_a_while() {
+        let mut m = three(["leader", "replica", "replica"]);
+        m.instances[1] = instance(1, "start failed", false);
+        m.instances[2] = instance(2, "starting", false);
+        assert_eq!(reinitialize(&m, 60), vec!["db-1".to_owned()]);
+        assert!(reinitialize(&m, 300).is_empty(), "not yet");
+        // A stuck primary is a failover for Patroni, not a re-init.
+        let mut m = three(["leader", "replica", "replica"]);
+        m.instances[0] = instance(0, "crashed", false);
+        assert!(reinitialize(&m, 60).is_empty());
+    }
+
+    /// Three healthy instances; `revisions[n]` is db-n's revision, `rev-2` the update one.
+    fn rolling(roles: [&str; 3], revisions: [&str; 3]) -> Members {
+        let mut m = three(roles);
+        for (i, r) in m.instances.iter_mut().zip(revisions) {
+            i.revision = Some(r.into());
+        }
+        m
+    }
+
+    fn facts(m: &Members) -> Facts<'_> {
+        Facts {
+            members: m,
+            replicas: 3,
+            update_revision: Some("rev-2"),
+            synchronous: true,
+            maintenance: false,
+            scale_switchover: None,
+        }
+    }
+
+    fn step(m: &Members) -> Step {
+        next_step(&facts(m)).step
+    }
+
+    fn replace(pod: &str, role: &'static str) -> Step {
+        Step::Replace {
+            pod: pod.into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn a_roll_replaces_plain_replicas_then_the_synchronous_standby() {
+        let m = rolling(["leader", "sync_standby", "replica"], ["rev-1"; 3]);
+        assert_eq!(step(&m), replace("db-2", "replica"));
+        let m = rolling(
+            ["leader", "sync_standby", "replica"],
+            ["rev-1", "rev-1", "rev-2"],
+        );
+        assert_eq!(step(&m), replace("db-1", "replica"));
+    }
+
+    #[test]
+    fn the_primary_is_replaced_last_after_a_switchover_to_an_updated_replica() {
+        let m = rolling(
+            ["leader", "sync_standby", "replica"],
+            ["rev-1", "rev-2", "rev-2"],
+        );
+        assert_eq!(
+            step(&m),
+            Step::Switchover {
+                to: "db-1".into(),
+                why: Why::RollingUpdate
+            }
+        );
+        // After the switchover the old primary is a replica on the old revision.
+        let m = rolling(
+            ["replica", "leader", "sync_standby"],
+            ["rev-1", "rev-2", "rev-2"],
+        );
+        assert_eq!(step(&m), replace("db-0", "replica"));
+        let done = rolling(["replica", "leader", "sync_standby"], ["rev-2"; 3]);
+        assert_eq!(
+            next_step(&facts(&done)),
+            Decision {
+                step: Step::Nothing,
+                progress: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_roll_waits_while_any_instance_is_down_missing_or_behind() {
+        let mut m = rolling(
+            ["leader", "sync_standby", "replica"],
+            ["rev-1", "rev-1", "rev-2"],
+        );
+        m.instances[2] = instance(2, "starting", false);
+        m.instances[2].revision = Some("rev-2".into());
+        m.instances[2].age_secs = 5;
+        let d = next_step(&facts(&m));
+        assert_eq!(d.step, Step::Nothing);
+        let progress = d.progress.unwrap();
+        assert_eq!((progress.moving, progress.reason), (true, "RollingUpdate"));
+        assert!(
+            progress.message.contains("waiting for db-2"),
+            "{}",
+            progress.message
+        );
+        // The replaced pod does not exist yet.
+        let mut m = rolling(
+            ["leader", "sync_standby", "replica"],
+            ["rev-1", "rev-1", "rev-2"],
+        );
+        m.instances.pop();
+        assert_eq!(step(&m), Step::Nothing);
+        // A replica too far behind.
+        let mut m = rolling(["leader", "sync_standby", "replica"], ["rev-1"; 3]);
+        m.cluster.as_mut().unwrap().members[2].lag = Some(Value::from(64 << 20));
+        assert_eq!(step(&m), Step::Nothing);
+    }
+
+    #[test]
+    fn the_primary_waits_when_no_updated_replica_can_take_over() {
+        // Synchronous mode, and the updated replica is not a synchronous standby yet.
+        let m = rolling(
+            ["leader", "replica", "replica"],
+            ["rev-1", "rev-2", "rev-2"],
+        );
+        assert_eq!(step(&m), Step::Nothing);
+        // A single instance has no one to hand over to: it is replaced in place.
+        let mut single = members(&[("leader", None)], vec![instance(0, "running", true)]);
+        single.instances[0].revision = Some("rev-1".into());
+        let f = Facts {
+            replicas: 1,
+            ..facts(&single)
+        };
+        assert_eq!(next_step(&f).step, replace("db-0", "primary"));
+    }
+
+    #[test]
+    fn a_replaced_pod_that_never_comes_back_stalls_the_roll() {
+        let mut m = rolling(
+            ["leader", "sync_standby", "replica"],
+            ["rev-1", "rev-1", "rev-2"],
+        );
+        m.instances[2] = instance(2, "start failed", false);
+        m.instances[2].revision = Some("rev-2".into());
+        m.instances[2].unready_for_secs = 0;
+        m.instances[2].age_secs = ROLL_STALL_SECS;
+        let d = next_step(&facts(&m));
+        assert_eq!(d.step, Step::Nothing);
+        let progress = d.progress.unwrap();
+        assert_eq!(
+            (progress.moving, progress.reason),
+            (false, "RollingUpdateStalled")
+        );
+        assert!(
+            progress
+                .message
+                .starts_with("db-2 runs the new pod template")
+        );
+    }
+
+    #[test]
+    fn an_unknown_update_revision_or_maintenance_replaces_nothing() {
+        let m = rolling(["leader", "sync_standby", "replica"], ["rev-1"; 3]);
+        let unknown = Facts {
+            update_revision: None,
+            ..facts(&m)
+        };
+        assert_eq!(next_step(&unknown).step, Step::Nothing);
+        let held = Facts {
+            maintenance: true,
+            ..facts(&m)
+        };
+        let d = next_step(&held);
+        assert_eq!(d.step, Step::Nothing);
+        assert_eq!(d.progress.unwrap().reason, "RollingUpdateHeld");
+    }
+
+    #[test]
+    fn one_step_per_reconcile_in_order_of_urgency() {
+        // A scale-down switchover comes before anything else, even a roll.
+        let m = rolling(["leader", "sync_standby", "replica"], ["rev-1"; 3]);
+        let f = Facts {
+            scale_switchover: Some("db-1"),
+            ..facts(&m)
+        };
+        assert_eq!(
+            next_step(&f).step,
+            Step::Switchover {
+                to: "db-1".into(),
+                why: Why::ScaleDown
+            }
+        );
+        // A roll before a rolling restart: a replaced pod restarts anyway.
+        let mut m = rolling(["leader", "sync_standby", "replica"], ["rev-1"; 3]);
+        for i in m.instances.iter_mut() {
+            i.member.as_mut().unwrap().pending_restart = true;
+        }
+        assert_eq!(step(&m), replace("db-2", "replica"));
+        // Restarts once every pod runs the update revision.
+        for i in m.instances.iter_mut() {
+            i.revision = Some("rev-2".into());
+        }
+        assert_eq!(step(&m), Step::Restart { pod: "db-2".into() });
+    }
+}

@@ -1,0 +1,186 @@
+//! Credential Secrets, rendered in one place: the cluster controller creates them and the
+//! rotation controller changes them, and clients must find the same keys in the same form
+//! either way (username, password, host, port, dbname, uri, jdbc-uri, pgpass).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use pgpilot_toolkit::Sensitive;
+use rand::RngExt;
+
+/// Makes new passwords.
+pub trait PasswordSource {
+    fn new_password(&mut self) -> Sensitive;
+}
+
+/// 32 letters and digits from the thread's CSPRNG (ChaCha, seeded by the OS): ~190 bits,
+/// and safe in URIs, JDBC URLs and pgpass files without escaping.
+pub struct Csprng;
+
+impl PasswordSource for Csprng {
+    fn new_password(&mut self) -> Sensitive {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = rand::rng();
+        Sensitive::new(
+            (0..32)
+                .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+                .collect::<String>(),
+        )
+    }
+}
+
+/// The password a credential Secret holds: the source of truth once the Secret exists.
+pub fn password_of(secret: &Secret) -> Option<Sensitive> {
+    let bytes = secret.data.as_ref()?.get("password")?;
+    String::from_utf8(bytes.0.clone())
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Sensitive::new)
+}
+
+/// Where clients connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+}
+
+/// One login: who, with what, to which database.
+#[derive(Clone, Debug)]
+pub struct Login<'a> {
+    pub user: &'a str,
+    pub password: &'a Sensitive,
+    pub dbname: &'a str,
+}
+
+/// Everything but RFC 3986's unreserved characters is escaped in URIs and JDBC parameters.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn escaped(s: &str) -> String {
+    utf8_percent_encode(s, ESCAPED).to_string()
+}
+
+/// pgpass fields escape `\` and `:` with a backslash.
+fn pgpass_field(s: &str) -> String {
+    s.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+/// The data of a credential Secret for `login` at `endpoint`.
+pub fn render(login: &Login<'_>, endpoint: &Endpoint) -> BTreeMap<String, ByteString> {
+    let Login {
+        user,
+        password,
+        dbname,
+    } = login;
+    let password = password.expose();
+    let Endpoint { host, port } = endpoint;
+    let (u, p, d) = (escaped(user), escaped(password), escaped(dbname));
+    [
+        ("username", user.to_string()),
+        ("password", password.to_owned()),
+        ("host", host.clone()),
+        ("port", port.to_string()),
+        ("dbname", dbname.to_string()),
+        ("uri", format!("postgresql://{u}:{p}@{host}:{port}/{d}")),
+        (
+            "jdbc-uri",
+            format!("jdbc:postgresql://{host}:{port}/{d}?user={u}&password={p}"),
+        ),
+        (
+            "pgpass",
+            format!(
+                "{host}:{port}:*:{}:{}\n",
+                pgpass_field(user),
+                pgpass_field(password)
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
+        String::from_utf8(data[key].0.clone()).unwrap()
+    }
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            host: "db-rw.prod.svc".into(),
+            port: 5432,
+        }
+    }
+
+    #[test]
+    fn every_key_clients_read_is_rendered() {
+        let password = Sensitive::new("s3cret");
+        let data = render(
+            &Login {
+                user: "app_user",
+                password: &password,
+                dbname: "shop",
+            },
+            &endpoint(),
+        );
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            [
+                "dbname", "host", "jdbc-uri", "password", "pgpass", "port", "uri", "username"
+            ]
+        );
+        assert_eq!(
+            text(&data, "uri"),
+            "postgresql://app_user:s3cret@db-rw.prod.svc:5432/shop"
+        );
+        assert_eq!(
+            text(&data, "jdbc-uri"),
+            "jdbc:postgresql://db-rw.prod.svc:5432/shop?user=app_user&password=s3cret"
+        );
+        assert_eq!(
+            text(&data, "pgpass"),
+            "db-rw.prod.svc:5432:*:app_user:s3cret\n"
+        );
+    }
+
+    #[test]
+    fn a_password_a_user_chose_survives_every_format() {
+        let password = Sensitive::new("p@ss:w/rd?&\\");
+        let data = render(
+            &Login {
+                user: "app",
+                password: &password,
+                dbname: "postgres",
+            },
+            &endpoint(),
+        );
+        assert_eq!(text(&data, "password"), "p@ss:w/rd?&\\");
+        assert_eq!(
+            text(&data, "uri"),
+            "postgresql://app:p%40ss%3Aw%2Frd%3F%26%5C@db-rw.prod.svc:5432/postgres"
+        );
+        assert!(text(&data, "jdbc-uri").ends_with("&password=p%40ss%3Aw%2Frd%3F%26%5C"));
+        assert_eq!(
+            text(&data, "pgpass"),
+            "db-rw.prod.svc:5432:*:app:p@ss\\:w/rd?&\\\\\n"
+        );
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_differ() {
+        let a = Csprng.new_password();
+        let b = Csprng.new_password();
+        assert_eq!(a.expose().len(), 32);
+        assert!(a.expose().chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,11 @@
+//! PostgreSQL as every pgpilot controller sees it: the names and labels of a cluster's
+//! objects, Patroni's REST API (observation, switchover, restart, re-initialize), the
+//! instances and the choice of a successor for the primary, SQL (connections, quoting, SCRAM
+//! verifiers, declared roles and databases), credential Secrets, and the version pin.
+
+pub mod credentials;
+pub mod members;
+pub mod names;
+pub mod patroni;
+pub mod sql;
+pub mod version;

@@ -1,0 +1,368 @@
+//! The instances of a cluster as Patroni and Kubernetes see them together, and the choice
+//! of a successor for the primary: what every controller that moves the primary or
+//! replaces pods decides from.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::patroni::{ClusterView, MemberStatus, Patroni, normalize_role};
+
+/// What the reconcile knows of one instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Instance {
+    pub pod: String,
+    pub ordinal: i32,
+    pub ip: Option<String>,
+    pub ready: bool,
+    /// Seconds the pod has not been Ready (0 when Ready or unknown).
+    pub unready_for_secs: i64,
+    /// The pod's `controller-revision-hash`: which StatefulSet revision it runs.
+    pub revision: Option<String>,
+    /// Seconds since the pod was created.
+    pub age_secs: i64,
+    /// The status document of this member (GET /health), when it answered.
+    pub member: Option<MemberStatus>,
+}
+
+/// Patroni's view of every instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Members {
+    pub instances: Vec<Instance>,
+    /// GET /cluster from one member (the primary when it answers).
+    pub cluster: Option<ClusterView>,
+}
+
+impl Members {
+    /// Role of `pod` as the DCS sees it (leader / sync_standby / replica), else as it says.
+    pub fn role(&self, pod: &str) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.members.iter().find(|m| m.name == pod))
+            .and_then(|m| m.role.clone())
+            .or_else(|| {
+                self.instances
+                    .iter()
+                    .find(|i| i.pod == pod)
+                    .and_then(|i| i.member.as_ref()?.role.clone())
+            })
+            .map(|r| normalize_role(&r))
+    }
+
+    /// State of `pod` as the DCS sees it (`streaming` for a following replica), else as it
+    /// says itself.
+    pub fn state(&self, pod: &str) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.members.iter().find(|m| m.name == pod))
+            .and_then(|m| m.state.clone())
+            .or_else(|| {
+                self.instances
+                    .iter()
+                    .find(|i| i.pod == pod)
+                    .and_then(|i| i.member.as_ref()?.state.clone())
+            })
+    }
+
+    /// Timeline of `pod`, as the DCS sees it, else as it says itself.
+    pub fn timeline(&self, pod: &str) -> Option<i64> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.members.iter().find(|m| m.name == pod))
+            .and_then(|m| m.timeline)
+            .or_else(|| {
+                self.instances
+                    .iter()
+                    .find(|i| i.pod == pod)
+                    .and_then(|i| i.member.as_ref()?.timeline)
+            })
+    }
+
+    /// IP of `pod`, to reach its Patroni.
+    pub fn ip(&self, pod: &str) -> Option<String> {
+        self.instances
+            .iter()
+            .find(|i| i.pod == pod)
+            .and_then(|i| i.ip.clone())
+    }
+
+    /// The primary's pod name and IP.
+    pub fn primary_address(&self) -> Option<(String, String)> {
+        let p = self.primary()?;
+        Some((p.pod.clone(), p.ip.clone()?))
+    }
+
+    pub fn primary(&self) -> Option<&Instance> {
+        self.instances
+            .iter()
+            .find(|i| self.role(&i.pod).as_deref() == Some("primary") && i.ip.is_some())
+    }
+
+    fn lag(&self, pod: &str) -> Option<i64> {
+        self.cluster
+            .as_ref()?
+            .members
+            .iter()
+            .find(|m| m.name == pod)?
+            .lag_bytes()
+    }
+
+    /// Lag of each member in bytes, as GET /cluster reported it.
+    pub fn lags(&self) -> BTreeMap<String, i64> {
+        self.instances
+            .iter()
+            .filter_map(|i| Some((i.pod.clone(), self.lag(&i.pod)?)))
+            .collect()
+    }
+}
+
+/// Pod label the StatefulSet controller sets to the revision a pod was created from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Ordinal of a StatefulSet pod (`db-2` → 2), -1 when the name has none.
+pub fn ordinal(pod: &str) -> i32 {
+    pod.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn unready_for_secs(pod: &Pod, now: Timestamp) -> i64 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status != "True"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| (now - t.0).get_seconds().max(0))
+        .unwrap_or(0)
+}
+
+/// What Kubernetes says of each instance pod (not being deleted), before Patroni is asked.
+pub fn instances(pods: &[impl AsRef<Pod>], now: Timestamp) -> Vec<Instance> {
+    pods.iter()
+        .map(AsRef::as_ref)
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| Instance {
+            pod: p.name_any(),
+            ordinal: ordinal(&p.name_any()),
+            ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            ready: pod_ready(p),
+            unready_for_secs: unready_for_secs(p, now),
+            revision: p.labels().get(REVISION_LABEL).cloned(),
+            age_secs: p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| (now - t.0).get_seconds().max(0))
+                .unwrap_or(0),
+            member: None,
+        })
+        .collect()
+}
+
+/// Asks every instance's Patroni about itself, and the primary (or any member that
+/// answers) about the cluster. Members that do not answer stay unknown.
+pub async fn observe(patroni: &Patroni, mut instances: Vec<Instance>) -> Members {
+    let answers = futures::future::join_all(instances.iter().map(|i| async move {
+        let ip = i.ip.as_deref()?;
+        match patroni.member(&i.pod, ip).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "no answer");
+                None
+            }
+        }
+    }))
+    .await;
+    for (i, a) in instances.iter_mut().zip(answers) {
+        i.member = a;
+    }
+    let asked = instances
+        .iter()
+        .filter(|i| i.member.is_some())
+        .max_by_key(|i| {
+            i.member
+                .as_ref()
+                .and_then(|m| m.role.as_deref())
+                .map(normalize_role)
+                == Some("primary".to_owned())
+        });
+    let cluster = match asked.and_then(|i| Some((i.pod.as_str(), i.ip.as_deref()?))) {
+        Some((pod, ip)) => patroni.cluster(pod, ip).await.ok(),
+        None => None,
+    };
+    Members { instances, cluster }
+}
+
+/// Bytes a successor may lag when chosen; Patroni's clean shutdown of the old primary sends
+/// it the rest before the promotion.
+pub const MAX_SUCCESSOR_LAG: i64 = 1 << 20;
+
+/// The healthy replica `keep` accepts that should take over from the primary: a synchronous
+/// standby first (in synchronous mode Patroni accepts only one), then the least lagging.
+pub fn successor(
+    members: &Members,
+    synchronous: bool,
+    keep: impl Fn(&Instance) -> bool,
+) -> Option<&Instance> {
+    let primary = members.primary()?;
+    let lags = members.lags();
+    let timeline = members.timeline(&primary.pod);
+    // Only a replica that follows this primary now: streaming on its timeline, a known and
+    // small lag. A replica still restarting to follow a new leader says `running`, and a
+    // switchover to it would lose what it has not received.
+    members
+        .instances
+        .iter()
+        .filter(|i| keep(i) && i.ready && i.pod != primary.pod)
+        .filter(|i| members.state(&i.pod).as_deref() == Some("streaming"))
+        .filter(|i| members.timeline(&i.pod) == timeline)
+        .filter(|i| lags.get(&i.pod).is_some_and(|l| *l <= MAX_SUCCESSOR_LAG))
+        .map(|i| {
+            let role = members.role(&i.pod);
+            (
+                i,
+                role.as_deref()
+                    .is_some_and(pgpilot_api::cluster::is_synchronous_standby),
+            )
+        })
+        .filter(|(_, sync)| *sync || !synchronous)
+        .min_by_key(|(i, sync)| {
+            (
+                !sync,
+                lags.get(&i.pod).copied().unwrap_or(i64::MAX),
+                i.ordinal,
+            )
+        })
+        .map(|(i, _)| i)
+}
+
+/// Members as tests describe them: `db-0`, `db-1`, … with Patroni's roles and lags.
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::patroni::ClusterMember;
+
+    pub fn instance(ordinal: i32, state: &str, ready: bool) -> Instance {
+        Instance {
+            pod: format!("db-{ordinal}"),
+            ordinal,
+            ip: Some(format!("10.245.0.{}", 10 + ordinal)),
+            ready,
+            unready_for_secs: if ready { 0 } else { 120 },
+            revision: Some("rev-1".into()),
+            age_secs: 3600,
+            member: Some(MemberStatus {
+                state: Some(state.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn members(roles: &[(&str, Option<i64>)], instances: Vec<Instance>) -> Members {
+        Members {
+            cluster: Some(ClusterView {
+                members: roles
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (role, lag))| ClusterMember {
+                        name: format!("db-{n}"),
+                        role: Some((*role).into()),
+                        lag: lag.map(Value::from),
+                        ..Default::default()
+                    })
+                    .collect(),
+                pause: false,
+            }),
+            instances,
+        }
+    }
+
+    pub fn three(roles: [&str; 3]) -> Members {
+        let state = |r: &str| {
+            if r == "leader" {
+                "running"
+            } else {
+                "streaming"
+            }
+        };
+        members(
+            &[
+                (roles[0], Some(0)),
+                (roles[1], Some(0)),
+                (roles[2], Some(4096)),
+            ],
+            (0..3)
+                .map(|o| instance(o, state(roles[o as usize]), true))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::fixtures::*;
+    use super::*;
+
+    fn successor_of(m: &Members, synchronous: bool) -> Option<String> {
+        successor(m, synchronous, |_| true).map(|i| i.pod.clone())
+    }
+
+    #[test]
+    fn a_synchronous_standby_comes_first_then_the_least_lagging() {
+        let m = three(["replica", "sync_standby", "leader"]);
+        assert_eq!(successor_of(&m, false).as_deref(), Some("db-1"));
+        let m = three(["leader", "replica", "replica"]);
+        assert_eq!(
+            successor_of(&m, false).as_deref(),
+            Some("db-1"),
+            "db-2 lags 4 KiB"
+        );
+        assert_eq!(
+            successor_of(&m, true),
+            None,
+            "synchronous mode needs a synchronous standby"
+        );
+        let quorum = three(["quorum_standby", "quorum_standby", "leader"]);
+        assert_eq!(successor_of(&quorum, true).as_deref(), Some("db-0"));
+    }
+
+    #[test]
+    fn only_a_replica_that_follows_the_primary_now_can_succeed_it() {
+        let mut m = three(["replica", "leader", "replica"]);
+        // db-0 restarts to follow the new leader: `running`, not `streaming`.
+        m.instances[0] = instance(0, "running", true);
+        assert_eq!(successor_of(&m, false).as_deref(), Some("db-2"));
+        // Streaming, but still on the old timeline.
+        let mut m = three(["replica", "leader", "replica"]);
+        for (i, tl) in m.instances.iter_mut().zip([1, 2, 1]) {
+            i.member.as_mut().unwrap().timeline = Some(tl);
+        }
+        assert_eq!(successor_of(&m, false), None);
+        // Lag unknown (the DCS says "unknown") or too large.
+        let mut m = three(["replica", "leader", "replica"]);
+        m.cluster.as_mut().unwrap().members[0].lag = Some(Value::from("unknown"));
+        m.cluster.as_mut().unwrap().members[2].lag = Some(Value::from(64 << 20));
+        assert_eq!(successor_of(&m, false), None);
+    }
+
+    #[test]
+    fn ordinals_come_from_pod_names() {
+        assert_eq!(ordinal("db-main-12"), 12);
+        assert_eq!(ordinal("db"), -1);
+    }
+}

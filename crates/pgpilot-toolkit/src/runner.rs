@@ -1,0 +1,384 @@
+//! The loop every controller runs, so a controller crate writes only its watches and its
+//! reconcile: one kube-runtime controller per watched namespace, caches stripped of
+//! managedFields, a span and metrics around each reconcile, per-object backoff, and a
+//! condition on the object when reconciles keep failing or are forbidden.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller as KubeController};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::backoff::{Backoff, Policy};
+use crate::conditions::{self, Status, Update};
+use crate::error::ReconcileError;
+use crate::runtime::{Namespaces, RunContext, RunError};
+use crate::telemetry::reconcile_span;
+
+/// What every watched kind must be.
+pub trait Watched:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+impl<K> Watched for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// One controller's reconcile of one kind.
+#[async_trait::async_trait]
+pub trait Reconciler: Send + Sync + 'static {
+    type Object: Watched;
+    type Error: ReconcileError;
+    async fn reconcile(&self, object: Arc<Self::Object>) -> Result<Action, Self::Error>;
+}
+
+/// A watched namespace (or all of them): where a controller's watches and caches live.
+pub struct Scope {
+    pub ctx: RunContext,
+    pub namespace: Option<String>,
+    ready: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Scope {
+    /// The API of `K` in this scope.
+    pub fn api<K: Watched>(&self) -> Api<K> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.ctx.client.clone(), ns),
+            None => Api::all(self.ctx.client.clone()),
+        }
+    }
+
+    /// A cache of the `K` objects `config` selects, stripped of managedFields, and the
+    /// stream that fills it and wakes reconciles (give it to `owns_stream`/`watches_stream`).
+    /// Reconciles wait until every cache of the scope has listed once.
+    pub fn cache<K: Watched>(
+        &mut self,
+        config: watcher::Config,
+    ) -> (
+        Cache<K>,
+        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    ) {
+        let (store, writer) = reflector::store();
+        let stream = watcher(self.api::<K>(), config)
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects();
+        let ready = store.clone();
+        self.ready.push(
+            async move {
+                let _ = ready.wait_until_ready().await;
+            }
+            .boxed(),
+        );
+        (
+            Cache {
+                store,
+                client: self.ctx.client.clone(),
+            },
+            stream,
+        )
+    }
+
+    /// [`Scope::cache`] of the objects pgpilot manages (`app.kubernetes.io/managed-by`).
+    pub fn owned<K: Watched>(
+        &mut self,
+    ) -> (
+        Cache<K>,
+        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    ) {
+        let selector = format!(
+            "{}={}",
+            pgpilot_api::labels::MANAGED_BY,
+            pgpilot_api::labels::MANAGED_BY_VALUE
+        );
+        self.cache(watcher::Config::default().labels(&selector))
+    }
+}
+
+/// Objects of one kind as the watch last saw them.
+#[derive(Clone)]
+pub struct Cache<K: Watched> {
+    store: Store<K>,
+    client: kube::Client,
+}
+
+impl<K: Watched> Cache<K> {
+    /// `namespace/name`, if it exists.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The objects in `namespace` carrying every label of `selector`, by name.
+    pub fn list(&self, namespace: &str, selector: &[(&str, &str)]) -> Vec<Arc<K>> {
+        let mut found: Vec<Arc<K>> = self
+            .store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace().as_deref() == Some(namespace))
+            .filter(|o| {
+                let labels = o.labels();
+                selector
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect();
+        found.sort_by_key(|o| o.name_any());
+        found
+    }
+
+    /// The API of `K` in `namespace`, for writes.
+    pub fn api(&self, namespace: &str) -> Api<K> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+}
+
+/// Runs a controller of `R::Object` in every namespace of `ctx` until shutdown. `setup` adds
+/// the watches (from the scope's caches) and returns the reconciler of that namespace.
+pub async fn run<R, S>(ctx: RunContext, name: &'static str, setup: S) -> Result<(), RunError>
+where
+    R: Reconciler,
+    S: Fn(
+        &mut Scope,
+        KubeController<R::Object>,
+    ) -> Result<(KubeController<R::Object>, R), RunError>,
+{
+    let namespaces: Vec<Option<String>> = match &ctx.namespaces {
+        Namespaces::All => vec![None],
+        Namespaces::Only(list) => list.iter().cloned().map(Some).collect(),
+    };
+    let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
+    for namespace in namespaces {
+        let mut scope = Scope {
+            ctx: ctx.clone(),
+            namespace,
+            ready: Vec::new(),
+        };
+        let (store, writer) = reflector::store();
+        let objects = watcher(scope.api::<R::Object>(), watcher::Config::default())
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects();
+        let controller = KubeController::for_stream(objects, store);
+        let (controller, reconciler) = setup(&mut scope, controller)?;
+        let caches_ready = futures::future::join_all(std::mem::take(&mut scope.ready))
+            .map(drop)
+            .boxed()
+            .shared();
+        let shared = Arc::new(Loop {
+            name,
+            reconciler,
+            ctx: ctx.clone(),
+            backoff: Backoff::new(Policy::default()),
+            caches_ready,
+        });
+        let shutdown = ctx.shutdown.clone();
+        runs.push(
+            controller
+                .with_config(Config::default().concurrency(ctx.concurrency))
+                .graceful_shutdown_on(async move { shutdown.cancelled().await })
+                .run(reconcile, error_policy, shared)
+                .for_each(move |result| {
+                    if let Err(e) = result {
+                        tracing::debug!(controller = name, error = %e, "controller event");
+                    }
+                    futures::future::ready(())
+                })
+                .boxed(),
+        );
+    }
+    futures::future::join_all(runs).await;
+    Ok(())
+}
+
+/// What the reconciles of one namespace share.
+struct Loop<R: Reconciler> {
+    name: &'static str,
+    reconciler: R,
+    ctx: RunContext,
+    backoff: Backoff<ObjectRef<R::Object>>,
+    caches_ready: Shared<BoxFuture<'static, ()>>,
+}
+
+/// Reconciles failing this many times in a row show in the object's status.
+const SHOW_AFTER_FAILURES: u32 = 3;
+
+async fn reconcile<R: Reconciler>(
+    object: Arc<R::Object>,
+    shared: Arc<Loop<R>>,
+) -> Result<Action, R::Error> {
+    let span = reconcile_span(
+        shared.name,
+        object.namespace().as_deref(),
+        &object.name_any(),
+        object.meta().generation,
+    );
+    async {
+        shared.caches_ready.clone().await;
+        let timer = shared.ctx.metrics.start();
+        let key = ObjectRef::from_obj(object.as_ref());
+        let result = shared.reconciler.reconcile(object.clone()).await;
+        let condition = match &result {
+            Ok(_) => {
+                let failed_before = shared.backoff.failures(&key) > 0;
+                shared.backoff.succeeded(&key);
+                timer.success();
+                failed_before.then(|| (Status::True, "Succeeded".to_owned(), String::new()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, reason = e.metric_label(), "reconcile failed");
+                timer.error(e.metric_label());
+                let failures = shared.backoff.failures(&key) + 1;
+                (e.is_forbidden() || failures >= SHOW_AFTER_FAILURES)
+                    .then(|| (Status::False, pascal_case(e.metric_label()), e.to_string()))
+            }
+        };
+        if let Some((status, reason, message)) = condition {
+            show_outcome(&shared, object.as_ref(), status, &reason, message).await;
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy<R: Reconciler>(
+    object: Arc<R::Object>,
+    error: &R::Error,
+    shared: Arc<Loop<R>>,
+) -> Action {
+    if error.is_retryable() {
+        Action::requeue(shared.backoff.failed(&ObjectRef::from_obj(object.as_ref())))
+    } else {
+        // A bad spec waits for the spec to change (the watch brings it back).
+        Action::await_change()
+    }
+}
+
+/// The condition type a controller reports its reconciles under: `cluster` →
+/// `ClusterReconciled`, `secret-rotation` → `SecretRotationReconciled`.
+pub fn outcome_condition(controller: &str) -> String {
+    format!("{}Reconciled", pascal_case(controller))
+}
+
+/// The field manager of that condition: apart from the controller's own status manager, so
+/// neither removes what the other wrote.
+pub fn outcome_field_manager(controller: &str) -> String {
+    format!("{}-outcome", pgpilot_api::labels::field_manager(controller))
+}
+
+fn pascal_case(s: &str) -> String {
+    s.split(['-', '_'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Writes the outcome condition when it changes (one condition, its own field manager).
+async fn show_outcome<R: Reconciler>(
+    shared: &Loop<R>,
+    object: &R::Object,
+    status: Status,
+    reason: &str,
+    message: String,
+) {
+    let type_ = outcome_condition(shared.name);
+    let mut current: Vec<Condition> = serde_json::to_value(object)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.pointer("/status/conditions")?.clone()).ok())
+        .unwrap_or_default();
+    let had = conditions::find(&current, &type_).is_some();
+    if status == Status::True && !had {
+        return;
+    }
+    let now = Time(Timestamp::now());
+    let changed = conditions::set(
+        &mut current,
+        Update {
+            type_: &type_,
+            status,
+            reason,
+            message,
+            observed_generation: object.meta().generation,
+        },
+        now,
+    );
+    let Some(condition) = conditions::find(&current, &type_) else {
+        return;
+    };
+    if !changed {
+        return;
+    }
+    let (Some(ns), name) = (object.namespace(), object.name_any()) else {
+        return;
+    };
+    let body = serde_json::json!({
+        "apiVersion": R::Object::api_version(&()),
+        "kind": R::Object::kind(&()),
+        "status": {"conditions": [condition]},
+    });
+    let api: Api<R::Object> = Api::namespaced(shared.ctx.client.clone(), &ns);
+    let fm = outcome_field_manager(shared.name);
+    shared
+        .ctx
+        .metrics
+        .wrote(&format!("{}/status", R::Object::kind(&())));
+    if let Err(e) = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(&fm).force(),
+            &Patch::Apply(&body),
+        )
+        .instrument(tracing::debug_span!("kube.apply_status", name = %name, field_manager = %fm))
+        .await
+    {
+        tracing::debug!(error = %e, "could not show the reconcile outcome in status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_names_follow_the_controller() {
+        assert_eq!(outcome_condition("cluster"), "ClusterReconciled");
+        assert_eq!(
+            outcome_condition("secret-rotation"),
+            "SecretRotationReconciled"
+        );
+        assert_eq!(pascal_case("api_forbidden"), "ApiForbidden");
+        assert_eq!(outcome_field_manager("cluster"), "pgpilot-cluster-outcome");
+    }
+}
