@@ -122,7 +122,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "no Kubernetes configuration found: set KUBECONFIG, or run in a pod with a service account",
     )?;
     let api_url = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let client =
+        kube::Client::try_from(config.clone()).context("building the Kubernetes client")?;
     let version = tokio::time::timeout(
         Duration::from_secs(args.startup_timeout),
         client.apiserver_version(),
@@ -163,12 +164,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Namespaces::Only(args.namespaces.clone())
     };
+    // Each controller's requests are counted under its name.
+    let mut clients = std::collections::BTreeMap::new();
+    for c in &controllers {
+        let counted =
+            pgpilot_toolkit::client::counted(config.clone(), metrics.controller(c.name()))
+                .context("building the Kubernetes client")?;
+        clients.insert(c.name(), counted);
+    }
     let ctx = |c: &ControllerRef| RunContext {
-        client: client.clone(),
+        client: clients.get(c.name()).unwrap_or(&client).clone(),
         namespaces: namespaces.clone(),
         metrics: metrics.controller(c.name()),
         events: Events::new(
-            client.clone(),
+            clients.get(c.name()).unwrap_or(&client).clone(),
             &pgpilot_api::labels::field_manager(c.name()),
             args.leader_election_identity.clone(),
         ),

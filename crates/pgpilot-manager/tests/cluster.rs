@@ -21,6 +21,7 @@ use pgpilot_api::cluster::ClusterPhase;
 use pgpilot_testkit::{
     LocalCluster, ManagerProcess, TestNamespace, cluster, http_get, install_crds, wait_for,
 };
+use pgpilot_toolkit::status::{StatusPart, apply_status};
 use serde::de::DeserializeOwned;
 
 const IMAGE: &str = "17=localhost/pgpilot/postgres:17";
@@ -313,9 +314,24 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
             .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
             .sum()
     };
+    // Requests other than watches (which start once and stay open).
+    let requests = |metrics: &str| -> BTreeMap<String, u64> {
+        metrics
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix(r#"pgpilot_api_requests_total{controller="cluster",verb=""#)
+            })
+            .filter_map(|l| {
+                let (verb, n) = l.split_once("\"} ")?;
+                Some((verb.to_owned(), n.parse().ok()?))
+            })
+            .filter(|(verb, _)| !verb.starts_with("watch"))
+            .collect()
+    };
     let metrics_before = http_get(m.metrics_port, "/metrics").await.unwrap().1;
     let count_before = reconciles(&metrics_before);
     let writes_before = writes(&metrics_before);
+    let requests_before = requests(&metrics_before);
     assert!(
         writes_before >= 14,
         "the first reconciles wrote the children: {metrics_before}"
@@ -334,10 +350,32 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    let count_after = reconciles(&http_get(m.metrics_port, "/metrics").await.unwrap().1);
+    let metrics_after = http_get(m.metrics_port, "/metrics").await.unwrap().1;
+    let count_after = reconciles(&metrics_after);
     assert!(
         count_after >= count_before + 3,
         "reconciles did run: {count_before} → {count_after}"
+    );
+    // The request budget of a converged reconcile: at most 2, none of them a write (the
+    // children and pods come from the watch caches).
+    let requests_after = requests(&metrics_after);
+    let sent: u64 = requests_after
+        .iter()
+        .map(|(verb, n)| n - requests_before.get(verb).copied().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "request budget: {sent} requests (non-watch) for {} converged reconciles",
+        count_after - count_before
+    );
+    assert!(
+        sent <= 2 * (count_after - count_before),
+        "{sent} requests for {} converged reconciles: {requests_before:?} → {requests_after:?}",
+        count_after - count_before
+    );
+    assert_eq!(
+        writes(&metrics_after),
+        writes_before,
+        "no write at steady state"
     );
     assert_eq!(
         child_versions(&s).await,
@@ -694,4 +732,130 @@ async fn a_new_version_or_image_in_the_spec_never_reaches_running_instances_by_i
         config.data.unwrap()["patroni.yaml"].contains("/usr/lib/postgresql/17/bin"),
         "Patroni keeps the running major's binaries"
     );
+}
+
+/// Another controller's part of the status, as the backup controller will write it.
+const BACKUP_PART: StatusPart = StatusPart {
+    fields: &["lastBackup"],
+    conditions: &["ContinuousArchiving"],
+};
+
+async fn write_backup_part(s: &Setup, backup: &str) {
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let live = clusters.get("demo").await.unwrap();
+    let status = serde_json::json!({
+        "lastBackup": {"name": backup},
+        "conditions": [{"type": "ContinuousArchiving", "status": "True", "reason": "Archiving",
+            "message": "", "lastTransitionTime": "2026-12-05T00:00:00Z"}],
+    });
+    let wrote = apply_status(&clusters, "pgpilot-backup", &BACKUP_PART, &live, &status)
+        .await
+        .unwrap();
+    assert!(wrote, "the backup part was new");
+}
+
+#[tokio::test]
+async fn two_controllers_write_their_own_status_fields_and_keep_each_others() {
+    let s = setup("owners").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "owners");
+    create_demo(&s, "");
+    converged(&s, &m).await;
+    write_backup_part(&s, "demo-full-1").await;
+
+    // The cluster controller rewrites its part (a scale changes replicas and conditions)…
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    clusters
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"instances": 2}})),
+        )
+        .await
+        .unwrap();
+    let pg = wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|st| st.observed_generation == c.metadata.generation)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    // …and the backup controller's part is still there, and the reverse.
+    let status = pg.status.unwrap();
+    assert_eq!(
+        status.last_backup.map(|b| b.name).as_deref(),
+        Some("demo-full-1")
+    );
+    let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert!(types.contains(&"ContinuousArchiving"), "{types:?}");
+    assert!(types.contains(&"Ready"), "{types:?}");
+    write_backup_part(&s, "demo-full-2").await;
+    let status = clusters.get("demo").await.unwrap().status.unwrap();
+    assert!(status.phase.is_some() && status.observed_generation == Some(2));
+    assert!(status.conditions.iter().any(|c| c.type_ == "Ready"));
+    // Each field belongs to the manager that wrote it.
+    let owners: Vec<String> = clusters
+        .get("demo")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .filter_map(|f| f.manager)
+        .collect();
+    assert!(owners.contains(&"pgpilot-cluster".to_owned()), "{owners:?}");
+    assert!(owners.contains(&"pgpilot-backup".to_owned()), "{owners:?}");
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_permission_is_retried_shown_on_the_cluster_and_converges_once_granted() {
+    let s = setup("forbidden").await;
+    let kubeconfig = common::service_account_kubeconfig(s.c, &s.ns.name, "operator");
+    let grantee = format!("serviceaccount:{}/operator", s.ns.name);
+    let _grant = Grant::without(s.c, &s.ns.name, &grantee, "statefulsets", "patch");
+    let m = common::spawn_as(
+        &kubeconfig,
+        &s.ns.name,
+        "forbidden",
+        &["--controllers=cluster", "--default-image", IMAGE],
+    );
+    create_demo(&s, "");
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let reconciled = |c: &PostgresCluster| {
+        c.status
+            .as_ref()
+            .and_then(|st| {
+                st.conditions
+                    .iter()
+                    .find(|c| c.type_ == "ClusterReconciled")
+            })
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let pg = wait_for(&clusters, "demo", Duration::from_secs(60), |c| {
+        reconciled(c).is_some_and(|(s, _, _)| s == "False")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    let (_, reason, message) = reconciled(&pg).unwrap();
+    assert_eq!(reason, "ApiForbidden");
+    assert!(
+        message.contains("statefulsets") && message.contains("patch"),
+        "the message names the permission: {message}"
+    );
+
+    // Granted (the same ClusterRole, now whole): the retries get through.
+    let _whole = Grant::to(s.c, &s.ns.name, &grantee);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    wait_for(&statefulsets, "demo", Duration::from_secs(90), |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    wait_for(&clusters, "demo", Duration::from_secs(90), |c| {
+        reconciled(c).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    s.ns.delete().await.unwrap();
 }

@@ -30,6 +30,13 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub controller: String,
+    /// kube's name for the call: `get`, `list`, `watch`, `patch`, `create`, `delete`, …
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: String,
     /// The error's [`crate::ReconcileError::metric_label`].
@@ -45,6 +52,7 @@ pub struct Metrics {
     in_flight: Family<ControllerLabel, Gauge>,
     running: Family<ControllerLabel, Gauge>,
     writes: Family<WriteLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
 }
 
 /// Reconcile durations from 5 ms to ~80 s.
@@ -64,6 +72,7 @@ impl Metrics {
             in_flight: Family::default(),
             running: Family::default(),
             writes: Family::default(),
+            requests: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("pgpilot");
         r.register(
@@ -86,6 +95,11 @@ impl Metrics {
             "reconcile_in_flight",
             "Reconciles running now",
             m.in_flight.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API, by controller and verb (watches count when they start)",
+            m.requests.clone(),
         );
         r.register(
             "api_writes",
@@ -148,6 +162,17 @@ impl ControllerMetrics {
             .get_or_create(&WriteLabels {
                 controller: self.name.clone(),
                 kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one request to the Kubernetes API.
+    pub fn requested(&self, verb: &str) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                controller: self.name.clone(),
+                verb: verb.to_owned(),
             })
             .inc();
     }

@@ -4,10 +4,11 @@
 //! condition on the object when reconciles keep failing or are forbidden.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -62,7 +63,53 @@ pub trait Reconciler: Send + Sync + 'static {
 pub struct Scope {
     pub ctx: RunContext,
     pub namespace: Option<String>,
-    ready: Vec<BoxFuture<'static, ()>>,
+    caches: Vec<CacheState>,
+}
+
+/// Whether a cache has listed once, and the last error of its watch.
+#[derive(Clone)]
+struct CacheState {
+    kind: String,
+    ready: Shared<BoxFuture<'static, ()>>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl CacheState {
+    fn new<K: Watched>(store: &Store<K>) -> Self {
+        let store = store.clone();
+        Self {
+            kind: K::kind(&()).into_owned(),
+            ready: async move {
+                let _ = store.wait_until_ready().await;
+            }
+            .boxed()
+            .shared(),
+            last_error: Arc::default(),
+        }
+    }
+
+    fn record(&self, error: &watcher::Error) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error.to_string());
+        }
+    }
+
+    /// What to tell about a cache that has not listed yet.
+    fn not_ready(&self) -> Option<(String, bool)> {
+        if self.ready.peek().is_some() {
+            return None;
+        }
+        let error = self.last_error.lock().ok().and_then(|e| e.clone());
+        let forbidden = error.as_deref().is_some_and(|e| e.contains("forbidden"));
+        Some((
+            format!(
+                "the watch of {} has not listed yet: {}",
+                self.kind,
+                error.as_deref().unwrap_or("no answer so far")
+            ),
+            forbidden,
+        ))
+    }
 }
 
 impl Scope {
@@ -85,18 +132,15 @@ impl Scope {
         impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     ) {
         let (store, writer) = reflector::store();
+        let state = CacheState::new(&store);
+        let errors = state.clone();
         let stream = watcher(self.api::<K>(), config)
             .default_backoff()
+            .inspect_err(move |e| errors.record(e))
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(writer)
             .touched_objects();
-        let ready = store.clone();
-        self.ready.push(
-            async move {
-                let _ = ready.wait_until_ready().await;
-            }
-            .boxed(),
-        );
+        self.caches.push(state);
         (
             Cache {
                 store,
@@ -178,7 +222,7 @@ where
         let mut scope = Scope {
             ctx: ctx.clone(),
             namespace,
-            ready: Vec::new(),
+            caches: Vec::new(),
         };
         let (store, writer) = reflector::store();
         let objects = watcher(scope.api::<R::Object>(), watcher::Config::default())
@@ -188,16 +232,12 @@ where
             .touched_objects();
         let controller = KubeController::for_stream(objects, store);
         let (controller, reconciler) = setup(&mut scope, controller)?;
-        let caches_ready = futures::future::join_all(std::mem::take(&mut scope.ready))
-            .map(drop)
-            .boxed()
-            .shared();
         let shared = Arc::new(Loop {
             name,
             reconciler,
             ctx: ctx.clone(),
             backoff: Backoff::new(Policy::default()),
-            caches_ready,
+            caches: std::mem::take(&mut scope.caches),
         });
         let shutdown = ctx.shutdown.clone();
         runs.push(
@@ -224,8 +264,11 @@ struct Loop<R: Reconciler> {
     reconciler: R,
     ctx: RunContext,
     backoff: Backoff<ObjectRef<R::Object>>,
-    caches_ready: Shared<BoxFuture<'static, ()>>,
+    caches: Vec<CacheState>,
 }
+
+/// How long a reconcile waits for the caches to list once before it reports them.
+const CACHE_WAIT: Duration = Duration::from_secs(10);
 
 /// Reconciles failing this many times in a row show in the object's status.
 const SHOW_AFTER_FAILURES: u32 = 3;
@@ -241,9 +284,33 @@ async fn reconcile<R: Reconciler>(
         object.meta().generation,
     );
     async {
-        shared.caches_ready.clone().await;
-        let timer = shared.ctx.metrics.start();
         let key = ObjectRef::from_obj(object.as_ref());
+        // A reconcile reads only from the caches: none runs before they have listed once. A
+        // watch that cannot list (a missing permission) is shown on the object instead.
+        let all = futures::future::join_all(shared.caches.iter().map(|c| c.ready.clone()));
+        if tokio::time::timeout(CACHE_WAIT, all).await.is_err() {
+            let (messages, forbidden): (Vec<String>, Vec<bool>) = shared
+                .caches
+                .iter()
+                .filter_map(CacheState::not_ready)
+                .unzip();
+            let reason = if forbidden.contains(&true) {
+                "WatchForbidden"
+            } else {
+                "WatchNotReady"
+            };
+            tracing::warn!(reason, caches = %messages.join("; "), "caches not ready");
+            show_outcome(
+                &shared,
+                object.as_ref(),
+                Status::False,
+                reason,
+                messages.join("; "),
+            )
+            .await;
+            return Ok(Action::requeue(shared.backoff.failed(&key)));
+        }
+        let timer = shared.ctx.metrics.start();
         let result = shared.reconciler.reconcile(object.clone()).await;
         let condition = match &result {
             Ok(_) => {

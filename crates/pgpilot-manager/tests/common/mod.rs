@@ -1,7 +1,7 @@
 //! Helpers shared by the manager's integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pgpilot_testkit::{LocalCluster, ManagerProcess};
 
@@ -16,6 +16,42 @@ pub struct Grant<'a> {
 
 impl<'a> Grant<'a> {
     pub fn new(cluster: &'a LocalCluster, namespace: &str) -> Self {
+        Self::edited(cluster, namespace, "user:pgpilot-manager", |_| {})
+    }
+
+    /// What `pgpilot-manager rbac` prints for `grantee`, but without `verb` on `resource`: a
+    /// permission someone forgot. (RBAC adds up: a grantee other tests also grant to would
+    /// still have it.)
+    pub fn without(
+        cluster: &'a LocalCluster,
+        namespace: &str,
+        grantee: &str,
+        resource: &str,
+        verb: &str,
+    ) -> Self {
+        Self::edited(cluster, namespace, grantee, |doc| {
+            for rule in doc["rules"].as_array_mut().into_iter().flatten() {
+                let names_it = rule["resources"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r == resource));
+                if let (true, Some(verbs)) = (names_it, rule["verbs"].as_array_mut()) {
+                    verbs.retain(|v| v != verb);
+                }
+            }
+        })
+    }
+
+    /// What `pgpilot-manager rbac` prints for `grantee`.
+    pub fn to(cluster: &'a LocalCluster, namespace: &str, grantee: &str) -> Self {
+        Self::edited(cluster, namespace, grantee, |_| {})
+    }
+
+    fn edited(
+        cluster: &'a LocalCluster,
+        namespace: &str,
+        grantee: &str,
+        edit: impl Fn(&mut serde_json::Value),
+    ) -> Self {
         let name = format!("pgpilot-manager-{namespace}");
         let out = std::process::Command::new(MANAGER)
             .args([
@@ -25,7 +61,7 @@ impl<'a> Grant<'a> {
                 "--namespace",
                 namespace,
                 "--bind",
-                "user:pgpilot-manager",
+                grantee,
             ])
             .output()
             .unwrap();
@@ -34,7 +70,14 @@ impl<'a> Grant<'a> {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let yaml = String::from_utf8(out.stdout).unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let mut yaml = String::new();
+        for doc in serde_yaml::Deserializer::from_str(&printed) {
+            let mut doc: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            edit(&mut doc);
+            yaml.push_str("---\n");
+            yaml.push_str(&serde_yaml::to_string(&doc).unwrap());
+        }
         cluster.kubectl(&["apply", "-f", "-"], Some(&yaml)).unwrap();
         Grant { cluster, name }
     }
@@ -55,6 +98,11 @@ impl Drop for Grant<'_> {
 }
 
 pub fn spawn(c: &LocalCluster, ns: &str, identity: &str, extra: &[&str]) -> ManagerProcess {
+    spawn_as(&c.manager_kubeconfig, ns, identity, extra)
+}
+
+/// [`spawn`] with another identity's kubeconfig.
+pub fn spawn_as(kubeconfig: &Path, ns: &str, identity: &str, extra: &[&str]) -> ManagerProcess {
     let mut args = vec![
         "--leader-elect".to_owned(),
         format!("--leader-election-namespace={ns}"),
@@ -65,5 +113,24 @@ pub fn spawn(c: &LocalCluster, ns: &str, identity: &str, extra: &[&str]) -> Mana
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ManagerProcess::spawn(Path::new(MANAGER), &c.manager_kubeconfig, &args).unwrap()
+    ManagerProcess::spawn(Path::new(MANAGER), kubeconfig, &args).unwrap()
+}
+
+/// A kubeconfig for ServiceAccount `namespace/name` (created here), beside the cluster's:
+/// an identity no other test grants anything to.
+pub fn service_account_kubeconfig(c: &LocalCluster, namespace: &str, name: &str) -> PathBuf {
+    c.kubectl(&["create", "serviceaccount", name, "-n", namespace], None)
+        .unwrap();
+    let token = c
+        .kubectl(
+            &["create", "token", name, "-n", namespace, "--duration=1h"],
+            None,
+        )
+        .unwrap();
+    let base = std::fs::read_to_string(&c.manager_kubeconfig).unwrap();
+    let mut config: serde_json::Value = serde_yaml::from_str(&base).unwrap();
+    config["users"][0]["user"] = serde_json::json!({"token": token.trim()});
+    let path = std::env::temp_dir().join(format!("{namespace}-{name}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
 }
