@@ -143,3 +143,9 @@ run *ARGS:
 # nothing is asserted on timings. Arguments go to `pgpilot-bench all` (e.g. --repeat 5).
 bench *ARGS:
     e2e/scripts/bench-run.sh {{ARGS}}
+
+# API requests per converged reconcile, this checkout beside a baseline commit (default
+# f79ac22, before the watch caches), from the API server's metrics on the control-plane
+# cluster; written to docs/benchmarks.md. Arguments: [--baseline COMMIT] [--pokes N].
+bench-requests *ARGS:
+    e2e/scripts/bench-requests.sh {{ARGS}}

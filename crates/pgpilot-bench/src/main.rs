@@ -391,9 +391,22 @@ async fn client(ns: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// Writes the report, keeping the section `e2e/scripts/bench-requests.sh` writes.
 fn write_report(results: &Results, out: &Path) -> Result<()> {
-    std::fs::write(out, report::render(results))
-        .with_context(|| format!("writing {}", out.display()))
+    let mut report = report::render(results);
+    let previous = std::fs::read_to_string(out).unwrap_or_default();
+    if let (Some(start), Some(end)) = (
+        previous.find("<!-- requests:begin -->"),
+        previous.find("<!-- requests:end -->"),
+    ) && start < end
+    {
+        report = format!(
+            "{}\n\n{}\n",
+            report.trim_end(),
+            &previous[start..end + "<!-- requests:end -->".len()]
+        );
+    }
+    std::fs::write(out, report).with_context(|| format!("writing {}", out.display()))
 }
 
 fn first_line_with(path: &str, key: &str) -> String {

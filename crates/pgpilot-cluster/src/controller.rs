@@ -1,15 +1,14 @@
 //! The cluster controller as the manager runs it: its watches and the RBAC it needs. The
 //! toolkit's runner does the rest (namespaces, caches, spans, metrics, backoff).
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
 use pgpilot_postgres::patroni::Patroni;
-use pgpilot_toolkit::runner;
+use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
 use crate::context::Context;
@@ -99,60 +98,32 @@ impl Controller for ClusterController {
     async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
         let patroni = Patroni::new()?;
         let default_images = self.default_images.clone();
-        runner::run(ctx, NAME, move |scope: &mut runner::Scope, controller| {
-            let (statefulsets, statefulset_events) = scope.owned();
-            let (services, service_events) = scope.owned();
-            let (secrets, secret_events) = scope.owned();
-            let (service_accounts, service_account_events) = scope.owned();
-            let (roles, role_events) = scope.owned();
-            let (role_bindings, role_binding_events) = scope.owned();
-            let (pdbs, pdb_events) = scope.owned();
+        runner::run(ctx, NAME, move |scope: &mut Scope<PostgresCluster>| {
             let of_a_cluster = || watcher::Config::default().labels(labels::CLUSTER);
-            let (pods, pod_events) = scope.cache::<Pod>(of_a_cluster());
-            let (config_maps, config_map_events) = scope.cache::<ConfigMap>(of_a_cluster());
-            let (claims, claim_events) = scope.cache(of_a_cluster());
-            let controller = controller
-                .owns_stream(statefulset_events)
-                .owns_stream(service_events)
-                .owns_stream(secret_events)
-                .owns_stream(service_account_events)
-                .owns_stream(role_events)
-                .owns_stream(role_binding_events)
-                .owns_stream(pdb_events)
+            let caches = Caches {
+                statefulsets: scope.owns(),
+                services: scope.owns(),
+                secrets: scope.owns(),
+                service_accounts: scope.owns(),
+                roles: scope.owns(),
+                role_bindings: scope.owns(),
+                pdbs: scope.owns(),
                 // Pods carry the role Patroni gives them (a failover shows here first), and
                 // Patroni's DCS ConfigMaps its leader and synchronous standby; its per-loop
                 // writes that decide nothing are filtered out (triggers.rs).
-                .watches_stream(
-                    pod_events.predicate_filter(triggers::pod, PredicateConfig::default()),
-                    cluster_of,
-                )
-                .watches_stream(
-                    config_map_events
-                        .predicate_filter(triggers::config_map, PredicateConfig::default()),
-                    cluster_of,
-                )
-                .watches_stream(claim_events, cluster_of);
-            let context = Context {
+                pods: scope.watches(of_a_cluster(), triggers::pod, cluster_of),
+                config_maps: scope.watches(of_a_cluster(), triggers::config_map, cluster_of),
+                claims: scope.watches(of_a_cluster(), runner::every_change, cluster_of),
+            };
+            Ok(Context {
                 client: scope.ctx.client.clone(),
                 field_manager: labels::field_manager(NAME),
                 default_images: default_images.clone(),
                 events: scope.ctx.events.clone(),
                 metrics: scope.ctx.metrics.clone(),
                 patroni: patroni.clone(),
-                caches: Caches {
-                    statefulsets,
-                    services,
-                    secrets,
-                    service_accounts,
-                    roles,
-                    role_bindings,
-                    pdbs,
-                    config_maps,
-                    pods,
-                    claims,
-                },
-            };
-            Ok((controller, context))
+                caches,
+            })
         })
         .await
     }

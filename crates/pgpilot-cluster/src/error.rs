@@ -17,6 +17,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A builder wrote a field the typed object does not have (a misspelling): it would
+    /// have been dropped silently. A bug, caught by the builders' unit tests.
+    #[error("building {what}: the field {path} does not exist in the type")]
+    UnknownField { what: &'static str, path: String },
     /// A Kubernetes API call failed.
     #[error(transparent)]
     Toolkit(#[from] pgpilot_toolkit::Error),
@@ -32,14 +36,14 @@ impl ReconcileError for Error {
     fn metric_label(&self) -> &'static str {
         match self {
             Error::Invalid { .. } => "invalid_spec",
-            Error::Serialize { .. } => "build",
+            Error::Serialize { .. } | Error::UnknownField { .. } => "build",
             Error::Toolkit(e) => e.metric_label(),
         }
     }
 
     fn is_retryable(&self) -> bool {
         match self {
-            Error::Invalid { .. } | Error::Serialize { .. } => false,
+            Error::Invalid { .. } | Error::Serialize { .. } | Error::UnknownField { .. } => false,
             Error::Toolkit(e) => e.is_retryable(),
         }
     }

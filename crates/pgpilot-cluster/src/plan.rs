@@ -5,7 +5,8 @@
 
 use serde_json::{Map, Value};
 
-use pgpilot_postgres::members::{Instance, MAX_SUCCESSOR_LAG, Members, successor};
+use pgpilot_postgres::members::{Instance, Members, successor};
+use pgpilot_postgres::roll::{Ordered, Roll, ordered, roll};
 
 /// The JSON merge patch that makes Patroni's dynamic configuration `live` carry `desired`,
 /// or `None` when it already does. Parameters pgpilot no longer wants are removed (`null`):
@@ -154,9 +155,6 @@ pub struct Decision {
 
 /// A replica stuck in a failed state this long is cloned again from the primary.
 pub const REINITIALIZE_AFTER_SECS: i64 = 60;
-/// A pod replaced by a roll that is not ready and streaming this long after its creation
-/// stops the roll: the next replacement would take a second instance down.
-pub const ROLL_STALL_SECS: i64 = 600;
 
 /// In order: a switchover a scale-down waits for; then, outside maintenance, a stuck replica
 /// re-cloned, one step of a pod roll, one step of a rolling restart.
@@ -171,7 +169,7 @@ pub fn next_step(f: &Facts<'_>) -> Decision {
             why: Why::ScaleDown,
         });
     }
-    let roll = roll(f);
+    let roll = roll(f.members, f.replicas, f.update_revision, f.synchronous);
     if f.maintenance {
         let progress = (roll != Roll::Done).then(|| Progress {
             moving: false,
@@ -259,131 +257,6 @@ pub fn next_step(f: &Facts<'_>) -> Decision {
     }
 }
 
-/// The next step of work done instance by instance (replacing pods, restarting PostgreSQL).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ordered {
-    /// Nothing pending.
-    Done,
-    /// Pending, but not now (why).
-    Wait(String),
-    /// This instance now.
-    Instance(String),
-    /// Only the primary is left: hand its role to this replica first, then it is a replica
-    /// (a switchover is a shorter write gap than losing the primary).
-    SwitchoverTo(String),
-}
-
-/// Whether an instance may count as healthy between two steps: Ready, and the primary
-/// running or a replica streaming from it with a small known lag.
-fn healthy(members: &Members, i: &Instance, primary: &str) -> bool {
-    let state = members.state(&i.pod);
-    i.ready
-        && if i.pod == primary {
-            state.as_deref() == Some("running")
-        } else {
-            state.as_deref() == Some("streaming")
-                && members
-                    .lags()
-                    .get(&i.pod)
-                    .is_some_and(|l| *l <= MAX_SUCCESSOR_LAG)
-        }
-}
-
-/// The one ordering every controller that takes instances down one by one follows:
-/// nothing while an instance is missing or unhealthy; replicas first (plain replicas before
-/// synchronous standbys, higher ordinals first); the primary last, after a switchover to a
-/// replica `successor_ok` accepts. Without such a replica the primary waits, unless
-/// `primary_in_place` (a restart) or it is the only instance.
-pub fn ordered(
-    members: &Members,
-    expected: i32,
-    pending: impl Fn(&Instance) -> bool,
-    successor_ok: impl Fn(&Instance) -> bool,
-    synchronous: bool,
-    primary_in_place: bool,
-) -> Ordered {
-    let todo: Vec<&Instance> = members.instances.iter().filter(|i| pending(i)).collect();
-    if todo.is_empty() {
-        return Ordered::Done;
-    }
-    let present = members.instances.len() as i32;
-    if present < expected {
-        return Ordered::Wait(format!("{present} of {expected} instances exist"));
-    }
-    let Some(primary) = members.primary() else {
-        return Ordered::Wait("no primary".to_owned());
-    };
-    if let Some(sick) = members
-        .instances
-        .iter()
-        .find(|i| !healthy(members, i, &primary.pod))
-    {
-        return Ordered::Wait(format!(
-            "waiting for {} to be ready and streaming",
-            sick.pod
-        ));
-    }
-    let synchronous_standby = |i: &Instance| {
-        members
-            .role(&i.pod)
-            .is_some_and(|r| pgpilot_api::cluster::is_synchronous_standby(&r))
-    };
-    if let Some(replica) = todo
-        .iter()
-        .filter(|i| i.pod != primary.pod)
-        .max_by_key(|i| (!synchronous_standby(i), i.ordinal))
-    {
-        return Ordered::Instance(replica.pod.clone());
-    }
-    match successor(members, synchronous, successor_ok) {
-        Some(to) => Ordered::SwitchoverTo(to.pod.clone()),
-        None if primary_in_place || present == 1 => Ordered::Instance(primary.pod.clone()),
-        None => Ordered::Wait(format!(
-            "only the primary {} is left, and no replica that runs the new revision can take over yet",
-            primary.pod
-        )),
-    }
-}
-
-/// Where a pod roll stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Roll {
-    /// Every pod runs the StatefulSet's update revision (or that is not known yet).
-    Done,
-    /// The next step, and how many instances run the new revision.
-    Next(Ordered, usize),
-    /// A replaced pod did not come back: stopped, with what to look at.
-    Stalled(String),
-}
-
-/// The pod roll: replaces every pod whose `controller-revision-hash` is not the StatefulSet's
-/// update revision (its template changed: image, resources, scheduling, env, …).
-pub fn roll(f: &Facts<'_>) -> Roll {
-    let Some(revision) = f.update_revision else {
-        return Roll::Done;
-    };
-    let fresh = |i: &Instance| i.revision.as_deref() == Some(revision);
-    let stale = |i: &Instance| i.revision.is_some() && !fresh(i);
-    if !f.members.instances.iter().any(stale) {
-        return Roll::Done;
-    }
-    let done = f.members.instances.iter().filter(|i| fresh(i)).count();
-    let next = ordered(f.members, f.replicas, stale, fresh, f.synchronous, false);
-    if matches!(next, Ordered::Wait(_))
-        && let Some(late) = f
-            .members
-            .instances
-            .iter()
-            .find(|i| fresh(i) && !i.ready && i.age_secs >= ROLL_STALL_SECS)
-    {
-        return Roll::Stalled(format!(
-            "{} runs the new pod template but has not been ready for {} s since it was created; the roll waits until it is (check its events and logs: kubectl describe pod {0})",
-            late.pod, late.age_secs
-        ));
-    }
-    Roll::Next(next, done)
-}
-
 /// The rolling restart Patroni asks for when parameters changed that need one.
 pub fn restart(members: &Members, synchronous: bool) -> Ordered {
     let pending = |i: &Instance| i.member.as_ref().is_some_and(|m| m.pending_restart);
@@ -423,6 +296,7 @@ pub fn reinitialize(members: &Members, after_secs: i64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use pgpilot_postgres::members::fixtures::{instance, members, three};
+    use pgpilot_postgres::roll::ROLL_STALL_SECS;
     use serde_json::json;
 
     use super::*;

@@ -7,5 +7,6 @@ pub mod credentials;
 pub mod members;
 pub mod names;
 pub mod patroni;
+pub mod roll;
 pub mod sql;
 pub mod version;

@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller as KubeController};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -59,11 +59,87 @@ pub trait Reconciler: Send + Sync + 'static {
     async fn reconcile(&self, object: Arc<Self::Object>) -> Result<Action, Self::Error>;
 }
 
-/// A watched namespace (or all of them): where a controller's watches and caches live.
-pub struct Scope {
+/// A watched namespace (or all of them) while a controller is set up: each watch it adds
+/// fills a cache the reconciles read from and wakes the reconcile of the object it belongs to.
+pub struct Scope<K: Watched> {
     pub ctx: RunContext,
     pub namespace: Option<String>,
+    controller: Option<KubeController<K>>,
     caches: Vec<CacheState>,
+}
+
+impl<K: Watched> Scope<K> {
+    /// The API of `C` in this scope.
+    pub fn api<C: Watched>(&self) -> Api<C> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.ctx.client.clone(), ns),
+            None => Api::all(self.ctx.client.clone()),
+        }
+    }
+
+    /// Children pgpilot manages (`app.kubernetes.io/managed-by`), cached; a change wakes the
+    /// owner's reconcile (by owner reference).
+    pub fn owns<C: Watched>(&mut self) -> Cache<C> {
+        let selector = format!(
+            "{}={}",
+            pgpilot_api::labels::MANAGED_BY,
+            pgpilot_api::labels::MANAGED_BY_VALUE
+        );
+        let (cache, stream) = self.cache(watcher::Config::default().labels(&selector));
+        self.controller = self.controller.take().map(|c| c.owns_stream(stream));
+        cache
+    }
+
+    /// The objects `config` selects, cached; a change `predicate` lets through (a hash of
+    /// what matters, `None` for "always") wakes the reconcile of the object `owner` names.
+    pub fn watches<C: Watched>(
+        &mut self,
+        config: watcher::Config,
+        predicate: fn(&C) -> Option<u64>,
+        owner: fn(C) -> Option<ObjectRef<K>>,
+    ) -> Cache<C> {
+        let (cache, stream) = self.cache(config);
+        let stream = stream.predicate_filter(predicate, PredicateConfig::default());
+        self.controller = self
+            .controller
+            .take()
+            .map(|c| c.watches_stream(stream, owner));
+        cache
+    }
+
+    fn cache<C: Watched>(
+        &mut self,
+        config: watcher::Config,
+    ) -> (
+        Cache<C>,
+        impl Stream<Item = Result<C, watcher::Error>> + Send + 'static,
+    ) {
+        let (store, writer) = reflector::store();
+        let state = CacheState::new(&store);
+        let errors = state.clone();
+        let stream = watcher(self.api::<C>(), config)
+            .default_backoff()
+            .inspect_err(move |e| errors.record(e))
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects();
+        self.caches.push(state);
+        (
+            Cache {
+                store,
+                client: self.ctx.client.clone(),
+            },
+            stream,
+        )
+    }
+}
+
+/// A predicate for [`Scope::watches`] that lets every change through.
+pub fn every_change<C: Resource>(object: &C) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    object.meta().resource_version.hash(&mut h);
+    Some(h.finish())
 }
 
 /// Whether a cache has listed once, and the last error of its watch.
@@ -112,60 +188,6 @@ impl CacheState {
     }
 }
 
-impl Scope {
-    /// The API of `K` in this scope.
-    pub fn api<K: Watched>(&self) -> Api<K> {
-        match &self.namespace {
-            Some(ns) => Api::namespaced(self.ctx.client.clone(), ns),
-            None => Api::all(self.ctx.client.clone()),
-        }
-    }
-
-    /// A cache of the `K` objects `config` selects, stripped of managedFields, and the
-    /// stream that fills it and wakes reconciles (give it to `owns_stream`/`watches_stream`).
-    /// Reconciles wait until every cache of the scope has listed once.
-    pub fn cache<K: Watched>(
-        &mut self,
-        config: watcher::Config,
-    ) -> (
-        Cache<K>,
-        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    ) {
-        let (store, writer) = reflector::store();
-        let state = CacheState::new(&store);
-        let errors = state.clone();
-        let stream = watcher(self.api::<K>(), config)
-            .default_backoff()
-            .inspect_err(move |e| errors.record(e))
-            .modify(|o| o.managed_fields_mut().clear())
-            .reflect(writer)
-            .touched_objects();
-        self.caches.push(state);
-        (
-            Cache {
-                store,
-                client: self.ctx.client.clone(),
-            },
-            stream,
-        )
-    }
-
-    /// [`Scope::cache`] of the objects pgpilot manages (`app.kubernetes.io/managed-by`).
-    pub fn owned<K: Watched>(
-        &mut self,
-    ) -> (
-        Cache<K>,
-        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    ) {
-        let selector = format!(
-            "{}={}",
-            pgpilot_api::labels::MANAGED_BY,
-            pgpilot_api::labels::MANAGED_BY_VALUE
-        );
-        self.cache(watcher::Config::default().labels(&selector))
-    }
-}
-
 /// Objects of one kind as the watch last saw them.
 #[derive(Clone)]
 pub struct Cache<K: Watched> {
@@ -204,14 +226,12 @@ impl<K: Watched> Cache<K> {
 }
 
 /// Runs a controller of `R::Object` in every namespace of `ctx` until shutdown. `setup` adds
-/// the watches (from the scope's caches) and returns the reconciler of that namespace.
+/// the watches of the children (each gives a cache) and returns the reconciler of that
+/// namespace.
 pub async fn run<R, S>(ctx: RunContext, name: &'static str, setup: S) -> Result<(), RunError>
 where
     R: Reconciler,
-    S: Fn(
-        &mut Scope,
-        KubeController<R::Object>,
-    ) -> Result<(KubeController<R::Object>, R), RunError>,
+    S: Fn(&mut Scope<R::Object>) -> Result<R, RunError>,
 {
     let namespaces: Vec<Option<String>> = match &ctx.namespaces {
         Namespaces::All => vec![None],
@@ -222,6 +242,7 @@ where
         let mut scope = Scope {
             ctx: ctx.clone(),
             namespace,
+            controller: None,
             caches: Vec::new(),
         };
         let (store, writer) = reflector::store();
@@ -230,8 +251,12 @@ where
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(writer)
             .touched_objects();
-        let controller = KubeController::for_stream(objects, store);
-        let (controller, reconciler) = setup(&mut scope, controller)?;
+        scope.controller = Some(KubeController::for_stream(objects, store));
+        let reconciler = setup(&mut scope)?;
+        let controller = scope
+            .controller
+            .take()
+            .ok_or("the controller was lost during setup")?;
         let shared = Arc::new(Loop {
             name,
             reconciler,

@@ -19,6 +19,7 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -163,10 +164,40 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Turns a JSON description into a typed object. The builders write children as JSON,
-/// close to the YAML people know; a mistake shows up in the unit tests, not at runtime.
-pub(crate) fn typed<T: DeserializeOwned>(what: &'static str, value: Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(Error::serialize(what))
+/// Turns a JSON description into a typed object, checked: the builders write children as
+/// JSON, close to the YAML people know, and serde would drop a misspelled field without a
+/// word. So the typed object is serialized again, and every field of the description must
+/// still be there with its value.
+pub(crate) fn typed<T: DeserializeOwned + Serialize>(
+    what: &'static str,
+    value: Value,
+) -> Result<T, Error> {
+    let object: T = serde_json::from_value(value.clone()).map_err(Error::serialize(what))?;
+    let back = serde_json::to_value(&object).map_err(Error::serialize(what))?;
+    match dropped(&value, &back, String::new()) {
+        Some(path) => Err(Error::UnknownField { what, path }),
+        None => Ok(object),
+    }
+}
+
+/// The first path of `written` that `typed` lost (`null` means "not set" and is skipped).
+fn dropped(written: &Value, typed: &Value, path: String) -> Option<String> {
+    match (written, typed) {
+        (Value::Object(w), Value::Object(t)) => w.iter().find_map(|(k, v)| {
+            let here = format!("{path}.{k}");
+            match t.get(k) {
+                None if !v.is_null() => Some(here),
+                None => None,
+                Some(tv) => dropped(v, tv, here),
+            }
+        }),
+        (Value::Array(w), Value::Array(t)) => w
+            .iter()
+            .zip(t)
+            .enumerate()
+            .find_map(|(i, (wv, tv))| dropped(wv, tv, format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// The labels of an object's metadata (for tests and pruning).
@@ -212,6 +243,20 @@ mod tests {
     impl PasswordSource for Fixed {
         fn new_password(&mut self) -> Sensitive {
             Sensitive::new("Fixed-Passw0rd-for-the-test")
+        }
+    }
+
+    #[test]
+    fn a_misspelled_field_is_an_error_not_a_silent_drop() {
+        use k8s_openapi::api::core::v1::Service;
+        let spelled = serde_json::json!({"metadata": {"name": "db-rw"},
+            "spec": {"ports": [{"port": 5432, "targetPort": 5432}], "selector": {"a": "b"}}});
+        assert!(typed::<Service>("Service", spelled).is_ok());
+        let misspelled = serde_json::json!({"metadata": {"name": "db-rw"},
+            "spec": {"ports": [{"port": 5432, "tragetPort": 5432}]}});
+        match typed::<Service>("Service", misspelled) {
+            Err(Error::UnknownField { path, .. }) => assert_eq!(path, ".spec.ports[0].tragetPort"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -15,6 +15,7 @@ use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
 
 use pgpilot_testkit::writer::{WriteLog, Writer, WriterConfig};
+use pgpilot_toolkit::exec::exec;
 
 use crate::harness::{ClusterYaml, Env, PG_PORT, condition_is, connect, eventually, secret_value};
 
@@ -787,6 +788,31 @@ async fn status_from_patroni(env: &Env) -> Result<()> {
         patroni_view_complete,
     )
     .await?;
+    // The toolkit's exec, which the backup and upgrade controllers drive tools with: output
+    // and exit codes of commands in an instance's container.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let ready = exec(
+        &pods,
+        "db-0",
+        "postgres",
+        &["pg_isready", "-h", "127.0.0.1"],
+    )
+    .await?;
+    ensure!(
+        ready.success() && ready.stdout.contains("accepting connections"),
+        "pg_isready in db-0: {ready:?}"
+    );
+    let failed = exec(
+        &pods,
+        "db-0",
+        "postgres",
+        &["sh", "-c", "echo oops >&2; exit 3"],
+    )
+    .await?;
+    ensure!(
+        failed.exit_code == 3 && failed.stderr.trim() == "oops",
+        "a failing command: {failed:?}"
+    );
     Ok(())
 }
 
