@@ -14,10 +14,13 @@ use kube::api::{Api, DeleteParams};
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
 
-use pgpilot_testkit::writer::{WriteLog, Writer, WriterConfig};
+use pgpilot_testkit::writer::Writer;
 use pgpilot_toolkit::exec::exec;
 
-use crate::harness::{ClusterYaml, Env, PG_PORT, condition_is, connect, eventually, secret_value};
+use crate::harness::{
+    ClusterYaml, Env, condition_is, connect, eventually, last_failures, pod_ready, role_of,
+    secret_value,
+};
 
 /// From `kubectl apply` to Ready, on a loaded shared node (about 15 s when idle).
 const CREATE: Duration = Duration::from_secs(300);
@@ -25,17 +28,6 @@ const CREATE: Duration = Duration::from_secs(300);
 const SETTLE: Duration = Duration::from_secs(180);
 /// Bound on a failover: a new primary and writes accepted again (Patroni ttl is 20 s here).
 const FAILOVER: Duration = Duration::from_secs(60);
-
-fn role_of(pod: &Pod) -> Option<&str> {
-    pod.labels().get(labels::ROLE).map(String::as_str)
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
 
 fn pod_ip(pod: &Pod) -> Option<String> {
     pod.status.as_ref().and_then(|s| s.pod_ip.clone())
@@ -259,13 +251,7 @@ async fn failover(env: &Env, method: &str, standby_role: &str) -> Result<()> {
         .context("no currentPrimary")?;
 
     let su = env.superuser("db").await?;
-    let mut config = WriterConfig::new(
-        &env.service_ip("db-rw").await?,
-        PG_PORT,
-        &su.username,
-        &su.password,
-        &su.dbname,
-    );
+    let mut config = env.rw_writer("db").await?;
     // A loaded shared node: a slow commit is not a failed one.
     config.statement_timeout = Duration::from_secs(3);
     config.connect_timeout = Duration::from_secs(2);
@@ -386,15 +372,6 @@ async fn failover(env: &Env, method: &str, standby_role: &str) -> Result<()> {
     .await?;
     env.wait_ready("db", 3, SETTLE).await?;
     Ok(())
-}
-
-fn last_failures(log: &WriteLog) -> Vec<&str> {
-    log.failures
-        .iter()
-        .rev()
-        .take(3)
-        .map(|f| f.message.as_str())
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

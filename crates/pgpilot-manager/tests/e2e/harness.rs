@@ -13,6 +13,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::InstanceStatus;
+use pgpilot_api::labels;
+use pgpilot_testkit::writer::{WriteLog, WriterConfig};
 use pgpilot_testkit::{LocalCluster, ManagerProcess, install_crds, running_cluster};
 use rand::RngExt;
 
@@ -302,6 +304,18 @@ impl Env {
         })
     }
 
+    /// A sequence writer's settings for `<cluster>-rw`, as the superuser.
+    pub async fn rw_writer(&self, cluster: &str) -> Result<WriterConfig> {
+        let su = self.superuser(cluster).await?;
+        Ok(WriterConfig::new(
+            &self.service_ip(&format!("{cluster}-rw")).await?,
+            PG_PORT,
+            &su.username,
+            &su.password,
+            &su.dbname,
+        ))
+    }
+
     pub async fn superuser(&self, cluster: &str) -> Result<Credentials> {
         self.credentials(&format!("{cluster}-superuser")).await
     }
@@ -326,17 +340,7 @@ impl Env {
         service: &str,
         creds: &Credentials,
     ) -> Result<tokio_postgres::Config> {
-        let ip = self.service_ip(service).await?;
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&ip)
-            .port(PG_PORT)
-            .user(&creds.username)
-            .password(&creds.password)
-            .dbname(&creds.dbname)
-            .application_name("pgpilot-e2e")
-            .connect_timeout(Duration::from_secs(5));
-        Ok(config)
+        Ok(instance_config(&self.service_ip(service).await?, creds))
     }
 
     /// Connects to `service` as `creds`, retrying until `timeout` (a Service has no endpoint
@@ -687,4 +691,40 @@ pub fn secret_value(s: &Secret, key: &str) -> Result<String> {
         .and_then(|d| d.get(key))
         .ok_or_else(|| anyhow!("no key {key}"))?;
     Ok(String::from_utf8(bytes.0.clone())?)
+}
+
+/// A tokio-postgres configuration for a server at `ip` (a pod or a Service).
+pub fn instance_config(ip: &str, creds: &Credentials) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(ip)
+        .port(PG_PORT)
+        .user(&creds.username)
+        .password(&creds.password)
+        .dbname(&creds.dbname)
+        .application_name("pgpilot-e2e")
+        .connect_timeout(Duration::from_secs(5));
+    config
+}
+
+/// The role Patroni labels a pod with.
+pub fn role_of(pod: &Pod) -> Option<&str> {
+    pod.labels().get(labels::ROLE).map(String::as_str)
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The writer's last three failures, newest first.
+pub fn last_failures(log: &WriteLog) -> Vec<&str> {
+    log.failures
+        .iter()
+        .rev()
+        .take(3)
+        .map(|f| f.message.as_str())
+        .collect()
 }

@@ -16,11 +16,12 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
-use pgpilot_testkit::writer::{WriteLog, Writer, WriterConfig};
+use pgpilot_testkit::writer::Writer;
 use tokio::task::JoinHandle;
 
 use crate::harness::{
-    ClusterYaml, Credentials, Env, PG_PORT, condition_is, connect, eventually, summary,
+    ClusterYaml, Env, condition_is, connect, eventually, instance_config, last_failures, pod_ready,
+    role_of, summary,
 };
 
 /// From `kubectl apply` to Ready, on a loaded shared node.
@@ -38,28 +39,8 @@ const NEW_CPU: &str = "60m";
 /// `max_connections` after the change (PostgreSQL's default is 100).
 const MAX_CONNECTIONS: &str = "150";
 
-fn role_of(pod: &Pod) -> Option<&str> {
-    pod.labels().get(labels::ROLE).map(String::as_str)
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
-}
-
-fn last_failures(log: &WriteLog) -> Vec<&str> {
-    log.failures
-        .iter()
-        .rev()
-        .take(3)
-        .map(|f| f.message.as_str())
-        .collect()
 }
 
 /// A Ready 3-instance cluster with required quorum replication (as in the failover test)
@@ -76,16 +57,9 @@ async fn ready_under_writes(env: &Env) -> Result<(Writer, String)> {
         .status
         .and_then(|s| s.current_primary)
         .context("no currentPrimary")?;
-    let su = env.superuser("db").await?;
     // One connection, an insert every 50 ms; 1 s connect and statement timeouts (the
     // defaults), a reconnection after any error.
-    let mut config = WriterConfig::new(
-        &env.service_ip("db-rw").await?,
-        PG_PORT,
-        &su.username,
-        &su.password,
-        &su.dbname,
-    );
+    let mut config = env.rw_writer("db").await?;
     config.interval = Duration::from_millis(50);
     let writer = Writer::start(config);
     if !writer.wait_until(WRITES, |acks| acks.len() >= 20).await {
@@ -406,20 +380,6 @@ async fn a_restart_parameter_restarts_replicas_in_place_then_the_primary_after_a
     let env = Env::start("restart").await;
     let result = rolling_restart(&env).await;
     env.finish(result).await;
-}
-
-/// A tokio-postgres configuration for one instance, by pod IP.
-fn instance_config(ip: &str, creds: &Credentials) -> tokio_postgres::Config {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(ip)
-        .port(PG_PORT)
-        .user(&creds.username)
-        .password(&creds.password)
-        .dbname(&creds.dbname)
-        .application_name("pgpilot-e2e")
-        .connect_timeout(Duration::from_secs(5));
-    config
 }
 
 async fn rolling_restart(env: &Env) -> Result<()> {
