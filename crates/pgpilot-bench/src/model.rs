@@ -49,6 +49,11 @@ pub struct EventSample {
     /// Last acknowledged write on the old primary → first on the new one (or, when the
     /// same server came back, the longest pause between acknowledgements).
     pub gap_seconds: f64,
+    /// The longest time without an acknowledged insert seen by an outside client beside the
+    /// measuring writer: one connection to `-rw`, an insert every 50 ms, 1 s connect and
+    /// statement timeouts, a reconnection after any error (what an application sees).
+    #[serde(default)]
+    pub outside_gap_seconds: Option<f64>,
     /// Whether another server took over.
     pub primary_changed: bool,
     pub old_primary: String,

@@ -489,7 +489,11 @@ pub async fn disruption_once(
     let mut config =
         WriterConfig::new(&target.host, 5432, "postgres", &target.password, "postgres");
     config.table = table.clone();
+    let mut outside = config.clone();
+    outside.table = format!("{table}_outside");
+    outside.interval = Duration::from_millis(50);
     let writer = Writer::start(config);
+    let outside = Writer::start(outside);
     let warm = writer
         .wait_until(Duration::from_secs(30), |acks| {
             acks.len() >= 100 && acks.last().is_some_and(|a| a.server == primary_ip)
@@ -533,6 +537,11 @@ pub async fn disruption_once(
     let mut steps = watch.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log: WriteLog = writer.stop().await;
+    let outside_gap = outside
+        .stop()
+        .await
+        .longest_gap(event)
+        .map(|g| g.duration().as_secs_f64());
     if !resumed {
         bail!(
             "writes did not resume within 120 s of: {}; last failures: {:?}",
@@ -589,6 +598,7 @@ pub async fn disruption_once(
     let since = event.elapsed().as_secs() + 5;
     Ok(EventSample {
         gap_seconds: gap.as_secs_f64(),
+        outside_gap_seconds: outside_gap,
         primary_changed: changed,
         old_primary: pod_of(&primary_ip),
         new_primary: pod_of(&new_server),

@@ -11,6 +11,8 @@ use crate::pgc::{FIRST_NEW_ACK, LAST_OLD_ACK};
 pub const FAILOVER_TARGET_S: f64 = 5.0;
 /// Switchover write gap: under this many seconds.
 pub const SWITCHOVER_TARGET_S: f64 = 3.0;
+/// The switchover every pod roll and upgrade pays, as an application sees it.
+pub const SWITCHOVER_OUTSIDE_TARGET_S: f64 = 2.0;
 /// Time to Ready: at most this multiple of baseline (b), the plain pods.
 pub const READY_TARGET_RATIO: f64 = 1.5;
 
@@ -161,6 +163,13 @@ pub fn render(r: &Results) -> String {
             "| switchover write gap | {} | < {SWITCHOVER_TARGET_S} s | {} |",
             fmt_summary(s),
             verdict_under(s, SWITCHOVER_TARGET_S)
+        );
+        let outside = Summary::of(sw.samples.iter().filter_map(|s| s.outside_gap_seconds));
+        let _ = writeln!(
+            o,
+            "| switchover, seen by an outside client (50 ms inserts through `-rw`) | {} | < {SWITCHOVER_OUTSIDE_TARGET_S} s | {} |",
+            fmt_summary(outside),
+            verdict_under(outside, SWITCHOVER_OUTSIDE_TARGET_S)
         );
     }
     o.push('\n');
@@ -328,15 +337,18 @@ fn events_section(o: &mut String, r: &Results) {
         let _ = writeln!(o, "{}\n", how(&ev.mode));
         let _ = writeln!(
             o,
-            "Write gap: {}; back to Ready: {}.\n",
+            "Write gap: {}; seen by an outside client: {}; back to Ready: {}.\n",
             fmt_summary(s),
+            fmt_summary(Summary::of(
+                ev.samples.iter().filter_map(|s| s.outside_gap_seconds)
+            )),
             fmt_summary(Summary::of(
                 ev.samples.iter().filter_map(|s| s.back_to_ready_seconds)
             ))
         );
         let _ = writeln!(
             o,
-            "| # | write gap | old primary → new | back to Ready | acked / missing | failed attempts | load (1 min) |\n|---|---|---|---|---|---|---|"
+            "| # | write gap | outside client | old primary → new | back to Ready | acked / missing | failed attempts | load (1 min) |\n|---|---|---|---|---|---|---|---|"
         );
         for (i, s) in ev.samples.iter().enumerate() {
             let arrow = if s.primary_changed {
@@ -346,8 +358,11 @@ fn events_section(o: &mut String, r: &Results) {
             };
             let _ = writeln!(
                 o,
-                "| {i} | {:.2} s | {arrow} | {} | {} / {} | {} | {:.2} |",
+                "| {i} | {:.2} s | {} | {arrow} | {} | {} / {} | {} | {:.2} |",
                 s.gap_seconds,
+                s.outside_gap_seconds
+                    .map(|g| format!("{g:.2} s"))
+                    .unwrap_or_else(|| "—".into()),
                 s.back_to_ready_seconds
                     .map(|b| format!("{b:.1} s"))
                     .unwrap_or_else(|| "—".into()),

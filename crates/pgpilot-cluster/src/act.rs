@@ -191,53 +191,35 @@ pub async fn step(
             let Some(ip) = members.ip(pod) else {
                 return Ok(());
             };
-            match ctx.patroni.restart(pod, &ip).await {
-                Ok(()) => {
-                    ctx.events
-                        .normal(
-                            cluster,
-                            "RestartingInstance",
-                            "Restart",
-                            format!("{pod}: parameters that take effect on restart changed"),
-                        )
-                        .await
-                }
-                Err(e) => {
-                    ctx.events
-                        .warning(cluster, "RestartFailed", "Restart", format!("{pod}: {e}"))
-                        .await
-                }
-            }
+            let (warning, reason, note) = match ctx.patroni.restart(pod, &ip).await {
+                Ok(()) => (
+                    false,
+                    "RestartingInstance",
+                    format!("{pod}: parameters that take effect on restart changed"),
+                ),
+                Err(e) => (true, "RestartFailed", format!("{pod}: {e}")),
+            };
+            ctx.events
+                .about_pod(cluster, pod, warning, reason, "Restart", note)
+                .await;
         }
         Step::Reinitialize { pod } => {
             let Some(ip) = members.ip(pod) else {
                 return Ok(());
             };
-            match ctx.patroni.reinitialize(pod, &ip).await {
-                Ok(()) => {
-                    ctx.events
-                        .warning(
-                            cluster,
-                            "ReinitializingReplica",
-                            "Reinitialize",
-                            format!(
-                                "{pod} could not follow the primary for {}s or more: cloning it again",
-                                plan::REINITIALIZE_AFTER_SECS
-                            ),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    ctx.events
-                        .warning(
-                            cluster,
-                            "ReinitializeFailed",
-                            "Reinitialize",
-                            format!("{pod}: {e}"),
-                        )
-                        .await
-                }
-            }
+            let (reason, note) = match ctx.patroni.reinitialize(pod, &ip).await {
+                Ok(()) => (
+                    "ReinitializingReplica",
+                    format!(
+                        "{pod} could not follow the primary for {}s or more: cloning it again",
+                        plan::REINITIALIZE_AFTER_SECS
+                    ),
+                ),
+                Err(e) => ("ReinitializeFailed", format!("{pod}: {e}")),
+            };
+            ctx.events
+                .about_pod(cluster, pod, true, reason, "Reinitialize", note)
+                .await;
         }
     }
     Ok(())
@@ -257,17 +239,16 @@ async fn switchover(
         return;
     };
     let note = format!("moving the primary from {primary} to {candidate} {why}");
-    match ctx.patroni.switchover(&primary, &ip, candidate).await {
+    let (warning, reason, note) = match ctx.patroni.switchover(&primary, &ip, candidate).await {
         Ok(()) => {
             tracing::info!(%primary, %candidate, "switchover");
-            ctx.events.normal(cluster, "Switchover", action, note).await;
+            (false, "Switchover", note)
         }
-        Err(e) => {
-            ctx.events
-                .warning(cluster, "SwitchoverFailed", action, format!("{note}: {e}"))
-                .await;
-        }
-    }
+        Err(e) => (true, "SwitchoverFailed", format!("{note}: {e}")),
+    };
+    ctx.events
+        .about_pod(cluster, &primary, warning, reason, action, note)
+        .await;
 }
 
 /// Replaces a pod that runs an old revision: evicted, so the PodDisruptionBudget has its
@@ -311,8 +292,10 @@ async fn replace(
     }
     tracing::info!(%pod, role, "replacing an instance");
     ctx.events
-        .normal(
+        .about_pod(
             cluster,
+            pod,
+            false,
             "InstanceReplaced",
             "RollingUpdate",
             format!("{pod} ({role}): replaced to run the StatefulSet's new pod template"),

@@ -266,7 +266,6 @@ pub fn restart(members: &Members, synchronous: bool) -> Ordered {
         pending,
         |_| true,
         synchronous,
-        true,
     )
 }
 
@@ -373,7 +372,8 @@ mod tests {
     fn only_a_replica_that_follows_the_primary_now_can_succeed_it() {
         let mut m = three(["replica", "replica", "leader"]);
         // db-0 restarts to follow the new leader: `running`, not `streaming`.
-        m.instances[0] = instance(0, "running", true);
+        m.instances[0].member.as_mut().unwrap().replication_state =
+            Some("in archive recovery".into());
         assert_eq!(scale(1, 3, &m, false).switchover_to, None);
         // Streaming, but still on the old timeline.
         let mut m = three(["replica", "replica", "leader"]);
@@ -640,5 +640,39 @@ mod tests {
             i.revision = Some("rev-2".into());
         }
         assert_eq!(step(&m), Step::Restart { pod: "db-2".into() });
+    }
+
+    /// Every pod on the update revision: no roll, so restarts are next.
+    fn current(roles: [&str; 3]) -> Members {
+        rolling(roles, ["rev-2"; 3])
+    }
+
+    #[test]
+    fn a_member_that_began_restarting_stops_the_next_step_though_the_dcs_still_shows_it_streaming()
+    {
+        let mut m = current(["leader", "quorum_standby", "quorum_standby"]);
+        for i in m.instances.iter_mut() {
+            i.member.as_mut().unwrap().pending_restart = i.pod != "db-2";
+        }
+        m.instances[2].member.as_mut().unwrap().state = Some("restarting".into());
+        assert_eq!(step(&m), Step::Nothing);
+    }
+
+    #[test]
+    fn the_primary_waits_for_a_voter_rather_than_restart_in_place() {
+        // Replicas restarted; Patroni has not recorded voters again yet.
+        let mut m = current(["leader", "replica", "replica"]);
+        m.instances[0].member.as_mut().unwrap().pending_restart = true;
+        assert_eq!(step(&m), Step::Nothing);
+        // Once it has, the switchover comes first.
+        let mut m = current(["leader", "quorum_standby", "quorum_standby"]);
+        m.instances[0].member.as_mut().unwrap().pending_restart = true;
+        assert_eq!(
+            step(&m),
+            Step::Switchover {
+                to: "db-1".into(),
+                why: Why::Restart
+            }
+        );
     }
 }

@@ -66,6 +66,25 @@ impl Members {
             })
     }
 
+    /// Whether `pod` follows the primary now: streaming as the DCS sees it, and not
+    /// contradicted by what it said itself just now. The DCS record is written once per
+    /// Patroni loop, so a replica that began a restart a moment ago still shows there as
+    /// streaming; its own answer (`GET /health`) already says `starting` or `restarting`.
+    pub fn streaming(&self, pod: &str) -> bool {
+        let own = self
+            .instances
+            .iter()
+            .find(|i| i.pod == pod)
+            .and_then(|i| i.member.as_ref());
+        let contradicted = own.is_some_and(|m| {
+            m.state.as_deref() != Some("running")
+                || m.replication_state
+                    .as_deref()
+                    .is_some_and(|r| r != "streaming")
+        });
+        self.state(pod).as_deref() == Some("streaming") && !contradicted
+    }
+
     /// Timeline of `pod`, as the DCS sees it, else as it says itself.
     pub fn timeline(&self, pod: &str) -> Option<i64> {
         self.cluster
@@ -225,7 +244,7 @@ pub fn successor(
         .instances
         .iter()
         .filter(|i| keep(i) && i.ready && i.pod != primary.pod)
-        .filter(|i| members.state(&i.pod).as_deref() == Some("streaming"))
+        .filter(|i| members.streaming(&i.pod))
         .filter(|i| members.timeline(&i.pod) == timeline)
         .filter(|i| lags.get(&i.pod).is_some_and(|l| *l <= MAX_SUCCESSOR_LAG))
         .map(|i| {
@@ -255,7 +274,13 @@ pub mod fixtures {
     use super::*;
     use crate::patroni::ClusterMember;
 
+    /// An instance whose Patroni answered `state`; `streaming` is a replica that answered
+    /// `running` with `replication_state: streaming`, as Patroni does.
     pub fn instance(ordinal: i32, state: &str, ready: bool) -> Instance {
+        let (state, replication_state) = match state {
+            "streaming" => ("running", Some("streaming".to_owned())),
+            other => (other, None),
+        };
         Instance {
             pod: format!("db-{ordinal}"),
             ordinal,
@@ -266,11 +291,13 @@ pub mod fixtures {
             age_secs: 3600,
             member: Some(MemberStatus {
                 state: Some(state.into()),
+                replication_state,
                 ..Default::default()
             }),
         }
     }
 
+    /// `roles[n]` and its lag are db-n's in the DCS view, with the state db-n answered.
     pub fn members(roles: &[(&str, Option<i64>)], instances: Vec<Instance>) -> Members {
         Members {
             cluster: Some(ClusterView {
@@ -281,6 +308,10 @@ pub mod fixtures {
                         name: format!("db-{n}"),
                         role: Some((*role).into()),
                         lag: lag.map(Value::from),
+                        state: instances.get(n).and_then(|i| {
+                            let m = i.member.as_ref()?;
+                            m.replication_state.clone().or_else(|| m.state.clone())
+                        }),
                         ..Default::default()
                     })
                     .collect(),
@@ -344,9 +375,15 @@ mod tests {
     #[test]
     fn only_a_replica_that_follows_the_primary_now_can_succeed_it() {
         let mut m = three(["replica", "leader", "replica"]);
-        // db-0 restarts to follow the new leader: `running`, not `streaming`.
-        m.instances[0] = instance(0, "running", true);
+        // db-0 restarts to follow the new leader: `running`, not `streaming` yet, although
+        // the DCS still shows its last record.
+        m.instances[0].member.as_mut().unwrap().replication_state =
+            Some("in archive recovery".into());
         assert_eq!(successor_of(&m, false).as_deref(), Some("db-2"));
+        // A restart began a moment ago: it says so itself, the DCS does not know yet.
+        let mut m = three(["replica", "leader", "replica"]);
+        m.instances[2].member.as_mut().unwrap().state = Some("restarting".into());
+        assert_eq!(successor_of(&m, false).as_deref(), Some("db-0"));
         // Streaming, but still on the old timeline.
         let mut m = three(["replica", "leader", "replica"]);
         for (i, tl) in m.instances.iter_mut().zip([1, 2, 1]) {

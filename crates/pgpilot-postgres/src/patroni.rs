@@ -33,6 +33,9 @@ pub struct MemberStatus {
     pub timeline: Option<i64>,
     #[serde(default)]
     pub pending_restart: bool,
+    /// A replica's WAL receiver as it says itself: `streaming` once it follows the primary.
+    #[serde(default)]
+    pub replication_state: Option<String>,
 }
 
 /// One entry of GET /cluster.
@@ -291,6 +294,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(member.timeline, Some(2));
+        assert_eq!(member.replication_state.as_deref(), Some("streaming"));
         assert_eq!(member.server_version, Some(170012));
         assert!(!member.pending_restart);
         let cluster: ClusterView = serde_json::from_str(

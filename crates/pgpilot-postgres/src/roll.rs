@@ -23,14 +23,16 @@ pub enum Ordered {
 }
 
 /// Whether an instance may count as healthy between two steps: Ready, and the primary
-/// running or a replica streaming from it with a small known lag.
+/// running or a replica streaming from it with a small known lag — by its own answer just now
+/// as well as by the DCS, which lags a Patroni loop behind.
 fn healthy(members: &Members, i: &Instance, primary: &str) -> bool {
-    let state = members.state(&i.pod);
+    let own_state = i.member.as_ref().and_then(|m| m.state.as_deref());
     i.ready
+        && own_state == Some("running")
         && if i.pod == primary {
-            state.as_deref() == Some("running")
+            members.state(&i.pod).as_deref() == Some("running")
         } else {
-            state.as_deref() == Some("streaming")
+            members.streaming(&i.pod)
                 && members
                     .lags()
                     .get(&i.pod)
@@ -41,15 +43,15 @@ fn healthy(members: &Members, i: &Instance, primary: &str) -> bool {
 /// The one ordering every controller that takes instances down one by one follows:
 /// nothing while an instance is missing or unhealthy; replicas first (plain replicas before
 /// synchronous standbys, higher ordinals first); the primary last, after a switchover to a
-/// replica `successor_ok` accepts. Without such a replica the primary waits, unless
-/// `primary_in_place` (a restart) or it is the only instance.
+/// replica `successor_ok` accepts. Without such a replica the primary waits (in synchronous
+/// mode Patroni records its voters again a loop or two after a replica came back); only a
+/// primary without replicas is taken down in place.
 pub fn ordered(
     members: &Members,
     expected: i32,
     pending: impl Fn(&Instance) -> bool,
     successor_ok: impl Fn(&Instance) -> bool,
     synchronous: bool,
-    primary_in_place: bool,
 ) -> Ordered {
     let todo: Vec<&Instance> = members.instances.iter().filter(|i| pending(i)).collect();
     if todo.is_empty() {
@@ -86,9 +88,9 @@ pub fn ordered(
     }
     match successor(members, synchronous, successor_ok) {
         Some(to) => Ordered::SwitchoverTo(to.pod.clone()),
-        None if primary_in_place || present == 1 => Ordered::Instance(primary.pod.clone()),
+        None if present == 1 => Ordered::Instance(primary.pod.clone()),
         None => Ordered::Wait(format!(
-            "only the primary {} is left, and no replica that runs the new revision can take over yet",
+            "only the primary {} is left, and no replica can take over from it yet",
             primary.pod
         )),
     }
@@ -122,7 +124,7 @@ pub fn roll(
         return Roll::Done;
     }
     let done = members.instances.iter().filter(|i| fresh(i)).count();
-    let next = ordered(members, replicas, stale, fresh, synchronous, false);
+    let next = ordered(members, replicas, stale, fresh, synchronous);
     if matches!(next, Ordered::Wait(_))
         && let Some(late) = members
             .instances

@@ -1,6 +1,7 @@
 //! Kubernetes Events for significant actions, attributed to the controller that acted.
 //! Notes are for people and must never carry a secret.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
@@ -27,7 +28,7 @@ impl Events {
     where
         K: Resource<DynamicType = ()>,
     {
-        self.publish(obj, EventType::Normal, reason, action, note.into())
+        self.publish(obj, None, EventType::Normal, reason, action, note.into())
             .await;
     }
 
@@ -36,12 +37,49 @@ impl Events {
     where
         K: Resource<DynamicType = ()>,
     {
-        self.publish(obj, EventType::Warning, reason, action, note.into())
+        self.publish(obj, None, EventType::Warning, reason, action, note.into())
             .await;
     }
 
-    async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    /// An Event about `obj` that concerns one of its pods (replaced, restarted, …). The
+    /// recorder folds repeats of an Event into a series by type, reason, action and the
+    /// objects involved (not the note): naming the pod keeps one Event per pod.
+    pub async fn about_pod<K>(
+        &self,
+        obj: &K,
+        pod: &str,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: impl Into<String>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let related = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.to_owned()),
+            namespace: obj.meta().namespace.clone(),
+            ..Default::default()
+        };
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.publish(obj, Some(related), type_, reason, action, note.into())
+            .await;
+    }
+
+    async fn publish<K>(
+        &self,
+        obj: &K,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
         let event = Event {
@@ -49,7 +87,7 @@ impl Events {
             reason: reason.to_owned(),
             note: Some(note),
             action: action.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         // An Event that cannot be written must not fail the reconcile that produced it.
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
