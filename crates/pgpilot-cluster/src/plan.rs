@@ -675,4 +675,16 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn a_demoted_primary_whose_pod_is_not_labelled_replica_yet_is_not_replaced_yet() {
+        let mut m = rolling(
+            ["replica", "leader", "sync_standby"],
+            ["rev-1", "rev-2", "rev-2"],
+        );
+        m.instances[0].role_label = None;
+        assert_eq!(step(&m), Step::Nothing);
+        m.instances[0].role_label = Some("replica".into());
+        assert_eq!(step(&m), replace("db-0", "replica"));
+    }
 }

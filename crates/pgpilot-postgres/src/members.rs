@@ -21,6 +21,9 @@ pub struct Instance {
     pub unready_for_secs: i64,
     /// The pod's `controller-revision-hash`: which StatefulSet revision it runs.
     pub revision: Option<String>,
+    /// The role Patroni labelled the pod with (`pgpilot.io/role`), which the `-rw` and `-ro`
+    /// Services select on.
+    pub role_label: Option<String>,
     /// Seconds since the pod was created.
     pub age_secs: i64,
     /// The status document of this member (GET /health), when it answered.
@@ -178,6 +181,7 @@ pub fn instances(pods: &[impl AsRef<Pod>], now: Timestamp) -> Vec<Instance> {
             ready: pod_ready(p),
             unready_for_secs: unready_for_secs(p, now),
             revision: p.labels().get(REVISION_LABEL).cloned(),
+            role_label: p.labels().get(pgpilot_api::labels::ROLE).cloned(),
             age_secs: p
                 .metadata
                 .creation_timestamp
@@ -288,6 +292,7 @@ pub mod fixtures {
             ready,
             unready_for_secs: if ready { 0 } else { 120 },
             revision: Some("rev-1".into()),
+            role_label: None,
             age_secs: 3600,
             member: Some(MemberStatus {
                 state: Some(state.into()),
@@ -297,8 +302,15 @@ pub mod fixtures {
         }
     }
 
-    /// `roles[n]` and its lag are db-n's in the DCS view, with the state db-n answered.
-    pub fn members(roles: &[(&str, Option<i64>)], instances: Vec<Instance>) -> Members {
+    /// `roles[n]` and its lag are db-n's in the DCS view, with the state db-n answered; its
+    /// pod is labelled with that role.
+    pub fn members(roles: &[(&str, Option<i64>)], mut instances: Vec<Instance>) -> Members {
+        for (i, (role, _)) in instances.iter_mut().zip(roles) {
+            i.role_label = Some(match normalize_role(role).as_str() {
+                "primary" => "primary".to_owned(),
+                _ => "replica".to_owned(),
+            });
+        }
         Members {
             cluster: Some(ClusterView {
                 members: roles

@@ -2,6 +2,8 @@
 //! (replacing pods, restarting PostgreSQL, upgrading): nothing while an instance is missing or
 //! unhealthy; replicas first; the primary last, after a switchover. Pure.
 
+use pgpilot_api::labels;
+
 use crate::members::{Instance, MAX_SUCCESSOR_LAG, Members, successor};
 
 /// A pod replaced by a roll that is not ready and streaming this long after its creation
@@ -22,13 +24,20 @@ pub enum Ordered {
     SwitchoverTo(String),
 }
 
-/// Whether an instance may count as healthy between two steps: Ready, and the primary
-/// running or a replica streaming from it with a small known lag — by its own answer just now
-/// as well as by the DCS, which lags a Patroni loop behind.
+/// Whether an instance may count as healthy between two steps: Ready, labelled with its role
+/// (back in its Services), and the primary running or a replica streaming from it with a
+/// small known lag — by its own answer just now as well as by the DCS, which lags a Patroni
+/// loop behind.
 fn healthy(members: &Members, i: &Instance, primary: &str) -> bool {
     let own_state = i.member.as_ref().and_then(|m| m.state.as_deref());
+    let role = if i.pod == primary {
+        labels::ROLE_PRIMARY
+    } else {
+        labels::ROLE_REPLICA
+    };
     i.ready
         && own_state == Some("running")
+        && i.role_label.as_deref() == Some(role)
         && if i.pod == primary {
             members.state(&i.pod).as_deref() == Some("running")
         } else {

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::runtime::watcher;
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
 use pgpilot_testkit::writer::Writer;
@@ -136,77 +138,100 @@ async fn a_resources_change_replaces_replicas_one_at_a_time_then_the_primary_aft
     env.finish(result).await;
 }
 
-/// What a poller saw of the instance pods and the cluster during a roll, independently of
-/// what the controller reports.
+/// What the watch of the pods saw during the roll, independently of what the controller
+/// reports.
 #[derive(Debug, Default)]
 struct Seen {
-    /// Pods in the order they were deleted or replaced, each with its role label just before.
+    /// Pods in the order they were deleted, each with its role label on the update that
+    /// marked it for deletion (or, deleted at once, its last one).
     replaced: Vec<(String, Option<String>)>,
     /// The most instances at once that were missing, terminating or not Ready.
     most_down: usize,
     /// Whether the cluster said Progressing=True, reason RollingUpdate.
     rolling_update: bool,
-    /// Pods not (yet) seen terminating: name → UID and role label.
-    live: BTreeMap<String, (String, Option<String>)>,
+    /// The pods as the watch last saw them, by name.
+    pods: BTreeMap<String, Pod>,
     /// UIDs already counted in `replaced`.
     gone: HashSet<String>,
 }
 
 impl Seen {
-    fn observe(&mut self, pods: &[Pod], instances: usize) {
-        for (name, (uid, role)) in &self.live {
-            let same = pods
-                .iter()
-                .any(|p| p.uid().as_ref() == Some(uid) && !terminating(p));
-            if !same && self.gone.insert(uid.clone()) {
-                self.replaced.push((name.clone(), role.clone()));
+    fn observe(&mut self, event: watcher::Event<Pod>, instances: usize) {
+        match event {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                if terminating(&p) {
+                    self.replaced_once(&p);
+                }
+                self.pods.insert(p.name_any(), p);
             }
-        }
-        for p in pods.iter().filter(|p| !terminating(p)) {
-            if let Some(uid) = p.uid() {
-                self.live
-                    .insert(p.name_any(), (uid, role_of(p).map(str::to_owned)));
+            watcher::Event::Delete(p) => {
+                self.replaced_once(&p);
+                self.pods.remove(&p.name_any());
             }
+            watcher::Event::Init | watcher::Event::InitDone => {}
         }
-        let up = pods
-            .iter()
+        let up = self
+            .pods
+            .values()
             .filter(|p| !terminating(p) && pod_ready(p))
             .count();
         self.most_down = self.most_down.max(instances.saturating_sub(up));
     }
+
+    fn replaced_once(&mut self, pod: &Pod) {
+        if let Some(uid) = pod.uid()
+            && self.gone.insert(uid)
+        {
+            self.replaced
+                .push((pod.name_any(), role_of(pod).map(str::to_owned)));
+        }
+    }
 }
 
-/// Polls the pods of cluster `db` and the cluster itself every 100 ms until stopped.
+/// Watches the pods of cluster `db`, and polls the cluster every 100 ms, until stopped.
 struct RollWatch {
     stop: Arc<AtomicBool>,
     task: JoinHandle<Seen>,
 }
 
 impl RollWatch {
-    /// Starts once it has seen the pods (the baseline).
+    /// Starts once the watch has listed the pods (the baseline).
     async fn start(env: &Env, instances: usize) -> Result<RollWatch> {
         let pods: Api<Pod> = env.api();
         let clusters: Api<PostgresCluster> = env.api();
-        let lp = ListParams::default().labels(&format!("{}=db", labels::CLUSTER));
+        let config = watcher::Config::default().labels(&format!("{}=db", labels::CLUSTER));
+        let mut events = watcher::watcher(pods, config).boxed();
         let mut seen = Seen::default();
-        seen.observe(&pods.list(&lp).await?.items, instances);
+        while let Some(event) = events.try_next().await? {
+            let listed = matches!(event, watcher::Event::InitDone);
+            seen.observe(event, instances);
+            if listed {
+                break;
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(list) = pods.list(&lp).await {
-                        seen.observe(&list.items, instances);
+                    tokio::select! {
+                        event = events.try_next() => {
+                            if let Ok(Some(event)) = event {
+                                seen.observe(event, instances);
+                            }
+                        }
+                        _ = tick.tick() => {
+                            if let Ok(pg) = clusters.get("db").await {
+                                seen.rolling_update |=
+                                    pg.status.iter().flat_map(|s| &s.conditions).any(|c| {
+                                        c.type_ == "Progressing"
+                                            && c.status == "True"
+                                            && c.reason == "RollingUpdate"
+                                    });
+                            }
+                        }
                     }
-                    if let Ok(pg) = clusters.get("db").await {
-                        seen.rolling_update |=
-                            pg.status.iter().flat_map(|s| &s.conditions).any(|c| {
-                                c.type_ == "Progressing"
-                                    && c.status == "True"
-                                    && c.reason == "RollingUpdate"
-                            });
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 seen
             }
