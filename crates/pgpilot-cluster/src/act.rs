@@ -148,6 +148,7 @@ pub async fn configure_patroni(
                 .await;
         }
         Err(e) => {
+            ctx.metrics.call_failed("patroni", e.call);
             ctx.events
                 .warning(cluster, "PatroniConfigFailed", "Configure", e.to_string())
                 .await;
@@ -197,7 +198,10 @@ pub async fn step(
                     "RestartingInstance",
                     format!("{pod}: parameters that take effect on restart changed"),
                 ),
-                Err(e) => (true, "RestartFailed", format!("{pod}: {e}")),
+                Err(e) => {
+                    ctx.metrics.call_failed("patroni", e.call);
+                    (true, "RestartFailed", format!("{pod}: {e}"))
+                }
             };
             ctx.events
                 .about_pod(cluster, pod, warning, reason, "Restart", note)
@@ -215,7 +219,10 @@ pub async fn step(
                         plan::REINITIALIZE_AFTER_SECS
                     ),
                 ),
-                Err(e) => ("ReinitializeFailed", format!("{pod}: {e}")),
+                Err(e) => {
+                    ctx.metrics.call_failed("patroni", e.call);
+                    ("ReinitializeFailed", format!("{pod}: {e}"))
+                }
             };
             ctx.events
                 .about_pod(cluster, pod, true, reason, "Reinitialize", note)
@@ -244,7 +251,10 @@ async fn switchover(
             tracing::info!(%primary, %candidate, "switchover");
             (false, "Switchover", note)
         }
-        Err(e) => (true, "SwitchoverFailed", format!("{note}: {e}")),
+        Err(e) => {
+            ctx.metrics.call_failed("patroni", e.call);
+            (true, "SwitchoverFailed", format!("{note}: {e}"))
+        }
     };
     ctx.events
         .about_pod(cluster, &primary, warning, reason, action, note)
@@ -531,6 +541,7 @@ pub async fn roles_and_databases(
             ))
         }
         Err(e) => {
+            ctx.metrics.call_failed("sql", "converge");
             ctx.events
                 .warning(cluster, "RolesAndDatabasesFailed", "Sql", e.to_string())
                 .await;

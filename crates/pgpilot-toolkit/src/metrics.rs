@@ -37,6 +37,15 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub controller: String,
+    /// What was called: `patroni`, `sql`.
+    pub target: String,
+    /// Which call, from a fixed set (`switchover`, `restart`, `converge`, …).
+    pub call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: String,
     /// The error's [`crate::ReconcileError::metric_label`].
@@ -53,6 +62,7 @@ pub struct Metrics {
     running: Family<ControllerLabel, Gauge>,
     writes: Family<WriteLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
+    call_errors: Family<CallLabels, Counter>,
 }
 
 /// Reconcile durations from 5 ms to ~80 s.
@@ -73,6 +83,7 @@ impl Metrics {
             running: Family::default(),
             writes: Family::default(),
             requests: Family::default(),
+            call_errors: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("pgpilot");
         r.register(
@@ -100,6 +111,11 @@ impl Metrics {
             "api_requests",
             "Requests sent to the Kubernetes API, by controller and verb (watches count when they start)",
             m.requests.clone(),
+        );
+        r.register(
+            "call_errors",
+            "Failed calls to the databases' own APIs (Patroni's REST API, SQL), by controller, target and call",
+            m.call_errors.clone(),
         );
         r.register(
             "api_writes",
@@ -162,6 +178,18 @@ impl ControllerMetrics {
             .get_or_create(&WriteLabels {
                 controller: self.name.clone(),
                 kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed call to Patroni or PostgreSQL.
+    pub fn call_failed(&self, target: &str, call: &str) {
+        self.metrics
+            .call_errors
+            .get_or_create(&CallLabels {
+                controller: self.name.clone(),
+                target: target.to_owned(),
+                call: call.to_owned(),
             })
             .inc();
     }

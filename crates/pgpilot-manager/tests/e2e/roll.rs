@@ -151,6 +151,8 @@ struct Seen {
     rolling_update: bool,
     /// The pods as the watch last saw them, by name.
     pods: BTreeMap<String, Pod>,
+    /// While the watch lists (at start, and again after a lost connection): what it listed.
+    listing: Option<BTreeMap<String, Pod>>,
     /// UIDs already counted in `replaced`.
     gone: HashSet<String>,
 }
@@ -158,7 +160,27 @@ struct Seen {
 impl Seen {
     fn observe(&mut self, event: watcher::Event<Pod>, instances: usize) {
         match event {
-            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+            watcher::Event::Init => self.listing = Some(BTreeMap::new()),
+            watcher::Event::InitApply(p) => {
+                self.listing.get_or_insert_default().insert(p.name_any(), p);
+                return;
+            }
+            watcher::Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                let uids: HashSet<String> = listed.values().filter_map(|p| p.uid()).collect();
+                // Deleted while the watch was away: gone from the list, or a new UID.
+                let before = std::mem::replace(&mut self.pods, listed);
+                for p in before
+                    .values()
+                    .filter(|p| p.uid().is_some_and(|u| !uids.contains(&u)))
+                {
+                    self.replaced_once(p);
+                }
+                for p in self.pods.clone().values().filter(|p| terminating(p)) {
+                    self.replaced_once(p);
+                }
+            }
+            watcher::Event::Apply(p) => {
                 if terminating(&p) {
                     self.replaced_once(&p);
                 }
@@ -168,7 +190,9 @@ impl Seen {
                 self.replaced_once(&p);
                 self.pods.remove(&p.name_any());
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+        if self.listing.is_some() {
+            return;
         }
         let up = self
             .pods
