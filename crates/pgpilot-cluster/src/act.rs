@@ -43,7 +43,9 @@ fn api_error(verb: &'static str, kind: &str, name: &str) -> impl FnOnce(kube::Er
 /// Applies the children in two waves: everything a pod needs first (identity, Role,
 /// Secrets, configuration, Services, PDB), then what refers to those (the RoleBinding, whose
 /// Role must exist for RBAC's escalation check, and the StatefulSet, whose pods need the
-/// ServiceAccount, Secrets and ConfigMap). A PDB the spec no longer wants is pruned.
+/// ServiceAccount, Secrets and ConfigMap). Leftovers carrying the cluster's labels are pruned,
+/// except Secrets (a credential outlives the spec that asked for it: the rotation controller
+/// and retained volumes need it) and ConfigMaps (Patroni's DCS state carries the same labels).
 pub async fn children(
     ctx: &Context,
     cluster: &PostgresCluster,
@@ -57,14 +59,14 @@ pub async fn children(
         (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
     ];
     let mut set = ChildSet::new(&ctx.field_manager, ns, &owner_labels);
-    set.apply(0, &c.service_accounts, [&desired.service_account])
-        .apply(0, &c.roles, [&desired.role])
+    set.apply_and_prune(0, &c.service_accounts, [&desired.service_account])
+        .apply_and_prune(0, &c.roles, [&desired.role])
         .apply(0, &c.config_maps, [&desired.patroni_config])
         .apply(0, &c.secrets, &desired.secrets)
-        .apply(0, &c.services, &desired.services)
+        .apply_and_prune(0, &c.services, &desired.services)
         .apply_and_prune(0, &c.pdbs, &desired.pdb)
-        .apply(1, &c.role_bindings, [&desired.role_binding])
-        .apply(1, &c.statefulsets, [&desired.statefulset]);
+        .apply_and_prune(1, &c.role_bindings, [&desired.role_binding])
+        .apply_and_prune(1, &c.statefulsets, [&desired.statefulset]);
     let changes = set.run().await?;
     for change in &changes {
         ctx.metrics.wrote(&change.kind);
