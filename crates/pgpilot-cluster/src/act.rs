@@ -58,7 +58,8 @@ pub async fn children(
         (labels::CLUSTER, name.as_str()),
         (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
     ];
-    let mut set = ChildSet::new(&ctx.field_manager, ns, &owner_labels);
+    let uid = cluster.uid().unwrap_or_default();
+    let mut set = ChildSet::new(&ctx.field_manager, ns, &uid, &owner_labels);
     set.apply_and_prune(0, &c.service_accounts, [&desired.service_account])
         .apply_and_prune(0, &c.roles, [&desired.role])
         .apply(0, &c.config_maps, [&desired.patroni_config])
@@ -275,20 +276,28 @@ async fn replace(
     role: &str,
 ) -> Result<(), Error> {
     let pods: Api<Pod> = ctx.caches.pods.api(ns);
+    // Only the pod that was observed: one created again meanwhile is not stale.
+    let preconditions = Preconditions {
+        uid: ctx.caches.pods.get(ns, pod).and_then(|p| p.uid()),
+        resource_version: None,
+    };
+    let evict = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(preconditions.clone()),
+            ..DeleteParams::default()
+        }),
+        ..EvictParams::default()
+    };
     ctx.metrics.wrote("Pod");
     let evicted = pods
-        .evict(pod, &EvictParams::default())
+        .evict(pod, &evict)
         .instrument(tracing::debug_span!("kube.evict", kind = "Pod", name = %pod))
         .await;
     match evicted {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 429 && cluster.spec.instances < 3 => {
-            let uid = ctx.caches.pods.get(ns, pod).and_then(|p| p.uid());
             let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid,
-                    resource_version: None,
-                }),
+                preconditions: Some(preconditions),
                 ..DeleteParams::default()
             };
             pods.delete(pod, &params)

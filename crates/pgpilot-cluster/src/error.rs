@@ -41,6 +41,10 @@ impl ReconcileError for Error {
         }
     }
 
+    fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Toolkit(e) if e.is_forbidden())
+    }
+
     fn is_retryable(&self) -> bool {
         match self {
             Error::Invalid { .. } | Error::Serialize { .. } | Error::UnknownField { .. } => false,

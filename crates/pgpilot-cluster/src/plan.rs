@@ -235,7 +235,7 @@ pub fn next_step(f: &Facts<'_>) -> Decision {
             };
         }
     }
-    let (step, message) = match restart(f.members, f.synchronous) {
+    let (step, message) = match restart(f.members, f.replicas, f.synchronous) {
         Ordered::Done => return decided(Step::Nothing),
         Ordered::Wait(why) => (Step::Nothing, why),
         Ordered::Instance(pod) => {
@@ -257,16 +257,11 @@ pub fn next_step(f: &Facts<'_>) -> Decision {
     }
 }
 
-/// The rolling restart Patroni asks for when parameters changed that need one.
-pub fn restart(members: &Members, synchronous: bool) -> Ordered {
+/// The rolling restart Patroni asks for when parameters changed that need one; `replicas`
+/// instances must exist (a lost pod is not in `members`).
+pub fn restart(members: &Members, replicas: i32, synchronous: bool) -> Ordered {
     let pending = |i: &Instance| i.member.as_ref().is_some_and(|m| m.pending_restart);
-    ordered(
-        members,
-        members.instances.len() as i32,
-        pending,
-        |_| true,
-        synchronous,
-    )
+    ordered(members, replicas, pending, |_| true, synchronous)
 }
 
 /// Patroni states of a replica that is not following and will not recover by itself.
@@ -419,25 +414,25 @@ mod tests {
     #[test]
     fn a_rolling_restart_takes_replicas_one_by_one_and_the_primary_last() {
         let mut m = three(["leader", "sync_standby", "replica"]);
-        assert_eq!(restart(&m, true), Ordered::Done);
+        assert_eq!(restart(&m, 3, true), Ordered::Done);
         pending(&mut m, &[0, 1, 2]);
-        assert_eq!(restart(&m, true), Ordered::Instance("db-2".into()));
+        assert_eq!(restart(&m, 3, true), Ordered::Instance("db-2".into()));
         pending(&mut m, &[0, 1]);
-        assert_eq!(restart(&m, true), Ordered::Instance("db-1".into()));
+        assert_eq!(restart(&m, 3, true), Ordered::Instance("db-1".into()));
         pending(&mut m, &[0]);
-        assert_eq!(restart(&m, true), Ordered::SwitchoverTo("db-1".into()));
+        assert_eq!(restart(&m, 3, true), Ordered::SwitchoverTo("db-1".into()));
         // While an instance is down, nothing else restarts.
         pending(&mut m, &[0, 1]);
         m.instances[2] = instance(2, "starting", false);
         m.instances[2].member.as_mut().unwrap().pending_restart = false;
-        assert!(matches!(restart(&m, true), Ordered::Wait(_)));
+        assert!(matches!(restart(&m, 3, true), Ordered::Wait(_)));
     }
 
     #[test]
     fn a_single_instance_restarts_in_place() {
         let mut m = members(&[("leader", None)], vec![instance(0, "running", true)]);
         pending(&mut m, &[0]);
-        assert_eq!(restart(&m, false), Ordered::Instance("db-0".into()));
+        assert_eq!(restart(&m, 1, false), Ordered::Instance("db-0".into()));
     }
 
     #[test]
@@ -686,5 +681,19 @@ mod tests {
         assert_eq!(step(&m), Step::Nothing);
         m.instances[0].role_label = Some("replica".into());
         assert_eq!(step(&m), replace("db-0", "replica"));
+    }
+
+    #[test]
+    fn a_lost_pod_holds_a_rolling_restart() {
+        let mut m = current(["leader", "quorum_standby", "quorum_standby"]);
+        for i in m.instances.iter_mut() {
+            i.member.as_mut().unwrap().pending_restart = true;
+        }
+        m.instances.pop();
+        assert_eq!(
+            step(&m),
+            Step::Nothing,
+            "db-2 is gone: restarting db-1 leaves the primary alone"
+        );
     }
 }

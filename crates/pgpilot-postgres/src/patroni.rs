@@ -92,6 +92,10 @@ pub fn version_string(server_version: i64) -> String {
     }
 }
 
+/// How long a switchover, restart or re-initialization may take to answer: Patroni answers
+/// when it is done, which takes longer than a read.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client for the members' REST APIs, addressed by pod IP.
 #[derive(Clone)]
 pub struct Patroni {
@@ -229,7 +233,10 @@ impl Patroni {
         self.send(
             "switchover",
             leader,
-            self.http.post(Self::url(ip, "/switchover")).json(&body),
+            self.http
+                .post(Self::url(ip, "/switchover"))
+                .timeout(ACTION_TIMEOUT)
+                .json(&body),
             false,
         )
         .await
@@ -242,7 +249,10 @@ impl Patroni {
         self.send(
             "restart",
             member,
-            self.http.post(Self::url(ip, "/restart")).json(&body),
+            self.http
+                .post(Self::url(ip, "/restart"))
+                .timeout(ACTION_TIMEOUT)
+                .json(&body),
             false,
         )
         .await
@@ -256,7 +266,10 @@ impl Patroni {
         self.send(
             "reinitialize",
             member,
-            self.http.post(Self::url(ip, "/reinitialize")).json(&body),
+            self.http
+                .post(Self::url(ip, "/reinitialize"))
+                .timeout(ACTION_TIMEOUT)
+                .json(&body),
             false,
         )
         .await

@@ -390,7 +390,11 @@ impl Target {
             .password(self.password.expose())
             .dbname(database)
             .application_name("pgpilot")
-            .connect_timeout(std::time::Duration::from_secs(3));
+            .connect_timeout(std::time::Duration::from_secs(3))
+            // A statement waiting on a lock, or a server gone quiet, must not hold the
+            // reconcile: it fails, and the next reconcile tries again.
+            .options("-c statement_timeout=30s -c lock_timeout=10s")
+            .tcp_user_timeout(std::time::Duration::from_secs(10));
         let span = tracing::debug_span!("sql.connect", host = %self.host, database);
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)

@@ -40,21 +40,26 @@ type Step<'a> = BoxFuture<'a, Result<Vec<Change>, Error>>;
 pub struct ChildSet<'a> {
     field_manager: &'a str,
     namespace: &'a str,
+    owner_uid: &'a str,
     owner_labels: &'a [(&'a str, &'a str)],
     waves: Vec<Vec<Step<'a>>>,
     prunes: Vec<Step<'a>>,
 }
 
 impl<'a> ChildSet<'a> {
-    /// `owner_labels`: what every child of this owner carries (and what pruning looks for).
+    /// `owner_labels`: what every child of this owner carries. Pruning looks for objects with
+    /// these labels whose controller reference is the owner (`owner_uid`): nothing someone
+    /// else made, even from a copy of a child.
     pub fn new(
         field_manager: &'a str,
         namespace: &'a str,
+        owner_uid: &'a str,
         owner_labels: &'a [(&'a str, &'a str)],
     ) -> Self {
         Self {
             field_manager,
             namespace,
+            owner_uid,
             owner_labels,
             waves: Vec::new(),
             prunes: Vec::new(),
@@ -104,11 +109,11 @@ impl<'a> ChildSet<'a> {
         let desired: Vec<&'a K> = desired.into_iter().collect();
         let keep: Vec<String> = desired.iter().map(|o| o.name_any()).collect();
         self.apply(wave, cache, desired);
-        let (ns, labels) = (self.namespace, self.owner_labels);
+        let (ns, labels, owner) = (self.namespace, self.owner_labels, self.owner_uid);
         self.prunes.push(
             async move {
                 let mut deleted = Vec::new();
-                for leftover in prune_set(&cache.list(ns, labels), &keep) {
+                for leftover in prune_set(&cache.list(ns, labels), owner, &keep) {
                     delete(cache, ns, leftover).await?;
                     deleted.push(Change {
                         kind: K::kind(&()).into_owned(),
@@ -141,11 +146,20 @@ impl<'a> ChildSet<'a> {
     }
 }
 
-/// The labelled objects not kept.
-fn prune_set<'o, K: Watched>(labelled: &'o [std::sync::Arc<K>], keep: &[String]) -> Vec<&'o K> {
+/// The labelled objects the owner controls and does not keep.
+fn prune_set<'o, K: Watched>(
+    labelled: &'o [std::sync::Arc<K>],
+    owner_uid: &str,
+    keep: &[String],
+) -> Vec<&'o K> {
     labelled
         .iter()
         .filter(|o| o.meta().deletion_timestamp.is_none() && !keep.contains(&o.name_any()))
+        .filter(|o| {
+            o.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == owner_uid)
+        })
         .map(|o| o.as_ref())
         .collect()
 }
@@ -184,36 +198,54 @@ mod tests {
     use std::sync::Arc;
 
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ObjectMeta;
 
     use super::*;
 
-    fn pdb(name: &str, deleting: bool) -> Arc<PodDisruptionBudget> {
+    fn pdb(name: &str, deleting: bool, controller: Option<&str>) -> Arc<PodDisruptionBudget> {
         Arc::new(PodDisruptionBudget {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
+                owner_references: controller.map(|uid| {
+                    vec![OwnerReference {
+                        controller: Some(true),
+                        uid: uid.into(),
+                        ..Default::default()
+                    }]
+                }),
                 ..Default::default()
             },
             ..Default::default()
         })
     }
 
+    fn names(v: Vec<&PodDisruptionBudget>) -> Vec<String> {
+        v.iter().map(|o| o.name_any()).collect()
+    }
+
     #[test]
-    fn leftovers_are_what_is_labelled_and_not_kept() {
-        let live = [pdb("db", false), pdb("db-old", false)];
-        let names =
-            |v: Vec<&PodDisruptionBudget>| v.iter().map(|o| o.name_any()).collect::<Vec<_>>();
-        assert_eq!(names(prune_set(&live, &["db".into()])), ["db-old"]);
-        assert_eq!(names(prune_set(&live, &[])), ["db", "db-old"]);
+    fn leftovers_are_what_the_owner_controls_and_does_not_keep() {
+        let live = [
+            pdb("db", false, Some("u-1")),
+            pdb("db-old", false, Some("u-1")),
+        ];
+        assert_eq!(names(prune_set(&live, "u-1", &["db".into()])), ["db-old"]);
+        assert_eq!(names(prune_set(&live, "u-1", &[])), ["db", "db-old"]);
+    }
+
+    #[test]
+    fn what_someone_else_made_with_the_same_labels_stays() {
+        let live = [pdb("copy", false, None), pdb("other", false, Some("u-2"))];
+        assert!(prune_set(&live, "u-1", &[]).is_empty());
     }
 
     #[test]
     fn an_object_already_going_is_not_deleted_again() {
-        let live = [pdb("db", true)];
-        assert!(prune_set(&live, &[]).is_empty());
+        let live = [pdb("db", true, Some("u-1"))];
+        assert!(prune_set(&live, "u-1", &[]).is_empty());
     }
 
     #[test]

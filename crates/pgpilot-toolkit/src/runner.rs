@@ -134,6 +134,22 @@ impl<K: Watched> Scope<K> {
     }
 }
 
+/// A hash of what a user or another controller asks of an object, its status aside.
+fn asked_for<K: Resource>(object: &K) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let meta = object.meta();
+    let mut h = DefaultHasher::new();
+    (
+        meta.generation,
+        &meta.labels,
+        &meta.annotations,
+        meta.deletion_timestamp.is_some(),
+        &meta.finalizers,
+    )
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// A predicate for [`Scope::watches`] that lets every change through.
 pub fn every_change<C: Resource>(object: &C) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
@@ -246,11 +262,14 @@ where
             caches: Vec::new(),
         };
         let (store, writer) = reflector::store();
+        // Status writes (this controller's, or another's) wake nothing: only what someone
+        // asked for does (spec, labels, annotations, deletion).
         let objects = watcher(scope.api::<R::Object>(), watcher::Config::default())
             .default_backoff()
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(writer)
-            .touched_objects();
+            .touched_objects()
+            .predicate_filter(asked_for::<R::Object>, PredicateConfig::default());
         scope.controller = Some(KubeController::for_stream(objects, store));
         let reconciler = setup(&mut scope)?;
         let controller = scope
@@ -295,8 +314,12 @@ struct Loop<R: Reconciler> {
 /// How long a reconcile waits for the caches to list once before it reports them.
 const CACHE_WAIT: Duration = Duration::from_secs(10);
 
-/// Reconciles failing this many times in a row show in the object's status.
+/// Retryable errors show in the object's status after this many failures in a row (a
+/// missing permission or an error retrying cannot fix shows at once).
 const SHOW_AFTER_FAILURES: u32 = 3;
+/// A reconcile still running after this long is abandoned (a hung call must not stall the
+/// object) and runs again after a backoff.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn reconcile<R: Reconciler>(
     object: Arc<R::Object>,
@@ -336,7 +359,21 @@ async fn reconcile<R: Reconciler>(
             return Ok(Action::requeue(shared.backoff.failed(&key)));
         }
         let timer = shared.ctx.metrics.start();
-        let result = shared.reconciler.reconcile(object.clone()).await;
+        let Ok(result) = tokio::time::timeout(
+            RECONCILE_TIMEOUT,
+            shared.reconciler.reconcile(object.clone()),
+        )
+        .await
+        else {
+            tracing::warn!(timeout = ?RECONCILE_TIMEOUT, "reconcile abandoned");
+            timer.error("timeout");
+            let message = format!(
+                "a reconcile ran longer than {} s and was abandoned; it runs again",
+                RECONCILE_TIMEOUT.as_secs()
+            );
+            show_outcome(&shared, object.as_ref(), Status::False, "Timeout", message).await;
+            return Ok(Action::requeue(shared.backoff.failed(&key)));
+        };
         let condition = match &result {
             Ok(_) => {
                 let failed_before = shared.backoff.failures(&key) > 0;
@@ -348,7 +385,7 @@ async fn reconcile<R: Reconciler>(
                 tracing::warn!(error = %e, reason = e.metric_label(), "reconcile failed");
                 timer.error(e.metric_label());
                 let failures = shared.backoff.failures(&key) + 1;
-                (e.is_forbidden() || failures >= SHOW_AFTER_FAILURES)
+                (e.is_forbidden() || !e.is_retryable() || failures >= SHOW_AFTER_FAILURES)
                     .then(|| (Status::False, pascal_case(e.metric_label()), e.to_string()))
             }
         };
