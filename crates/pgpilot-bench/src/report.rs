@@ -519,6 +519,17 @@ fn missed_section(o: &mut String, r: &Results) {
             s.median, s.max
         ));
     }
+    if let Some(s) = r
+        .switchover
+        .as_ref()
+        .and_then(|sw| Summary::of(sw.samples.iter().filter_map(|s| s.outside_gap_seconds)))
+        .filter(|s| s.max >= SWITCHOVER_OUTSIDE_TARGET_S)
+    {
+        missed.push(format!(
+            "switchover seen by an outside client: median {:.2} s, slowest {:.2} s (target < {SWITCHOVER_OUTSIDE_TARGET_S} s); a sample's gap above ~1.5 s is a connect attempt whose SYN was dropped while kube-proxy rewrote `-rw`'s rules, waiting out the client's 1 s connect timeout (see the writer's failures)",
+            s.median, s.max
+        ));
+    }
     if missed.is_empty() {
         return;
     }
