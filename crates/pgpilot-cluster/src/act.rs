@@ -28,18 +28,6 @@ use crate::observe::Seen;
 use crate::plan::{self, Step, Why};
 use crate::storage;
 
-fn api_error(verb: &'static str, kind: &str, name: &str) -> impl FnOnce(kube::Error) -> Error {
-    let (kind, name) = (kind.to_owned(), name.to_owned());
-    move |source| {
-        Error::Toolkit(pgpilot_toolkit::Error::Api {
-            verb,
-            kind,
-            name,
-            source: Box::new(source),
-        })
-    }
-}
-
 /// Applies the children in two waves: everything a pod needs first (identity, Role,
 /// Secrets, configuration, Services, PDB), then what refers to those (the RoleBinding, whose
 /// Role must exist for RBAC's escalation check, and the StatefulSet, whose pods need the
@@ -109,7 +97,7 @@ pub async fn adopt_patroni_state(
         api.patch_metadata(&cm_name, &PatchParams::default(), &Patch::Merge(&patch))
             .instrument(tracing::debug_span!("kube.patch", kind = "ConfigMap", name = %cm_name))
             .await
-            .map_err(api_error("patch", "ConfigMap", &cm_name))?;
+            .map_err(Error::api("patch", "ConfigMap", &cm_name))?;
     }
     Ok(())
 }
@@ -303,13 +291,13 @@ async fn replace(
             pods.delete(pod, &params)
                 .instrument(tracing::debug_span!("kube.delete", kind = "Pod", name = %pod))
                 .await
-                .map_err(api_error("delete", "Pod", pod))?;
+                .map_err(Error::api("delete", "Pod", pod))?;
         }
         Err(kube::Error::Api(s)) if s.code == 429 => {
             tracing::info!(%pod, "the PodDisruptionBudget allows no eviction now");
             return Ok(());
         }
-        Err(e) => return Err(api_error("evict", "Pod", pod)(e)),
+        Err(e) => return Err(Error::api("evict", "Pod", pod)(e)),
     }
     tracing::info!(%pod, role, "replacing an instance");
     ctx.events
@@ -403,7 +391,7 @@ async fn retain_claims(
                 tracing::debug_span!("kube.delete", kind = "PersistentVolumeClaim", name = %claim),
             )
             .await
-            .map_err(api_error("delete", "PersistentVolumeClaim", claim))?;
+            .map_err(Error::api("delete", "PersistentVolumeClaim", claim))?;
         ctx.events
             .normal(
                 cluster,
@@ -435,7 +423,7 @@ async fn retain_claims(
             &Patch::Merge(&patch),
         )
         .await
-        .map_err(api_error("patch", "PersistentVolumeClaim", &c.name_any()))?;
+        .map_err(Error::api("patch", "PersistentVolumeClaim", &c.name_any()))?;
     }
     Ok(plan.delete)
 }
@@ -466,7 +454,7 @@ async fn grow_claims(
                     tracing::debug_span!("kube.get", kind = "StorageClass", name = %e.key()),
                 )
                 .await
-                .map_err(api_error("get", "StorageClass", e.key()))?;
+                .map_err(Error::api("get", "StorageClass", e.key()))?;
             e.insert(sc.and_then(|s| s.allow_volume_expansion));
         }
     }
@@ -479,7 +467,7 @@ async fn grow_claims(
                 tracing::debug_span!("kube.patch", kind = "PersistentVolumeClaim", name = %claim),
             )
             .await
-            .map_err(api_error("patch", "PersistentVolumeClaim", claim))?;
+            .map_err(Error::api("patch", "PersistentVolumeClaim", claim))?;
     }
     if !plan.grow.is_empty() {
         ctx.events

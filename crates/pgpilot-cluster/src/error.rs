@@ -30,6 +30,23 @@ impl Error {
     pub(crate) fn serialize(what: &'static str) -> impl FnOnce(serde_json::Error) -> Error {
         move |source| Error::Serialize { what, source }
     }
+
+    /// A failed Kubernetes API call, for `map_err`.
+    pub(crate) fn api(
+        verb: &'static str,
+        kind: &str,
+        name: &str,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        move |source| {
+            Error::Toolkit(pgpilot_toolkit::Error::Api {
+                verb,
+                kind,
+                name,
+                source: Box::new(source),
+            })
+        }
+    }
 }
 
 impl ReconcileError for Error {

@@ -84,14 +84,7 @@ pub async fn secrets(
                     tracing::debug_span!("kube.get", kind = "Secret", name = %wanted.secret),
                 )
                 .await
-                .map_err(|source| {
-                    Error::Toolkit(pgpilot_toolkit::Error::Api {
-                        verb: "get",
-                        kind: "Secret".into(),
-                        name: wanted.secret.clone(),
-                        source: Box::new(source),
-                    })
-                })?,
+                .map_err(Error::api("get", "Secret", &wanted.secret))?,
         };
         if let Some(secret) = secret {
             found.insert(secret.name_any(), secret);

@@ -31,7 +31,7 @@ pub const DEGRADED: &str = "Degraded";
 
 /// The part of a PostgresCluster's status this controller owns: everything but what other
 /// controllers report (the last backup, archiving, upgrades) and their conditions.
-pub const PART: StatusPart = StatusPart {
+pub const PART: StatusPart<'static> = StatusPart {
     fields: &[
         "phase",
         "observedGeneration",

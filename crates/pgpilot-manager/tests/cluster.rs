@@ -735,7 +735,7 @@ async fn a_new_version_or_image_in_the_spec_never_reaches_running_instances_by_i
 }
 
 /// Another controller's part of the status, as the backup controller will write it.
-const BACKUP_PART: StatusPart = StatusPart {
+const BACKUP_PART: StatusPart<'static> = StatusPart {
     fields: &["lastBackup"],
     conditions: &["ContinuousArchiving"],
 };

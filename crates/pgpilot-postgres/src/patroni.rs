@@ -222,6 +222,22 @@ impl Patroni {
         .map(drop)
     }
 
+    /// POST `/{call}` with `body`: an action Patroni answers when it is done.
+    async fn act(
+        &self,
+        call: &'static str,
+        member: &str,
+        ip: &str,
+        body: Value,
+    ) -> Result<(), PatroniError> {
+        let request = self
+            .http
+            .post(Self::url(ip, &format!("/{call}")))
+            .timeout(ACTION_TIMEOUT)
+            .json(&body);
+        self.send(call, member, request, false).await.map(drop)
+    }
+
     /// POST /switchover on the leader: hand the primary role to `candidate`.
     pub async fn switchover(
         &self,
@@ -230,50 +246,25 @@ impl Patroni {
         candidate: &str,
     ) -> Result<(), PatroniError> {
         let body = serde_json::json!({"leader": leader, "candidate": candidate});
-        self.send(
-            "switchover",
-            leader,
-            self.http
-                .post(Self::url(ip, "/switchover"))
-                .timeout(ACTION_TIMEOUT)
-                .json(&body),
-            false,
-        )
-        .await
-        .map(drop)
+        self.act("switchover", leader, ip, body).await
     }
 
     /// POST /restart on a member, only if a restart is pending there.
     pub async fn restart(&self, member: &str, ip: &str) -> Result<(), PatroniError> {
         let body = serde_json::json!({"restart_pending": true});
-        self.send(
-            "restart",
-            member,
-            self.http
-                .post(Self::url(ip, "/restart"))
-                .timeout(ACTION_TIMEOUT)
-                .json(&body),
-            false,
-        )
-        .await
-        .map(drop)
+        self.act("restart", member, ip, body).await
     }
 
     /// POST /reinitialize on a replica: wipe its data directory and clone it again from
     /// the primary.
     pub async fn reinitialize(&self, member: &str, ip: &str) -> Result<(), PatroniError> {
-        let body = serde_json::json!({"force": true});
-        self.send(
+        self.act(
             "reinitialize",
             member,
-            self.http
-                .post(Self::url(ip, "/reinitialize"))
-                .timeout(ACTION_TIMEOUT)
-                .json(&body),
-            false,
+            ip,
+            serde_json::json!({"force": true}),
         )
         .await
-        .map(drop)
     }
 }
 

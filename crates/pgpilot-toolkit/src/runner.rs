@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller as KubeController};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
@@ -25,6 +25,7 @@ use crate::backoff::{Backoff, Policy};
 use crate::conditions::{self, Status, Update};
 use crate::error::ReconcileError;
 use crate::runtime::{Namespaces, RunContext, RunError};
+use crate::status::{StatusPart, apply_status};
 use crate::telemetry::reconcile_span;
 
 /// What every watched kind must be.
@@ -451,8 +452,7 @@ async fn show_outcome<R: Reconciler>(
     if status == Status::True && !had {
         return;
     }
-    let now = Time(Timestamp::now());
-    let changed = conditions::set(
+    conditions::set(
         &mut current,
         Update {
             type_: &type_,
@@ -461,38 +461,26 @@ async fn show_outcome<R: Reconciler>(
             message,
             observed_generation: object.meta().generation,
         },
-        now,
+        Time(Timestamp::now()),
     );
-    let Some(condition) = conditions::find(&current, &type_) else {
+    let (Some(ns), Some(condition)) = (object.namespace(), conditions::find(&current, &type_))
+    else {
         return;
     };
-    if !changed {
-        return;
-    }
-    let (Some(ns), name) = (object.namespace(), object.name_any()) else {
-        return;
-    };
-    let body = serde_json::json!({
-        "apiVersion": R::Object::api_version(&()),
-        "kind": R::Object::kind(&()),
-        "status": {"conditions": [condition]},
-    });
     let api: Api<R::Object> = Api::namespaced(shared.ctx.client.clone(), &ns);
+    let part = StatusPart {
+        fields: &[],
+        conditions: &[type_.as_str()],
+    };
+    let desired = serde_json::json!({"conditions": [condition]});
     let fm = outcome_field_manager(shared.name);
-    shared
-        .ctx
-        .metrics
-        .wrote(&format!("{}/status", R::Object::kind(&())));
-    if let Err(e) = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(&fm).force(),
-            &Patch::Apply(&body),
-        )
-        .instrument(tracing::debug_span!("kube.apply_status", name = %name, field_manager = %fm))
-        .await
-    {
-        tracing::debug!(error = %e, "could not show the reconcile outcome in status");
+    match apply_status(&api, &fm, &part, object, &desired).await {
+        Ok(true) => shared
+            .ctx
+            .metrics
+            .wrote(&format!("{}/status", R::Object::kind(&()))),
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "could not show the reconcile outcome in status"),
     }
 }
 

@@ -16,14 +16,14 @@ use crate::error::Error;
 
 /// The part of a kind's status one controller owns.
 #[derive(Clone, Copy, Debug)]
-pub struct StatusPart {
+pub struct StatusPart<'a> {
     /// Top-level status fields, as the API spells them (`currentPrimary`).
-    pub fields: &'static [&'static str],
+    pub fields: &'a [&'a str],
     /// Condition types (entries of `status.conditions`, a list keyed by `type`).
-    pub conditions: &'static [&'static str],
+    pub conditions: &'a [&'a str],
 }
 
-impl StatusPart {
+impl StatusPart<'_> {
     /// This controller's part of `status` (a status object), conditions ordered by type.
     pub fn project(&self, status: &Value) -> Value {
         let mut out = Map::new();
@@ -65,7 +65,7 @@ impl StatusPart {
 pub async fn apply_status<K, S>(
     api: &Api<K>,
     field_manager: &str,
-    part: &StatusPart,
+    part: &StatusPart<'_>,
     object: &K,
     desired: &S,
 ) -> Result<bool, Error>
@@ -113,7 +113,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const CLUSTER: StatusPart = StatusPart {
+    const CLUSTER: StatusPart<'static> = StatusPart {
         fields: &["phase", "currentPrimary"],
         conditions: &["Ready", "Progressing"],
     };

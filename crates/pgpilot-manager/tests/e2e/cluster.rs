@@ -2,7 +2,6 @@
 //! failover without losing an acknowledged write, scaling, declared roles, storage expansion
 //! refused by the StorageClass, and status from Patroni.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +17,8 @@ use pgpilot_testkit::writer::Writer;
 use pgpilot_toolkit::exec::exec;
 
 use crate::harness::{
-    ClusterYaml, Env, condition_is, connect, eventually, last_failures, pod_ready, role_of,
-    secret_value,
+    ClusterYaml, Env, condition_is, connect, eventually, last_failures, lost_writes, pod_ready,
+    role_of, secret_value,
 };
 
 /// From `kubectl apply` to Ready, on a loaded shared node (about 15 s when idle).
@@ -328,13 +327,7 @@ async fn failover(env: &Env, method: &str, standby_role: &str) -> Result<()> {
         "db-rw reached {addr}, but the new primary {} is {new_ip}",
         new.name_any()
     );
-    let stored: HashSet<i64> = client
-        .query("select id from pgpilot_writer", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let lost = log.missing(&stored);
+    let lost = lost_writes(&client, &log).await?;
     ensure!(
         lost.is_empty(),
         "{} of {} acknowledged ids are missing on the new primary {}: {:?}",

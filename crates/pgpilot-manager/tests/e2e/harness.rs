@@ -3,6 +3,7 @@
 //! they last saw, SQL connections through the cluster's Services, and — when a test fails — the
 //! manager's log, the pods, the cluster status and the namespace's Events.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -727,4 +728,15 @@ pub fn last_failures(log: &WriteLog) -> Vec<&str> {
         .take(3)
         .map(|f| f.message.as_str())
         .collect()
+}
+
+/// The acknowledged ids of `log` missing from the writer's table as `client` reads it.
+pub async fn lost_writes(client: &tokio_postgres::Client, log: &WriteLog) -> Result<Vec<i64>> {
+    let stored: HashSet<i64> = client
+        .query("select id from pgpilot_writer", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(log.missing(&stored))
 }

@@ -22,8 +22,8 @@ use pgpilot_testkit::writer::Writer;
 use tokio::task::JoinHandle;
 
 use crate::harness::{
-    ClusterYaml, Env, condition_is, connect, eventually, instance_config, last_failures, pod_ready,
-    role_of, summary,
+    ClusterYaml, Env, condition_is, connect, eventually, instance_config, last_failures,
+    lost_writes, pod_ready, role_of, summary,
 };
 
 /// From `kubectl apply` to Ready, on a loaded shared node.
@@ -96,15 +96,7 @@ async fn no_acknowledged_write_lost(
         last_failures(&log)
     );
     let su = env.superuser("db").await?;
-    let stored: HashSet<i64> = env
-        .connect("db-rw", &su, WRITES)
-        .await?
-        .query("select id from pgpilot_writer", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let lost = log.missing(&stored);
+    let lost = lost_writes(&env.connect("db-rw", &su, WRITES).await?, &log).await?;
     ensure!(
         lost.is_empty(),
         "{} of {} acknowledged ids are missing after the {what}: {:?}",
