@@ -40,7 +40,7 @@ fi
 # (node-up.sh), in one apt-get call before the lanes start.
 need=()
 for p in mmdebstrap jq ca-certificates gcc libc6-dev gzip tar curl python3 \
-  containerd runc containernetworking-plugins iptables conntrack; do
+  containerd runc containernetworking-plugins iptables nftables conntrack; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if ((${#need[@]})); then

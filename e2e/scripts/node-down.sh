@@ -134,9 +134,12 @@ shared_cleanup() {
     if [[ -d $root ]]; then log "ERROR: $root still has processes"; rc=1; fi
   done
 
-  # 5. iptables: kube-proxy's own cleanup first.
+  # 5. nftables and iptables: kube-proxy's own cleanup (every mode's rules) first.
   if [[ -x $K8S_BIN/kube-proxy ]]; then
     "$K8S_BIN/kube-proxy" --cleanup --v=0 >>"$LOG_DIR/kube-proxy.log" 2>&1 || true
+  fi
+  if command -v nft >/dev/null; then
+    for family in ip ip6; do nft delete table "$family" kube-proxy 2>/dev/null || true; done
   fi
   # clean_chains CMD: drop the rules that jump to KUBE-* chains (the kubelet's
   # canaries, anything kube-proxy left) or to the CNI portmap chains, then those

@@ -189,9 +189,15 @@ pub fn render(r: &Results) -> String {
            the plain pods and did not wait for the volumes or the helpers, and always ran pgpilot's\n  \
            sample right after the plain pods': it shared the node with their clean-up, and its pods\n  \
            were bound a second after theirs.)\n\
-         - The node's kube-proxy syncs its rules at most every 100 ms (`iptables.minSyncPeriod`,\n  \
-           e2e/scripts/node-up.sh; upstream's default of 1 s suits big clusters). Earlier runs had 1 s,\n  \
-           which added 0.5-1 s to every write gap behind the `-rw` Service.\n\
+         - The node's kube-proxy runs in nftables mode and syncs its rules at most every 100 ms\n  \
+           (`nftables.minSyncPeriod`, e2e/scripts/node-up.sh; upstream's default of 1 s suits big\n  \
+           clusters, and added 0.5-1 s to every write gap behind the `-rw` Service in earlier runs).\n  \
+           Earlier runs used the iptables mode (iptables-nft), which commits the filter and nat tables\n  \
+           one after the other: a connection attempt made while `-rw` went from no endpoint to the new\n  \
+           primary was neither rejected nor translated, its SYN vanished and the client waited out its\n  \
+           1 s connect timeout (19 of 20 such endpoint flips lost a SYN on this node, and about one\n  \
+           connect in 700 at rest; none in nftables mode). The switchover an outside client saw was\n  \
+           2.32 s (1.43-2.35) then.\n\
          - The controller carries out the claims' retention policy itself; the StatefulSet's own\n  \
            policy is Retain/Retain. With a `Delete` there (earlier runs), the StatefulSet controller wrote\n  \
            owner references into each new claim while the scheduler's VolumeBinding plugin bound it\n  \
@@ -526,7 +532,7 @@ fn missed_section(o: &mut String, r: &Results) {
         .filter(|s| s.max >= SWITCHOVER_OUTSIDE_TARGET_S)
     {
         missed.push(format!(
-            "switchover seen by an outside client: median {:.2} s, slowest {:.2} s (target < {SWITCHOVER_OUTSIDE_TARGET_S} s); a sample's gap above ~1.5 s is a connect attempt whose SYN was dropped while kube-proxy rewrote `-rw`'s rules, waiting out the client's 1 s connect timeout (see the writer's failures)",
+            "switchover seen by an outside client: median {:.2} s, slowest {:.2} s (target < {SWITCHOVER_OUTSIDE_TARGET_S} s); see the writer's failures for connect attempts that waited out their timeout",
             s.median, s.max
         ));
     }
@@ -599,9 +605,9 @@ Where the rest of the time goes (Patroni's log, containerd's and the kubelet's o
   its one-second loop and polling steps, and the spawn per PostgreSQL start; even without\n  \
   synchronous replication it stays above 1.5x here, and closing it would take a patched Patroni.\n\
 - **Write gaps**: Patroni's demote (a checkpoint, a fast shutdown, waiting until the replicas have\n  \
-  the shutdown checkpoint) takes about 1.2 s before the lock is released; the new primary promotes\n  \
-  and relabels its pod within ~0.3 s; kube-proxy routes to it within 0.1 s on this node. The\n  \
-  writer's errors show one more artefact: a connection attempt made while the Service's rules change\n  \
-  may have its SYN dropped and wait out the client's 1 s connect timeout. A multi-host connection\n  \
+  the shutdown checkpoint) takes about 1.1 s before the lock is released, most of it one of its\n  \
+  one-second waits (it polls the stopping server every second, `STOP_POLLING_INTERVAL`, and gives\n  \
+  the replicas a second after the shutdown checkpoint); the new primary promotes and relabels its\n  \
+  pod within ~0.3 s; kube-proxy routes to it within 0.1 s on this node. A multi-host connection\n  \
   string over the headless `<name>-pods` names with `target_session_attrs=read-write` skips the\n  \
   Service altogether.";
