@@ -12,7 +12,9 @@ use kube::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ClusterReference, Condition, S3Repository, Time, default_true};
+use crate::common::{
+    ClusterReference, Condition, S3Repository, SecretKeyReference, Time, default_true,
+};
 
 /// PostgreSQL parameters that pgpilot and Patroni set themselves. Setting them would break
 /// replication, failover, archiving or the pod contract, so the API refuses them.
@@ -126,6 +128,7 @@ fn operator_owned_parameters_rule() -> Rule {
     validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode != 'Required' || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous: mode Required needs more instances than numberOfStandbys, or writes would block"),
     validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),
     validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || (self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket && self.backup.repository.s3.path == oldSelf.backup.repository.s3.path)").message("spec.backup.repository.s3 bucket and path are immutable: existing backups and the WAL archive live there; restore into a new cluster to move"),
+    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || has(self.backup.repository.encryption) == has(oldSelf.backup.repository.encryption) && (!has(self.backup.repository.encryption) || self.backup.repository.encryption == oldSelf.backup.repository.encryption)").message("spec.backup.repository.encryption cannot be added, changed or removed: the repository's backups and WAL are encrypted with it; use a new repository path in a new cluster"),
     validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)").message("spec.bootstrap cannot be added or removed after creation")
 )]
 #[serde(rename_all = "camelCase")]
@@ -471,16 +474,34 @@ pub struct BackupSpec {
 pub struct BackupRepository {
     /// S3-compatible object store.
     pub s3: S3Repository,
+    /// Encrypt everything pgBackRest writes to the repository (AES-256-CBC) with a passphrase
+    /// from a Secret. Set it before the first backup: it cannot be added, changed or removed
+    /// later (the repository would become unreadable). Keep a copy of the passphrase outside
+    /// the cluster: without it no backup can be restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<RepositoryEncryption>,
 }
 
-/// pgBackRest retention (`repo1-retention-full` / `-diff`).
+/// See [`BackupRepository::encryption`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryEncryption {
+    /// The Secret key holding the passphrase (at least 20 characters of random text).
+    pub passphrase: SecretKeyReference,
+}
+
+/// pgBackRest retention (`repo1-retention-full` / `-full-type` / `-diff`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryRetention {
-    /// Full backups to keep.
+    /// Full backups to keep: a count, or days with `fullType: Time`.
     #[serde(default = "default_retention_full")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.full must be between 1 and 9999999"))]
     pub full: i32,
+    /// `Count` (default): keep the newest `full` full backups. `Time`: keep the full backups
+    /// needed to restore to any point of the last `full` days.
+    #[serde(default)]
+    pub full_type: RetentionType,
     /// Differential backups to keep; empty keeps those of the retained full backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 9999999").message("retention.differential must be between 1 and 9999999"))]
@@ -489,6 +510,24 @@ pub struct RepositoryRetention {
 
 fn default_retention_full() -> i32 {
     2
+}
+
+impl Default for RepositoryRetention {
+    fn default() -> Self {
+        Self {
+            full: default_retention_full(),
+            full_type: RetentionType::default(),
+            differential: None,
+        }
+    }
+}
+
+/// See [`RepositoryRetention::full_type`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RetentionType {
+    #[default]
+    Count,
+    Time,
 }
 
 /// How the cluster is first populated. Exactly one of `initdb` and `restore`.
@@ -681,6 +720,36 @@ pub struct PostgresClusterStatus {
     /// Most recent completed backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
+    /// The WAL archive and what can be recovered (written by the backup controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ClusterBackupStatus>,
+}
+
+/// The WAL archive as the primary reports it, and the recoverability window.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterBackupStatus {
+    /// pgBackRest stanza of this cluster in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stanza: Option<String>,
+    /// Last WAL segment archived (`pg_stat_archiver`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_time: Option<Time>,
+    /// Last WAL segment whose archiving failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    /// When it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_time: Option<Time>,
+    /// Earliest point a restore can reach: the end of the oldest backup in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<Time>,
+    /// Latest point a restore can reach: the last archived WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recoverability_point: Option<Time>,
 }
 
 /// Summary phase of a cluster.

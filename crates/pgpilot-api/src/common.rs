@@ -53,6 +53,10 @@ pub struct S3Repository {
     /// Verify the store's TLS certificate. Turn off only for test stores.
     #[serde(default = "default_true")]
     pub verify_tls: bool,
+    /// A key of a Secret holding the PEM certificate(s) of the CA that signed the store's
+    /// certificate, for stores with a private CA. Default: the public CAs of the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<SecretKeyReference>,
     /// Secret with the access key id and secret access key.
     pub credentials: S3Credentials,
 }

@@ -50,7 +50,13 @@ pub async fn children(
     let mut set = ChildSet::new(&ctx.field_manager, ns, &uid, &owner_labels);
     set.apply_and_prune(0, &c.service_accounts, [&desired.service_account])
         .apply_and_prune(0, &c.roles, [&desired.role])
-        .apply(0, &c.config_maps, [&desired.patroni_config])
+        .apply(
+            0,
+            &c.config_maps,
+            [&desired.patroni_config]
+                .into_iter()
+                .chain(&desired.pgbackrest_config),
+        )
         .apply(0, &c.secrets, &desired.secrets)
         .apply_and_prune(0, &c.services, &desired.services)
         .apply_and_prune(0, &c.pdbs, &desired.pdb)

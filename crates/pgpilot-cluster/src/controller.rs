@@ -13,8 +13,8 @@ use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as 
 
 use crate::context::Context;
 use crate::observe::Caches;
-use crate::triggers;
 use crate::validate::DefaultImages;
+use pgpilot_postgres::triggers;
 
 /// Name in `--controllers`.
 pub const NAME: &str = "cluster";
@@ -108,10 +108,20 @@ impl Controller for ClusterController {
                 roles: scope.owns(),
                 role_bindings: scope.owns(),
                 pdbs: scope.owns(),
-                // Pods carry the role Patroni gives them (a failover shows here first), and
-                // Patroni's DCS ConfigMaps its leader and synchronous standby; its per-loop
-                // writes that decide nothing are filtered out (triggers.rs).
-                pods: scope.watches(of_a_cluster(), triggers::pod, cluster_of),
+                // Instance pods (not the backup controller's Job pods) carry the role Patroni
+                // gives them (a failover shows here first), and Patroni's DCS ConfigMaps its
+                // leader and synchronous standby; its per-loop writes that decide nothing are
+                // filtered out (pgpilot_postgres::triggers).
+                pods: scope.watches(
+                    watcher::Config::default().labels(&format!(
+                        "{},{}={}",
+                        labels::CLUSTER,
+                        labels::COMPONENT,
+                        pgpilot_postgres::names::COMPONENT_INSTANCE
+                    )),
+                    triggers::pod,
+                    cluster_of,
+                ),
                 config_maps: scope.watches(of_a_cluster(), triggers::config_map, cluster_of),
                 claims: scope.watches(of_a_cluster(), runner::every_change, cluster_of),
             };

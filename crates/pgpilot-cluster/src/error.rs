@@ -1,5 +1,6 @@
 //! Errors of the cluster controller.
 
+use pgpilot_postgres::pgbackrest::Error::{Invalid, Tls};
 use pgpilot_toolkit::ReconcileError;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,9 @@ pub enum Error {
     /// have been dropped silently. A bug, caught by the builders' unit tests.
     #[error("building {what}: the field {path} does not exist in the type")]
     UnknownField { what: &'static str, path: String },
+    /// pgBackRest's configuration or TLS material could not be built.
+    #[error(transparent)]
+    Pgbackrest(#[from] pgpilot_postgres::pgbackrest::Error),
     /// A Kubernetes API call failed.
     #[error(transparent)]
     Toolkit(#[from] pgpilot_toolkit::Error),
@@ -54,6 +58,8 @@ impl ReconcileError for Error {
         match self {
             Error::Invalid { .. } => "invalid_spec",
             Error::Serialize { .. } | Error::UnknownField { .. } => "build",
+            Error::Pgbackrest(Invalid { .. }) => "invalid_spec",
+            Error::Pgbackrest(Tls(_)) => "tls",
             Error::Toolkit(e) => e.metric_label(),
         }
     }
@@ -64,7 +70,11 @@ impl ReconcileError for Error {
 
     fn is_retryable(&self) -> bool {
         match self {
-            Error::Invalid { .. } | Error::Serialize { .. } | Error::UnknownField { .. } => false,
+            Error::Invalid { .. }
+            | Error::Serialize { .. }
+            | Error::UnknownField { .. }
+            | Error::Pgbackrest(Invalid { .. }) => false,
+            Error::Pgbackrest(Tls(_)) => true,
             Error::Toolkit(e) => e.is_retryable(),
         }
     }

@@ -14,7 +14,6 @@ pub mod plan;
 pub mod reconcile;
 pub mod status;
 pub mod storage;
-pub mod triggers;
 pub mod validate;
 
 pub use controller::ClusterController;

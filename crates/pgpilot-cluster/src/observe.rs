@@ -64,7 +64,7 @@ pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
     }
 }
 
-/// The cluster's credential Secrets that exist, by name. One the cache lacks is read from
+/// The cluster's kept Secrets (credentials, TLS material) that exist, by name. One the cache lacks is read from
 /// the API: a Secret created by the previous reconcile may not have reached the cache yet,
 /// and building it again would give it a new password.
 pub async fn secrets(
@@ -73,18 +73,16 @@ pub async fn secrets(
     cluster: &PostgresCluster,
 ) -> Result<BTreeMap<String, Secret>, Error> {
     let mut found = BTreeMap::new();
-    for wanted in desired::credential_secrets(cluster) {
-        let secret = match caches.secrets.get(ns, &wanted.secret) {
+    for name in desired::kept_secrets(cluster) {
+        let secret = match caches.secrets.get(ns, &name) {
             Some(cached) => Some(cached.as_ref().clone()),
             None => caches
                 .secrets
                 .api(ns)
-                .get_opt(&wanted.secret)
-                .instrument(
-                    tracing::debug_span!("kube.get", kind = "Secret", name = %wanted.secret),
-                )
+                .get_opt(&name)
+                .instrument(tracing::debug_span!("kube.get", kind = "Secret", name = %name))
                 .await
-                .map_err(Error::api("get", "Secret", &wanted.secret))?,
+                .map_err(Error::api("get", "Secret", &name))?,
         };
         if let Some(secret) = secret {
             found.insert(secret.name_any(), secret);

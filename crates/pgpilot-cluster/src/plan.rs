@@ -10,7 +10,7 @@ use pgpilot_postgres::roll::{Ordered, Roll, ordered, roll};
 
 /// The JSON merge patch that makes Patroni's dynamic configuration `live` carry `desired`,
 /// or `None` when it already does. Parameters pgpilot no longer wants are removed (`null`):
-/// the spec owns the whole `postgresql.parameters` map.
+/// the spec owns the whole `postgresql.parameters` map (and `recovery_conf`, `spec.backup`'s).
 pub fn config_patch(desired: &Value, live: &Value) -> Option<Value> {
     fn diff(desired: &Value, live: &Value, path: &[&str]) -> Option<Value> {
         match (desired, live) {
@@ -28,6 +28,13 @@ pub fn config_patch(desired: &Value, live: &Value) -> Option<Value> {
                     for k in l.keys().filter(|k| !d.contains_key(*k)) {
                         out.insert(k.clone(), Value::Null);
                     }
+                }
+                // The restore command goes with spec.backup.
+                if path == ["postgresql"]
+                    && l.contains_key("recovery_conf")
+                    && !d.contains_key("recovery_conf")
+                {
+                    out.insert("recovery_conf".into(), Value::Null);
                 }
                 (!out.is_empty()).then_some(Value::Object(out))
             }
@@ -315,6 +322,20 @@ mod tests {
             Some(json!({"ttl": 20, "pause": true,
                 "postgresql": {"parameters": {"shared_buffers": null}}}))
         );
+    }
+
+    #[test]
+    fn the_restore_command_goes_when_backups_go() {
+        let live = json!({"postgresql": {"parameters": {"archive_mode": "on"},
+            "recovery_conf": {"restore_command": "pgbackrest --stanza=prod-db archive-get %f \"%p\""}}});
+        let desired = json!({"postgresql": {"parameters": {}}});
+        assert_eq!(
+            config_patch(&desired, &live),
+            Some(
+                json!({"postgresql": {"parameters": {"archive_mode": null}, "recovery_conf": null}})
+            )
+        );
+        assert_eq!(config_patch(&live, &live), None);
     }
 
     #[test]

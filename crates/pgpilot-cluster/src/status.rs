@@ -28,6 +28,11 @@ use crate::plan::Progress;
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Shown while `spec.backup` is set and no backup controller has reported on the cluster
+/// (its `ContinuousArchiving` condition is missing).
+pub const BACKUPS_HANDLED: &str = "BackupsHandled";
+/// The backup controller's condition, whose presence says one runs.
+const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
 
 /// The part of a PostgresCluster's status this controller owns: everything but what other
 /// controllers report (the last backup, archiving, upgrades) and their conditions.
@@ -48,6 +53,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         READY,
         PROGRESSING,
         DEGRADED,
+        BACKUPS_HANDLED,
         crate::reconcile::VERSION_CURRENT,
         crate::storage::CONDITION,
         crate::reconcile::ROLES_AND_DATABASES,
@@ -390,6 +396,23 @@ pub fn compute(
             now.clone(),
         );
     }
+    let unhandled = cluster.spec.backup.is_some()
+        && conditions::find(&status.conditions, CONTINUOUS_ARCHIVING).is_none();
+    if unhandled {
+        conditions::set(
+            &mut status.conditions,
+            Update {
+                type_: BACKUPS_HANDLED,
+                status: Status::False,
+                reason: "NoBackupController",
+                message: "spec.backup is set but no backup controller has reported on this cluster: run a pgpilot manager with the backup controller (--controllers including backup). Until one does, no stanza is created, archiving fails and WAL accumulates in pg_wal".to_owned(),
+                observed_generation: generation,
+            },
+            now,
+        );
+    } else {
+        status.conditions.retain(|c| c.type_ != BACKUPS_HANDLED);
+    }
     status
 }
 
@@ -414,6 +437,36 @@ mod tests {
 
     fn now() -> Time {
         Time(Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    #[test]
+    fn spec_backup_without_a_backup_controller_says_so_until_one_reports() {
+        let mut c = cluster(crate::desired::fixtures::BACKED_UP);
+        let status = observe(&c, &[]);
+        let cond = conditions::find(&status.conditions, BACKUPS_HANDLED).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "NoBackupController")
+        );
+        assert!(cond.message.contains("--controllers"), "{}", cond.message);
+
+        let mut reported = status.clone();
+        reported
+            .conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: CONTINUOUS_ARCHIVING.into(),
+                status: "True".into(),
+                reason: "Archiving".into(),
+                message: String::new(),
+                last_transition_time: now(),
+                observed_generation: Some(1),
+            });
+        c.status = Some(reported);
+        let status = observe(&c, &[]);
+        assert!(conditions::find(&status.conditions, BACKUPS_HANDLED).is_none());
+
+        let status = observe(&cluster(THREE), &[]);
+        assert!(conditions::find(&status.conditions, BACKUPS_HANDLED).is_none());
     }
 
     fn observe(c: &PostgresCluster, pods: &[Pod]) -> PostgresClusterStatus {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use pgpilot_backup::BackupController;
 use pgpilot_cluster::ClusterController;
 use pgpilot_cluster::validate::DefaultImages;
 use pgpilot_toolkit::runtime::ControllerRef;
@@ -14,9 +15,12 @@ pub struct Settings {
 
 /// Every controller this build can run, in start order.
 pub fn available(settings: &Settings) -> Vec<ControllerRef> {
-    vec![Arc::new(ClusterController {
-        default_images: settings.default_images.clone(),
-    })]
+    vec![
+        Arc::new(ClusterController {
+            default_images: settings.default_images.clone(),
+        }),
+        Arc::new(BackupController),
+    ]
 }
 
 /// The controllers to run for the names given on the command line (all available when

@@ -11,13 +11,17 @@
 //!
 //! Each test has a namespace `e2e-<test>-<random>` of its own and its own manager process
 //! confined to it, running as user `pgpilot-manager` with exactly the RBAC that
-//! `pgpilot-manager rbac --controllers cluster` prints. The host reaches pod IPs and Service
+//! `pgpilot-manager rbac --controllers <its controllers>` prints. The host reaches pod IPs and Service
 //! ClusterIPs directly (but cannot resolve cluster DNS names).
 
+#[path = "e2e/backup.rs"]
+mod backup;
 #[path = "e2e/cluster.rs"]
 mod cluster;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/minio.rs"]
+mod minio;
 #[path = "e2e/repair.rs"]
 mod repair;
 #[path = "e2e/roll.rs"]

@@ -1,12 +1,16 @@
 //! PostgreSQL as every pgpilot controller sees it: the names and labels of a cluster's
 //! objects, Patroni's REST API (observation, switchover, restart, re-initialize), the
 //! instances and the choice of a successor for the primary, SQL (connections, quoting, SCRAM
-//! verifiers, declared roles and databases), credential Secrets, and the version pin.
+//! verifiers, declared roles and databases), credential Secrets, the version pin, and pgBackRest
+//! (configuration, commands, TLS material, what its errors mean).
 
+pub mod archiver;
 pub mod credentials;
 pub mod members;
 pub mod names;
 pub mod patroni;
+pub mod pgbackrest;
 pub mod roll;
 pub mod sql;
+pub mod triggers;
 pub mod version;

@@ -10,6 +10,12 @@ pub const SUPERUSER: &str = "postgres";
 pub const REPLICATION_USER: &str = "replicator";
 /// Value of `pgpilot.io/component` on instance pods.
 pub const COMPONENT_INSTANCE: &str = "instance";
+/// Where the data volume is mounted in instance pods, and the data directory inside it (a
+/// subdirectory, so initdb never meets the volume's lost+found).
+pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+/// PostgreSQL's Unix socket directory in instance pods.
+pub const SOCKET_DIR: &str = "/run/postgresql";
 
 /// Names derived from the cluster name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +69,18 @@ impl Names {
     /// Credentials of a declared role. Role names may hold `_`, Secret names may not.
     pub fn role_secret(&self, role: &str) -> String {
         format!("{}-{}-credentials", self.cluster, role.replace('_', "-"))
+    }
+    /// ConfigMap with pgbackrest.conf.
+    pub fn pgbackrest_config(&self) -> String {
+        format!("{}-pgbackrest", self.cluster)
+    }
+    /// Secret with the TLS material of the pgBackRest servers and their clients.
+    pub fn pgbackrest_tls(&self) -> String {
+        format!("{}-pgbackrest-tls", self.cluster)
+    }
+    /// DNS name of an instance pod (through the headless Service).
+    pub fn pod_host(&self, pod: &str, namespace: &str) -> String {
+        format!("{pod}.{}.{namespace}.svc", self.pods_service())
     }
     /// Host name of the read-write Service inside the cluster.
     pub fn rw_host(&self, namespace: &str) -> String {

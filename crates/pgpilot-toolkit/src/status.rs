@@ -55,7 +55,10 @@ impl StatusPart<'_> {
     /// when this controller's part already is as desired.
     pub fn patch(&self, desired: &Value, live: Option<&Value>) -> Option<Value> {
         let desired = self.project(desired);
-        let live = live.map(|l| self.project(l)).unwrap_or_default();
+        // No status yet is the same as an empty part: nothing to remove.
+        let live = live
+            .map(|l| self.project(l))
+            .unwrap_or_else(|| Value::Object(Map::new()));
         (desired != live).then_some(desired)
     }
 }

@@ -7,18 +7,14 @@ use pgpilot_api::cluster::{PatroniSpec, SynchronousMethod, SynchronousMode};
 use pgpilot_api::labels;
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, typed};
+use super::{Ctx, backup, typed};
 use crate::error::Error;
 use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER};
+use pgpilot_postgres::pgbackrest;
 
-/// Where the volume is mounted, and the data directory inside it (a subdirectory, so
-/// initdb never meets the volume's lost+found).
-pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
-pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+pub use pgpilot_postgres::names::{DATA_MOUNT, PGDATA, SOCKET_DIR};
 /// Where the config file is mounted.
 pub const CONFIG_DIR: &str = "/etc/patroni";
-/// Unix socket directory (an emptyDir; the root filesystem is read-only).
-pub const SOCKET_DIR: &str = "/run/postgresql";
 
 /// Parameters pgpilot sets for replication and failover to work.
 fn owned_parameters() -> Map<String, Value> {
@@ -61,6 +57,8 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
         maximum_lag_on_failover,
     } = patroni;
     let mut parameters = default_parameters();
+    let owned = |list: Vec<(&'static str, Value)>| list.into_iter().map(|(k, v)| (k.to_owned(), v));
+    parameters.extend(owned(backup::default_archive_parameters(ctx)));
     parameters.extend(
         spec.postgresql
             .parameters
@@ -69,11 +67,12 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
     );
     // Owned values win: the API refuses them in the spec, this keeps that true regardless.
     parameters.extend(owned_parameters());
+    parameters.extend(owned(backup::archive_parameters(ctx)));
     let sync = spec
         .replication
         .as_ref()
         .and_then(|r| r.synchronous.as_ref());
-    json!({
+    let mut dcs = json!({
         "ttl": ttl,
         "loop_wait": loop_wait,
         "retry_timeout": retry_timeout,
@@ -96,7 +95,13 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
             // every member on its next loop, without a restart or a reload.
             "pg_hba": pg_hba(ctx),
         },
-    })
+    });
+    if ctx.backup().is_some() {
+        // Replicas (and a restore) fetch from the archive what streaming cannot give them.
+        dcs["postgresql"]["recovery_conf"] =
+            json!({"restore_command": pgbackrest::restore_command(&ctx.stanza())});
+    }
+    dcs
 }
 
 fn pg_hba(ctx: &Ctx<'_>) -> Vec<String> {
@@ -186,7 +191,7 @@ pub(super) fn patroni_config(ctx: &Ctx<'_>) -> Result<ConfigMap, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::fixtures::{THREE, cluster};
+    use crate::desired::fixtures::{BACKED_UP, THREE, cluster};
 
     #[test]
     fn user_parameters_reach_the_dcs_and_owned_ones_win() {
@@ -213,6 +218,38 @@ mod tests {
             dcs["postgresql"]["parameters"]["recovery_init_sync_method"],
             "fsync"
         );
+    }
+
+    #[test]
+    fn a_backed_up_cluster_archives_to_its_stanza_and_fetches_from_it() {
+        let c = cluster(BACKED_UP);
+        let dcs = dcs(&Ctx::new(&c).unwrap());
+        let params = &dcs["postgresql"]["parameters"];
+        assert_eq!(params["archive_mode"], "on");
+        assert_eq!(
+            params["archive_command"],
+            "pgbackrest --stanza=prod-db archive-push \"%p\""
+        );
+        assert_eq!(params["archive_timeout"], "60s");
+        assert_eq!(
+            dcs["postgresql"]["recovery_conf"]["restore_command"],
+            "pgbackrest --stanza=prod-db archive-get %f \"%p\""
+        );
+        let c = cluster(&BACKED_UP.replace(
+            "postgresql: {version: 17}",
+            "postgresql: {version: 17, parameters: {archive_timeout: 5min}}",
+        ));
+        let dcs = super::dcs(&Ctx::new(&c).unwrap());
+        assert_eq!(dcs["postgresql"]["parameters"]["archive_timeout"], "5min");
+
+        let c = cluster(THREE);
+        let dcs = super::dcs(&Ctx::new(&c).unwrap());
+        assert!(
+            dcs["postgresql"]["parameters"]
+                .get("archive_mode")
+                .is_none()
+        );
+        assert!(dcs["postgresql"].get("recovery_conf").is_none());
     }
 
     #[test]

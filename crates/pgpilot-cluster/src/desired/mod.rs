@@ -1,6 +1,7 @@
 //! The children a PostgresCluster should have: pure functions from the spec (and the
 //! Secrets that already exist) to Kubernetes objects. No I/O; unit-tested from fixtures.
 
+mod backup;
 pub(crate) mod config;
 mod rbac;
 mod secrets;
@@ -47,6 +48,8 @@ pub struct Desired {
     pub role_binding: RoleBinding,
     pub secrets: Vec<Secret>,
     pub patroni_config: ConfigMap,
+    /// pgbackrest.conf, with `spec.backup`.
+    pub pgbackrest_config: Option<ConfigMap>,
     pub services: Vec<Service>,
     pub pdb: Option<PodDisruptionBudget>,
     pub statefulset: StatefulSet,
@@ -69,6 +72,11 @@ impl std::fmt::Debug for Desired {
         children.extend(self.secrets.iter().map(|s| s as &dyn ResourceName));
         children.extend(self.services.iter().map(|s| s as &dyn ResourceName));
         children.extend(self.pdb.iter().map(|p| p as &dyn ResourceName));
+        children.extend(
+            self.pgbackrest_config
+                .iter()
+                .map(|c| c as &dyn ResourceName),
+        );
         f.debug_struct("Desired")
             .field("children", &names(&children))
             .finish_non_exhaustive()
@@ -93,12 +101,15 @@ impl<K: Resource<DynamicType = ()>> ResourceName for K {
 /// Builds every child. `passwords` makes new passwords (a CSPRNG in production).
 pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<Desired, Error> {
     let ctx = Ctx::new(inputs.cluster)?;
+    let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords)?;
+    secrets.extend(backup::tls_secret(&ctx, inputs.existing_secrets)?);
     Ok(Desired {
         service_account: rbac::service_account(&ctx)?,
         role: rbac::role(&ctx)?,
         role_binding: rbac::role_binding(&ctx)?,
-        secrets: secrets::secrets(&ctx, inputs.existing_secrets, passwords)?,
+        secrets,
         patroni_config: config::patroni_config(&ctx)?,
+        pgbackrest_config: backup::config_map(&ctx)?,
         services: services::services(&ctx)?,
         pdb: services::pdb(&ctx)?,
         statefulset: statefulset::statefulset(&ctx, &inputs.image)?,
@@ -200,6 +211,19 @@ fn dropped(written: &Value, typed: &Value, path: String) -> Option<String> {
     }
 }
 
+/// The Secrets a cluster keeps once they exist (their contents are generated once): the
+/// credentials, and the pgBackRest TLS material with `spec.backup`.
+pub(crate) fn kept_secrets(cluster: &PostgresCluster) -> Vec<String> {
+    let mut names: Vec<String> = credential_secrets(cluster)
+        .into_iter()
+        .map(|w| w.secret)
+        .collect();
+    if cluster.spec.backup.is_some() {
+        names.push(Names::new(&cluster.name_any()).pgbackrest_tls());
+    }
+    names
+}
+
 /// The labels of an object's metadata (for tests and pruning).
 pub fn labels_of(meta: &ObjectMeta) -> BTreeMap<String, String> {
     meta.labels.clone().unwrap_or_default()
@@ -227,6 +251,16 @@ postgresql: {version: 17, parameters: {shared_buffers: 256MB}}
 storage: {size: 10Gi, storageClassName: fast}
 roles: [{name: app_user}]
 databases: [{name: shop, owner: app_user}]
+";
+
+    /// Two instances archiving to MinIO with a private CA.
+    pub const BACKED_UP: &str = "
+instances: 2
+postgresql: {version: 17}
+storage: {size: 1Gi}
+backup:
+  repository:
+    s3: {endpoint: 'minio.storage.svc:9000', bucket: backups, credentials: {secretName: s3}, caBundle: {name: minio-ca, key: ca.crt}}
 ";
 }
 

@@ -10,31 +10,41 @@ use pgpilot_api::labels;
 use serde_json::{Value, json};
 
 use super::config::{CONFIG_DIR, DATA_MOUNT, PGDATA, SOCKET_DIR};
-use super::{Ctx, typed};
+use super::{Ctx, backup, typed};
 use crate::error::Error;
 use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
 
 /// The image's postgres user (see docs/images.md).
 pub const POSTGRES_UID: i64 = 999;
 
-fn env(ctx: &Ctx<'_>) -> Value {
+fn env(ctx: &Ctx<'_>) -> Result<Vec<Value>, Error> {
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let secret = |name: &str, secret: String, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
     let n = &ctx.names;
-    json!([
+    let mut env = vec![
         field("PATRONI_NAME", "metadata.name"),
         field("POD_IP", "status.podIP"),
-        {"name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(POD_IP):{POSTGRES_PORT}")},
-        {"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(POD_IP):{PATRONI_PORT}")},
-        {"name": "PATRONI_KUBERNETES_POD_IP", "value": "$(POD_IP)"},
-        {"name": "PATRONI_SUPERUSER_USERNAME", "value": SUPERUSER},
-        secret("PATRONI_SUPERUSER_PASSWORD", n.superuser_secret(), "password"),
-        {"name": "PATRONI_REPLICATION_USERNAME", "value": REPLICATION_USER},
-        secret("PATRONI_REPLICATION_PASSWORD", n.replication_secret(), "password"),
-        {"name": "PGDATA", "value": PGDATA},
-        {"name": "PGHOST", "value": SOCKET_DIR},
-        {"name": "HOME", "value": "/tmp"},
-    ])
+        json!({"name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(POD_IP):{POSTGRES_PORT}")}),
+        json!({"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(POD_IP):{PATRONI_PORT}")}),
+        json!({"name": "PATRONI_KUBERNETES_POD_IP", "value": "$(POD_IP)"}),
+        json!({"name": "PATRONI_SUPERUSER_USERNAME", "value": SUPERUSER}),
+        secret(
+            "PATRONI_SUPERUSER_PASSWORD",
+            n.superuser_secret(),
+            "password",
+        ),
+        json!({"name": "PATRONI_REPLICATION_USERNAME", "value": REPLICATION_USER}),
+        secret(
+            "PATRONI_REPLICATION_PASSWORD",
+            n.replication_secret(),
+            "password",
+        ),
+        json!({"name": "PGDATA", "value": PGDATA}),
+        json!({"name": "PGHOST", "value": SOCKET_DIR}),
+        json!({"name": "HOME", "value": "/tmp"}),
+    ];
+    env.extend(backup::secret_env(ctx)?);
+    Ok(env)
 }
 
 fn default_affinity(ctx: &Ctx<'_>) -> Value {
@@ -97,6 +107,49 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
         json!({"httpGet": {"path": path, "port": "patroni"}, "periodSeconds": period,
                "timeoutSeconds": 2, "failureThreshold": failures})
     };
+    let restricted = json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+    });
+    let pgbackrest = backup::pod_parts(ctx, image, &restricted)?;
+    let mut volume_mounts = vec![
+        json!({"name": "data", "mountPath": DATA_MOUNT}),
+        json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
+        json!({"name": "run", "mountPath": SOCKET_DIR}),
+        json!({"name": "tmp", "mountPath": "/tmp"}),
+        json!({"name": "shm", "mountPath": "/dev/shm"}),
+    ];
+    volume_mounts.extend(pgbackrest.postgres_mounts);
+    let mut containers = vec![json!({
+        "name": "postgres",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["patroni", format!("{CONFIG_DIR}/patroni.yaml")],
+        "env": env(ctx)?,
+        "ports": [
+            {"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"},
+            {"name": "patroni", "containerPort": PATRONI_PORT, "protocol": "TCP"},
+        ],
+        // Ready: running and (primary, or replica streaming without too much lag). Every
+        // second: readiness moves the -rw/-ro endpoints, and a probe is one cheap GET.
+        "readinessProbe": probe("/readiness", 1, 3),
+        // Alive: Patroni's loop is running. Generous, a restart costs a failover.
+        "livenessProbe": probe("/liveness", 10, 6),
+        // Crash recovery or a long clone may take a while before Patroni answers.
+        "startupProbe": probe("/liveness", 1, 1800),
+        "resources": resources,
+        "securityContext": restricted,
+        "volumeMounts": volume_mounts,
+    })];
+    containers.extend(pgbackrest.server);
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": n.patroni_config()}}),
+        json!({"name": "run", "emptyDir": {}}),
+        json!({"name": "tmp", "emptyDir": {}}),
+        json!({"name": "shm", "emptyDir": {"medium": "Memory"}}),
+    ];
+    volumes.extend(pgbackrest.volumes);
     let mut pod_spec = json!({
         "serviceAccountName": n.instance_identity(),
         "enableServiceLinks": false,
@@ -108,43 +161,8 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "affinity": sched["affinity"],
-        "containers": [{
-            "name": "postgres",
-            "image": image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["patroni", format!("{CONFIG_DIR}/patroni.yaml")],
-            "env": env(ctx),
-            "ports": [
-                {"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"},
-                {"name": "patroni", "containerPort": PATRONI_PORT, "protocol": "TCP"},
-            ],
-            // Ready: running and (primary, or replica streaming without too much lag). Every
-            // second: readiness moves the -rw/-ro endpoints, and a probe is one cheap GET.
-            "readinessProbe": probe("/readiness", 1, 3),
-            // Alive: Patroni's loop is running. Generous, a restart costs a failover.
-            "livenessProbe": probe("/liveness", 10, 6),
-            // Crash recovery or a long clone may take a while before Patroni answers.
-            "startupProbe": probe("/liveness", 1, 1800),
-            "resources": resources,
-            "securityContext": {
-                "allowPrivilegeEscalation": false,
-                "readOnlyRootFilesystem": true,
-                "capabilities": {"drop": ["ALL"]},
-            },
-            "volumeMounts": [
-                {"name": "data", "mountPath": DATA_MOUNT},
-                {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
-                {"name": "run", "mountPath": SOCKET_DIR},
-                {"name": "tmp", "mountPath": "/tmp"},
-                {"name": "shm", "mountPath": "/dev/shm"},
-            ],
-        }],
-        "volumes": [
-            {"name": "config", "configMap": {"name": n.patroni_config()}},
-            {"name": "run", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "shm", "emptyDir": {"medium": "Memory"}},
-        ],
+        "containers": containers,
+        "volumes": volumes,
     });
     // Only set what the spec asks for, so the live object does not differ by empty fields.
     for key in ["tolerations", "topologySpreadConstraints", "nodeSelector"] {
@@ -195,7 +213,7 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::fixtures::{THREE, cluster};
+    use crate::desired::fixtures::{BACKED_UP, THREE, cluster};
 
     fn sts(spec: &str) -> StatefulSet {
         let c = cluster(spec);
@@ -268,6 +286,57 @@ mod tests {
             "db-superuser"
         );
         assert_eq!(pod.service_account_name.as_deref(), Some("db-instance"));
+    }
+
+    #[test]
+    fn a_backed_up_cluster_runs_the_pgbackrest_server_beside_postgres() {
+        let pod = sts(BACKED_UP).spec.unwrap().template.spec.unwrap();
+        let names: Vec<_> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["postgres", "pgbackrest"]);
+        let server = &pod.containers[1];
+        assert_eq!(server.command.as_deref().unwrap(), ["pgbackrest", "server"]);
+        assert_eq!(server.ports.as_deref().unwrap()[0].container_port, 8432);
+        let sc = server.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        let mounts = |c: &k8s_openapi::api::core::v1::Container| -> Vec<String> {
+            c.volume_mounts
+                .clone()
+                .unwrap()
+                .into_iter()
+                .map(|m| m.mount_path)
+                .collect()
+        };
+        assert!(mounts(server).contains(&"/etc/pgbackrest-tls".to_owned()));
+        let postgres = &pod.containers[0];
+        assert!(mounts(postgres).contains(&"/etc/pgbackrest".to_owned()));
+        assert!(mounts(postgres).contains(&"/etc/pgbackrest-repo-ca".to_owned()));
+        assert!(!mounts(postgres).contains(&"/etc/pgbackrest-tls".to_owned()));
+        let env = postgres.env.clone().unwrap();
+        let key = env
+            .iter()
+            .find(|e| e.name == "PGBACKREST_REPO1_S3_KEY_SECRET")
+            .unwrap();
+        assert!(key.value.is_none(), "from the Secret, never inline");
+        let tls = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "pgbackrest-tls")
+            .unwrap()
+            .secret
+            .unwrap();
+        assert_eq!(
+            (tls.secret_name.as_deref(), tls.default_mode),
+            (Some("db-pgbackrest-tls"), Some(0o440))
+        );
+    }
+
+    #[test]
+    fn without_backups_the_pod_is_as_before() {
+        let pod = sts(THREE).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.containers.len(), 1);
+        assert_eq!(pod.volumes.unwrap().len(), 4);
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub struct Credentials {
 pub struct Env {
     pub c: &'static LocalCluster,
     pub client: Client,
+    controllers: &'static str,
     pub ns: String,
     rbac_name: String,
     manager: Option<ManagerProcess>,
@@ -109,6 +110,12 @@ impl Env {
     /// Namespace `e2e-<prefix>-<random>`, CRDs, RBAC and a running manager. Panics (with the
     /// reason) if the cluster is not a node cluster or the manager does not start.
     pub async fn start(prefix: &str) -> Env {
+        Self::start_controllers(prefix, "cluster").await
+    }
+
+    /// Like [`Env::start`], with the manager running `controllers` (e.g. `cluster,backup`)
+    /// and holding exactly their RBAC.
+    pub async fn start_controllers(prefix: &str, controllers: &'static str) -> Env {
         let c = running_cluster();
         assert!(
             c.node,
@@ -126,6 +133,7 @@ impl Env {
         let mut env = Env {
             c,
             client,
+            controllers,
             rbac_name: format!("pgpilot-manager-{ns}"),
             ns,
             manager: None,
@@ -157,13 +165,13 @@ impl Env {
             .await
             .with_context(|| format!("creating namespace {}", self.ns))?;
 
-        // Exactly what the chart would grant the cluster controller, bound to the manager's
+        // Exactly what the chart would grant the controllers, bound to the manager's
         // own identity, under a name of this test's (ClusterRoles are shared).
         let out = std::process::Command::new(MANAGER)
             .args([
                 "rbac",
                 "--controllers",
-                "cluster",
+                self.controllers,
                 "--name",
                 &self.rbac_name,
             ])
@@ -187,7 +195,7 @@ impl Env {
             Path::new(MANAGER),
             &self.c.manager_kubeconfig,
             &[
-                "--controllers=cluster",
+                &format!("--controllers={}", self.controllers),
                 &namespace,
                 "--leader-elect",
                 &lease_ns,

@@ -1,0 +1,31 @@
+//! What every reconcile of one namespace (or all) shares.
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::runtime::controller::Action;
+use pgpilot_api::PostgresCluster;
+use pgpilot_toolkit::events::Events;
+use pgpilot_toolkit::metrics::ControllerMetrics;
+use pgpilot_toolkit::runner::Reconciler;
+
+use crate::error::Error;
+use crate::observe::Caches;
+
+pub struct Context {
+    pub client: Client,
+    pub field_manager: String,
+    pub events: Events,
+    pub metrics: ControllerMetrics,
+    pub caches: Caches,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Context {
+    type Object = PostgresCluster;
+    type Error = Error;
+
+    async fn reconcile(&self, cluster: Arc<PostgresCluster>) -> Result<Action, Error> {
+        crate::reconcile::reconcile(cluster, self).await
+    }
+}

@@ -1,0 +1,18 @@
+//! The backup controller: the WAL archive of every PostgresCluster with `spec.backup` —
+//! its pgBackRest stanza created and checked by a Job, and `ContinuousArchiving` with the
+//! archive's state in the cluster's status, read from the primary itself.
+//!
+//! A reconcile ([`reconcile`]) reads top-down: [`observe`] → [`plan`] → act (the stanza
+//! Job, [`stanza`]) → [`status`].
+
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod observe;
+pub mod plan;
+pub mod reconcile;
+pub mod stanza;
+pub mod status;
+
+pub use controller::BackupController;
+pub use error::Error;

@@ -1,0 +1,165 @@
+//! What a reconcile reads: the primary, the stanza Job and its pod, and the superuser
+//! password from the watch caches; the primary's archiver over SQL.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use pgpilot_api::labels;
+use pgpilot_postgres::archiver::{self, Archiver};
+use pgpilot_postgres::credentials::password_of;
+use pgpilot_postgres::names::{COMPONENT_INSTANCE, Names, POSTGRES_PORT, SUPERUSER};
+use pgpilot_postgres::sql;
+use pgpilot_toolkit::Sensitive;
+use pgpilot_toolkit::runner::Cache;
+
+use crate::plan::{JobOutcome, StanzaJob};
+use crate::stanza;
+
+/// The controller's watch caches.
+pub struct Caches {
+    /// Pods of clusters: the instances (their role) and the Jobs' pods (their outcome).
+    pub pods: Cache<Pod>,
+    pub jobs: Cache<Job>,
+    /// The clusters' own Secrets (the superuser's password).
+    pub secrets: Cache<Secret>,
+}
+
+/// A cluster as the caches show it.
+pub struct Seen {
+    /// The instance labelled primary, with an address.
+    pub primary: Option<Arc<Pod>>,
+    pub stanza_job: Option<StanzaJob>,
+    pub superuser: Option<Sensitive>,
+}
+
+pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
+    let names = Names::new(cluster);
+    let primary = caches
+        .pods
+        .list(
+            ns,
+            &[
+                (labels::CLUSTER, cluster),
+                (labels::COMPONENT, COMPONENT_INSTANCE),
+                (labels::ROLE, labels::ROLE_PRIMARY),
+            ],
+        )
+        .into_iter()
+        .find(|p| pod_ip(p).is_some() && p.metadata.deletion_timestamp.is_none());
+    let stanza_job = caches
+        .jobs
+        .get(ns, &stanza::job_name(cluster))
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .map(|job| {
+            stanza_job(
+                &job,
+                &caches.pods.list(
+                    ns,
+                    &[
+                        (labels::CLUSTER, cluster),
+                        (labels::COMPONENT, stanza::COMPONENT),
+                    ],
+                ),
+            )
+        });
+    let superuser = caches
+        .secrets
+        .get(ns, &names.superuser_secret())
+        .and_then(|s| password_of(&s));
+    Seen {
+        primary,
+        stanza_job,
+        superuser,
+    }
+}
+
+pub fn pod_ip(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.pod_ip.as_deref()
+}
+
+/// The image the instances run: the stanza Job's pgBackRest must be theirs.
+pub fn image(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .find(|c| c.name == "postgres")?
+        .image
+        .as_deref()
+}
+
+fn stanza_job(job: &Job, pods: &[Arc<Pod>]) -> StanzaJob {
+    let condition = |type_: &str| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
+    };
+    let outcome = if condition("Complete").is_some() {
+        JobOutcome::Succeeded
+    } else if let Some(failed) = condition("Failed") {
+        let secs_ago = failed
+            .last_transition_time
+            .as_ref()
+            .map(|t| Timestamp::now().as_second() - t.0.as_second())
+            .unwrap_or_default();
+        JobOutcome::Failed {
+            message: last_failure(job, pods),
+            secs_ago,
+        }
+    } else {
+        JobOutcome::Running {
+            last_failure: last_failure(job, pods),
+        }
+    };
+    StanzaJob {
+        hash: job
+            .annotations()
+            .get(stanza::CONFIG_HASH)
+            .cloned()
+            .unwrap_or_default(),
+        outcome,
+    }
+}
+
+/// What the Job's latest failed pod said when it ended (pgBackRest's output).
+fn last_failure(job: &Job, pods: &[Arc<Pod>]) -> Option<String> {
+    let uid = job.uid()?;
+    pods.iter()
+        .filter(|p| p.labels().get("batch.kubernetes.io/controller-uid") == Some(&uid))
+        .filter_map(|p| {
+            let terminated = p
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find_map(|c| c.state.as_ref()?.terminated.clone())?;
+            (terminated.exit_code != 0).then_some((terminated.finished_at, terminated.message?))
+        })
+        .max_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)))
+        .map(|(_, message)| message)
+}
+
+/// The primary's archiver, or why it could not be read.
+pub async fn archiver(
+    primary: &Pod,
+    password: Sensitive,
+    stanza: &str,
+) -> Result<Archiver, String> {
+    let target = sql::Target {
+        host: pod_ip(primary).unwrap_or_default().to_owned(),
+        port: POSTGRES_PORT as u16,
+        user: SUPERUSER.to_owned(),
+        password,
+    };
+    let client = target
+        .connect("postgres")
+        .await
+        .map_err(|e| e.to_string())?;
+    archiver::observe(&client, stanza)
+        .await
+        .map_err(|e| sql::SqlError::Observe(e).to_string())
+}

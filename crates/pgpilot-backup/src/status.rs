@@ -1,0 +1,183 @@
+//! The part of a PostgresCluster's status the backup controller owns: `status.backup` and
+//! the `ContinuousArchiving` condition, written with server-side apply under its own field
+//! manager and only when they changed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use pgpilot_api::PostgresCluster;
+use pgpilot_api::cluster::{ClusterBackupStatus, PostgresClusterStatus};
+use pgpilot_postgres::archiver::Archiver;
+use pgpilot_toolkit::conditions::{self, Update};
+use pgpilot_toolkit::status::{StatusPart, apply_status};
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::plan::{Archiving, CONTINUOUS_ARCHIVING};
+
+pub const PART: StatusPart<'static> = StatusPart {
+    fields: &["backup"],
+    conditions: &[CONTINUOUS_ARCHIVING],
+};
+
+/// The status for a cluster with `spec.backup` (else an empty part: nothing of ours stays).
+pub fn compute(
+    cluster: &PostgresCluster,
+    stanza: &str,
+    archiving: Option<&Archiving>,
+    archiver: Option<&Archiver>,
+    now: Time,
+) -> PostgresClusterStatus {
+    let mut status = PostgresClusterStatus {
+        conditions: cluster
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let Some(archiving) = archiving else {
+        status.conditions.clear();
+        return status;
+    };
+    conditions::set(
+        &mut status.conditions,
+        Update {
+            type_: CONTINUOUS_ARCHIVING,
+            status: archiving.status,
+            reason: archiving.reason,
+            message: archiving.message.clone(),
+            observed_generation: cluster.metadata.generation,
+        },
+        now,
+    );
+    let previous = cluster.status.as_ref().and_then(|s| s.backup.clone());
+    let time = |micros: Option<i64>| {
+        micros
+            .and_then(|m| Timestamp::from_microsecond(m).ok())
+            .map(Time)
+    };
+    status.backup = Some(match archiver {
+        Some(a) => ClusterBackupStatus {
+            stanza: Some(stanza.to_owned()),
+            last_archived_wal: a.last_archived_wal.clone(),
+            last_archived_time: time(a.last_archived_at),
+            last_failed_wal: a.last_failed_wal.clone(),
+            last_failed_time: time(a.last_failed_at),
+            last_recoverability_point: time(a.last_archived_at),
+            ..previous.unwrap_or_default()
+        },
+        // The primary could not be read: what was known stays.
+        None => ClusterBackupStatus {
+            stanza: Some(stanza.to_owned()),
+            ..previous.unwrap_or_default()
+        },
+    });
+    status
+}
+
+/// Writes this controller's part when it differs from the live one; returns whether it wrote.
+pub async fn write(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    status: &PostgresClusterStatus,
+) -> Result<bool, Error> {
+    let api: Api<PostgresCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let wrote = apply_status(&api, &ctx.field_manager, &PART, cluster, status).await?;
+    if wrote {
+        ctx.metrics.wrote("PostgresCluster/status");
+    }
+    Ok(wrote)
+}
+
+#[cfg(test)]
+mod tests {
+    use pgpilot_toolkit::conditions::Status;
+    use serde_json::json;
+
+    use super::*;
+
+    fn cluster(status: serde_json::Value) -> PostgresCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresCluster",
+            "metadata": {"name": "db", "namespace": "prod", "generation": 3},
+            "spec": {"postgresql": {"version": 17}, "storage": {"size": "1Gi"}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn now() -> Time {
+        Time(Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    #[test]
+    fn only_the_backup_fields_and_condition_are_ours() {
+        let live = cluster(json!({"phase": "Ready", "conditions": [
+            {"type": "Ready", "status": "True", "reason": "AllReady", "message": "",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}));
+        let archiving = Archiving {
+            status: Status::True,
+            reason: "Archiving",
+            message: "ok".into(),
+        };
+        let a = Archiver {
+            last_archived_wal: Some("000000010000000000000003".into()),
+            last_archived_at: Some(1_799_999_990_000_000),
+            ..Default::default()
+        };
+        let status = compute(&live, "prod-db", Some(&archiving), Some(&a), now());
+        let value = serde_json::to_value(&status).unwrap();
+        let part = PART.project(&value);
+        assert_eq!(part["backup"]["stanza"], "prod-db");
+        assert_eq!(
+            part["backup"]["lastArchivedWal"],
+            "000000010000000000000003"
+        );
+        assert_eq!(
+            part["backup"]["lastRecoverabilityPoint"],
+            "2027-01-15T07:59:50Z"
+        );
+        let conditions = part["conditions"].as_array().unwrap();
+        assert_eq!(
+            conditions.len(),
+            1,
+            "the cluster controller's Ready is not ours"
+        );
+        assert_eq!(conditions[0]["type"], "ContinuousArchiving");
+        assert_eq!(conditions[0]["observedGeneration"], 3);
+        assert!(part.get("phase").is_none());
+    }
+
+    #[test]
+    fn without_spec_backup_nothing_of_ours_is_left() {
+        let live = cluster(json!({"backup": {"stanza": "prod-db"}, "conditions": [
+            {"type": "ContinuousArchiving", "status": "True", "reason": "Archiving", "message": "",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}));
+        let status = compute(&live, "prod-db", None, None, now());
+        let part = PART.project(&serde_json::to_value(&status).unwrap());
+        assert_eq!(part, json!({}));
+        assert!(
+            PART.patch(&serde_json::to_value(&status).unwrap(), None)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_unreadable_primary_keeps_what_was_known() {
+        let live = cluster(json!({"backup": {"stanza": "prod-db",
+            "lastArchivedWal": "000000010000000000000003"}}));
+        let archiving = Archiving {
+            status: Status::Unknown,
+            reason: "NoPrimary",
+            message: "no primary".into(),
+        };
+        let status = compute(&live, "prod-db", Some(&archiving), None, now());
+        assert_eq!(
+            status.backup.unwrap().last_archived_wal.as_deref(),
+            Some("000000010000000000000003")
+        );
+    }
+}
