@@ -42,7 +42,7 @@ use crate::common::{BackupType, ClusterReference, Condition, Time};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("self.cluster == oldSelf.cluster && self.type == oldSelf.type").message("spec.cluster and spec.type of a PostgresBackup are immutable: create a new PostgresBackup instead"))]
+#[x_kube(validation = Rule::new("self.cluster == oldSelf.cluster && self.type == oldSelf.type && self.target == oldSelf.target").message("spec.cluster, spec.type and spec.target of a PostgresBackup are immutable: create a new PostgresBackup instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresBackupSpec {
     /// The cluster to back up.
@@ -50,10 +50,22 @@ pub struct PostgresBackupSpec {
     /// Full (default), Differential or Incremental.
     #[serde(default, rename = "type")]
     pub backup_type: BackupType,
+    /// Where the backup reads from: `PreferStandby` (default) a streaming replica when there
+    /// is one, sparing the primary the reads; `Primary` always the primary.
+    #[serde(default)]
+    pub target: BackupTarget,
     /// What deleting this object does to the backup in the repository. `Retain` (default)
     /// leaves it to the repository's retention; `Delete` expires it right away.
     #[serde(default)]
     pub deletion_policy: BackupDeletionPolicy,
+}
+
+/// See [`PostgresBackupSpec::target`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BackupTarget {
+    #[default]
+    PreferStandby,
+    Primary,
 }
 
 /// See [`PostgresBackupSpec::deletion_policy`].
@@ -102,6 +114,15 @@ pub struct PostgresBackupStatus {
     /// Last WAL segment needed to make it consistent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_stop: Option<String>,
+    /// WAL location where the backup started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn_start: Option<String>,
+    /// WAL location where it stopped: a restore of it reaches at least this point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn_stop: Option<String>,
+    /// The Job that runs (or ran) pgBackRest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     /// Why the backup failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -5,12 +5,13 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
+use pgpilot_api::{PostgresBackup, PostgresCluster};
 use pgpilot_postgres::triggers;
 use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
+use crate::backups;
 use crate::context::Context;
 use crate::observe::Caches;
 
@@ -41,6 +42,16 @@ impl Controller for BackupController {
                 &["get", "patch"],
             ),
             rule(
+                &["pgpilot.io"],
+                &["postgresbackups"],
+                &["get", "list", "watch"],
+            ),
+            rule(
+                &["pgpilot.io"],
+                &["postgresbackups/status"],
+                &["get", "patch"],
+            ),
+            rule(
                 &["batch"],
                 &["jobs"],
                 &["get", "list", "watch", "create", "delete"],
@@ -49,15 +60,17 @@ impl Controller for BackupController {
         ]
     }
 
+    /// Two loops: clusters (the archive) and PostgresBackups (one backup each).
     async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
-        runner::run(ctx, NAME, move |scope: &mut Scope<PostgresCluster>| {
-            let of_a_cluster = || watcher::Config::default().labels(labels::CLUSTER);
+        let clusters = runner::run(ctx.clone(), NAME, |scope: &mut Scope<PostgresCluster>| {
             let caches = Caches {
                 // Instance pods (the primary's role label) and the Jobs' pods (their
                 // outcome); Patroni's per-loop writes to the pods are filtered out.
                 pods: scope.watches(of_a_cluster(), triggers::pod, cluster_of),
                 jobs: scope.owns(),
                 secrets: scope.owns(),
+                // A backup that completes is the cluster's new last backup.
+                backups: scope.watches(watcher::Config::default(), phase_of, cluster_of_backup),
             };
             Ok(Context {
                 client: scope.ctx.client.clone(),
@@ -66,9 +79,40 @@ impl Controller for BackupController {
                 metrics: scope.ctx.metrics.clone(),
                 caches,
             })
-        })
-        .await
+        });
+        let backups = runner::run(ctx, NAME, |scope: &mut Scope<PostgresBackup>| {
+            let caches = backups::Caches {
+                // Read when a backup starts; the backup's own requeue notices a change.
+                clusters: scope.watches(watcher::Config::default(), runner::every_change, |_| None),
+                pods: scope.watches(of_a_cluster(), triggers::pod, |_| None),
+                jobs: scope.owns(),
+            };
+            Ok(backups::Context {
+                client: scope.ctx.client.clone(),
+                field_manager: labels::field_manager(NAME),
+                events: scope.ctx.events.clone(),
+                metrics: scope.ctx.metrics.clone(),
+                caches,
+            })
+        });
+        futures::try_join!(clusters, backups).map(drop)
     }
+}
+
+fn of_a_cluster() -> watcher::Config {
+    watcher::Config::default().labels(labels::CLUSTER)
+}
+
+/// What of a PostgresBackup matters to its cluster: its phase.
+fn phase_of(backup: &PostgresBackup) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    format!("{:?}", backup.status.as_ref().and_then(|s| s.phase)).hash(&mut h);
+    Some(h.finish())
+}
+
+fn cluster_of_backup(backup: PostgresBackup) -> Option<ObjectRef<PostgresCluster>> {
+    Some(ObjectRef::new(&backup.spec.cluster.name).within(&backup.namespace()?))
 }
 
 /// The cluster a pod belongs to, by its label.

@@ -7,6 +7,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use pgpilot_api::PostgresBackup;
+use pgpilot_api::backup::BackupPhase;
+use pgpilot_api::cluster::LastBackup;
 use pgpilot_api::labels;
 use pgpilot_postgres::archiver::{self, Archiver};
 use pgpilot_postgres::credentials::password_of;
@@ -25,6 +28,7 @@ pub struct Caches {
     pub jobs: Cache<Job>,
     /// The clusters' own Secrets (the superuser's password).
     pub secrets: Cache<Secret>,
+    pub backups: Cache<PostgresBackup>,
 }
 
 /// A cluster as the caches show it.
@@ -33,6 +37,8 @@ pub struct Seen {
     pub primary: Option<Arc<Pod>>,
     pub stanza_job: Option<StanzaJob>,
     pub superuser: Option<Sensitive>,
+    /// The cluster's newest completed PostgresBackup.
+    pub last_backup: Option<LastBackup>,
 }
 
 pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
@@ -69,10 +75,25 @@ pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
         .secrets
         .get(ns, &names.superuser_secret())
         .and_then(|s| password_of(&s));
+    let last_backup = caches
+        .backups
+        .list(ns, &[])
+        .into_iter()
+        .filter(|b| b.spec.cluster.name == cluster)
+        .filter_map(|b| {
+            let st = b.status.as_ref()?;
+            (st.phase == Some(BackupPhase::Completed)).then(|| LastBackup {
+                name: b.name_any(),
+                backup_id: st.backup_id.clone(),
+                completion_time: st.stop_time.clone(),
+            })
+        })
+        .max_by_key(|l| l.completion_time.as_ref().map(|t| t.0));
     Seen {
         primary,
         stanza_job,
         superuser,
+        last_backup,
     }
 }
 

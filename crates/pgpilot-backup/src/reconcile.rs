@@ -43,7 +43,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     let name = cluster.name_any();
     let stanza_name = pgbackrest::stanza(&ns, &name);
     let Some(backup) = cluster.spec.backup.as_ref() else {
-        let status = status::compute(&cluster, &stanza_name, None, None, now());
+        let status = status::compute(&cluster, &stanza_name, None, None, None, now());
         status::write(ctx, &cluster, &status).await?;
         return Ok(Action::await_change());
     };
@@ -129,7 +129,14 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
 
     // Status, and an Event when the condition changes its status.
     let read = archiver.as_ref().and_then(|r| r.as_ref().ok());
-    let status = status::compute(&cluster, &stanza_name, Some(&archiving), read, now());
+    let status = status::compute(
+        &cluster,
+        &stanza_name,
+        Some(&archiving),
+        read,
+        seen.last_backup.clone(),
+        now(),
+    );
     status::write(ctx, &cluster, &status).await?;
     let before = live.map(|c| status_of(&c.status));
     if before != Some(archiving.status) {

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use pgpilot_api::PostgresCluster;
-use pgpilot_api::cluster::{ClusterBackupStatus, PostgresClusterStatus};
+use pgpilot_api::cluster::{ClusterBackupStatus, LastBackup, PostgresClusterStatus};
 use pgpilot_postgres::archiver::Archiver;
 use pgpilot_toolkit::conditions::{self, Update};
 use pgpilot_toolkit::status::{StatusPart, apply_status};
@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::plan::{Archiving, CONTINUOUS_ARCHIVING};
 
 pub const PART: StatusPart<'static> = StatusPart {
-    fields: &["backup"],
+    fields: &["backup", "lastBackup"],
     conditions: &[CONTINUOUS_ARCHIVING],
 };
 
@@ -27,6 +27,7 @@ pub fn compute(
     stanza: &str,
     archiving: Option<&Archiving>,
     archiver: Option<&Archiver>,
+    last_backup: Option<LastBackup>,
     now: Time,
 ) -> PostgresClusterStatus {
     let mut status = PostgresClusterStatus {
@@ -41,6 +42,7 @@ pub fn compute(
         status.conditions.clear();
         return status;
     };
+    status.last_backup = last_backup;
     conditions::set(
         &mut status.conditions,
         Update {
@@ -128,9 +130,22 @@ mod tests {
             last_archived_at: Some(1_799_999_990_000_000),
             ..Default::default()
         };
-        let status = compute(&live, "prod-db", Some(&archiving), Some(&a), now());
+        let last = LastBackup {
+            name: "db-nightly-1".into(),
+            backup_id: Some("20261205-220815F".into()),
+            completion_time: None,
+        };
+        let status = compute(
+            &live,
+            "prod-db",
+            Some(&archiving),
+            Some(&a),
+            Some(last),
+            now(),
+        );
         let value = serde_json::to_value(&status).unwrap();
         let part = PART.project(&value);
+        assert_eq!(part["lastBackup"]["backupId"], "20261205-220815F");
         assert_eq!(part["backup"]["stanza"], "prod-db");
         assert_eq!(
             part["backup"]["lastArchivedWal"],
@@ -156,7 +171,7 @@ mod tests {
         let live = cluster(json!({"backup": {"stanza": "prod-db"}, "conditions": [
             {"type": "ContinuousArchiving", "status": "True", "reason": "Archiving", "message": "",
              "lastTransitionTime": "2026-01-01T00:00:00Z"}]}));
-        let status = compute(&live, "prod-db", None, None, now());
+        let status = compute(&live, "prod-db", None, None, None, now());
         let part = PART.project(&serde_json::to_value(&status).unwrap());
         assert_eq!(part, json!({}));
         assert!(
@@ -174,7 +189,7 @@ mod tests {
             reason: "NoPrimary",
             message: "no primary".into(),
         };
-        let status = compute(&live, "prod-db", Some(&archiving), None, now());
+        let status = compute(&live, "prod-db", Some(&archiving), None, None, now());
         assert_eq!(
             status.backup.unwrap().last_archived_wal.as_deref(),
             Some("000000010000000000000003")

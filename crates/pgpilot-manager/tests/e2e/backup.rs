@@ -9,15 +9,18 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use pgpilot_api::PostgresCluster;
+use pgpilot_api::backup::{BackupPhase, PostgresBackupStatus};
+use pgpilot_api::{PostgresBackup, PostgresCluster};
 
-use crate::harness::{ClusterYaml, Env, condition_is, connect, instance_config};
+use crate::harness::{ClusterYaml, Env, condition_is, connect, eventually, instance_config};
 use crate::minio::Minio;
 
 /// From `kubectl apply` to Ready, on a loaded shared node.
 const CREATE: Duration = Duration::from_secs(300);
 /// The stanza Job, then a segment through the asynchronous pusher.
 const ARCHIVE: Duration = Duration::from_secs(240);
+/// A backup of a small database, Job start included.
+const BACKUP: Duration = Duration::from_secs(180);
 
 #[tokio::test]
 async fn wal_reaches_minio_over_tls_and_a_refused_key_is_named_as_the_reason() {
@@ -109,6 +112,35 @@ async fn archiving(env: &Env) -> Result<()> {
     )
     .await?;
 
+    // A full backup, then an incremental one after more rows: both complete, with what
+    // pgBackRest reported about them.
+    let full = take_backup(env, "good-full", "Full").await?;
+    ensure!(
+        full.backup_id.as_deref().is_some_and(|l| l.ends_with('F')),
+        "{full:?}"
+    );
+    client
+        .batch_execute("INSERT INTO marks SELECT now() FROM generate_series(1, 1000)")
+        .await?;
+    let incr = take_backup(env, "good-incr", "Incremental").await?;
+    ensure!(
+        incr.backup_id.as_deref().is_some_and(|l| l.ends_with('I')),
+        "{incr:?}"
+    );
+    ensure!(
+        incr.wal_start >= full.wal_stop,
+        "the incremental backup starts before the full one ended: {incr:?} after {full:?}"
+    );
+
+    env.wait_cluster("good", "status.lastBackup good-incr", ARCHIVE, |pg| {
+        let last = pg.status.as_ref().and_then(|s| s.last_backup.as_ref());
+        match last {
+            Some(l) if l.name == "good-incr" && l.backup_id == incr.backup_id => Ok(()),
+            other => Err(format!("lastBackup {other:?}")),
+        }
+    })
+    .await?;
+
     // The wrong key: MinIO refuses it, the condition says so and names the Secret; the
     // database serves regardless.
     let pg = env
@@ -149,4 +181,49 @@ async fn archiving(env: &Env) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates PostgresBackup `name` of cluster `good` and waits until it completed.
+async fn take_backup(env: &Env, name: &str, kind: &str) -> Result<PostgresBackupStatus> {
+    env.apply(&format!(
+        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {{name: {name}}}\nspec: {{cluster: {{name: good}}, type: {kind}}}\n"
+    ))?;
+    let api = env.api::<PostgresBackup>();
+    let status = eventually(&format!("{name} Completed"), BACKUP, || async {
+        let b = api.get(name).await.map_err(|e| e.to_string())?;
+        let st = b.status.unwrap_or_default();
+        match st.phase {
+            Some(BackupPhase::Completed) => Ok(st),
+            Some(BackupPhase::Failed) => Err(format!("FAILED: {:?}", st.error)),
+            other => Err(format!("phase {other:?}: {:?}", st.error)),
+        }
+    })
+    .await?;
+    for field in [&status.start_time, &status.stop_time] {
+        ensure!(field.is_some(), "{status:?}");
+    }
+    ensure!(
+        status.size_bytes.unwrap_or(0) > 0
+            && status.wal_start.is_some()
+            && status.lsn_stop.is_some(),
+        "{status:?}"
+    );
+    // pgBackRest's report as the Job left it (a fixture for the unit tests, when refreshed).
+    let job = status.job.clone().context("no job in status")?;
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await?;
+    for p in pods.items {
+        if let Some(m) = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.state?.terminated?.message)
+        {
+            println!("pgBackRest report of {name}: {m}");
+        }
+    }
+    Ok(status)
 }

@@ -7,6 +7,8 @@
 //! Secrets never enter the file: the S3 keys and the cipher passphrase reach pgBackRest as
 //! `PGBACKREST_*` environment variables from the user's Secrets (see [`secret_env`]).
 
+pub mod info;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -277,26 +279,26 @@ pub fn config_file(backup: &BackupSpec, namespace: &str, cluster: &str) -> Resul
     Ok(out)
 }
 
-/// The environment that makes a Job the repository host of a backup of `pod`, reached over
-/// TLS with the client certificate. pgBackRest reads `pg1-path` and the rest from the file.
-pub fn job_host_env(names: &Names, namespace: &str, pod: &str) -> Vec<EnvVar> {
+/// The environment that makes a Job the repository host of a backup reading from `pod` as
+/// pgBackRest's `pg<index>` (1 the primary, 2… standbys), reached over TLS with the client
+/// certificate.
+pub fn job_host_env(names: &Names, namespace: &str, index: usize, pod: &str) -> Vec<EnvVar> {
+    let tls = |file: &str| format!("{TLS_DIR}/{file}");
     [
-        ("PGBACKREST_PG1_HOST", names.pod_host(pod, namespace)),
-        ("PGBACKREST_PG1_HOST_TYPE", "tls".into()),
-        ("PGBACKREST_PG1_HOST_PORT", TLS_PORT.to_string()),
-        ("PGBACKREST_PG1_HOST_CA_FILE", format!("{TLS_DIR}/{TLS_CA}")),
-        (
-            "PGBACKREST_PG1_HOST_CERT_FILE",
-            format!("{TLS_DIR}/{TLS_CLIENT_CERT}"),
-        ),
-        (
-            "PGBACKREST_PG1_HOST_KEY_FILE",
-            format!("{TLS_DIR}/{TLS_CLIENT_KEY}"),
-        ),
+        ("HOST", names.pod_host(pod, namespace)),
+        ("HOST_TYPE", "tls".into()),
+        ("HOST_PORT", TLS_PORT.to_string()),
+        ("HOST_CA_FILE", tls(TLS_CA)),
+        ("HOST_CERT_FILE", tls(TLS_CLIENT_CERT)),
+        ("HOST_KEY_FILE", tls(TLS_CLIENT_KEY)),
+        ("PATH", PGDATA.into()),
+        ("SOCKET_PATH", SOCKET_DIR.into()),
+        ("PORT", POSTGRES_PORT.to_string()),
+        ("USER", SUPERUSER.into()),
     ]
     .into_iter()
-    .map(|(name, value)| EnvVar {
-        name: name.to_owned(),
+    .map(|(option, value)| EnvVar {
+        name: format!("PGBACKREST_PG{index}_{option}"),
         value: Some(value),
         ..Default::default()
     })
@@ -620,15 +622,19 @@ mod tests {
 
     #[test]
     fn a_job_reaches_the_instance_over_tls() {
-        let env: BTreeMap<_, _> = job_host_env(&Names::new("db"), "prod", "db-1")
+        let env: BTreeMap<_, _> = job_host_env(&Names::new("db"), "prod", 2, "db-1")
             .into_iter()
             .map(|e| (e.name, e.value.unwrap()))
             .collect();
-        assert_eq!(env["PGBACKREST_PG1_HOST"], "db-1.db-pods.prod.svc");
-        assert_eq!(env["PGBACKREST_PG1_HOST_TYPE"], "tls");
+        assert_eq!(env["PGBACKREST_PG2_HOST"], "db-1.db-pods.prod.svc");
+        assert_eq!(env["PGBACKREST_PG2_HOST_TYPE"], "tls");
         assert_eq!(
-            env["PGBACKREST_PG1_HOST_CERT_FILE"],
+            env["PGBACKREST_PG2_HOST_CERT_FILE"],
             "/etc/pgbackrest-tls/client.crt"
+        );
+        assert_eq!(
+            env["PGBACKREST_PG2_PATH"],
+            "/var/lib/postgresql/data/pgdata"
         );
     }
 

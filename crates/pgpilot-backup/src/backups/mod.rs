@@ -1,0 +1,340 @@
+//! PostgresBackup: one pgBackRest backup of one cluster, run by a Job named after the object
+//! (a reconcile after a crash finds the Job instead of starting a second run), from a standby
+//! when one streams and the spec prefers it. Its status comes from the Job and pgBackRest's
+//! own report of the backup (`info --output=json`, found by the object's uid annotated on the
+//! backup). Deleting the object deletes the Job, never the backup.
+//!
+//! A reconcile: observe (the backup, its cluster, the cluster's pods and the Job, from the
+//! caches) → [`plan`] (pure) → act (create the Job) → status.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Client, Resource, ResourceExt};
+use pgpilot_api::PostgresCluster;
+use pgpilot_api::backup::{BackupPhase, PostgresBackup};
+use pgpilot_api::labels;
+use pgpilot_postgres::members::pod_ready;
+use pgpilot_postgres::names::COMPONENT_INSTANCE;
+use pgpilot_toolkit::conditions;
+use pgpilot_toolkit::events::Events;
+use pgpilot_toolkit::metrics::ControllerMetrics;
+use pgpilot_toolkit::runner::{Cache, Reconciler};
+use pgpilot_toolkit::status::{StatusPart, apply_status};
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::job;
+use crate::observe::{image, pod_ip};
+use crate::plan::CONTINUOUS_ARCHIVING;
+use plan::{ClusterFacts, JobFacts, Next};
+
+/// `pgpilot.io/component` of backup Jobs and their pods.
+pub const COMPONENT: &str = "backup";
+
+/// Every status field of a PostgresBackup is this controller's.
+pub const PART: StatusPart<'static> = StatusPart {
+    fields: &[
+        "phase",
+        "observedGeneration",
+        "backupId",
+        "startTime",
+        "stopTime",
+        "sizeBytes",
+        "repositorySizeBytes",
+        "size",
+        "walStart",
+        "walStop",
+        "lsnStart",
+        "lsnStop",
+        "job",
+        "error",
+    ],
+    conditions: &[],
+};
+
+/// Keeps only the oldest backup of each stanza and the one annotated with this backup's uid,
+/// in pgBackRest's own JSON shape: the report fits a termination message (4 KiB).
+const REPORT_FILTER: &str = r#"import json, os, sys
+uid = os.environ["PGPILOT_BACKUP_UID"]
+info = json.load(sys.stdin)
+for stanza in info:
+    backups = stanza.get("backup", [])
+    mine = [b for b in backups if (b.get("annotation") or {}).get("pgpilot.io/backup") == uid]
+    keep = backups[:1] + mine[-1:]
+    stanza["backup"] = [b for i, b in enumerate(keep) if b not in keep[:i]]
+    stanza.pop("db", None)
+    stanza.pop("repo", None)
+json.dump(info, sys.stdout, separators=(",", ":"))
+"#;
+
+const SCRIPT: &str = "set -e
+pgbackrest backup --type=\"$PGPILOT_BACKUP_TYPE\" --backup-standby=\"$PGPILOT_BACKUP_STANDBY\" --annotation=pgpilot.io/backup=\"$PGPILOT_BACKUP_UID\"
+pgbackrest info --output=json | python3 -c \"$PGPILOT_REPORT_FILTER\" >/dev/termination-log";
+
+pub struct Caches {
+    pub clusters: Cache<PostgresCluster>,
+    pub pods: Cache<Pod>,
+    pub jobs: Cache<Job>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub field_manager: String,
+    pub events: Events,
+    pub metrics: ControllerMetrics,
+    pub caches: Caches,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Context {
+    type Object = PostgresBackup;
+    type Error = Error;
+
+    async fn reconcile(&self, backup: Arc<PostgresBackup>) -> Result<Action, Error> {
+        reconcile(backup, self).await
+    }
+}
+
+/// The Job of a backup: its name, cut to leave room for the suffix (Job names become label
+/// values, at most 63 characters), with the uid's start when cut.
+pub fn job_name(backup: &PostgresBackup) -> String {
+    let name = backup.name_any();
+    if name.len() <= 56 {
+        format!("{name}-backup")
+    } else {
+        let uid = backup.uid().unwrap_or_default();
+        format!("{}-{}-backup", &name[..47], &uid[..uid.len().min(8)])
+    }
+}
+
+async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action, Error> {
+    if backup.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = backup.namespace().unwrap_or_default();
+    let uid = backup.uid().unwrap_or_default();
+    let job_name = job_name(&backup);
+    let cluster = ctx.caches.clusters.get(&ns, &backup.spec.cluster.name);
+
+    // Observe.
+    let facts = cluster_facts(ctx, &ns, cluster.as_deref());
+    let job = ctx
+        .caches
+        .jobs
+        .get(&ns, &job_name)
+        .map(|j| job_facts(&j, ctx, &ns));
+    let previous = backup.status.clone().unwrap_or_default();
+
+    // Plan, act.
+    let next = plan::next(backup.spec.target, previous.phase, &facts, job.as_ref());
+    if let (
+        Next::Start {
+            hosts,
+            prefer_standby,
+        },
+        Some(cluster),
+    ) = (&next, cluster.as_deref())
+    {
+        let primary_pod = ctx.caches.pods.get(&ns, &hosts[0]);
+        let image = primary_pod
+            .as_deref()
+            .and_then(image)
+            .unwrap_or_default()
+            .to_owned();
+        let owner = backup
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Invalid {
+                field: "metadata.uid",
+                message: "the backup has no uid yet".into(),
+            })?;
+        let env = |name: &str, value: String| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            ..Default::default()
+        };
+        let job = job::job(
+            cluster,
+            job::Spec {
+                name: job_name.clone(),
+                component: COMPONENT,
+                script: SCRIPT,
+                hosts,
+                extra_env: vec![
+                    env(
+                        "PGPILOT_BACKUP_TYPE",
+                        backup.spec.backup_type.pgbackrest_name().into(),
+                    ),
+                    env(
+                        "PGPILOT_BACKUP_STANDBY",
+                        if *prefer_standby { "prefer" } else { "n" }.into(),
+                    ),
+                    env("PGPILOT_BACKUP_UID", uid.clone()),
+                    env("PGPILOT_REPORT_FILTER", REPORT_FILTER.into()),
+                ],
+                annotations: BTreeMap::new(),
+                owner,
+                image: &image,
+                // A failed backup is reported, not retried: a schedule takes the next one.
+                retries: 0,
+            },
+        )?;
+        ctx.caches
+            .jobs
+            .api(&ns)
+            .create(&PostParams::default(), &job)
+            .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %job_name))
+            .await
+            .map_err(Error::api("create", "Job", &job_name))?;
+        ctx.metrics.wrote("Job");
+        ctx.events
+            .normal(
+                backup.as_ref(),
+                "BackupStarted",
+                "Backup",
+                format!(
+                    "{} backup of {} started by Job {job_name}{}",
+                    backup.spec.backup_type.pgbackrest_name(),
+                    backup.spec.cluster.name,
+                    if *prefer_standby {
+                        ", from a standby"
+                    } else {
+                        ", from the primary"
+                    }
+                ),
+            )
+            .await;
+    }
+
+    // Status, and an Event when the backup ends.
+    let mut status = plan::status(&previous, &uid, &job_name, &facts, job.as_ref());
+    status.observed_generation = backup.metadata.generation;
+    let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    if apply_status(&api, &ctx.field_manager, &PART, backup.as_ref(), &status).await? {
+        ctx.metrics.wrote("PostgresBackup/status");
+    }
+    if previous.phase != status.phase {
+        match status.phase {
+            Some(BackupPhase::Completed) => {
+                ctx.events
+                    .normal(
+                        backup.as_ref(),
+                        "BackupCompleted",
+                        "Backup",
+                        format!(
+                            "backup {} of {} completed: {}",
+                            status.backup_id.as_deref().unwrap_or("?"),
+                            backup.spec.cluster.name,
+                            status.size.as_deref().unwrap_or("?")
+                        ),
+                    )
+                    .await
+            }
+            Some(BackupPhase::Failed) => {
+                ctx.events
+                    .warning(
+                        backup.as_ref(),
+                        "BackupFailed",
+                        "Backup",
+                        status.error.clone().unwrap_or_default(),
+                    )
+                    .await
+            }
+            _ => {}
+        }
+    }
+    Ok(match status.phase {
+        Some(BackupPhase::Completed | BackupPhase::Failed) => Action::await_change(),
+        // Waiting on the cluster: its status changes do not wake this object.
+        _ => Action::requeue(Duration::from_secs(15)),
+    })
+}
+
+fn cluster_facts(ctx: &Context, ns: &str, cluster: Option<&PostgresCluster>) -> ClusterFacts {
+    let Some(cluster) = cluster else {
+        return ClusterFacts {
+            exists: false,
+            has_repository: false,
+            archiving: Err("no cluster".into()),
+            primary: None,
+            replicas: Vec::new(),
+        };
+    };
+    let name = cluster.name_any();
+    let archiving = match cluster
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, CONTINUOUS_ARCHIVING))
+    {
+        Some(c) if c.status == "True" => Ok(()),
+        Some(c) => Err(format!(
+            "ContinuousArchiving={} ({}): {}",
+            c.status, c.reason, c.message
+        )),
+        None => Err("the cluster shows no ContinuousArchiving condition yet".into()),
+    };
+    let pods = ctx.caches.pods.list(
+        ns,
+        &[
+            (labels::CLUSTER, name.as_str()),
+            (labels::COMPONENT, COMPONENT_INSTANCE),
+        ],
+    );
+    let ready = |role: &str| {
+        let mut names: Vec<String> = pods
+            .iter()
+            .filter(|p| p.labels().get(labels::ROLE).map(String::as_str) == Some(role))
+            .filter(|p| pod_ready(p) && pod_ip(p).is_some())
+            .map(|p| p.name_any())
+            .collect();
+        names.sort();
+        names
+    };
+    ClusterFacts {
+        exists: true,
+        has_repository: cluster.spec.backup.is_some(),
+        archiving,
+        primary: ready(labels::ROLE_PRIMARY).into_iter().next(),
+        replicas: ready(labels::ROLE_REPLICA),
+    }
+}
+
+fn job_facts(job: &Job, ctx: &Context, ns: &str) -> JobFacts {
+    let condition = |type_: &str| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+    };
+    let message = || {
+        let uid = job.uid()?;
+        ctx.caches
+            .pods
+            .list(ns, &[("batch.kubernetes.io/controller-uid", uid.as_str())])
+            .iter()
+            .find_map(|p| {
+                p.status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .iter()
+                    .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+            })
+    };
+    if condition("Complete") {
+        JobFacts::Succeeded { report: message() }
+    } else if condition("Failed") {
+        JobFacts::Failed { output: message() }
+    } else {
+        JobFacts::Running {
+            started: job.status.as_ref().and_then(|s| s.start_time.clone()),
+        }
+    }
+}
