@@ -9,6 +9,8 @@ pub const ROLE: &str = "pgpilot.io/role";
 pub const INSTANCE: &str = "pgpilot.io/instance";
 /// Label saying which pgpilot component created an object.
 pub const COMPONENT: &str = "pgpilot.io/component";
+/// On PostgresBackups a BackupSchedule created: its name.
+pub const SCHEDULE: &str = "pgpilot.io/schedule";
 /// Standard `app.kubernetes.io/managed-by` label.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY`].

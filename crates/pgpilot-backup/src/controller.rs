@@ -6,14 +6,14 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use pgpilot_api::labels;
-use pgpilot_api::{PostgresBackup, PostgresCluster};
+use pgpilot_api::{BackupSchedule, PostgresBackup, PostgresCluster};
 use pgpilot_postgres::triggers;
 use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
-use crate::backups;
 use crate::context::Context;
 use crate::observe::Caches;
+use crate::{backups, schedules};
 
 /// Name in `--controllers`.
 pub const NAME: &str = "backup";
@@ -41,14 +41,25 @@ impl Controller for BackupController {
                 &["postgresclusters/status"],
                 &["get", "patch"],
             ),
+            // Schedules create their backups and delete those beyond their history limits.
             rule(
                 &["pgpilot.io"],
                 &["postgresbackups"],
-                &["get", "list", "watch"],
+                &["get", "list", "watch", "create", "delete"],
             ),
             rule(
                 &["pgpilot.io"],
                 &["postgresbackups/status"],
+                &["get", "patch"],
+            ),
+            rule(
+                &["pgpilot.io"],
+                &["backupschedules"],
+                &["get", "list", "watch"],
+            ),
+            rule(
+                &["pgpilot.io"],
+                &["backupschedules/status"],
                 &["get", "patch"],
             ),
             rule(
@@ -60,7 +71,8 @@ impl Controller for BackupController {
         ]
     }
 
-    /// Two loops: clusters (the archive) and PostgresBackups (one backup each).
+    /// Three loops: clusters (the archive), PostgresBackups (one backup each) and
+    /// BackupSchedules (backups on a schedule).
     async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
         let clusters = runner::run(ctx.clone(), NAME, |scope: &mut Scope<PostgresCluster>| {
             let caches = Caches {
@@ -80,6 +92,7 @@ impl Controller for BackupController {
                 caches,
             })
         });
+        let ctx_schedules = ctx.clone();
         let backups = runner::run(ctx, NAME, |scope: &mut Scope<PostgresBackup>| {
             let caches = backups::Caches {
                 // Read when a backup starts; the backup's own requeue notices a change.
@@ -95,7 +108,17 @@ impl Controller for BackupController {
                 caches,
             })
         });
-        futures::try_join!(clusters, backups).map(drop)
+        let schedules = runner::run(ctx_schedules, NAME, |scope: &mut Scope<BackupSchedule>| {
+            Ok(schedules::Context {
+                client: scope.ctx.client.clone(),
+                field_manager: labels::field_manager(NAME),
+                events: scope.ctx.events.clone(),
+                metrics: scope.ctx.metrics.clone(),
+                // The schedule's backups (owned): a finished one may free the next run.
+                backups: scope.owns(),
+            })
+        });
+        futures::try_join!(clusters, backups, schedules).map(drop)
     }
 }
 
