@@ -120,6 +120,10 @@ pub struct PostgresBackupStatus {
     /// WAL location where it stopped: a restore of it reaches at least this point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lsn_stop: Option<String>,
+    /// The earliest point the repository could restore to when this backup finished: the
+    /// end of its oldest backup then (retention had just expired older ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverable_from: Option<Time>,
     /// The Job that runs (or ran) pgBackRest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use pgpilot_api::PostgresBackup;
@@ -37,8 +38,9 @@ pub struct Seen {
     pub primary: Option<Arc<Pod>>,
     pub stanza_job: Option<StanzaJob>,
     pub superuser: Option<Sensitive>,
-    /// The cluster's newest completed PostgresBackup.
-    pub last_backup: Option<LastBackup>,
+    /// The cluster's newest completed PostgresBackup, and the earliest point the repository
+    /// could restore to when it finished.
+    pub last_backup: Option<(LastBackup, Option<Time>)>,
 }
 
 pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
@@ -82,13 +84,16 @@ pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
         .filter(|b| b.spec.cluster.name == cluster)
         .filter_map(|b| {
             let st = b.status.as_ref()?;
-            (st.phase == Some(BackupPhase::Completed)).then(|| LastBackup {
-                name: b.name_any(),
-                backup_id: st.backup_id.clone(),
-                completion_time: st.stop_time.clone(),
+            (st.phase == Some(BackupPhase::Completed)).then(|| {
+                let last = LastBackup {
+                    name: b.name_any(),
+                    backup_id: st.backup_id.clone(),
+                    completion_time: st.stop_time.clone(),
+                };
+                (last, st.recoverable_from.clone())
             })
         })
-        .max_by_key(|l| l.completion_time.as_ref().map(|t| t.0));
+        .max_by_key(|(l, _)| l.completion_time.as_ref().map(|t| t.0));
     Seen {
         primary,
         stanza_job,

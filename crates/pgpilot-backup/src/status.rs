@@ -27,7 +27,7 @@ pub fn compute(
     stanza: &str,
     archiving: Option<&Archiving>,
     archiver: Option<&Archiver>,
-    last_backup: Option<LastBackup>,
+    last_backup: Option<(LastBackup, Option<Time>)>,
     now: Time,
 ) -> PostgresClusterStatus {
     let mut status = PostgresClusterStatus {
@@ -42,7 +42,8 @@ pub fn compute(
         status.conditions.clear();
         return status;
     };
-    status.last_backup = last_backup;
+    let recoverable_from = last_backup.as_ref().and_then(|(_, from)| from.clone());
+    status.last_backup = last_backup.map(|(last, _)| last);
     conditions::set(
         &mut status.conditions,
         Update {
@@ -76,6 +77,9 @@ pub fn compute(
             ..previous.unwrap_or_default()
         },
     });
+    if let (Some(b), Some(from)) = (status.backup.as_mut(), recoverable_from) {
+        b.first_recoverability_point = Some(from);
+    }
     status
 }
 
@@ -135,17 +139,22 @@ mod tests {
             backup_id: Some("20261205-220815F".into()),
             completion_time: None,
         };
+        let from = Time(Timestamp::from_second(1_799_000_000).unwrap());
         let status = compute(
             &live,
             "prod-db",
             Some(&archiving),
             Some(&a),
-            Some(last),
+            Some((last, Some(from))),
             now(),
         );
         let value = serde_json::to_value(&status).unwrap();
         let part = PART.project(&value);
         assert_eq!(part["lastBackup"]["backupId"], "20261205-220815F");
+        assert_eq!(
+            part["backup"]["firstRecoverabilityPoint"],
+            "2027-01-03T18:13:20Z"
+        );
         assert_eq!(part["backup"]["stanza"], "prod-db");
         assert_eq!(
             part["backup"]["lastArchivedWal"],

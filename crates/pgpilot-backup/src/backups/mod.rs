@@ -54,6 +54,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         "walStop",
         "lsnStart",
         "lsnStop",
+        "recoverableFrom",
         "job",
         "error",
     ],
@@ -336,5 +337,57 @@ fn job_facts(job: &Job, ctx: &Context, ns: &str) -> JobFacts {
         JobFacts::Running {
             started: job.status.as_ref().and_then(|s| s.start_time.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use pgpilot_api::backup::PostgresBackupStatus;
+
+    #[test]
+    fn every_status_field_is_written() {
+        let t = Some(Time(Timestamp::UNIX_EPOCH));
+        let text = Some(String::from("x"));
+        let full = PostgresBackupStatus {
+            phase: Some(BackupPhase::Completed),
+            conditions: Vec::new(),
+            observed_generation: Some(1),
+            backup_id: text.clone(),
+            start_time: t.clone(),
+            stop_time: t.clone(),
+            size_bytes: Some(1),
+            repository_size_bytes: Some(1),
+            size: text.clone(),
+            wal_start: text.clone(),
+            wal_stop: text.clone(),
+            lsn_start: text.clone(),
+            lsn_stop: text.clone(),
+            recoverable_from: t,
+            job: text.clone(),
+            error: text,
+        };
+        let value = serde_json::to_value(&full).unwrap();
+        for key in value.as_object().unwrap().keys() {
+            assert!(PART.fields.contains(&key.as_str()), "{key} is not in PART");
+        }
+    }
+
+    #[test]
+    fn job_names_fit_a_label_value() {
+        let backup = |name: &str| -> PostgresBackup {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresBackup",
+                "metadata": {"name": name, "namespace": "prod", "uid": "0123456789abcdef"},
+                "spec": {"cluster": {"name": "db"}},
+            }))
+            .unwrap()
+        };
+        assert_eq!(job_name(&backup("db-nightly")), "db-nightly-backup");
+        let long = job_name(&backup(&"n".repeat(120)));
+        assert!(long.len() <= 63, "{long}");
+        assert!(long.ends_with("-01234567-backup"), "{long}");
     }
 }

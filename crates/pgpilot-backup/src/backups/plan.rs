@@ -139,13 +139,16 @@ pub fn status(
             let found = parsed.and_then(|stanzas| {
                 stanzas
                     .iter()
-                    .find_map(|s| s.annotated(ANNOTATION, uid).cloned())
+                    .find_map(|s| {
+                        let oldest = s.oldest().map(|o| o.timestamp.stop);
+                        Some((s.annotated(ANNOTATION, uid)?.clone(), oldest))
+                    })
                     .ok_or_else(|| {
                         format!("pgBackRest's report has no backup annotated {ANNOTATION}={uid}")
                     })
             });
             match found {
-                Ok(b) => completed(b, base),
+                Ok((b, oldest)) => completed(b, oldest, base),
                 Err(e) => PostgresBackupStatus {
                     phase: Some(BackupPhase::Failed),
                     error: Some(e),
@@ -156,9 +159,14 @@ pub fn status(
     }
 }
 
-fn completed(b: info::Backup, base: PostgresBackupStatus) -> PostgresBackupStatus {
+fn completed(
+    b: info::Backup,
+    oldest_stop: Option<i64>,
+    base: PostgresBackupStatus,
+) -> PostgresBackupStatus {
     let time = |secs: i64| Timestamp::from_second(secs).ok().map(Time);
     PostgresBackupStatus {
+        recoverable_from: oldest_stop.and_then(time),
         phase: Some(BackupPhase::Completed),
         backup_id: Some(b.label),
         start_time: time(b.timestamp.start),
@@ -290,6 +298,11 @@ mod tests {
         );
         assert_eq!(st.stop_time.map(|t| t.0.as_second()), Some(1_796_508_236));
         assert_eq!(st.job.as_deref(), Some("db-full-backup"));
+        assert_eq!(
+            st.recoverable_from.map(|t| t.0.as_second()),
+            Some(1_796_508_236),
+            "the only backup is the oldest"
+        );
     }
 
     #[test]

@@ -75,11 +75,22 @@ async fn archiving(env: &Env) -> Result<()> {
         })
         .await?;
     let st = pg.status.clone().context("no status")?;
-    ensure!(
-        !st.conditions.iter().any(|c| c.type_ == "BackupsHandled"),
-        "the cluster controller still says no backup controller reported: {:?}",
-        st.conditions
-    );
+    // The cluster controller drops its NoBackupController note on its next look (periodic).
+    env.wait_cluster(
+        "good",
+        "no BackupsHandled condition",
+        ARCHIVE,
+        |pg| match pg
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .find(|c| c.type_ == "BackupsHandled")
+        {
+            None => Ok(()),
+            Some(c) => Err(format!("BackupsHandled={} ({})", c.status, c.reason)),
+        },
+    )
+    .await?;
     let backup = st.backup.context("no status.backup")?;
     ensure!(backup.stanza.as_deref() == Some(&format!("{}-good", env.ns)[..]));
     ensure!(backup.last_recoverability_point.is_some());
@@ -132,10 +143,20 @@ async fn archiving(env: &Env) -> Result<()> {
         "the incremental backup starts before the full one ended: {incr:?} after {full:?}"
     );
 
+    ensure!(
+        incr.recoverable_from == full.stop_time,
+        "the full backup is the repository's oldest: {incr:?}"
+    );
     env.wait_cluster("good", "status.lastBackup good-incr", ARCHIVE, |pg| {
-        let last = pg.status.as_ref().and_then(|s| s.last_backup.as_ref());
+        let st = pg.status.as_ref();
+        let last = st.and_then(|s| s.last_backup.as_ref());
+        let first = st.and_then(|s| s.backup.as_ref()?.first_recoverability_point.clone());
         match last {
-            Some(l) if l.name == "good-incr" && l.backup_id == incr.backup_id => Ok(()),
+            Some(l) if l.name == "good-incr" && l.backup_id == incr.backup_id => {
+                (first == full.stop_time).then_some(()).ok_or(format!(
+                    "firstRecoverabilityPoint {first:?}, want the full backup's end"
+                ))
+            }
             other => Err(format!("lastBackup {other:?}")),
         }
     })
