@@ -11,8 +11,7 @@ use pgpilot_postgres::triggers;
 use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
-use crate::context::Context;
-use crate::observe::Caches;
+use crate::archiving::{self, observe::Caches};
 use crate::{backups, schedules};
 
 /// Name in `--controllers`.
@@ -84,7 +83,7 @@ impl Controller for BackupController {
                 // A backup that completes is the cluster's new last backup.
                 backups: scope.watches(watcher::Config::default(), phase_of, cluster_of_backup),
             };
-            Ok(Context {
+            Ok(archiving::Context {
                 client: scope.ctx.client.clone(),
                 field_manager: labels::field_manager(NAME),
                 events: scope.ctx.events.clone(),

@@ -1,23 +1,20 @@
-//! The backup controller: the WAL archive of every PostgresCluster with `spec.backup` —
-//! its pgBackRest stanza created and checked by a Job, and `ContinuousArchiving` with the
-//! archive's state in the cluster's status, read from the primary itself — and
-//! PostgresBackups, each run by a Job of its own ([`backups`]), and BackupSchedules that
-//! create them ([`schedules`]).
+//! The backup controller, three loops over the API:
 //!
-//! A cluster's reconcile ([`reconcile`]) reads top-down: [`observe`] → [`plan`] → act (the
-//! stanza Job, [`stanza`]) → [`status`].
+//! - [`archiving`]: the WAL archive of every PostgresCluster with `spec.backup` — its
+//!   pgBackRest stanza created and checked by a Job, `ContinuousArchiving`, `status.backup`
+//!   and `status.lastBackup`, read from the primary itself;
+//! - [`backups`]: PostgresBackups, each run by a Job of its own;
+//! - [`schedules`]: BackupSchedules, which create PostgresBackups.
+//!
+//! Each reconcile reads top-down: observe → plan (pure) → act → status. pgBackRest runs in
+//! the instances and in Jobs ([`job`]), never through `pods/exec`.
 
+pub mod archiving;
 pub mod backups;
-pub mod context;
 pub mod controller;
 pub mod error;
 pub mod job;
-pub mod observe;
-pub mod plan;
-pub mod reconcile;
 pub mod schedules;
-pub mod stanza;
-pub mod status;
 
 pub use controller::BackupController;
 pub use error::Error;

@@ -1,8 +1,9 @@
 //! PostgreSQL as every pgpilot controller sees it: the names and labels of a cluster's
 //! objects, Patroni's REST API (observation, switchover, restart, re-initialize), the
 //! instances and the choice of a successor for the primary, SQL (connections, quoting, SCRAM
-//! verifiers, declared roles and databases), credential Secrets, the version pin, and pgBackRest
-//! (configuration, commands, TLS material, what its errors mean).
+//! verifiers, declared roles and databases), credential Secrets, the version pin, pgBackRest
+//! (configuration, commands, TLS material, its reports and what its errors mean), the WAL
+//! archiver as the primary reports it, and which changes of instance pods matter (triggers).
 
 pub mod archiver;
 pub mod credentials;

@@ -30,10 +30,10 @@ use pgpilot_toolkit::runner::{Cache, Reconciler};
 use pgpilot_toolkit::status::{StatusPart, apply_status};
 use tracing::Instrument;
 
+use crate::archiving::observe::{image, pod_ip};
+use crate::archiving::plan::CONTINUOUS_ARCHIVING;
 use crate::error::Error;
 use crate::job;
-use crate::observe::{image, pod_ip};
-use crate::plan::CONTINUOUS_ARCHIVING;
 use plan::{ClusterFacts, JobFacts, Next};
 
 /// `pgpilot.io/component` of backup Jobs and their pods.

@@ -12,7 +12,7 @@ pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
 /// The stanza Job as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StanzaJob {
-    /// The configuration it was made from ([`crate::stanza::config_hash`]).
+    /// The configuration it was made from ([`super::stanza::config_hash`]).
     pub hash: String,
     pub outcome: JobOutcome,
 }

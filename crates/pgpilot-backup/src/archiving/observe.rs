@@ -19,8 +19,8 @@ use pgpilot_postgres::sql;
 use pgpilot_toolkit::Sensitive;
 use pgpilot_toolkit::runner::Cache;
 
-use crate::plan::{JobOutcome, StanzaJob};
-use crate::stanza;
+use super::plan::{JobOutcome, StanzaJob};
+use super::stanza;
 
 /// The controller's watch caches.
 pub struct Caches {

@@ -1,3 +1,6 @@
+//! The WAL archive of every PostgresCluster with `spec.backup`: its stanza created and checked
+//! by a Job ([`stanza`]), `ContinuousArchiving` and `status.backup` from the primary's own view.
+//!
 //! One reconcile of one PostgresCluster, top-down:
 //!
 //! 1. **observe** — the primary, the stanza Job and the superuser's password from the
@@ -7,32 +10,56 @@
 //! 3. **act** — create or delete the stanza Job (at most one of the two);
 //! 4. **status** — `status.backup` and the condition, written when they changed.
 
+pub mod observe;
+pub mod plan;
+pub mod stanza;
+pub mod status;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
 use pgpilot_api::PostgresCluster;
 use pgpilot_postgres::pgbackrest;
 use pgpilot_toolkit::conditions::{self, Status};
+use pgpilot_toolkit::events::Events;
+use pgpilot_toolkit::metrics::ControllerMetrics;
+use pgpilot_toolkit::runner::Reconciler;
 use tracing::Instrument;
 
-use crate::context::Context;
 use crate::error::Error;
-use crate::observe;
-use crate::plan::{self, CONTINUOUS_ARCHIVING, JobOutcome, StanzaStep};
-use crate::stanza;
-use crate::status;
+use observe::Caches;
+use plan::{CONTINUOUS_ARCHIVING, JobOutcome, StanzaStep};
 
 /// How often a cluster with backups is looked at again: the archive moves without any
 /// Kubernetes object changing.
 const RESYNC: Duration = Duration::from_secs(30);
 
-pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Action, Error> {
+/// What every reconcile of one namespace (or all) shares.
+pub struct Context {
+    pub client: Client,
+    pub field_manager: String,
+    pub events: Events,
+    pub metrics: ControllerMetrics,
+    pub caches: Caches,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Context {
+    type Object = PostgresCluster;
+    type Error = Error;
+
+    async fn reconcile(&self, cluster: Arc<PostgresCluster>) -> Result<Action, Error> {
+        reconcile(cluster, self).await
+    }
+}
+
+async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Action, Error> {
     if cluster.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

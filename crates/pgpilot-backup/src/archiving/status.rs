@@ -12,9 +12,9 @@ use pgpilot_postgres::archiver::Archiver;
 use pgpilot_toolkit::conditions::{self, Update};
 use pgpilot_toolkit::status::{StatusPart, apply_status};
 
-use crate::context::Context;
+use super::Context;
+use super::plan::{Archiving, CONTINUOUS_ARCHIVING};
 use crate::error::Error;
-use crate::plan::{Archiving, CONTINUOUS_ARCHIVING};
 
 pub const PART: StatusPart<'static> = StatusPart {
     fields: &["backup", "lastBackup"],
