@@ -29,10 +29,11 @@ async fn wal_reaches_minio_over_tls_and_a_refused_key_is_named_as_the_reason() {
     env.finish(result).await;
 }
 
+/// A cluster archiving to `minio`, keeping one full backup (and what depends on it).
 fn backed_up(name: &str, minio: &Minio, secret: &str) -> String {
     ClusterYaml::new(name)
         .spec(&format!(
-            "backup: {{repository: {{s3: {}}}}}",
+            "backup: {{repository: {{s3: {}}}, retention: {{full: 1}}}}",
             minio.repository("backups", secret)
         ))
         .yaml()
@@ -161,6 +162,14 @@ async fn archiving(env: &Env) -> Result<()> {
         }
     })
     .await?;
+
+    // Retention keeps one full backup: a second one expires the first and its incremental,
+    // and the repository's oldest backup is now the new one.
+    let full2 = take_backup(env, "good-full-2", "Full").await?;
+    ensure!(
+        full2.recoverable_from == full2.stop_time,
+        "retention (full: 1) should have expired the first full backup: {full2:?}"
+    );
 
     // The wrong key: MinIO refuses it, the condition says so and names the Secret; the
     // database serves regardless.
