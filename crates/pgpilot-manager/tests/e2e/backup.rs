@@ -215,8 +215,18 @@ async fn archiving(env: &Env) -> Result<()> {
 
 /// Creates PostgresBackup `name` of cluster `good` and waits until it completed.
 async fn take_backup(env: &Env, name: &str, kind: &str) -> Result<PostgresBackupStatus> {
+    backup_of(env, "good", name, kind).await
+}
+
+/// Creates PostgresBackup `name` of `cluster` and waits until it completed.
+async fn backup_of(
+    env: &Env,
+    cluster: &str,
+    name: &str,
+    kind: &str,
+) -> Result<PostgresBackupStatus> {
     env.apply(&format!(
-        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {{name: {name}}}\nspec: {{cluster: {{name: good}}, type: {kind}}}\n"
+        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {{name: {name}}}\nspec: {{cluster: {{name: {cluster}}}, type: {kind}}}\n"
     ))?;
     let api = env.api::<PostgresBackup>();
     let status = eventually(&format!("{name} Completed"), BACKUP, || async {
@@ -256,4 +266,99 @@ async fn take_backup(env: &Env, name: &str, kind: &str) -> Result<PostgresBackup
         }
     }
     Ok(status)
+}
+
+#[tokio::test]
+async fn a_backup_cut_short_by_a_failover_ends_clearly_and_the_next_one_completes() {
+    let env = Env::start_controllers("backup-failover", "cluster,backup").await;
+    let result = backup_during_failover(&env).await;
+    env.finish(result).await;
+}
+
+async fn backup_during_failover(env: &Env) -> Result<()> {
+    let minio = Minio::start(env).await?;
+    minio.create_bucket(env, "backups").await?;
+    minio.credentials_secret(env, "s3", false)?;
+    env.apply(
+        &ClusterYaml::new("ha")
+            .instances(2)
+            .spec(&format!(
+                "backup: {{repository: {{s3: {}}}}}",
+                minio.repository("backups", "s3")
+            ))
+            .yaml(),
+    )?;
+    let pg = env.wait_ready("ha", 2, CREATE).await?;
+    env.wait_cluster("ha", "ContinuousArchiving=True", ARCHIVE, |pg| {
+        condition_is(pg, "ContinuousArchiving", "True")
+    })
+    .await?;
+    let primary = pg
+        .status
+        .and_then(|s| s.current_primary)
+        .context("no primary")?;
+    let pod = env.api::<Pod>().get(&primary).await?;
+    let ip = pod.status.and_then(|s| s.pod_ip).context("no IP")?;
+    let client = connect(&instance_config(&ip, &env.superuser("ha").await?)).await?;
+    // Enough data that the backup takes a moment.
+    client
+        .batch_execute(
+            "CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 400000) g",
+        )
+        .await?;
+
+    // A backup from the primary, and the primary deleted as soon as its Job exists.
+    env.apply(
+        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {name: during}\nspec: {cluster: {name: ha}, type: Full, target: Primary}\n",
+    )?;
+    let jobs = env.api::<k8s_openapi::api::batch::v1::Job>();
+    eventually("the backup's Job", BACKUP, || async {
+        jobs.get_opt("during-backup")
+            .await
+            .map_err(|e| e.to_string())?
+            .map(drop)
+            .ok_or_else(|| "no Job yet".to_owned())
+    })
+    .await?;
+    env.kubectl(&["delete", "pod", &primary, "--wait=false"])?;
+
+    // The backup ends one way or the other, and says which.
+    let api = env.api::<PostgresBackup>();
+    let ended = eventually("the backup ends", BACKUP, || async {
+        let st = api
+            .get("during")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        match st.phase {
+            Some(BackupPhase::Completed | BackupPhase::Failed) => Ok(st),
+            other => Err(format!("phase {other:?}")),
+        }
+    })
+    .await?;
+    match ended.phase {
+        Some(BackupPhase::Completed) => ensure!(ended.backup_id.is_some(), "{ended:?}"),
+        _ => ensure!(
+            ended.error.as_deref().is_some_and(|e| !e.trim().is_empty()),
+            "a failed backup says why: {ended:?}"
+        ),
+    }
+    println!(
+        "the backup cut short by the failover ended {:?}: {:?}",
+        ended.phase, ended.error
+    );
+
+    // The cluster recovers and archives on its new timeline; the next backup completes.
+    env.wait_ready("ha", 2, CREATE).await?;
+    env.wait_cluster(
+        "ha",
+        "ContinuousArchiving=True after the failover",
+        ARCHIVE,
+        |pg| condition_is(pg, "ContinuousArchiving", "True"),
+    )
+    .await?;
+    let after = backup_of(env, "ha", "after", "Full").await?;
+    ensure!(after.backup_id.is_some(), "{after:?}");
+    Ok(())
 }
