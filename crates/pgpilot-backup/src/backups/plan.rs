@@ -123,12 +123,7 @@ pub fn status(
         },
         JobFacts::Failed { output } => PostgresBackupStatus {
             phase: Some(BackupPhase::Failed),
-            error: Some(
-                output
-                    .as_deref()
-                    .map(pgbackrest::error_in)
-                    .unwrap_or_else(|| "the backup Job failed without output".into()),
-            ),
+            error: Some(failure(output.as_deref())),
             ..base
         },
         JobFacts::Succeeded { report } => {
@@ -156,6 +151,21 @@ pub fn status(
                 },
             }
         }
+    }
+}
+
+/// Why a backup Job failed: pgBackRest's error, and what a lost connection usually means.
+fn failure(output: Option<&str>) -> String {
+    let Some(error) = output.map(pgbackrest::error_in) else {
+        return "the backup Job failed without output".into();
+    };
+    // [101] TLS errors and [104] protocol errors mid-backup: the instance went away.
+    if error.contains("unexpected eof") || error.contains("[101]") || error.contains("[104]") {
+        format!(
+            "the backup lost its connection to the instance it read from (did it restart or fail over?); take a new backup. pgBackRest said: {error}"
+        )
+    } else {
+        error
     }
 }
 
@@ -335,6 +345,27 @@ mod tests {
         );
         assert_eq!(st.phase, Some(BackupPhase::Failed));
         assert!(st.error.unwrap().starts_with("[082]: WAL segment"));
+    }
+
+    #[test]
+    fn a_backup_cut_short_says_the_instance_went_away() {
+        // As the e2e tier saw it when the primary was deleted during the backup.
+        let job = JobFacts::Failed {
+            output: Some("2026-12-05 22:53:40.112 P00  ERROR: [101]: TLS error [1:167772454] unexpected eof while reading\n".into()),
+        };
+        let st = status(
+            &Default::default(),
+            UID,
+            "j",
+            &cluster(true, &[]),
+            Some(&job),
+        );
+        let error = st.error.unwrap();
+        assert!(error.contains("lost its connection"), "{error}");
+        assert!(
+            error.ends_with("[101]: TLS error [1:167772454] unexpected eof while reading"),
+            "{error}"
+        );
     }
 
     #[test]
