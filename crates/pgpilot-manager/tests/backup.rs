@@ -121,6 +121,11 @@ async fn a_schedule_creates_each_run_once_and_keeps_its_history_limit() {
         pgpilot_api::common::BackupType::Incremental
     );
     assert_eq!(b.owner_references()[0].name, "nightly");
+    assert_eq!(
+        b.annotations()["pgpilot.io/scheduled-at"],
+        when.to_string(),
+        "the backup records its run, so a stale read of the schedule cannot take it again"
+    );
     assert_eq!(st.active, [created], "pending: there is no cluster");
     assert!(st.next_schedule_time.is_some_and(|n| n.0 > when));
     let scheduled = st

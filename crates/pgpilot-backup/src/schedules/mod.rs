@@ -36,6 +36,8 @@ use plan::{Decision, Run};
 
 /// The schedule's condition: whether it can run, and when it runs next.
 pub const SCHEDULED: &str = "Scheduled";
+/// On each PostgresBackup a schedule creates: the time of its run (RFC 3339).
+pub const SCHEDULED_AT: &str = "pgpilot.io/scheduled-at";
 
 pub const PART: StatusPart<'static> = StatusPart {
     fields: &[
@@ -119,7 +121,9 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: &Context) -> Result<Actio
             }
         };
 
-    // Observe.
+    // Observe. The last run taken is the latest of the status's and of the backups' own
+    // record of their run: the schedule read here may predate the status write of the
+    // reconcile that created the newest backup.
     let mine = ctx.backups.list(&ns, &[(labels::SCHEDULE, name.as_str())]);
     let runs: Vec<Run> = mine
         .iter()
@@ -129,11 +133,20 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: &Context) -> Result<Actio
             created: b.metadata.creation_timestamp.as_ref().map_or(now, secs),
         })
         .collect();
-    let since = previous
+    let newest_run = mine
+        .iter()
+        .filter_map(|b| b.annotations().get(SCHEDULED_AT)?.parse::<Timestamp>().ok())
+        .map(|t| t.as_second())
+        .max();
+    let last_taken = previous
         .last_schedule_time
         .as_ref()
-        .or(schedule.metadata.creation_timestamp.as_ref())
-        .map_or(now, secs);
+        .map(secs)
+        .max(newest_run);
+    status.last_schedule_time = last_taken.and_then(time);
+    let since = last_taken
+        .or(schedule.metadata.creation_timestamp.as_ref().map(secs))
+        .unwrap_or(now);
 
     // Plan and act.
     let backups: Api<PostgresBackup> = ctx.backups.api(&ns);
@@ -275,6 +288,7 @@ async fn create(
                     labels::MANAGED_BY_VALUE.to_owned(),
                 ),
             ])),
+            annotations: Some(BTreeMap::from([(SCHEDULED_AT.to_owned(), fmt(at))])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
