@@ -35,21 +35,13 @@ impl Error {
         move |source| Error::Serialize { what, source }
     }
 
-    /// A failed Kubernetes API call, for `map_err`.
+    /// A failed Kubernetes API call, for `map_err` (the toolkit's).
     pub(crate) fn api(
         verb: &'static str,
         kind: &str,
         name: &str,
     ) -> impl FnOnce(kube::Error) -> Error {
-        let (kind, name) = (kind.to_owned(), name.to_owned());
-        move |source| {
-            Error::Toolkit(pgpilot_toolkit::Error::Api {
-                verb,
-                kind,
-                name,
-                source: Box::new(source),
-            })
-        }
+        pgpilot_toolkit::Error::api(verb, kind, name)
     }
 }
 

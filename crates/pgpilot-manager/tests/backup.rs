@@ -7,25 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Grant, spawn};
+use common::{Grant, Setup, setup, spawn};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use pgpilot_api::{BackupSchedule, PostgresBackup};
-use pgpilot_testkit::{LocalCluster, TestNamespace, cluster, install_crds, wait_for};
-
-struct Setup {
-    c: &'static LocalCluster,
-    client: Client,
-    ns: TestNamespace,
-}
-
-async fn setup(prefix: &str) -> Setup {
-    let c = cluster();
-    let client = c.admin().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::create(&client, prefix).await.unwrap();
-    Setup { c, client, ns }
-}
+use pgpilot_testkit::wait_for;
 
 fn apply(s: &Setup, yaml: &str) {
     s.c.kubectl(&["apply", "-n", &s.ns.name, "-f", "-"], Some(yaml))

@@ -9,36 +9,20 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Grant, spawn};
+use common::{Grant, Setup, setup, spawn};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::ClusterPhase;
-use pgpilot_testkit::{
-    LocalCluster, ManagerProcess, TestNamespace, cluster, http_get, install_crds, wait_for,
-};
+use pgpilot_testkit::{ManagerProcess, http_get, wait_for};
 use pgpilot_toolkit::status::{StatusPart, apply_status};
 use serde::de::DeserializeOwned;
 
 const IMAGE: &str = "17=localhost/pgpilot/postgres:17";
-
-struct Setup {
-    c: &'static LocalCluster,
-    client: Client,
-    ns: TestNamespace,
-}
-
-async fn setup(prefix: &str) -> Setup {
-    let c = cluster();
-    let client = c.admin().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::create(&client, prefix).await.unwrap();
-    Setup { c, client, ns }
-}
 
 fn manager(s: &Setup, identity: &str) -> ManagerProcess {
     spawn(

@@ -47,6 +47,26 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// A failed Kubernetes API call, for `map_err`: any controller error that converts from
+    /// this one takes it with `?`.
+    pub fn api<E: From<Error>>(
+        verb: &'static str,
+        kind: &str,
+        name: &str,
+    ) -> impl FnOnce(kube::Error) -> E {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        move |source| {
+            E::from(Error::Api {
+                verb,
+                kind,
+                name,
+                source: Box::new(source),
+            })
+        }
+    }
+}
+
 impl ReconcileError for Error {
     fn metric_label(&self) -> &'static str {
         match self {

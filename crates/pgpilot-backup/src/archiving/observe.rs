@@ -21,6 +21,7 @@ use pgpilot_toolkit::runner::Cache;
 
 use super::plan::{JobOutcome, StanzaJob};
 use super::stanza;
+use crate::job;
 
 /// The controller's watch caches.
 pub struct Caches {
@@ -117,27 +118,21 @@ pub fn image(pod: &Pod) -> Option<&str> {
 }
 
 fn stanza_job(job: &Job, pods: &[Arc<Pod>]) -> StanzaJob {
-    let condition = |type_: &str| {
-        job.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
-    };
-    let outcome = if condition("Complete").is_some() {
+    let outcome = if job::condition(job, "Complete").is_some() {
         JobOutcome::Succeeded
-    } else if let Some(failed) = condition("Failed") {
+    } else if let Some(failed) = job::condition(job, "Failed") {
         let secs_ago = failed
             .last_transition_time
             .as_ref()
             .map(|t| Timestamp::now().as_second() - t.0.as_second())
             .unwrap_or_default();
         JobOutcome::Failed {
-            message: last_failure(job, pods),
+            message: job::last_message(job, pods, true),
             secs_ago,
         }
     } else {
         JobOutcome::Running {
-            last_failure: last_failure(job, pods),
+            last_failure: job::last_message(job, pods, true),
         }
     };
     StanzaJob {
@@ -148,25 +143,6 @@ fn stanza_job(job: &Job, pods: &[Arc<Pod>]) -> StanzaJob {
             .unwrap_or_default(),
         outcome,
     }
-}
-
-/// What the Job's latest failed pod said when it ended (pgBackRest's output).
-fn last_failure(job: &Job, pods: &[Arc<Pod>]) -> Option<String> {
-    let uid = job.uid()?;
-    pods.iter()
-        .filter(|p| p.labels().get("batch.kubernetes.io/controller-uid") == Some(&uid))
-        .filter_map(|p| {
-            let terminated = p
-                .status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .iter()
-                .find_map(|c| c.state.as_ref()?.terminated.clone())?;
-            (terminated.exit_code != 0).then_some((terminated.finished_at, terminated.message?))
-        })
-        .max_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)))
-        .map(|(_, message)| message)
 }
 
 /// The primary's archiver, or why it could not be read.

@@ -308,30 +308,13 @@ fn cluster_facts(ctx: &Context, ns: &str, cluster: Option<&PostgresCluster>) -> 
 }
 
 fn job_facts(job: &Job, ctx: &Context, ns: &str) -> JobFacts {
-    let condition = |type_: &str| {
-        job.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
-    };
     let message = || {
-        let uid = job.uid()?;
-        ctx.caches
-            .pods
-            .list(ns, &[("batch.kubernetes.io/controller-uid", uid.as_str())])
-            .iter()
-            .find_map(|p| {
-                p.status
-                    .as_ref()?
-                    .container_statuses
-                    .as_ref()?
-                    .iter()
-                    .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
-            })
+        let pods = ctx.caches.pods.list(ns, &[(labels::COMPONENT, COMPONENT)]);
+        job::last_message(job, &pods, false)
     };
-    if condition("Complete") {
+    if job::condition(job, "Complete").is_some() {
         JobFacts::Succeeded { report: message() }
-    } else if condition("Failed") {
+    } else if job::condition(job, "Failed").is_some() {
         JobFacts::Failed { output: message() }
     } else {
         JobFacts::Running {

@@ -3,7 +3,22 @@
 
 use std::path::{Path, PathBuf};
 
-use pgpilot_testkit::{LocalCluster, ManagerProcess};
+use pgpilot_testkit::{LocalCluster, ManagerProcess, TestNamespace};
+
+/// A test's cluster connection and namespace (CRDs installed).
+pub struct Setup {
+    pub c: &'static LocalCluster,
+    pub client: kube::Client,
+    pub ns: TestNamespace,
+}
+
+pub async fn setup(prefix: &str) -> Setup {
+    let c = pgpilot_testkit::cluster();
+    let client = c.admin().await.unwrap();
+    pgpilot_testkit::install_crds(&client).await.unwrap();
+    let ns = TestNamespace::create(&client, prefix).await.unwrap();
+    Setup { c, client, ns }
+}
 
 pub const MANAGER: &str = env!("CARGO_BIN_EXE_pgpilot-manager");
 
