@@ -12,9 +12,7 @@ use kube::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    ClusterReference, Condition, S3Repository, SecretKeyReference, Time, default_true,
-};
+use crate::common::{Condition, S3Repository, SecretKeyReference, Time, default_true};
 
 /// PostgreSQL parameters that pgpilot and Patroni set themselves. Setting them would break
 /// replication, failover, archiving or the pod contract, so the API refuses them.
@@ -573,19 +571,16 @@ fn default_locale() -> String {
     "C.UTF-8".into()
 }
 
-/// Where a restore reads its backup. Exactly one of `cluster` and `repository`.
+/// Where a restore reads its backup: the cluster that wrote it, and the repository it wrote to.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[x_kube(
-    validation = Rule::new("has(self.cluster) != has(self.repository)").message("spec.bootstrap.restore needs exactly one of cluster and repository")
-)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSpec {
-    /// Another PostgresCluster in this namespace whose repository holds the backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<ClusterReference>,
-    /// A repository given directly, with the stanza (source cluster name) to restore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<RestoreRepository>,
+    /// The cluster whose backups to restore. It may have been deleted: its backups and WAL
+    /// stay in the repository.
+    pub source: RestoreSource,
+    /// The repository the source cluster backed up to: its `spec.backup.repository`. The
+    /// Secrets it names (keys, CA bundle, passphrase) are read from this cluster's namespace.
+    pub repository: BackupRepository,
     /// pgBackRest backup label to restore (e.g. `20261121-101500F`). Empty: the newest
     /// backup that can reach the recovery target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -593,21 +588,24 @@ pub struct RestoreSpec {
     pub backup_id: Option<String>,
 }
 
-/// A repository and the stanza in it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+/// See [`RestoreSpec::source`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RestoreRepository {
-    /// The object store.
-    pub s3: S3Repository,
-    /// pgBackRest stanza, the `<namespace>-<cluster>` of the cluster that wrote the backups.
-    #[schemars(length(min = 1, max = 127))]
-    pub stanza: String,
+pub struct RestoreSource {
+    /// Name of the source cluster.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Its namespace. Default: this cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
 }
 
-/// Point-in-time recovery target. Exactly one of `time`, `lsn`, `xid` and `name`.
+/// Point-in-time recovery target. Exactly one of `time`, `lsn`, `xid`, `name` and
+/// `immediate`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(
-    validation = Rule::new("[has(self.time), has(self.lsn), has(self.xid), has(self.name)].filter(x, x).size() == 1").message("spec.bootstrap.recoveryTarget needs exactly one of time, lsn, xid and name")
+    validation = Rule::new("[has(self.time), has(self.lsn), has(self.xid), has(self.name), has(self.immediate) && self.immediate].filter(x, x).size() == 1").message("spec.bootstrap.recoveryTarget needs exactly one of time, lsn, xid, name and immediate")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RecoveryTarget {
@@ -630,9 +628,18 @@ pub struct RecoveryTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub name: Option<String>,
+    /// Stop as soon as the backup is consistent: the earliest point it can reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immediate: Option<bool>,
     /// Stop just after (true, default) or just before the target.
     #[serde(default = "default_true")]
     pub inclusive: bool,
+    /// Timeline to follow: `latest` (default: the newest timeline in the archive, which is
+    /// where a cluster that failed over went on), `current` (the backup's), or a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    #[x_kube(validation = Rule::new("self.matches('^(latest|current|[1-9][0-9]{0,8})$')").message("recoveryTarget.timeline must be latest, current or a timeline number"))]
+    pub timeline: Option<String>,
 }
 
 /// What happens to PersistentVolumeClaims.
@@ -723,6 +730,23 @@ pub struct PostgresClusterStatus {
     /// The WAL archive and what can be recovered (written by the backup controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<ClusterBackupStatus>,
+    /// The backup `spec.bootstrap.restore` restores, once the backup controller has checked
+    /// the source and found one that reaches the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// See [`PostgresClusterStatus::restore`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The source's pgBackRest stanza.
+    pub stanza: String,
+    /// Label of the backup restored.
+    pub backup_id: String,
+    /// When that backup finished: the earliest point the restore can stop at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_stop_time: Option<Time>,
 }
 
 /// The WAL archive as the primary reports it, and the recoverability window.
@@ -836,4 +860,13 @@ mod tests {
         assert!(is_synchronous_standby("sync_standby") && is_synchronous_standby("quorum_standby"));
         assert!(!is_synchronous_standby("replica"));
     }
+}
+
+/// Condition types one controller writes on a PostgresCluster and another reads.
+pub mod condition {
+    /// The backup controller's report on WAL archiving (its presence says one runs).
+    pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+    /// The backup controller's check of `spec.bootstrap.restore`: the source's stanza, the
+    /// backup to restore, the recovery target within what the repository holds.
+    pub const RESTORE_SOURCE_READY: &str = "RestoreSourceReady";
 }

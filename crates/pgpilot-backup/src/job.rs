@@ -110,7 +110,7 @@ pub fn job(cluster: &PostgresCluster, spec: Spec<'_>) -> Result<Job, Error> {
     for (i, pod) in spec.hosts.iter().enumerate() {
         env.extend(pgbackrest::job_host_env(&names, &namespace, i + 1, pod));
     }
-    env.extend(pgbackrest::secret_env(backup));
+    env.extend(pgbackrest::secret_env(&backup.repository));
     env.extend(spec.extra_env);
     let container = Container {
         name: "pgbackrest".into(),

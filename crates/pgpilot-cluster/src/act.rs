@@ -34,11 +34,13 @@ use crate::storage;
 /// ServiceAccount, Secrets and ConfigMap). Leftovers carrying the cluster's labels are pruned,
 /// except Secrets (a credential outlives the spec that asked for it: the rotation controller
 /// and retained volumes need it) and ConfigMaps (Patroni's DCS state carries the same labels).
+/// Without `workload`, the StatefulSet is neither applied nor pruned.
 pub async fn children(
     ctx: &Context,
     cluster: &PostgresCluster,
     ns: &str,
     desired: &Desired,
+    workload: bool,
 ) -> Result<Vec<Change>, Error> {
     let c = &ctx.caches;
     let name = cluster.name_any();
@@ -60,8 +62,10 @@ pub async fn children(
         .apply(0, &c.secrets, &desired.secrets)
         .apply_and_prune(0, &c.services, &desired.services)
         .apply_and_prune(0, &c.pdbs, &desired.pdb)
-        .apply_and_prune(1, &c.role_bindings, [&desired.role_binding])
-        .apply_and_prune(1, &c.statefulsets, [&desired.statefulset]);
+        .apply_and_prune(1, &c.role_bindings, [&desired.role_binding]);
+    if workload {
+        set.apply_and_prune(1, &c.statefulsets, [&desired.statefulset]);
+    }
     let changes = set.run().await?;
     for change in &changes {
         ctx.metrics.wrote(&change.kind);

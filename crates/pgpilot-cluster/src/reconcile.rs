@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use pgpilot_api::PostgresCluster;
-use pgpilot_api::cluster::ClusterPhase;
+use pgpilot_api::cluster::{ClusterPhase, condition};
 use pgpilot_postgres::credentials::Csprng;
 use pgpilot_postgres::members;
 use pgpilot_postgres::version::{self, Running};
@@ -113,8 +113,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         scale_switchover: scale.switchover_to.as_deref(),
     });
 
+    // A restore starts from the backup the backup controller chose for it: no instance
+    // exists before that choice (which stays in status.restore).
+    let awaiting_restore = sts.is_none() && status::restore_pending(&cluster);
+
     // Act: children, housekeeping, then the step.
-    act::children(ctx, &cluster, &ns, &desired).await?;
+    act::children(ctx, &cluster, &ns, &desired, !awaiting_restore).await?;
     act::adopt_patroni_state(ctx, &cluster, &ns, &seen).await?;
     act::configure_patroni(ctx, &cluster, &members, &desired.patroni_dcs).await;
     act::step(ctx, &cluster, &ns, &members, &decision.step).await?;
@@ -132,7 +136,18 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         image: Some(pinned.image),
         version: Some(pinned.cluster.spec.postgresql.version),
         members: Some(&members),
-        progress: decision.progress.clone(),
+        progress: if awaiting_restore {
+            Some(plan::Progress {
+                moving: true,
+                reason: "WaitingForRestoreSource",
+                message: format!(
+                    "the instances are created once the backup controller has found a backup to restore (condition {})",
+                    condition::RESTORE_SOURCE_READY
+                ),
+            })
+        } else {
+            decision.progress.clone()
+        },
         conditions,
         ..Observed::of(sts, &seen.pods)
     };

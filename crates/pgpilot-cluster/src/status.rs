@@ -31,8 +31,21 @@ pub const DEGRADED: &str = "Degraded";
 /// Shown while `spec.backup` is set and no backup controller has reported on the cluster
 /// (its `ContinuousArchiving` condition is missing).
 pub const BACKUPS_HANDLED: &str = "BackupsHandled";
-/// The backup controller's condition, whose presence says one runs.
-const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+use pgpilot_api::cluster::condition::{CONTINUOUS_ARCHIVING, RESTORE_SOURCE_READY};
+
+/// A cluster restored from a backup whose backup the backup controller has not chosen yet.
+pub fn restore_pending(cluster: &PostgresCluster) -> bool {
+    cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.restore.is_some())
+        && cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.restore.as_ref())
+            .is_none()
+}
 
 /// The part of a PostgresCluster's status this controller owns: everything but what other
 /// controllers report (the last backup, archiving, upgrades) and their conditions.
@@ -396,16 +409,27 @@ pub fn compute(
             now.clone(),
         );
     }
-    let unhandled = cluster.spec.backup.is_some()
+    let unarchived = cluster.spec.backup.is_some()
         && conditions::find(&status.conditions, CONTINUOUS_ARCHIVING).is_none();
-    if unhandled {
+    let unrestored = restore_pending(cluster)
+        && conditions::find(&status.conditions, RESTORE_SOURCE_READY).is_none();
+    let message = match (unarchived, unrestored) {
+        (_, true) => Some(
+            "spec.bootstrap.restore is set but no backup controller has checked its source: run a pgpilot manager with the backup controller (--controllers including backup). Until one does, no instance is created",
+        ),
+        (true, false) => Some(
+            "spec.backup is set but no backup controller has reported on this cluster: run a pgpilot manager with the backup controller (--controllers including backup). Until one does, no stanza is created, archiving fails and WAL accumulates in pg_wal",
+        ),
+        (false, false) => None,
+    };
+    if let Some(message) = message {
         conditions::set(
             &mut status.conditions,
             Update {
                 type_: BACKUPS_HANDLED,
                 status: Status::False,
                 reason: "NoBackupController",
-                message: "spec.backup is set but no backup controller has reported on this cluster: run a pgpilot manager with the backup controller (--controllers including backup). Until one does, no stanza is created, archiving fails and WAL accumulates in pg_wal".to_owned(),
+                message: message.to_owned(),
                 observed_generation: generation,
             },
             now,
@@ -467,6 +491,20 @@ mod tests {
 
         let status = observe(&cluster(THREE), &[]);
         assert!(conditions::find(&status.conditions, BACKUPS_HANDLED).is_none());
+    }
+
+    #[test]
+    fn a_restore_without_a_backup_controller_says_no_instance_comes() {
+        let c = cluster(crate::desired::fixtures::RESTORED);
+        assert!(restore_pending(&c));
+        let status = observe(&c, &[]);
+        let cond = conditions::find(&status.conditions, BACKUPS_HANDLED).unwrap();
+        assert_eq!(cond.reason, "NoBackupController");
+        assert!(
+            cond.message.contains("no instance is created"),
+            "{}",
+            cond.message
+        );
     }
 
     fn observe(c: &PostgresCluster, pods: &[Pod]) -> PostgresClusterStatus {

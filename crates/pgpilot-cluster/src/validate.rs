@@ -27,16 +27,9 @@ pub fn image(cluster: &PostgresCluster, defaults: &DefaultImages) -> Result<Stri
 }
 
 /// Cross-object rules: every membership names a role the cluster declares or PostgreSQL has;
-/// no database is owned by a role being dropped. A restore is refused until something can carry
-/// it out: an empty `initdb` cluster in its place would look like lost data.
+/// no database is owned by a role being dropped.
 pub fn validate(cluster: &PostgresCluster) -> Result<(), Error> {
     let spec = &cluster.spec;
-    if spec.bootstrap.as_ref().is_some_and(|b| b.restore.is_some()) {
-        return Err(Error::Invalid {
-            field: "spec.bootstrap.restore",
-            message: "restoring from a backup is not built yet, and this pgpilot would create an empty cluster instead; remove bootstrap.restore and recoveryTarget to create an empty cluster".into(),
-        });
-    }
     let present = |name: &str| {
         name == "postgres"
             || name.starts_with("pg_")
@@ -97,22 +90,6 @@ mod tests {
             err.starts_with("spec.postgresql.image: no image given"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn a_restore_is_refused_rather_than_initialized_empty() {
-        let c = cluster(
-            "instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nbootstrap: {restore: {cluster: {name: old}}}",
-        );
-        let err = validate(&c).unwrap_err().to_string();
-        assert!(
-            err.starts_with("spec.bootstrap.restore: restoring from a backup is not built yet"),
-            "{err}"
-        );
-        let c = cluster(
-            "instances: 1\npostgresql: {version: 17}\nstorage: {size: 1Gi}\nbootstrap: {initdb: {encoding: UTF8, locale: C.UTF-8, dataChecksums: true}}",
-        );
-        assert!(validate(&c).is_ok());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use pgpilot_api::cluster::BackupSpec;
 use pgpilot_postgres::pgbackrest;
+use pgpilot_postgres::pgbackrest::restore::{self, Source};
 use serde_json::{Value, json};
 
 use super::config::{DATA_MOUNT, SOCKET_DIR};
@@ -21,25 +22,39 @@ impl Ctx<'_> {
         self.cluster.spec.backup.as_ref()
     }
 
+    /// Where `spec.bootstrap.restore` restores from, if the cluster is created that way.
+    pub fn restore_source(&self) -> Option<Source<'_>> {
+        let restore = self.cluster.spec.bootstrap.as_ref()?.restore.as_ref()?;
+        Some(Source::new(restore, &self.namespace))
+    }
+
     /// The cluster's pgBackRest stanza.
     pub fn stanza(&self) -> String {
         pgbackrest::stanza(&self.namespace, &self.names.cluster)
     }
 }
 
-/// ConfigMap `<cluster>-pgbackrest` with pgbackrest.conf.
+/// ConfigMap `<cluster>-pgbackrest`: pgbackrest.conf with `spec.backup`, the restore
+/// source's restore.conf with `spec.bootstrap.restore`.
 pub(super) fn config_map(ctx: &Ctx<'_>) -> Result<Option<ConfigMap>, Error> {
-    let Some(backup) = ctx.backup() else {
+    let mut data = serde_json::Map::new();
+    if let Some(backup) = ctx.backup() {
+        let conf = pgbackrest::config_file(backup, &ctx.namespace, &ctx.names.cluster)?;
+        data.insert("pgbackrest.conf".into(), conf.into());
+    }
+    if let Some(source) = ctx.restore_source() {
+        data.insert(restore::CONFIG_KEY.into(), source.config_file()?.into());
+    }
+    if data.is_empty() {
         return Ok(None);
-    };
-    let conf = pgbackrest::config_file(backup, &ctx.namespace, &ctx.names.cluster)?;
+    }
     typed(
         "ConfigMap",
         json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": ctx.meta(&ctx.names.pgbackrest_config()),
-            "data": {"pgbackrest.conf": conf},
+            "data": data,
         }),
     )
     .map(Some)
@@ -118,9 +133,26 @@ pub(super) fn default_archive_parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, Va
 
 /// `env` entries of the secrets pgBackRest reads (S3 keys, the cipher passphrase).
 pub(super) fn secret_env(ctx: &Ctx<'_>) -> Result<Vec<Value>, Error> {
-    let env = ctx.backup().map(pgbackrest::secret_env).unwrap_or_default();
-    env.iter()
-        .map(|e| serde_json::to_value(e).map_err(Error::serialize("env")))
+    let env = ctx
+        .backup()
+        .map(|b| pgbackrest::secret_env(&b.repository))
+        .unwrap_or_default();
+    to_values(&env)
+}
+
+/// `env` entries of the restore source's secrets (for the postgres container).
+pub(super) fn restore_env(ctx: &Ctx<'_>) -> Result<Vec<Value>, Error> {
+    let env = ctx
+        .restore_source()
+        .map(|s| s.instance_env())
+        .unwrap_or_default();
+    to_values(&env)
+}
+
+fn to_values<T: serde::Serialize>(items: &[T]) -> Result<Vec<Value>, Error> {
+    items
+        .iter()
+        .map(|e| serde_json::to_value(e).map_err(Error::serialize("pgBackRest pod parts")))
         .collect()
 }
 
@@ -134,46 +166,55 @@ pub(super) struct PodParts {
 }
 
 pub(super) fn pod_parts(ctx: &Ctx<'_>, image: &str, restricted: &Value) -> Result<PodParts, Error> {
-    let Some(backup) = ctx.backup() else {
-        return Ok(PodParts::default());
-    };
-    let v = pgbackrest::pod_volumes(&ctx.names, backup);
-    let to = |x: serde_json::Result<Value>| x.map_err(Error::serialize("pgBackRest volumes"));
-    let config = to(serde_json::to_value(&v.config))?;
-    let mut postgres_mounts = vec![config.clone()];
-    if let Some(ca) = &v.repo_ca {
-        postgres_mounts.push(to(serde_json::to_value(ca))?);
+    let mut parts = PodParts::default();
+    if let Some(backup) = ctx.backup() {
+        let v = pgbackrest::pod_volumes(&ctx.names, backup);
+        let config = serde_json::to_value(&v.config).map_err(Error::serialize("volumes"))?;
+        parts.postgres_mounts.push(config.clone());
+        parts
+            .postgres_mounts
+            .extend(to_values(v.repo_ca.as_slice())?);
+        // Backups reach the instance through this server: it reads the data directory and
+        // talks to PostgreSQL over the socket; the repository is the backup Job's business.
+        parts.server = Some(json!({
+            "name": "pgbackrest",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["pgbackrest", "server"],
+            "ports": [{"name": "pgbackrest", "containerPort": pgbackrest::TLS_PORT, "protocol": "TCP"}],
+            "readinessProbe": {"tcpSocket": {"port": "pgbackrest"}, "periodSeconds": 10},
+            "livenessProbe": {"tcpSocket": {"port": "pgbackrest"}, "periodSeconds": 30, "failureThreshold": 6},
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+            // The server checks a command's options against the whole file, S3 keys included.
+            "env": secret_env(ctx)?,
+            "securityContext": restricted,
+            "volumeMounts": [
+                {"name": "data", "mountPath": DATA_MOUNT},
+                {"name": "run", "mountPath": SOCKET_DIR},
+                {"name": "tmp", "mountPath": "/tmp"},
+                config,
+                serde_json::to_value(&v.tls).map_err(Error::serialize("volumes"))?,
+            ],
+        }));
+        parts.volumes = to_values(&v.volumes)?;
     }
-    // Backups reach the instance through this server: it reads the data directory and
-    // talks to PostgreSQL over the socket; the repository is the backup Job's business.
-    let server = json!({
-        "name": "pgbackrest",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["pgbackrest", "server"],
-        "ports": [{"name": "pgbackrest", "containerPort": pgbackrest::TLS_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"tcpSocket": {"port": "pgbackrest"}, "periodSeconds": 10},
-        "livenessProbe": {"tcpSocket": {"port": "pgbackrest"}, "periodSeconds": 30, "failureThreshold": 6},
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
-        // The server checks a command's options against the whole file, S3 keys included.
-        "env": secret_env(ctx)?,
-        "securityContext": restricted,
-        "volumeMounts": [
-            {"name": "data", "mountPath": DATA_MOUNT},
-            {"name": "run", "mountPath": SOCKET_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},
-            config,
-            to(serde_json::to_value(&v.tls))?,
-        ],
-    });
-    Ok(PodParts {
-        server: Some(server),
-        volumes: to(serde_json::to_value(&v.volumes))?
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-        postgres_mounts,
-    })
+    if let Some(source) = ctx.restore_source() {
+        // The first instance restores with restore.conf, from the same ConfigMap.
+        if parts.server.is_none() {
+            let (volume, mount) = pgbackrest::config_volume(&ctx.names);
+            parts.volumes.extend(to_values(&[volume])?);
+            parts.postgres_mounts.extend(to_values(&[mount])?);
+        }
+        if let Some((volume, mount)) = pgbackrest::ca_volume(
+            &source.spec.repository,
+            "pgbackrest-restore-ca",
+            restore::CA_DIR,
+        ) {
+            parts.volumes.extend(to_values(&[volume])?);
+            parts.postgres_mounts.extend(to_values(&[mount])?);
+        }
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -228,5 +269,38 @@ mod tests {
             p["archive_command"],
             "pgbackrest --stanza=prod-db archive-push \"%p\""
         );
+    }
+
+    #[test]
+    fn a_restored_cluster_gets_the_sources_file_secrets_and_ca_but_no_server() {
+        let c = cluster(crate::desired::fixtures::RESTORED);
+        let ctx = Ctx::new(&c).unwrap();
+        let cm = config_map(&ctx).unwrap().unwrap();
+        let data = cm.data.unwrap();
+        assert!(!data.contains_key("pgbackrest.conf"));
+        assert!(data["restore.conf"].contains("[prod-old]"));
+        let parts = pod_parts(&ctx, "img", &json!({})).unwrap();
+        assert!(parts.server.is_none());
+        let mounts: Vec<_> = parts
+            .postgres_mounts
+            .iter()
+            .map(|m| m["mountPath"].clone())
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                json!("/etc/pgbackrest"),
+                json!("/etc/pgbackrest-restore-ca")
+            ]
+        );
+        let volumes: Vec<_> = parts.volumes.iter().map(|v| v["name"].clone()).collect();
+        assert_eq!(
+            volumes,
+            [json!("pgbackrest-config"), json!("pgbackrest-restore-ca")]
+        );
+        let env = restore_env(&ctx).unwrap();
+        assert_eq!(env[0]["name"], "PGPILOT_RESTORE_S3_KEY");
+        assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["name"], "s3-old");
+        assert!(secret_env(&ctx).unwrap().is_empty());
     }
 }

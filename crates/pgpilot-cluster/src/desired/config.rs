@@ -139,6 +139,27 @@ fn initdb(ctx: &Ctx<'_>) -> Vec<Value> {
     args
 }
 
+/// How the first instance creates the database: initdb, or a restore of the backup the
+/// backup controller chose (`status.restore`; the instances are not created before).
+fn bootstrap(ctx: &Ctx<'_>) -> Value {
+    let mut bootstrap = json!({"dcs": dcs(ctx), "initdb": initdb(ctx)});
+    let chosen = ctx.cluster.status.as_ref().and_then(|s| s.restore.as_ref());
+    if let (Some(source), Some(chosen)) = (ctx.restore_source(), chosen) {
+        let target = ctx
+            .cluster
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.recovery_target.as_ref());
+        bootstrap["method"] = json!(RESTORE_METHOD);
+        bootstrap[RESTORE_METHOD] = source.bootstrap_method(&chosen.backup_id, target);
+    }
+    bootstrap
+}
+
+/// Name of Patroni's custom bootstrap method that restores a backup.
+const RESTORE_METHOD: &str = "pgbackrest";
+
 /// The whole patroni.yaml, as JSON (YAML is a superset).
 pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
     let version = ctx.cluster.spec.postgresql.version;
@@ -158,7 +179,7 @@ pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
             "standby_leader_label_value": labels::ROLE_PRIMARY,
         },
         "restapi": {"listen": format!("0.0.0.0:{PATRONI_PORT}")},
-        "bootstrap": {"dcs": dcs(ctx), "initdb": initdb(ctx)},
+        "bootstrap": bootstrap(ctx),
         "postgresql": {
             "listen": format!("0.0.0.0:{POSTGRES_PORT}"),
             "data_dir": PGDATA,
@@ -327,6 +348,37 @@ mod tests {
         assert_eq!(
             Value::from(initdb(&ctx)),
             json!([{"encoding": "UTF8"}, {"locale": "en_US.UTF-8"}])
+        );
+    }
+
+    #[test]
+    fn a_restore_bootstraps_from_the_backup_the_backup_controller_chose() {
+        let mut c = cluster(crate::desired::fixtures::RESTORED);
+        let y = patroni_yaml(&Ctx::new(&c).unwrap());
+        assert!(y["bootstrap"].get("method").is_none(), "no choice yet: {y}");
+
+        c.status = Some(
+            serde_json::from_value(json!({"restore": {
+            "stanza": "prod-old", "backupId": "20261206-010000F"}}))
+            .unwrap(),
+        );
+        let y = patroni_yaml(&Ctx::new(&c).unwrap());
+        assert_eq!(y["bootstrap"]["method"], "pgbackrest");
+        let method = &y["bootstrap"]["pgbackrest"];
+        let command = method["command"].as_str().unwrap();
+        assert!(
+            command.contains("--stanza=prod-old --set=20261206-010000F --delta restore"),
+            "{command}"
+        );
+        assert_eq!(
+            method["recovery_conf"]["recovery_target_time"],
+            "2026-12-06T01:02:03Z"
+        );
+        // No archiving of its own: no archive settings, no restore_command of its own stanza.
+        assert!(
+            y["bootstrap"]["dcs"]["postgresql"]
+                .get("recovery_conf")
+                .is_none()
         );
     }
 }

@@ -262,6 +262,20 @@ backup:
   repository:
     s3: {endpoint: 'minio.storage.svc:9000', bucket: backups, credentials: {secretName: s3}, caBundle: {name: minio-ca, key: ca.crt}}
 ";
+
+    /// One instance restored from cluster `old`'s backups, to a point in time; no backups of
+    /// its own.
+    pub const RESTORED: &str = "
+instances: 1
+postgresql: {version: 17}
+storage: {size: 1Gi}
+bootstrap:
+  restore:
+    source: {name: old}
+    repository:
+      s3: {endpoint: 'minio.storage.svc:9000', bucket: backups, credentials: {secretName: s3-old}, caBundle: {name: minio-ca, key: ca.crt}}
+  recoveryTarget: {time: '2026-12-06T01:02:03Z'}
+";
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ fn env(ctx: &Ctx<'_>) -> Result<Vec<Value>, Error> {
         json!({"name": "HOME", "value": "/tmp"}),
     ];
     env.extend(backup::secret_env(ctx)?);
+    env.extend(backup::restore_env(ctx)?);
     Ok(env)
 }
 

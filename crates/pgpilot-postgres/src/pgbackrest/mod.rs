@@ -8,6 +8,7 @@
 //! `PGBACKREST_*` environment variables from the user's Secrets (see [`secret_env`]).
 
 pub mod info;
+pub mod restore;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, SecretVolumeSource,
     Volume, VolumeMount,
 };
-use pgpilot_api::cluster::{BackupSpec, RetentionType};
+use pgpilot_api::cluster::{BackupRepository, BackupSpec, RetentionType};
 use pgpilot_api::common::UriStyle;
 use thiserror::Error;
 
@@ -95,15 +96,29 @@ pub fn archive_error_files(stanza: &str, segment: &str) -> [String; 2] {
 
 /// Environment variables pgBackRest reads its secrets from, taken from the user's Secrets:
 /// the S3 keys, and the cipher passphrase of an encrypted repository.
-pub fn secret_env(backup: &BackupSpec) -> Vec<EnvVar> {
-    let s3 = &backup.repository.s3;
+pub fn secret_env(repository: &BackupRepository) -> Vec<EnvVar> {
+    secret_env_named(
+        repository,
+        [ENV_S3_KEY, ENV_S3_KEY_SECRET, ENV_CIPHER_PASS],
+        false,
+    )
+}
+
+/// [`secret_env`] under other names (key id, secret key, passphrase); `optional` lets a pod
+/// start without the Secret (one it needs only once, to restore).
+pub fn secret_env_named(
+    repository: &BackupRepository,
+    [key_id, key_secret, cipher]: [&str; 3],
+    optional: bool,
+) -> Vec<EnvVar> {
+    let s3 = &repository.s3;
     let from = |name: &str, secret: &str, key: &str| EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.to_owned(),
                 key: key.to_owned(),
-                optional: None,
+                optional: optional.then_some(true),
             }),
             ..Default::default()
         }),
@@ -111,16 +126,12 @@ pub fn secret_env(backup: &BackupSpec) -> Vec<EnvVar> {
     };
     let secret = &s3.credentials.secret_name;
     let mut env = vec![
-        from(ENV_S3_KEY, secret, &s3.credentials.access_key_id_key),
-        from(
-            ENV_S3_KEY_SECRET,
-            secret,
-            &s3.credentials.secret_access_key_key,
-        ),
+        from(key_id, secret, &s3.credentials.access_key_id_key),
+        from(key_secret, secret, &s3.credentials.secret_access_key_key),
     ];
-    if let Some(encryption) = &backup.repository.encryption {
+    if let Some(encryption) = &repository.encryption {
         let p = &encryption.passphrase;
-        env.push(from(ENV_CIPHER_PASS, &p.name, &p.key));
+        env.push(from(cipher, &p.name, &p.key));
     }
     env
 }
@@ -141,15 +152,9 @@ pub fn pod_volumes(names: &Names, backup: &BackupSpec) -> PodVolumes {
         read_only: Some(true),
         ..Default::default()
     };
+    let (config_volume, config) = config_volume(names);
     let mut volumes = vec![
-        Volume {
-            name: "pgbackrest-config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: names.pgbackrest_config(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        config_volume,
         // 0440: pgBackRest accepts a key its group may read only when root owns it, which
         // is how the kubelet writes Secret volumes (the group being the pod's fsGroup).
         Volume {
@@ -162,9 +167,51 @@ pub fn pod_volumes(names: &Names, backup: &BackupSpec) -> PodVolumes {
             ..Default::default()
         },
     ];
-    let repo_ca = backup.repository.s3.ca_bundle.as_ref().map(|ca| {
-        volumes.push(Volume {
-            name: "pgbackrest-repo-ca".into(),
+    let repo_ca =
+        ca_volume(&backup.repository, "pgbackrest-repo-ca", REPO_CA_DIR).map(|(volume, mount)| {
+            volumes.push(volume);
+            mount
+        });
+    PodVolumes {
+        volumes,
+        config,
+        tls: mount("pgbackrest-tls", TLS_DIR),
+        repo_ca,
+    }
+}
+
+/// The ConfigMap with the cluster's pgBackRest files, mounted in [`CONFIG_DIR`].
+pub fn config_volume(names: &Names) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "pgbackrest-config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.pgbackrest_config(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "pgbackrest-config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+/// The object store's CA bundle of `repository`, when it names one, as a volume `name`
+/// mounted in `dir` (file [`REPO_CA_FILE`]). Optional: a pod that needs it only to restore
+/// still starts once the Secret is gone.
+pub fn ca_volume(
+    repository: &BackupRepository,
+    name: &str,
+    dir: &str,
+) -> Option<(Volume, VolumeMount)> {
+    let ca = repository.s3.ca_bundle.as_ref()?;
+    Some((
+        Volume {
+            name: name.to_owned(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(ca.name.clone()),
                 items: Some(vec![KeyToPath {
@@ -172,40 +219,82 @@ pub fn pod_volumes(names: &Names, backup: &BackupSpec) -> PodVolumes {
                     path: REPO_CA_FILE.into(),
                     mode: None,
                 }]),
+                optional: Some(true),
                 ..Default::default()
             }),
             ..Default::default()
-        });
-        mount("pgbackrest-repo-ca", REPO_CA_DIR)
-    });
-    PodVolumes {
-        volumes,
-        config: mount("pgbackrest-config", CONFIG_DIR),
-        tls: mount("pgbackrest-tls", TLS_DIR),
-        repo_ca,
-    }
+        },
+        VolumeMount {
+            name: name.to_owned(),
+            mount_path: dir.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ))
 }
 
 /// `pgbackrest.conf` of a cluster, the same for its instances and its backup Jobs. The
 /// instances archive from it and serve backups over TLS; a Job adds the instance it backs up
 /// (`PGBACKREST_PG1_HOST`… in its environment) and is then the repository host.
 pub fn config_file(backup: &BackupSpec, namespace: &str, cluster: &str) -> Result<String, Error> {
-    let s3 = &backup.repository.s3;
     let stanza = stanza(namespace, cluster);
+    let mut global = repo_options(
+        &backup.repository,
+        &repo_path(&backup.repository.s3.path, namespace, cluster),
+        REPO_CA_DIR,
+    )?;
+    let retention = backup.retention.clone().unwrap_or_default();
+    global.push(("repo1-retention-full", retention.full.to_string()));
+    global.push((
+        "repo1-retention-full-type",
+        match retention.full_type {
+            RetentionType::Count => "count",
+            RetentionType::Time => "time",
+        }
+        .into(),
+    ));
+    if let Some(diff) = retention.differential {
+        global.push(("repo1-retention-diff", diff.to_string()));
+    }
+    global.extend(process_options());
+    global.extend([
+        // The TLS server of an instance: backup Jobs connect with a client certificate of
+        // the cluster's CA, and may only reach this cluster's stanza.
+        ("tls-server-address", "*".into()),
+        ("tls-server-port", TLS_PORT.to_string()),
+        ("tls-server-ca-file", format!("{TLS_DIR}/{TLS_CA}")),
+        ("tls-server-cert-file", format!("{TLS_DIR}/{TLS_CERT}")),
+        ("tls-server-key-file", format!("{TLS_DIR}/{TLS_KEY}")),
+        ("tls-server-auth", format!("{CLIENT_CN}={stanza}")),
+    ]);
+    let mut out = String::new();
+    write_section(&mut out, "global", &global)?;
+    out.push('\n');
+    write_section(&mut out, &stanza, &instance_options())?;
+    Ok(out)
+}
+
+/// Where repository `repo1` is: the object store, the path, the CA bundle (mounted in
+/// `ca_dir`), encryption. Secrets are not options here (see [`secret_env`]).
+pub fn repo_options(
+    repository: &BackupRepository,
+    path: &str,
+    ca_dir: &str,
+) -> Result<Vec<(&'static str, String)>, Error> {
+    let s3 = &repository.s3;
     let (host, port) = match s3.endpoint.rsplit_once(':') {
         Some((host, port)) => {
             let port: u16 = port.parse().map_err(|_| Error::Invalid {
-                field: "spec.backup.repository.s3.endpoint",
+                field: "repository.s3.endpoint",
                 message: format!("{port:?} is not a port number"),
             })?;
             (host, Some(port))
         }
         None => (s3.endpoint.as_str(), None),
     };
-    let retention = backup.retention.clone().unwrap_or_default();
-    let mut global: Vec<(&str, String)> = vec![
+    let mut options: Vec<(&str, String)> = vec![
         ("repo1-type", "s3".into()),
-        ("repo1-path", repo_path(&s3.path, namespace, cluster)),
+        ("repo1-path", path.to_owned()),
         ("repo1-s3-bucket", s3.bucket.clone()),
         ("repo1-s3-endpoint", host.to_owned()),
         ("repo1-s3-region", s3.region.clone()),
@@ -220,30 +309,20 @@ pub fn config_file(backup: &BackupSpec, namespace: &str, cluster: &str) -> Resul
         ("repo1-storage-verify-tls", yes_no(s3.verify_tls)),
     ];
     if let Some(port) = port {
-        global.push(("repo1-storage-port", port.to_string()));
+        options.push(("repo1-storage-port", port.to_string()));
     }
     if s3.ca_bundle.is_some() {
-        global.push((
-            "repo1-storage-ca-file",
-            format!("{REPO_CA_DIR}/{REPO_CA_FILE}"),
-        ));
+        options.push(("repo1-storage-ca-file", format!("{ca_dir}/{REPO_CA_FILE}")));
     }
-    if backup.repository.encryption.is_some() {
-        global.push(("repo1-cipher-type", "aes-256-cbc".into()));
+    if repository.encryption.is_some() {
+        options.push(("repo1-cipher-type", "aes-256-cbc".into()));
     }
-    global.push(("repo1-retention-full", retention.full.to_string()));
-    global.push((
-        "repo1-retention-full-type",
-        match retention.full_type {
-            RetentionType::Count => "count",
-            RetentionType::Time => "time",
-        }
-        .into(),
-    ));
-    if let Some(diff) = retention.differential {
-        global.push(("repo1-retention-diff", diff.to_string()));
-    }
-    global.extend([
+    Ok(options)
+}
+
+/// How pgBackRest runs in pgpilot's pods, whatever the repository.
+pub fn process_options() -> Vec<(&'static str, String)> {
+    vec![
         // PostgreSQL hands over a segment and goes on; a background process pushes (and,
         // for replicas and restores, fetches ahead) several at a time.
         ("archive-async", "y".into()),
@@ -257,26 +336,17 @@ pub fn config_file(backup: &BackupSpec, namespace: &str, cluster: &str) -> Resul
         ("log-level-stderr", "off".into()),
         // A backup starts with an immediate checkpoint, not a spread one.
         ("start-fast", "y".into()),
-        // The TLS server of an instance: backup Jobs connect with a client certificate of
-        // the cluster's CA, and may only reach this cluster's stanza.
-        ("tls-server-address", "*".into()),
-        ("tls-server-port", TLS_PORT.to_string()),
-        ("tls-server-ca-file", format!("{TLS_DIR}/{TLS_CA}")),
-        ("tls-server-cert-file", format!("{TLS_DIR}/{TLS_CERT}")),
-        ("tls-server-key-file", format!("{TLS_DIR}/{TLS_KEY}")),
-        ("tls-server-auth", format!("{CLIENT_CN}={stanza}")),
-    ]);
-    let section: Vec<(&str, String)> = vec![
+    ]
+}
+
+/// The PostgreSQL instance of an instance pod, as a stanza section.
+fn instance_options() -> Vec<(&'static str, String)> {
+    vec![
         ("pg1-path", PGDATA.into()),
         ("pg1-socket-path", SOCKET_DIR.into()),
         ("pg1-port", POSTGRES_PORT.to_string()),
         ("pg1-user", SUPERUSER.into()),
-    ];
-    let mut out = String::new();
-    write_section(&mut out, "global", &global)?;
-    out.push('\n');
-    write_section(&mut out, &stanza, &section)?;
-    Ok(out)
+    ]
 }
 
 /// The environment that makes a Job the repository host of a backup reading from `pod` as
@@ -571,7 +641,7 @@ mod tests {
             ),
             ("14", "time", "3")
         );
-        let env = secret_env(&b);
+        let env = secret_env(&b.repository);
         let from = |e: &EnvVar| {
             let r = e.value_from.clone().unwrap().secret_key_ref.unwrap();
             format!("{}<-{}/{}", e.name, r.name, r.key)
