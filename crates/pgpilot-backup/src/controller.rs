@@ -8,6 +8,7 @@ use kube::runtime::watcher;
 use pgpilot_api::labels;
 use pgpilot_api::{BackupSchedule, PostgresBackup, PostgresCluster};
 use pgpilot_postgres::triggers;
+use pgpilot_postgres::version::DefaultImages;
 use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
@@ -18,7 +19,9 @@ use crate::{backups, schedules};
 pub const NAME: &str = "backup";
 
 /// The backup controller.
-pub struct BackupController;
+pub struct BackupController {
+    pub default_images: DefaultImages,
+}
 
 #[async_trait::async_trait]
 impl Controller for BackupController {
@@ -89,6 +92,7 @@ impl Controller for BackupController {
                 events: scope.ctx.events.clone(),
                 metrics: scope.ctx.metrics.clone(),
                 caches,
+                default_images: self.default_images.clone(),
             })
         });
         let ctx_schedules = ctx.clone();

@@ -1,6 +1,7 @@
-//! A Job that runs pgBackRest as the repository host of a cluster: the cluster's image (its
-//! pgBackRest), pgbackrest.conf, the client certificate for the instances' TLS servers, the
-//! object store's keys from the user's Secret; restricted, no ServiceAccount token. Pure.
+//! A Job that runs pgBackRest: as the repository host of a cluster (pgbackrest.conf, the
+//! client certificate for the instances' TLS servers), or as a reader of the repository a
+//! restore comes from; the object store's keys from the user's Secret; restricted, no
+//! ServiceAccount token. Pure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use pgpilot_api::PostgresCluster;
 use pgpilot_api::labels;
 use pgpilot_postgres::names::Names;
 use pgpilot_postgres::pgbackrest;
+use pgpilot_postgres::pgbackrest::restore::{self, Source};
 
 use crate::error::Error;
 
@@ -27,10 +29,9 @@ pub struct Spec<'a> {
     pub name: String,
     /// `pgpilot.io/component` of the Job and its pod.
     pub component: &'a str,
-    /// The shell script to run (`pgbackrest` reads everything else from the file and env).
-    pub script: &'a str,
-    /// Instances to reach, `pg1` first (the primary).
-    pub hosts: &'a [String],
+    /// The command to run (`pgbackrest` reads everything else from the file and env).
+    pub command: Vec<String>,
+    pub repository: Repository<'a>,
     pub extra_env: Vec<EnvVar>,
     pub annotations: BTreeMap<String, String>,
     pub owner: OwnerReference,
@@ -38,6 +39,20 @@ pub struct Spec<'a> {
     pub image: &'a str,
     /// Pod retries (Kubernetes waits 10 s, 20 s, 40 s, … between them).
     pub retries: i32,
+}
+
+/// `script` run by the shell.
+pub fn shell(script: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script.to_owned()]
+}
+
+/// Which repository a Job works on.
+pub enum Repository<'a> {
+    /// The cluster's own (`spec.backup`), reaching these instances (`pg1` first, the
+    /// primary) through their TLS servers.
+    Own { hosts: &'a [String] },
+    /// The one `spec.bootstrap.restore` reads, and nothing else.
+    RestoreSource(&'a Source<'a>),
 }
 
 /// The Job's condition `type_` (`Complete`, `Failed`) when it is True.
@@ -72,11 +87,10 @@ pub fn last_message(job: &Job, pods: &[Arc<Pod>], failed_only: bool) -> Option<S
 }
 
 pub fn job(cluster: &PostgresCluster, spec: Spec<'_>) -> Result<Job, Error> {
-    let (Some(namespace), Some(backup)) = (cluster.namespace(), cluster.spec.backup.as_ref())
-    else {
+    let Some(namespace) = cluster.namespace() else {
         return Err(Error::Invalid {
-            field: "spec.backup",
-            message: "a pgBackRest Job needs a cluster read from the API with spec.backup".into(),
+            field: "metadata.namespace",
+            message: "a pgBackRest Job needs a cluster read from the API".into(),
         });
     };
     let names = Names::new(&cluster.name_any());
@@ -88,35 +102,59 @@ pub fn job(cluster: &PostgresCluster, spec: Spec<'_>) -> Result<Job, Error> {
             labels::MANAGED_BY_VALUE.to_owned(),
         ),
     ]);
-    let volumes = pgbackrest::pod_volumes(&names, backup);
-    let mut mounts = vec![volumes.config.clone(), volumes.tls.clone()];
-    mounts.extend(volumes.repo_ca.clone());
+    let mut mounts = Vec::new();
+    let mut pod_volumes = Vec::new();
+    let mut env = Vec::new();
+    match spec.repository {
+        Repository::Own { hosts } => {
+            let Some(backup) = cluster.spec.backup.as_ref() else {
+                return Err(Error::Invalid {
+                    field: "spec.backup",
+                    message: "a Job on the cluster's repository needs spec.backup".into(),
+                });
+            };
+            let volumes = pgbackrest::pod_volumes(&names, backup);
+            mounts.extend([volumes.config.clone(), volumes.tls.clone()]);
+            mounts.extend(volumes.repo_ca.clone());
+            pod_volumes = volumes.volumes;
+            env.push(EnvVar {
+                name: "PGBACKREST_STANZA".into(),
+                value: Some(pgbackrest::stanza(&namespace, &names.cluster)),
+                ..Default::default()
+            });
+            for (i, pod) in hosts.iter().enumerate() {
+                env.extend(pgbackrest::job_host_env(&names, &namespace, i + 1, pod));
+            }
+            env.extend(pgbackrest::secret_env(&backup.repository));
+        }
+        Repository::RestoreSource(source) => {
+            if let Some((volume, mount)) = pgbackrest::ca_volume(
+                &source.spec.repository,
+                "pgbackrest-restore-ca",
+                restore::CA_DIR,
+            ) {
+                pod_volumes.push(volume);
+                mounts.push(mount);
+            }
+            env.extend(source.option_env()?);
+        }
+    }
     mounts.push(VolumeMount {
         name: "tmp".into(),
         mount_path: "/tmp".into(),
         ..Default::default()
     });
-    let mut pod_volumes = volumes.volumes;
     pod_volumes.push(Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Default::default()
     });
-    let mut env = vec![EnvVar {
-        name: "PGBACKREST_STANZA".into(),
-        value: Some(pgbackrest::stanza(&namespace, &names.cluster)),
-        ..Default::default()
-    }];
-    for (i, pod) in spec.hosts.iter().enumerate() {
-        env.extend(pgbackrest::job_host_env(&names, &namespace, i + 1, pod));
-    }
-    env.extend(pgbackrest::secret_env(&backup.repository));
     env.extend(spec.extra_env);
     let container = Container {
         name: "pgbackrest".into(),
         image: Some(spec.image.to_owned()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec!["/bin/sh".into(), "-c".into(), spec.script.to_owned()]),
+        command: Some(spec.command),
         env: Some(env),
         volume_mounts: Some(mounts),
         // What the script writes to /dev/termination-log; on a failure without it, the end
@@ -202,8 +240,10 @@ pub(crate) mod tests {
             Spec {
                 name: "db-x".into(),
                 component: "test",
-                script: "pgbackrest check",
-                hosts: &["db-1".to_owned(), "db-0".to_owned()],
+                command: shell("pgbackrest check"),
+                repository: Repository::Own {
+                    hosts: &["db-1".to_owned(), "db-0".to_owned()],
+                },
                 extra_env: vec![],
                 annotations: BTreeMap::new(),
                 owner: c.controller_owner_ref(&()).unwrap(),

@@ -1,29 +1,22 @@
 //! Checks the CRD schema and CEL rules cannot express, and the choice of image.
 
-use std::collections::BTreeMap;
-
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::Ensure;
+use pgpilot_postgres::version;
 
 use crate::error::Error;
 
-/// Default image per PostgreSQL major version (the manager's `--default-image` flags).
-pub type DefaultImages = BTreeMap<i32, String>;
+pub use pgpilot_postgres::version::DefaultImages;
 
 /// The image the instances run: the spec's, else the default for the version.
 pub fn image(cluster: &PostgresCluster, defaults: &DefaultImages) -> Result<String, Error> {
-    let pg = &cluster.spec.postgresql;
-    match (&pg.image, defaults.get(&pg.version)) {
-        (Some(image), _) => Ok(image.clone()),
-        (None, Some(default)) => Ok(default.clone()),
-        (None, None) => Err(Error::Invalid {
-            field: "spec.postgresql.image",
-            message: format!(
-                "no image given and this pgpilot has no default image for PostgreSQL {}; set spec.postgresql.image",
-                pg.version
-            ),
-        }),
-    }
+    version::image_of(cluster, defaults).ok_or_else(|| Error::Invalid {
+        field: "spec.postgresql.image",
+        message: format!(
+            "no image given and this pgpilot has no default image for PostgreSQL {}; set spec.postgresql.image",
+            cluster.spec.postgresql.version
+        ),
+    })
 }
 
 /// Cross-object rules: every membership names a role the cluster declares or PostgreSQL has;

@@ -19,7 +19,9 @@ pub fn available(settings: &Settings) -> Vec<ControllerRef> {
         Arc::new(ClusterController {
             default_images: settings.default_images.clone(),
         }),
-        Arc::new(BackupController),
+        Arc::new(BackupController {
+            default_images: settings.default_images.clone(),
+        }),
     ]
 }
 

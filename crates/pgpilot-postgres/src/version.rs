@@ -7,6 +7,20 @@ use kube::ResourceExt;
 
 pub use pgpilot_api::labels::POSTGRES_VERSION as PIN_ANNOTATION;
 
+/// Images by PostgreSQL major version, from the manager's `--default-image` flags.
+pub type DefaultImages = std::collections::BTreeMap<i32, String>;
+
+/// The image of a cluster's instances: the spec's, else the default for its version.
+pub fn image_of(
+    cluster: &pgpilot_api::PostgresCluster,
+    defaults: &DefaultImages,
+) -> Option<String> {
+    let pg = &cluster.spec.postgresql;
+    pg.image
+        .clone()
+        .or_else(|| defaults.get(&pg.version).cloned())
+}
+
 /// The container PostgreSQL and Patroni run in.
 pub const CONTAINER: &str = "postgres";
 

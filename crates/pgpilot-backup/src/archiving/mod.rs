@@ -33,7 +33,12 @@ use pgpilot_toolkit::runner::Reconciler;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::restores;
 use observe::Caches;
+use pgpilot_api::cluster::condition::RESTORE_SOURCE_READY;
+use pgpilot_api::labels;
+use pgpilot_postgres::pgbackrest::restore::Source;
+use pgpilot_postgres::version::{self, DefaultImages};
 use plan::{CONTINUOUS_ARCHIVING, JobOutcome, StanzaStep};
 
 /// How often a cluster with backups is looked at again: the archive moves without any
@@ -47,6 +52,9 @@ pub struct Context {
     pub events: Events,
     pub metrics: ControllerMetrics,
     pub caches: Caches,
+    /// Images by PostgreSQL version: a restore is checked with the pgBackRest its
+    /// instances will run.
+    pub default_images: DefaultImages,
 }
 
 #[async_trait::async_trait]
@@ -69,10 +77,22 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
     })?;
     let name = cluster.name_any();
     let stanza_name = pgbackrest::stanza(&ns, &name);
+    let restore = check_restore(&cluster, ctx, &ns).await?;
     let Some(backup) = cluster.spec.backup.as_ref() else {
-        let status = status::compute(&cluster, &stanza_name, None, None, None, now());
+        let status = status::compute(
+            &cluster,
+            &stanza_name,
+            restore.as_ref(),
+            None,
+            None,
+            None,
+            now(),
+        );
         status::write(ctx, &cluster, &status).await?;
-        return Ok(Action::await_change());
+        return Ok(match restore {
+            Some(_) => Action::requeue(RESYNC),
+            None => Action::await_change(),
+        });
     };
 
     // Observe.
@@ -159,6 +179,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
     let status = status::compute(
         &cluster,
         &stanza_name,
+        restore.as_ref(),
         Some(&archiving),
         read,
         seen.last_backup.clone(),
@@ -192,6 +213,126 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         }
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The check of `spec.bootstrap.restore` until a backup is chosen ([`restores`]): its Job
+/// created or deleted, an Event when the verdict changes. `None` once chosen (or without a
+/// restore).
+async fn check_restore(
+    cluster: &PostgresCluster,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Option<restores::Step>, Error> {
+    let Some(spec) = cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.restore.as_ref())
+    else {
+        return Ok(None);
+    };
+    if cluster.status.as_ref().is_some_and(|s| s.restore.is_some()) {
+        return Ok(None);
+    }
+    let name = cluster.name_any();
+    let source = Source::new(spec, ns);
+    let job_name = restores::job_name(&name);
+    let pods = ctx.caches.pods.list(
+        ns,
+        &[
+            (labels::CLUSTER, name.as_str()),
+            (labels::COMPONENT, restores::COMPONENT),
+        ],
+    );
+    let seen = restores::seen(ctx.caches.jobs.get(ns, &job_name).as_deref(), &pods);
+    let stanza = source.stanza();
+    let request = restores::plan::Request {
+        stanza: &stanza,
+        backup_id: spec.backup_id.as_deref(),
+        target: cluster
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.recovery_target.as_ref()),
+        now: Timestamp::now().as_second(),
+    };
+    let mut step = restores::step(&source, &request, &seen);
+    let jobs = ctx.caches.jobs.api(ns);
+    match step.job {
+        restores::JobStep::Nothing => {}
+        restores::JobStep::Create => {
+            let Some(image) = version::image_of(cluster, &ctx.default_images) else {
+                step.status = Status::False;
+                step.reason = "NoImage";
+                step.message = format!(
+                    "no image to read the repository with: set spec.postgresql.image (this pgpilot has no default image for PostgreSQL {})",
+                    cluster.spec.postgresql.version
+                );
+                return Ok(Some(step));
+            };
+            let job = restores::job(cluster, &source, &image)?;
+            match jobs
+                .create(&PostParams::default(), &job)
+                .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %job_name))
+                .await
+            {
+                // The cache lags behind an earlier reconcile's create: the Job runs.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                result => {
+                    result.map_err(Error::api("create", "Job", &job_name))?;
+                    ctx.metrics.wrote("Job");
+                    ctx.events
+                        .normal(
+                            cluster,
+                            "RestoreCheckStarted",
+                            "CheckRestoreSource",
+                            format!("Job {job_name} reads stanza {stanza} to choose the backup to restore"),
+                        )
+                        .await;
+                }
+            }
+        }
+        restores::JobStep::Delete => {
+            jobs.delete(
+                &job_name,
+                &DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..Default::default()
+                },
+            )
+            .instrument(tracing::debug_span!("kube.delete", kind = "Job", name = %job_name))
+            .await
+            .map_err(Error::api("delete", "Job", &job_name))?;
+            ctx.metrics.wrote("Job");
+        }
+    }
+    let live = cluster
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, RESTORE_SOURCE_READY))
+        .map(|c| (status_of(&c.status), c.reason.clone()));
+    if step.status != Status::Unknown && live != Some((step.status, step.reason.to_owned())) {
+        if step.status == Status::True {
+            ctx.events
+                .normal(
+                    cluster,
+                    "RestoreSourceReady",
+                    "CheckRestoreSource",
+                    step.message.clone(),
+                )
+                .await;
+        } else {
+            ctx.events
+                .warning(
+                    cluster,
+                    step.reason,
+                    "CheckRestoreSource",
+                    step.message.clone(),
+                )
+                .await;
+        }
+    }
+    Ok(Some(step))
 }
 
 fn now() -> Time {

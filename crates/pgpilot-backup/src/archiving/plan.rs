@@ -7,7 +7,7 @@ use pgpilot_postgres::pgbackrest;
 use pgpilot_toolkit::conditions::Status;
 
 /// The condition this controller owns on a PostgresCluster.
-pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+pub use pgpilot_api::cluster::condition::CONTINUOUS_ARCHIVING;
 
 /// The stanza Job as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub fn archiving(
         message,
     };
     let failed = |error: &str| {
-        let f = pgbackrest::archive_failure(error, backup);
+        let f = pgbackrest::archive_failure(error, &backup.repository);
         Archiving {
             status: Status::False,
             reason: f.reason,

@@ -53,8 +53,10 @@ pub fn job(
         job::Spec {
             name: job_name(&cluster.name_any()),
             component: COMPONENT,
-            script: "pgbackrest stanza-create && pgbackrest check",
-            hosts: &[primary.to_owned()],
+            command: job::shell("pgbackrest stanza-create && pgbackrest check"),
+            repository: job::Repository::Own {
+                hosts: &[primary.to_owned()],
+            },
             extra_env: Vec::new(),
             annotations: BTreeMap::from([(CONFIG_HASH.to_owned(), hash.to_owned())]),
             owner,

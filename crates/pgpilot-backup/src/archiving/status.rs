@@ -15,16 +15,21 @@ use pgpilot_toolkit::status::{StatusPart, apply_status};
 use super::Context;
 use super::plan::{Archiving, CONTINUOUS_ARCHIVING};
 use crate::error::Error;
+use crate::restores::Step;
+use pgpilot_api::cluster::condition::RESTORE_SOURCE_READY;
 
 pub const PART: StatusPart<'static> = StatusPart {
-    fields: &["backup", "lastBackup"],
-    conditions: &[CONTINUOUS_ARCHIVING],
+    fields: &["backup", "lastBackup", "restore"],
+    conditions: &[CONTINUOUS_ARCHIVING, RESTORE_SOURCE_READY],
 };
 
-/// The status for a cluster with `spec.backup` (else an empty part: nothing of ours stays).
+/// The status for a cluster: the archive with `spec.backup`, the restore check with
+/// `spec.bootstrap.restore` (`restore`: its step while it runs; once a backup is chosen the
+/// live choice stays). Without either, an empty part: nothing of ours stays.
 pub fn compute(
     cluster: &PostgresCluster,
     stanza: &str,
+    restore: Option<&Step>,
     archiving: Option<&Archiving>,
     archiver: Option<&Archiver>,
     last_backup: Option<(LastBackup, Option<Time>)>,
@@ -36,10 +41,38 @@ pub fn compute(
             .as_ref()
             .map(|s| s.conditions.clone())
             .unwrap_or_default(),
+        restore: cluster.status.as_ref().and_then(|s| s.restore.clone()),
         ..Default::default()
     };
+    let restoring = cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.restore.is_some());
+    if !restoring {
+        status.restore = None;
+        status
+            .conditions
+            .retain(|c| c.type_ != RESTORE_SOURCE_READY);
+    }
+    if let Some(step) = restore {
+        conditions::set(
+            &mut status.conditions,
+            Update {
+                type_: RESTORE_SOURCE_READY,
+                status: step.status,
+                reason: step.reason,
+                message: step.message.clone(),
+                observed_generation: cluster.metadata.generation,
+            },
+            now.clone(),
+        );
+        status.restore.clone_from(&step.chosen);
+    }
     let Some(archiving) = archiving else {
-        status.conditions.clear();
+        status
+            .conditions
+            .retain(|c| c.type_ != CONTINUOUS_ARCHIVING);
         return status;
     };
     let recoverable_from = last_backup.as_ref().and_then(|(_, from)| from.clone());
@@ -143,6 +176,7 @@ mod tests {
         let status = compute(
             &live,
             "prod-db",
+            None,
             Some(&archiving),
             Some(&a),
             Some((last, Some(from))),
@@ -180,7 +214,7 @@ mod tests {
         let live = cluster(json!({"backup": {"stanza": "prod-db"}, "conditions": [
             {"type": "ContinuousArchiving", "status": "True", "reason": "Archiving", "message": "",
              "lastTransitionTime": "2026-01-01T00:00:00Z"}]}));
-        let status = compute(&live, "prod-db", None, None, None, now());
+        let status = compute(&live, "prod-db", None, None, None, None, now());
         let part = PART.project(&serde_json::to_value(&status).unwrap());
         assert_eq!(part, json!({}));
         assert!(
@@ -198,7 +232,7 @@ mod tests {
             reason: "NoPrimary",
             message: "no primary".into(),
         };
-        let status = compute(&live, "prod-db", Some(&archiving), None, None, now());
+        let status = compute(&live, "prod-db", None, Some(&archiving), None, None, now());
         assert_eq!(
             status.backup.unwrap().last_archived_wal.as_deref(),
             Some("000000010000000000000003")

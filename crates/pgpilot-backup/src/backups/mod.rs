@@ -166,8 +166,8 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
             job::Spec {
                 name: job_name.clone(),
                 component: COMPONENT,
-                script: SCRIPT,
-                hosts,
+                command: job::shell(SCRIPT),
+                repository: job::Repository::Own { hosts },
                 extra_env: vec![
                     env(
                         "PGPILOT_BACKUP_TYPE",

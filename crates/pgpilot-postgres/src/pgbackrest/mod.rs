@@ -496,8 +496,8 @@ pub fn error_in(output: &str) -> String {
 
 /// Reads pgBackRest's error (`<code>\n<message>` from the async pusher's status file, its
 /// console output, or a message alone) and says what it means.
-pub fn archive_failure(error: &str, backup: &BackupSpec) -> ArchiveFailure {
-    let s3 = &backup.repository.s3;
+pub fn archive_failure(error: &str, repository: &BackupRepository) -> ArchiveFailure {
+    let s3 = &repository.s3;
     let extracted;
     let text = match error.split_once('\n') {
         Some((code, rest)) if code.trim().parse::<i32>().is_ok() => rest,
@@ -755,7 +755,7 @@ mod tests {
             "[103]: unable to find a valid repository:\nrepo1: [FileMissingError] unable to load info file\nHINT: has a stanza-create been performed?"
         );
         assert_eq!(error_in("just this\n"), "just this");
-        let f = archive_failure(output, &backup(MINIO));
+        let f = archive_failure(output, &backup(MINIO).repository);
         assert_eq!(f.reason, "StanzaMissing");
         assert!(!f.message.contains("command begin"), "{}", f.message);
     }
@@ -796,7 +796,7 @@ mod tests {
             ),
         ];
         for (error, reason, mentions) in cases {
-            let f = archive_failure(error, &b);
+            let f = archive_failure(error, &b.repository);
             assert_eq!(f.reason, reason, "{error}");
             assert!(f.message.contains(mentions), "{}", f.message);
             assert!(!f.message.contains('\n'));
