@@ -24,5 +24,7 @@ mod harness;
 mod minio;
 #[path = "e2e/repair.rs"]
 mod repair;
+#[path = "e2e/restore.rs"]
+mod restore;
 #[path = "e2e/roll.rs"]
 mod roll;

@@ -219,7 +219,7 @@ async fn take_backup(env: &Env, name: &str, kind: &str) -> Result<PostgresBackup
 }
 
 /// Creates PostgresBackup `name` of `cluster` and waits until it completed.
-async fn backup_of(
+pub(crate) async fn backup_of(
     env: &Env,
     cluster: &str,
     name: &str,
