@@ -4,7 +4,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{BackupType, ClusterReference, Condition, Time};
+use crate::common::{
+    BackupType, ClusterReference, Condition, Time, VerificationSpec, VerificationStatus,
+};
 
 /// One backup of one PostgresCluster into its pgBackRest repository. Create one to take a
 /// backup now; BackupSchedules create them on a schedule.
@@ -58,6 +60,10 @@ pub struct PostgresBackupSpec {
     /// leaves it to the repository's retention; `Delete` expires it right away.
     #[serde(default)]
     pub deletion_policy: BackupDeletionPolicy,
+    /// Once the backup completes, restore it into a throwaway cluster and check the data.
+    /// May be added to a completed backup to verify it then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSpec>,
 }
 
 /// See [`PostgresBackupSpec::target`].
@@ -130,6 +136,9 @@ pub struct PostgresBackupStatus {
     /// Why the backup failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The verification of this backup (with `spec.verification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationStatus>,
 }
 
 /// Phase of a backup.

@@ -124,3 +124,69 @@ impl BackupType {
         }
     }
 }
+
+/// Restore a completed backup into a throwaway one-instance cluster, check the data, and
+/// delete the cluster and its volume again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSpec {
+    /// A query of your own, run in `database` after every table has been read: the
+    /// verification passes when it returns at least one row and the first column of every
+    /// row is true (e.g. `SELECT count(*) > 0 FROM orders`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: Option<String>,
+    /// The database the query runs in.
+    #[serde(default = "default_database")]
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+    /// Give up (and fail) after this many seconds, the restore included.
+    #[serde(default = "default_verification_timeout")]
+    #[x_kube(validation = Rule::new("self >= 60").message("verification.timeoutSeconds must be at least 60"))]
+    pub timeout_seconds: i64,
+}
+
+fn default_database() -> String {
+    "postgres".into()
+}
+fn default_verification_timeout() -> i64 {
+    3600
+}
+
+/// The outcome of a verification.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationStatus {
+    /// The PostgresBackup verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    pub result: VerificationResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// From the start of the restore to the end of the checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    /// The point the restored data reached: the end of the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_to: Option<Time>,
+    /// Tables read (all of them, in every database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<i64>,
+    /// Rows counted in them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// What was checked, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// See [`VerificationStatus::result`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VerificationResult {
+    #[default]
+    Running,
+    Passed,
+    Failed,
+}

@@ -4,7 +4,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{BackupType, ClusterReference, Condition, Time};
+use crate::common::{
+    BackupType, ClusterReference, Condition, Time, VerificationSpec, VerificationStatus,
+};
 
 /// A cron schedule in the 5-field form or a `@daily`-style macro, as CEL can check it.
 /// The controller still parses it fully and reports a bad field in status.
@@ -68,6 +70,10 @@ pub struct BackupScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 10").message("startingDeadlineSeconds must be at least 10"))]
     pub starting_deadline_seconds: Option<i64>,
+    /// Verify every backup this schedule takes: restore it into a throwaway cluster and check
+    /// the data (see PostgresBackup `spec.verification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSpec>,
 }
 
 /// How many backups of a schedule are kept as objects. The repository's own retention
@@ -134,6 +140,9 @@ pub struct BackupScheduleStatus {
     /// When the next backup is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
+    /// The latest verification of one of this schedule's backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verification: Option<VerificationStatus>,
     /// PostgresBackups of this schedule still running.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active: Vec<String>,

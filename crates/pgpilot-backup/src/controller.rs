@@ -33,10 +33,11 @@ impl Controller for BackupController {
     /// writes to what the cluster controller manages.
     fn rbac_rules(&self) -> Vec<PolicyRule> {
         vec![
+            // Verification restores a backup into a throwaway cluster, then deletes it.
             rule(
                 &["pgpilot.io"],
                 &["postgresclusters"],
-                &["get", "list", "watch"],
+                &["get", "list", "watch", "create", "delete"],
             ),
             rule(
                 &["pgpilot.io"],
@@ -98,8 +99,13 @@ impl Controller for BackupController {
         let ctx_schedules = ctx.clone();
         let backups = runner::run(ctx, NAME, |scope: &mut Scope<PostgresBackup>| {
             let caches = backups::Caches {
-                // Read when a backup starts; the backup's own requeue notices a change.
-                clusters: scope.watches(watcher::Config::default(), runner::every_change, |_| None),
+                // Read when a backup starts (the backup's own requeue notices a change); a
+                // verification's throwaway cluster wakes the backup it verifies.
+                clusters: scope.watches(
+                    watcher::Config::default(),
+                    runner::every_change,
+                    verified_backup,
+                ),
                 pods: scope.watches(of_a_cluster(), triggers::pod, |_| None),
                 jobs: scope.owns(),
             };
@@ -123,6 +129,12 @@ impl Controller for BackupController {
         });
         futures::try_join!(clusters, backups, schedules).map(drop)
     }
+}
+
+/// The backup a throwaway verification cluster verifies, by its label.
+fn verified_backup(cluster: PostgresCluster) -> Option<ObjectRef<PostgresBackup>> {
+    let backup = cluster.labels().get(crate::verification::VERIFIES)?;
+    Some(ObjectRef::new(backup).within(&cluster.namespace()?))
 }
 
 fn of_a_cluster() -> watcher::Config {

@@ -53,6 +53,8 @@ pub enum Repository<'a> {
     Own { hosts: &'a [String] },
     /// The one `spec.bootstrap.restore` reads, and nothing else.
     RestoreSource(&'a Source<'a>),
+    /// None: a client of the cluster's database.
+    None,
 }
 
 /// The Job's condition `type_` (`Complete`, `Failed`) when it is True.
@@ -138,6 +140,7 @@ pub fn job(cluster: &PostgresCluster, spec: Spec<'_>) -> Result<Job, Error> {
             }
             env.extend(source.option_env()?);
         }
+        Repository::None => {}
     }
     mounts.push(VolumeMount {
         name: "tmp".into(),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod job;
 pub mod restores;
 pub mod schedules;
+pub mod verification;
 
 pub use controller::BackupController;
 pub use error::Error;

@@ -155,3 +155,103 @@ async fn a_schedule_in_an_unknown_time_zone_says_so() {
     assert_eq!(scheduled.status, "False");
     assert!(scheduled.message.contains("Mars/Olympus") && scheduled.message.contains("IANA"));
 }
+
+fn condition<'a>(
+    pg: &'a pgpilot_api::PostgresCluster,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    pg.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The two controllers' hand-over before a restore, through the API: the cluster controller
+/// creates no instance until a backup is chosen (and says why, with no backup controller);
+/// the backup controller starts its check Job; the choice in `status.restore` lets the
+/// instances come, bootstrapping from that backup.
+#[tokio::test]
+async fn a_restored_cluster_gets_no_instance_until_a_backup_is_chosen() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use pgpilot_api::PostgresCluster;
+
+    let s = setup("restore-gate").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let mut cluster_only = spawn(s.c, &s.ns.name, "gate-1", &["--controllers=cluster"]);
+    apply(
+        &s,
+        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresCluster\nmetadata: {name: db}\nspec:\n  instances: 2\n  postgresql: {version: 17}\n  storage: {size: 1Gi}\n  bootstrap:\n    restore:\n      source: {name: old}\n      repository: {s3: {endpoint: 'minio.storage.svc:9000', bucket: backups, credentials: {secretName: s3}}}\n    recoveryTarget: {time: '2026-12-06T01:02:03Z'}\n",
+    );
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let config_maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let timeout = Duration::from_secs(30);
+
+    wait_for(&clusters, "db", timeout, |pg| {
+        condition(pg, "BackupsHandled").is_some_and(|c| c.reason == "NoBackupController")
+            && condition(pg, "Progressing").is_some_and(|c| c.reason == "WaitingForRestoreSource")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", cluster_only.log()));
+    // The rest of the children are there (restore.conf with the source's stanza), not the
+    // StatefulSet.
+    let cm = wait_for(&config_maps, "db-pgbackrest", timeout, |_| true)
+        .await
+        .unwrap();
+    let data = cm.data.unwrap_or_default();
+    assert!(
+        data["restore.conf"].contains(&format!("[{}-old]", s.ns.name)),
+        "{data:?}"
+    );
+    assert!(statefulsets.get_opt("db").await.unwrap().is_none());
+
+    // The backup controller takes over the check: its Job, owned by the cluster.
+    cluster_only.signal("TERM").unwrap();
+    cluster_only.wait_exit(timeout).await.unwrap();
+    let both = spawn(s.c, &s.ns.name, "gate-2", &["--controllers=cluster,backup"]);
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let job = wait_for(&jobs, "db-restore-check", timeout, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", both.log()));
+    let owner = &job.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("PostgresCluster", "db")
+    );
+    wait_for(&clusters, "db", timeout, |pg| {
+        condition(pg, "RestoreSourceReady").is_some() && condition(pg, "BackupsHandled").is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", both.log()));
+    assert!(statefulsets.get_opt("db").await.unwrap().is_none());
+
+    // A choice (written here as the check would; kwok runs no pgBackRest): the instances
+    // come, and the first one restores exactly that backup.
+    clusters
+        .patch_status(
+            "db",
+            &PatchParams::apply("test-restore-check").force(),
+            &Patch::Apply(serde_json::json!({"apiVersion": "pgpilot.io/v1alpha1",
+                "kind": "PostgresCluster", "status": {"restore": {
+                    "stanza": format!("{}-old", s.ns.name), "backupId": "20261206-010000F"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&statefulsets, "db", timeout, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", both.log()));
+    let patroni = config_maps.get("db-patroni").await.unwrap();
+    let yaml = &patroni.data.unwrap_or_default()["patroni.yaml"];
+    assert!(
+        yaml.contains("--set=20261206-010000F --delta restore"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("recovery_target_time: 2026-12-06T01:02:03Z")
+            || yaml.contains("recovery_target_time: '2026-12-06T01:02:03Z'"),
+        "{yaml}"
+    );
+}

@@ -34,6 +34,10 @@ use crate::archiving::observe::{image, pod_ip};
 use crate::archiving::plan::CONTINUOUS_ARCHIVING;
 use crate::error::Error;
 use crate::job;
+use crate::verification;
+use k8s_openapi::jiff::Timestamp;
+use pgpilot_api::backup::PostgresBackupStatus;
+use pgpilot_api::common::VerificationResult;
 use plan::{ClusterFacts, JobFacts, Next};
 
 /// `pgpilot.io/component` of backup Jobs and their pods.
@@ -57,6 +61,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         "recoverableFrom",
         "job",
         "error",
+        "verification",
     ],
     conditions: &[],
 };
@@ -217,6 +222,7 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
     // Status, and an Event when the backup ends.
     let mut status = plan::status(&previous, &uid, &job_name, &facts, job.as_ref());
     status.observed_generation = backup.metadata.generation;
+    let verifying = verify(ctx, &backup, cluster.as_deref(), &mut status).await?;
     let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
     if apply_status(&api, &ctx.field_manager, &PART, backup.as_ref(), &status).await? {
         ctx.metrics.wrote("PostgresBackup/status");
@@ -252,10 +258,152 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
         }
     }
     Ok(match status.phase {
+        // A verification's cluster and Job wake this object; the timeout needs a clock.
+        Some(BackupPhase::Completed) if verifying => Action::requeue(Duration::from_secs(30)),
         Some(BackupPhase::Completed | BackupPhase::Failed) => Action::await_change(),
         // Waiting on the cluster: its status changes do not wake this object.
         _ => Action::requeue(Duration::from_secs(15)),
     })
+}
+
+/// The verification of a completed backup with `spec.verification` ([`verification`]): the
+/// next step taken, `status.verification` set. Returns whether it still runs.
+async fn verify(
+    ctx: &Context,
+    backup: &PostgresBackup,
+    source: Option<&PostgresCluster>,
+    status: &mut PostgresBackupStatus,
+) -> Result<bool, Error> {
+    let (Some(spec), Some(BackupPhase::Completed), Some(backup_id)) = (
+        backup.spec.verification.as_ref(),
+        status.phase,
+        status.backup_id.clone(),
+    ) else {
+        return Ok(false);
+    };
+    let ns = backup.namespace().unwrap_or_default();
+    let name = verification::cluster_name(backup);
+    let throwaway = ctx.caches.clusters.get(&ns, &name);
+    let pods = ctx
+        .caches
+        .pods
+        .list(&ns, &[(labels::CLUSTER, name.as_str())]);
+    let seen = throwaway
+        .as_deref()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| verification::observe(c, &pods));
+    let check_name = verification::check_job_name(backup);
+    let check = ctx
+        .caches
+        .jobs
+        .get(&ns, &check_name)
+        .map(|j| verification::check(&j, &pods));
+    let previous = status.verification.clone();
+    let step = verification::plan::step(&verification::plan::Facts {
+        spec,
+        backup: &backup.name_any(),
+        backup_id: &backup_id,
+        previous: previous.as_ref(),
+        throwaway: seen.as_ref(),
+        check: check.as_ref(),
+        now: Timestamp::now(),
+    });
+    let clusters: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    if step.create_cluster {
+        let Some(source) = source else {
+            return Err(Error::Invalid {
+                field: "spec.cluster",
+                message: format!(
+                    "cluster {} is gone: nothing to verify from",
+                    backup.spec.cluster.name
+                ),
+            });
+        };
+        let c = verification::throwaway(backup, source, &backup_id)?;
+        match clusters
+            .create(&PostParams::default(), &c)
+            .instrument(tracing::debug_span!("kube.create", kind = "PostgresCluster", name = %name))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            result => {
+                result.map_err(Error::api("create", "PostgresCluster", &name))?;
+                ctx.metrics.wrote("PostgresCluster");
+                ctx.events
+                    .normal(
+                        backup,
+                        "VerificationStarted",
+                        "Verify",
+                        format!("restoring backup {backup_id} into throwaway cluster {name}"),
+                    )
+                    .await;
+            }
+        }
+    }
+    if let (true, Some(t)) = (step.create_check, throwaway.as_deref()) {
+        let image = ctx
+            .caches
+            .pods
+            .list(
+                &ns,
+                &[
+                    (labels::CLUSTER, name.as_str()),
+                    (labels::COMPONENT, COMPONENT_INSTANCE),
+                ],
+            )
+            .iter()
+            .find_map(|p| image(p).map(str::to_owned))
+            .unwrap_or_default();
+        let job = verification::check_job(backup, t, spec, &image)?;
+        match ctx
+            .caches
+            .jobs
+            .api(&ns)
+            .create(&PostParams::default(), &job)
+            .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %check_name))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            result => {
+                result.map_err(Error::api("create", "Job", &check_name))?;
+                ctx.metrics.wrote("Job");
+            }
+        }
+    }
+    if step.delete_cluster {
+        match clusters
+            .delete(&name, &Default::default())
+            .instrument(tracing::debug_span!("kube.delete", kind = "PostgresCluster", name = %name))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            result => {
+                result.map_err(Error::api("delete", "PostgresCluster", &name))?;
+                ctx.metrics.wrote("PostgresCluster");
+            }
+        }
+    }
+    let finished = step.status.result != VerificationResult::Running;
+    let was_finished = previous
+        .as_ref()
+        .is_some_and(|p| p.result != VerificationResult::Running);
+    if finished && !was_finished {
+        let message = step.status.message.clone().unwrap_or_default();
+        match step.status.result {
+            VerificationResult::Passed => {
+                ctx.events
+                    .normal(backup, "VerificationPassed", "Verify", message)
+                    .await
+            }
+            _ => {
+                ctx.events
+                    .warning(backup, "VerificationFailed", "Verify", message)
+                    .await
+            }
+        }
+    }
+    status.verification = Some(step.status);
+    Ok(!finished || step.delete_cluster)
 }
 
 fn cluster_facts(ctx: &Context, ns: &str, cluster: Option<&PostgresCluster>) -> ClusterFacts {
@@ -327,8 +475,6 @@ fn job_facts(job: &Job, ctx: &Context, ns: &str) -> JobFacts {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use k8s_openapi::jiff::Timestamp;
-    use pgpilot_api::backup::PostgresBackupStatus;
 
     #[test]
     fn every_status_field_is_written() {
@@ -351,6 +497,7 @@ mod tests {
             recoverable_from: t,
             job: text.clone(),
             error: text,
+            verification: Some(Default::default()),
         };
         let value = serde_json::to_value(&full).unwrap();
         for key in value.as_object().unwrap().keys() {

@@ -20,6 +20,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use pgpilot_api::backup::{BackupPhase, PostgresBackupSpec};
+use pgpilot_api::common::VerificationResult;
 use pgpilot_api::labels;
 use pgpilot_api::schedule::BackupScheduleStatus;
 use pgpilot_api::{BackupSchedule, PostgresBackup};
@@ -47,6 +48,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         "lastBackup",
         "nextScheduleTime",
         "active",
+        "lastVerification",
     ],
     conditions: &[SCHEDULED],
 };
@@ -222,6 +224,18 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: &Context) -> Result<Actio
         .map(|r| r.name.clone())
         .collect();
     status.active.sort();
+    // The newest finished verification, kept when its backup leaves the history.
+    status.last_verification = mine
+        .iter()
+        .filter_map(|b| b.status.as_ref()?.verification.clone())
+        .chain(
+            schedule
+                .status
+                .as_ref()
+                .and_then(|s| s.last_verification.clone()),
+        )
+        .filter(|v| v.result != VerificationResult::Running)
+        .max_by_key(|v| v.completion_time.as_ref().map(secs));
     let next = calendar.next_after(now.max(status.last_schedule_time.as_ref().map_or(now, secs)));
     status.next_schedule_time = if schedule.spec.suspend {
         None
@@ -297,6 +311,7 @@ async fn create(
             backup_type: schedule.spec.backup_type,
             target: Default::default(),
             deletion_policy: Default::default(),
+            verification: schedule.spec.verification.clone(),
         },
         status: None,
     };
