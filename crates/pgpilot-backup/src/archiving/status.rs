@@ -238,4 +238,40 @@ mod tests {
             Some("000000010000000000000003")
         );
     }
+
+    #[test]
+    fn a_restores_choice_is_written_once_and_then_kept() {
+        use crate::restores::{JobStep, Step};
+        use pgpilot_api::cluster::RestoreStatus;
+        let mut live: PostgresCluster = serde_json::from_value(json!({
+            "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresCluster",
+            "metadata": {"name": "db", "namespace": "prod", "generation": 1},
+            "spec": {"postgresql": {"version": 17}, "storage": {"size": "1Gi"},
+                "bootstrap": {"restore": {"source": {"name": "old"}, "repository": {"s3": {
+                    "endpoint": "minio:9000", "bucket": "b", "credentials": {"secretName": "s3"}}}}}},
+        }))
+        .unwrap();
+        let chosen = RestoreStatus {
+            stanza: "prod-old".into(),
+            backup_id: "20261206-010000F".into(),
+            backup_stop_time: None,
+        };
+        let step = Step {
+            job: JobStep::Delete,
+            status: Status::True,
+            reason: "BackupChosen",
+            message: "restoring …".into(),
+            chosen: Some(chosen.clone()),
+        };
+        let status = compute(&live, "prod-db", Some(&step), None, None, None, now());
+        assert_eq!(status.restore.as_ref(), Some(&chosen));
+        let part = PART.project(&serde_json::to_value(&status).unwrap());
+        assert_eq!(part["conditions"][0]["type"], "RestoreSourceReady");
+        assert_eq!(part["restore"]["backupId"], "20261206-010000F");
+
+        // Later reconciles no longer check (no step): the choice and its condition stay.
+        live.status = Some(status);
+        let again = compute(&live, "prod-db", None, None, None, None, now());
+        assert_eq!(PART.project(&serde_json::to_value(&again).unwrap()), part);
+    }
 }

@@ -97,16 +97,45 @@ impl Minio {
         )
     }
 
-    /// Creates a bucket, with the host's curl (SigV4, TLS checked against the test's CA).
+    /// Creates a bucket.
     pub async fn create_bucket(&self, env: &Env, bucket: &str) -> Result<()> {
+        self.s3(env, "PUT", &format!("/{bucket}")).await.map(drop)
+    }
+
+    /// Keys under `prefix` in `bucket` (the first 1000).
+    pub async fn list(&self, env: &Env, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let body = self
+            .s3(
+                env,
+                "GET",
+                &format!("/{bucket}?list-type=2&prefix={prefix}"),
+            )
+            .await?;
+        Ok(body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
+            .collect())
+    }
+
+    /// Deletes one object.
+    pub async fn delete(&self, env: &Env, bucket: &str, key: &str) -> Result<()> {
+        self.s3(env, "DELETE", &format!("/{bucket}/{key}"))
+            .await
+            .map(drop)
+    }
+
+    /// One S3 request with the host's curl (SigV4 as the root user, TLS checked against the
+    /// test's CA), retried for 30 s; the response body.
+    async fn s3(&self, env: &Env, method: &str, path: &str) -> Result<String> {
         let ip = env.service_ip("minio").await?;
         let ca_file = std::env::temp_dir().join(format!("{}-minio-ca.pem", env.ns));
         std::fs::write(&ca_file, &self.ca)?;
-        let url = format!("https://{}/{bucket}", self.endpoint);
+        let url = format!("https://{}{path}", self.endpoint);
         let resolve = format!("{}:{PORT}:{ip}", self.host);
         let auth = format!("{}:{}", self.user, self.password);
         let ca = ca_file.to_string_lossy().into_owned();
-        let result = eventually(&format!("bucket {bucket}"), Duration::from_secs(30), || {
+        let result = eventually(&format!("{method} {path}"), Duration::from_secs(30), || {
             let args = [
                 "-sS",
                 "-f",
@@ -121,7 +150,7 @@ impl Minio {
                 "--user",
                 &auth,
                 "-X",
-                "PUT",
+                method,
                 &url,
             ]
             .map(str::to_owned);
@@ -132,7 +161,7 @@ impl Minio {
                     .await
                     .map_err(|e| format!("running curl: {e}"))?;
                 if out.status.success() {
-                    Ok(())
+                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
                 } else {
                     Err(String::from_utf8_lossy(&out.stderr).into_owned())
                 }

@@ -103,7 +103,7 @@ impl<'a> Source<'a> {
     /// Secrets under pgBackRest's names for this command only, its configuration file.
     fn command(&self, args: &str) -> String {
         let mut line = format!(
-            "{ENV_S3_KEY}=\"${}\" {ENV_S3_KEY_SECRET}=\"${}\" ",
+            "env {ENV_S3_KEY}=\"${}\" {ENV_S3_KEY_SECRET}=\"${}\" ",
             ENV_NAMES[0], ENV_NAMES[1]
         );
         if self.spec.repository.encryption.is_some() {
@@ -254,7 +254,7 @@ mod tests {
             serde_yaml::from_str("{time: '2026-12-06T01:02:03Z', inclusive: false}").unwrap();
         let m = Source::new(&s, "prod").bootstrap_method("20261206-010000F", Some(&target));
         let command = m["command"].as_str().unwrap();
-        assert!(command.starts_with("/bin/sh -c 'mkdir -p -m 0700 /var/lib/postgresql/data/pgdata && exec PGBACKREST_REPO1_S3_KEY=\"$PGPILOT_RESTORE_S3_KEY\" PGBACKREST_REPO1_S3_KEY_SECRET=\"$PGPILOT_RESTORE_S3_KEY_SECRET\" PGBACKREST_REPO1_CIPHER_PASS=\"$PGPILOT_RESTORE_CIPHER_PASS\" pgbackrest --config=/etc/pgbackrest/restore.conf --stanza=prod-old --set=20261206-010000F --delta restore'"), "{command}");
+        assert!(command.starts_with("/bin/sh -c 'mkdir -p -m 0700 /var/lib/postgresql/data/pgdata && exec env PGBACKREST_REPO1_S3_KEY=\"$PGPILOT_RESTORE_S3_KEY\" PGBACKREST_REPO1_S3_KEY_SECRET=\"$PGPILOT_RESTORE_S3_KEY_SECRET\" PGBACKREST_REPO1_CIPHER_PASS=\"$PGPILOT_RESTORE_CIPHER_PASS\" pgbackrest --config=/etc/pgbackrest/restore.conf --stanza=prod-old --set=20261206-010000F --delta restore'"), "{command}");
         assert_eq!(m["no_params"], true);
         let rc = &m["recovery_conf"];
         assert!(
