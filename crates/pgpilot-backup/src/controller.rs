@@ -13,6 +13,7 @@ use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
 use crate::archiving::{self, observe::Caches};
+use crate::metrics::BackupMetrics;
 use crate::{backups, schedules};
 
 /// Name in `--controllers`.
@@ -21,6 +22,7 @@ pub const NAME: &str = "backup";
 /// The backup controller.
 pub struct BackupController {
     pub default_images: DefaultImages,
+    pub metrics: BackupMetrics,
 }
 
 #[async_trait::async_trait]
@@ -74,6 +76,10 @@ impl Controller for BackupController {
         ]
     }
 
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
     /// Three loops: clusters (the archive), PostgresBackups (one backup each) and
     /// BackupSchedules (backups on a schedule).
     async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
@@ -94,9 +100,11 @@ impl Controller for BackupController {
                 metrics: scope.ctx.metrics.clone(),
                 caches,
                 default_images: self.default_images.clone(),
+                backup_metrics: self.metrics.clone(),
             })
         });
         let ctx_schedules = ctx.clone();
+        let backup_metrics = self.metrics.clone();
         let backups = runner::run(ctx, NAME, |scope: &mut Scope<PostgresBackup>| {
             let caches = backups::Caches {
                 // Read when a backup starts (the backup's own requeue notices a change); a
@@ -115,6 +123,7 @@ impl Controller for BackupController {
                 events: scope.ctx.events.clone(),
                 metrics: scope.ctx.metrics.clone(),
                 caches,
+                backup_metrics: backup_metrics.clone(),
             })
         });
         let schedules = runner::run(ctx_schedules, NAME, |scope: &mut Scope<BackupSchedule>| {

@@ -14,6 +14,7 @@ pub mod backups;
 pub mod controller;
 pub mod error;
 pub mod job;
+pub mod metrics;
 pub mod restores;
 pub mod schedules;
 pub mod verification;

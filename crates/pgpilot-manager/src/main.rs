@@ -145,6 +145,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    for c in &controllers {
+        c.register_metrics(&mut registry);
+    }
     let process = process_metrics::ProcessMetrics::register(&mut registry);
     let ready = http::Readiness::default();
     let servers = http::serve(

@@ -21,6 +21,7 @@ pub fn available(settings: &Settings) -> Vec<ControllerRef> {
         }),
         Arc::new(BackupController {
             default_images: settings.default_images.clone(),
+            metrics: Default::default(),
         }),
     ]
 }

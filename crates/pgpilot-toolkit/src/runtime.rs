@@ -46,6 +46,9 @@ pub trait Controller: Send + Sync + 'static {
     fn rbac_rules(&self) -> Vec<PolicyRule>;
     /// Runs until `ctx.shutdown` is cancelled.
     async fn run(&self, ctx: RunContext) -> Result<(), RunError>;
+    /// Registers metric families of the controller's own (beyond the reconcile metrics
+    /// every controller has).
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// A PolicyRule from API groups, resources and verbs (the form RBAC rules are read in).

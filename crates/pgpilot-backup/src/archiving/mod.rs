@@ -33,6 +33,7 @@ use pgpilot_toolkit::runner::Reconciler;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::metrics::BackupMetrics;
 use crate::restores;
 use observe::Caches;
 use pgpilot_api::cluster::condition::RESTORE_SOURCE_READY;
@@ -55,6 +56,7 @@ pub struct Context {
     /// Images by PostgreSQL version: a restore is checked with the pgBackRest its
     /// instances will run.
     pub default_images: DefaultImages,
+    pub backup_metrics: BackupMetrics,
 }
 
 #[async_trait::async_trait]
@@ -79,6 +81,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
     let stanza_name = pgbackrest::stanza(&ns, &name);
     let restore = check_restore(&cluster, ctx, &ns).await?;
     let Some(backup) = cluster.spec.backup.as_ref() else {
+        ctx.backup_metrics.forget(&ns, &name);
         let status = status::compute(
             &cluster,
             &stanza_name,
@@ -176,6 +179,23 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
 
     // Status, and an Event when the condition changes its status.
     let read = archiver.as_ref().and_then(|r| r.as_ref().ok());
+    if let Some(a) = read {
+        ctx.backup_metrics.archive(
+            &ns,
+            &name,
+            a.last_archived_at.map(|micros| micros / 1_000_000),
+            a.pending_segments(),
+            Timestamp::now().as_second(),
+        );
+    }
+    if let Some(stop) = seen
+        .last_backup
+        .as_ref()
+        .and_then(|(last, _)| last.completion_time.as_ref())
+    {
+        ctx.backup_metrics
+            .last_backup(&ns, &name, stop.0.as_second(), None);
+    }
     let status = status::compute(
         &cluster,
         &stanza_name,

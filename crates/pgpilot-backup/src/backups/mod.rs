@@ -34,6 +34,7 @@ use crate::archiving::observe::{image, pod_ip};
 use crate::archiving::plan::CONTINUOUS_ARCHIVING;
 use crate::error::Error;
 use crate::job;
+use crate::metrics::BackupMetrics;
 use crate::verification;
 use k8s_openapi::jiff::Timestamp;
 use pgpilot_api::backup::PostgresBackupStatus;
@@ -97,6 +98,7 @@ pub struct Context {
     pub events: Events,
     pub metrics: ControllerMetrics,
     pub caches: Caches,
+    pub backup_metrics: BackupMetrics,
 }
 
 #[async_trait::async_trait]
@@ -228,8 +230,20 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
         ctx.metrics.wrote("PostgresBackup/status");
     }
     if previous.phase != status.phase {
+        let cluster_name = &backup.spec.cluster.name;
         match status.phase {
             Some(BackupPhase::Completed) => {
+                let secs = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+                    t.as_ref().map(|t| t.0.as_second())
+                };
+                if let (Some(start), Some(stop)) =
+                    (secs(&status.start_time), secs(&status.stop_time))
+                {
+                    ctx.backup_metrics
+                        .completed(&ns, cluster_name, (stop - start) as f64);
+                    ctx.backup_metrics
+                        .last_backup(&ns, cluster_name, stop, status.size_bytes);
+                }
                 ctx.events
                     .normal(
                         backup.as_ref(),
@@ -245,6 +259,16 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
                     .await
             }
             Some(BackupPhase::Failed) => {
+                let error = status.error.clone().unwrap_or_default();
+                let reason = cluster
+                    .as_deref()
+                    .and_then(|c| c.spec.backup.as_ref())
+                    .map(|b| {
+                        pgpilot_postgres::pgbackrest::archive_failure(&error, &b.repository).reason
+                    })
+                    .filter(|r| *r != "ArchiveFailed")
+                    .unwrap_or("Other");
+                ctx.backup_metrics.failed(&ns, cluster_name, reason);
                 ctx.events
                     .warning(
                         backup.as_ref(),
@@ -388,6 +412,12 @@ async fn verify(
         .as_ref()
         .is_some_and(|p| p.result != VerificationResult::Running);
     if finished && !was_finished {
+        ctx.backup_metrics.verified(
+            &ns,
+            &backup.spec.cluster.name,
+            step.status.result == VerificationResult::Passed,
+            Timestamp::now().as_second(),
+        );
         let message = step.status.message.clone().unwrap_or_default();
         match step.status.result {
             VerificationResult::Passed => {

@@ -122,9 +122,11 @@ pub fn step(f: &Facts<'_>) -> Step {
         );
     }
     let Some(t) = f.throwaway else {
+        // Created once: a cluster missing after that is one the caches do not show yet, or
+        // one this verification already finished with (its result not read back yet).
         return running(
             format!("restoring backup {} into a throwaway cluster", f.backup_id),
-            true,
+            f.previous.is_none(),
             false,
         );
     };
@@ -235,6 +237,10 @@ mod tests {
         let restoring = Throwaway::default();
         let st = step(&facts(&s, Some(&first.status), Some(&restoring), None, 30));
         assert!(!st.create_cluster && !st.create_check);
+        // Not in the cache yet (or already gone while the result is not read back): never a
+        // second cluster.
+        let st = step(&facts(&s, Some(&first.status), None, None, 31));
+        assert!(!st.create_cluster && st.status.result == VerificationResult::Running);
 
         let ready = Throwaway {
             ready: true,
