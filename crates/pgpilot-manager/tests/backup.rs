@@ -183,7 +183,7 @@ async fn a_restored_cluster_gets_no_instance_until_a_backup_is_chosen() {
     let mut cluster_only = spawn(s.c, &s.ns.name, "gate-1", &["--controllers=cluster"]);
     apply(
         &s,
-        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresCluster\nmetadata: {name: db}\nspec:\n  instances: 2\n  postgresql: {version: 17}\n  storage: {size: 1Gi}\n  bootstrap:\n    restore:\n      source: {name: old}\n      repository: {s3: {endpoint: 'minio.storage.svc:9000', bucket: backups, credentials: {secretName: s3}}}\n    recoveryTarget: {time: '2026-12-06T01:02:03Z'}\n",
+        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresCluster\nmetadata: {name: db}\nspec:\n  instances: 2\n  postgresql: {version: 17, image: localhost/pgpilot/postgres:17}\n  storage: {size: 1Gi}\n  bootstrap:\n    restore:\n      source: {name: old}\n      repository: {s3: {endpoint: 'minio.storage.svc:9000', bucket: backups, credentials: {secretName: s3}}}\n    recoveryTarget: {time: '2026-12-06T01:02:03Z'}\n",
     );
     let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
     let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
