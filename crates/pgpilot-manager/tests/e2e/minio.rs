@@ -102,20 +102,11 @@ impl Minio {
         self.s3(env, "PUT", &format!("/{bucket}")).await.map(drop)
     }
 
-    /// Keys under `prefix` in `bucket` (the first 1000).
-    pub async fn list(&self, env: &Env, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let body = self
-            .s3(
-                env,
-                "GET",
-                &format!("/{bucket}?list-type=2&prefix={prefix}"),
-            )
-            .await?;
-        Ok(body
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
-            .collect())
+    /// Whether object `key` exists (its bytes are fetched).
+    pub async fn exists(&self, env: &Env, bucket: &str, key: &str) -> Result<()> {
+        self.s3(env, "GET", &format!("/{bucket}/{key}"))
+            .await
+            .map(drop)
     }
 
     /// Deletes one object.

@@ -329,19 +329,16 @@ async fn verifications(env: &Env) -> Result<()> {
     )
     .await?;
 
-    // A broken backup: its copy of the global directory (pg_control among it) deleted from
-    // the repository. The verification fails and says why.
+    // A broken backup: its copy of pg_control deleted from the repository. The verification
+    // fails and says why.
     let broken = backup_of(env, "db", "broken", "Full").await?;
     let label = broken.backup_id.clone().context("no label")?;
-    let prefix = format!(
-        "pgbackrest/{ns}/db/backup/{ns}-db/{label}/pg_data/global/",
+    let key = format!(
+        "pgbackrest/{ns}/db/backup/{ns}-db/{label}/pg_data/global/pg_control.lz4",
         ns = env.ns
     );
-    let keys = minio.list(env, "backups", &prefix).await?;
-    ensure!(!keys.is_empty(), "nothing under {prefix}");
-    for key in &keys {
-        minio.delete(env, "backups", key).await?;
-    }
+    minio.exists(env, "backups", &key).await?;
+    minio.delete(env, "backups", &key).await?;
     env.kubectl(&[
         "patch",
         "pgb",
