@@ -161,20 +161,8 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
                     .await;
             }
         }
-        StanzaStep::Delete => {
-            // The next reconcile creates the new Job once the cache no longer has this one.
-            jobs.delete(
-                &job_name,
-                &DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..Default::default()
-                },
-            )
-            .instrument(tracing::debug_span!("kube.delete", kind = "Job", name = %job_name))
-            .await
-            .map_err(Error::api("delete", "Job", &job_name))?;
-            ctx.metrics.wrote("Job");
-        }
+        // The next reconcile creates the new Job once the cache no longer has this one.
+        StanzaStep::Delete => delete_job(ctx, &jobs, &job_name).await?,
     }
 
     // Status, and an Event when the condition changes its status.
@@ -251,12 +239,17 @@ async fn check_restore(
     else {
         return Ok(None);
     };
+    let name = cluster.name_any();
+    let job_name = restores::job_name(&name);
+    let jobs = ctx.caches.jobs.api(ns);
     if cluster.status.as_ref().is_some_and(|s| s.restore.is_some()) {
+        // Chosen and read back: the check Job has done its work.
+        if ctx.caches.jobs.get(ns, &job_name).is_some() {
+            delete_job(ctx, &jobs, &job_name).await?;
+        }
         return Ok(None);
     }
-    let name = cluster.name_any();
     let source = Source::new(spec, ns);
-    let job_name = restores::job_name(&name);
     let pods = ctx.caches.pods.list(
         ns,
         &[
@@ -277,7 +270,6 @@ async fn check_restore(
         now: Timestamp::now().as_second(),
     };
     let mut step = restores::step(&source, &request, &seen);
-    let jobs = ctx.caches.jobs.api(ns);
     match step.job {
         restores::JobStep::Nothing => {}
         restores::JobStep::Create => {
@@ -312,19 +304,7 @@ async fn check_restore(
                 }
             }
         }
-        restores::JobStep::Delete => {
-            jobs.delete(
-                &job_name,
-                &DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..Default::default()
-                },
-            )
-            .instrument(tracing::debug_span!("kube.delete", kind = "Job", name = %job_name))
-            .await
-            .map_err(Error::api("delete", "Job", &job_name))?;
-            ctx.metrics.wrote("Job");
-        }
+        restores::JobStep::Delete => delete_job(ctx, &jobs, &job_name).await?,
     }
     let live = cluster
         .status
@@ -353,6 +333,27 @@ async fn check_restore(
         }
     }
     Ok(Some(step))
+}
+
+async fn delete_job(ctx: &Context, jobs: &kube::Api<Job>, name: &str) -> Result<(), Error> {
+    match jobs
+        .delete(
+            name,
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..Default::default()
+            },
+        )
+        .instrument(tracing::debug_span!("kube.delete", kind = "Job", name = %name))
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        result => {
+            result.map_err(Error::api("delete", "Job", name))?;
+            ctx.metrics.wrote("Job");
+            Ok(())
+        }
+    }
 }
 
 fn now() -> Time {

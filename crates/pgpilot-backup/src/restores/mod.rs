@@ -161,7 +161,7 @@ pub struct Step {
 pub enum JobStep {
     Nothing,
     Create,
-    /// Done with it (chosen), or its refusal is old enough to look again.
+    /// Its refusal is old enough to look again.
     Delete,
 }
 
@@ -207,8 +207,10 @@ pub fn step(source: &Source<'_>, request: &Request<'_>, seen: &Seen) -> Step {
                 },
             };
             match verdict {
+                // The Job stays until the choice is read back: a reconcile that does not see
+                // it yet must not check (and maybe choose) again.
                 Verdict::Chosen { backup, message } => Step {
-                    job: JobStep::Delete,
+                    job: JobStep::Nothing,
                     status: Status::True,
                     reason: "BackupChosen",
                     message,
@@ -313,7 +315,7 @@ mod tests {
         );
         assert_eq!(
             (s.job, s.status, s.reason),
-            (JobStep::Delete, Status::True, "BackupChosen")
+            (JobStep::Nothing, Status::True, "BackupChosen")
         );
         let chosen = s.chosen.unwrap();
         assert_eq!(chosen.backup_id, "20261206-100000F");
