@@ -46,11 +46,12 @@ impl Controller for BackupController {
                 &["postgresclusters/status"],
                 &["get", "patch"],
             ),
-            // Schedules create their backups and delete those beyond their history limits.
+            // Schedules create their backups and delete those beyond their history limits;
+            // `patch` sets the finalizer of backups to expire with their object.
             rule(
                 &["pgpilot.io"],
                 &["postgresbackups"],
-                &["get", "list", "watch", "create", "delete"],
+                &["get", "list", "watch", "create", "delete", "patch"],
             ),
             rule(
                 &["pgpilot.io"],

@@ -7,6 +7,7 @@
 //! A reconcile: observe (the backup, its cluster, the cluster's pods and the Job, from the
 //! caches) → [`plan`] (pure) → act (create the Job) → status.
 
+pub mod expire;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -125,6 +126,9 @@ pub fn job_name(backup: &PostgresBackup) -> String {
 
 async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action, Error> {
     if backup.metadata.deletion_timestamp.is_some() {
+        if expire::has_finalizer(&backup) {
+            return deleting(ctx, &backup).await;
+        }
         return Ok(Action::await_change());
     }
     let ns = backup.namespace().unwrap_or_default();
@@ -228,6 +232,10 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
     let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
     if apply_status(&api, &ctx.field_manager, &PART, backup.as_ref(), &status).await? {
         ctx.metrics.wrote("PostgresBackup/status");
+    }
+    let hold = expire::wants_finalizer(&backup, &status);
+    if hold != expire::has_finalizer(&backup) {
+        set_finalizer(ctx, &api, &backup, hold).await?;
     }
     if previous.phase != status.phase {
         let cluster_name = &backup.spec.cluster.name;
@@ -434,6 +442,155 @@ async fn verify(
     }
     status.verification = Some(step.status);
     Ok(!finished || step.delete_cluster)
+}
+
+/// The expire Job's name: the backup Job's, with another suffix.
+fn expire_job_name(backup: &PostgresBackup) -> String {
+    let name = job_name(backup);
+    format!("{}-expire", name.trim_end_matches("-backup"))
+}
+
+/// Adds or removes this controller's finalizer (server-side apply: the object's other
+/// finalizers are not ours to touch).
+async fn set_finalizer(
+    ctx: &Context,
+    api: &Api<PostgresBackup>,
+    backup: &PostgresBackup,
+    hold: bool,
+) -> Result<(), Error> {
+    let name = backup.name_any();
+    let finalizers: Vec<&str> = if hold {
+        vec![expire::FINALIZER]
+    } else {
+        vec![]
+    };
+    let patch = serde_json::json!({
+        "apiVersion": "pgpilot.io/v1alpha1",
+        "kind": "PostgresBackup",
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    api.patch(
+        &name,
+        &kube::api::PatchParams::apply(&ctx.field_manager).force(),
+        &kube::api::Patch::Apply(patch),
+    )
+    .instrument(tracing::debug_span!("kube.apply", kind = "PostgresBackup", name = %name))
+    .await
+    .map_err(Error::api("patch", "PostgresBackup", &name))?;
+    ctx.metrics.wrote("PostgresBackup");
+    Ok(())
+}
+
+/// A backup with `deletionPolicy: Delete` being deleted: expire it, then let the object go.
+async fn deleting(ctx: &Context, backup: &PostgresBackup) -> Result<Action, Error> {
+    let ns = backup.namespace().unwrap_or_default();
+    let cluster = ctx.caches.clusters.get(&ns, &backup.spec.cluster.name);
+    let repository = cluster.as_deref().filter(|c| c.spec.backup.is_some());
+    let job_name = expire_job_name(backup);
+    let state = match ctx.caches.jobs.get(&ns, &job_name) {
+        None => expire::JobState::Missing,
+        Some(j) => {
+            let pods = ctx
+                .caches
+                .pods
+                .list(&ns, &[(labels::COMPONENT, expire::COMPONENT)]);
+            if job::condition(&j, "Complete").is_some() {
+                expire::JobState::Succeeded
+            } else if job::condition(&j, "Failed").is_some() {
+                expire::JobState::Failed(job::last_message(&j, &pods, true).unwrap_or_default())
+            } else {
+                expire::JobState::Running
+            }
+        }
+    };
+    let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    match expire::deletion(backup, repository.is_some(), &state) {
+        expire::Deletion::Wait => {}
+        expire::Deletion::Expire { label } => {
+            let Some(cluster) = repository else {
+                return Ok(Action::await_change());
+            };
+            let image = ctx
+                .caches
+                .pods
+                .list(
+                    &ns,
+                    &[
+                        (labels::CLUSTER, cluster.name_any().as_str()),
+                        (labels::COMPONENT, COMPONENT_INSTANCE),
+                    ],
+                )
+                .iter()
+                .find_map(|p| image(p).map(str::to_owned))
+                .or_else(|| cluster.spec.postgresql.image.clone())
+                .unwrap_or_default();
+            let owner = backup
+                .controller_owner_ref(&())
+                .ok_or_else(|| Error::Invalid {
+                    field: "metadata.uid",
+                    message: "the backup has no uid yet".into(),
+                })?;
+            let job = job::job(
+                cluster,
+                job::Spec {
+                    name: job_name.clone(),
+                    component: expire::COMPONENT,
+                    command: job::shell(expire::SCRIPT),
+                    repository: job::Repository::Own { hosts: &[] },
+                    extra_env: vec![EnvVar {
+                        name: "PGPILOT_BACKUP_LABEL".into(),
+                        value: Some(label.clone()),
+                        ..Default::default()
+                    }],
+                    annotations: BTreeMap::new(),
+                    owner,
+                    image: &image,
+                    retries: 1,
+                },
+            )?;
+            match ctx
+                .caches
+                .jobs
+                .api(&ns)
+                .create(&PostParams::default(), &job)
+                .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %job_name))
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                result => {
+                    result.map_err(Error::api("create", "Job", &job_name))?;
+                    ctx.metrics.wrote("Job");
+                    ctx.events
+                        .normal(
+                            backup,
+                            "ExpiringBackup",
+                            "Expire",
+                            format!(
+                                "Job {job_name} expires backup {label} (deletionPolicy: Delete)"
+                            ),
+                        )
+                        .await;
+                }
+            }
+        }
+        expire::Deletion::Release(outcome) => {
+            match outcome {
+                Ok(m) => {
+                    ctx.events
+                        .normal(backup, "BackupExpired", "Expire", m)
+                        .await
+                }
+                Err(m) => {
+                    ctx.events
+                        .warning(backup, "BackupNotExpired", "Expire", m)
+                        .await
+                }
+            }
+            set_finalizer(ctx, &api, backup, false).await?;
+            return Ok(Action::await_change());
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(15)))
 }
 
 fn cluster_facts(ctx: &Context, ns: &str, cluster: Option<&PostgresCluster>) -> ClusterFacts {

@@ -102,11 +102,42 @@ impl Minio {
         self.s3(env, "PUT", &format!("/{bucket}")).await.map(drop)
     }
 
-    /// Whether object `key` exists (its bytes are fetched).
-    pub async fn exists(&self, env: &Env, bucket: &str, key: &str) -> Result<()> {
-        self.s3(env, "GET", &format!("/{bucket}/{key}"))
-            .await
-            .map(drop)
+    /// Whether object `key` exists (one HEAD request).
+    pub async fn exists(&self, env: &Env, bucket: &str, key: &str) -> Result<bool> {
+        let ip = env.service_ip("minio").await?;
+        let ca_file = std::env::temp_dir().join(format!("{}-minio-ca-head.pem", env.ns));
+        std::fs::write(&ca_file, &self.ca)?;
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--head",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                "--cacert",
+                &ca_file.to_string_lossy(),
+                "--resolve",
+                &format!("{}:{PORT}:{ip}", self.host),
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &format!("{}:{}", self.user, self.password),
+                &format!("https://{}/{bucket}/{key}", self.endpoint),
+            ])
+            .output()
+            .await?;
+        let _ = std::fs::remove_file(&ca_file);
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "200" => Ok(true),
+            "404" => Ok(false),
+            other => anyhow::bail!(
+                "HEAD {key}: HTTP {other}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
     }
 
     /// Deletes one object.

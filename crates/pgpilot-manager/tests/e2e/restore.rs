@@ -337,7 +337,7 @@ async fn verifications(env: &Env) -> Result<()> {
         "pgbackrest/{ns}/db/backup/{ns}-db/{label}/pg_data/global/pg_control.lz4",
         ns = env.ns
     );
-    minio.exists(env, "backups", &key).await?;
+    ensure!(minio.exists(env, "backups", &key).await?, "{key} not found");
     minio.delete(env, "backups", &key).await?;
     env.kubectl(&[
         "patch",
@@ -351,5 +351,42 @@ async fn verifications(env: &Env) -> Result<()> {
     ensure!(v.result == VerificationResult::Failed, "{v:?}");
     let message = v.message.clone().unwrap_or_default();
     ensure!(message.contains(&label), "{message}");
+
+    // deletionPolicy Delete: deleting the object expires the backup from the repository
+    // (the good one: the broken one is the newest full backup).
+    let good_id = good.backup_id.clone().context("no label")?;
+    let manifest = format!(
+        "pgbackrest/{ns}/db/backup/{ns}-db/{good_id}/backup.manifest",
+        ns = env.ns
+    );
+    ensure!(
+        minio.exists(env, "backups", &manifest).await?,
+        "{manifest} not found"
+    );
+    env.kubectl(&[
+        "patch",
+        "pgb",
+        "good",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"deletionPolicy":"Delete"}}"#,
+    ])?;
+    eventually("the expire finalizer on good", CREATE, || async {
+        let b = env
+            .api::<PostgresBackup>()
+            .get("good")
+            .await
+            .map_err(|e| e.to_string())?;
+        b.finalizers()
+            .contains(&"pgpilot.io/expire-backup".to_owned())
+            .then_some(())
+            .ok_or(format!("finalizers {:?}", b.finalizers()))
+    })
+    .await?;
+    env.kubectl(&["delete", "pgb", "good", "--wait=true", "--timeout=300s"])?;
+    ensure!(
+        !minio.exists(env, "backups", &manifest).await?,
+        "backup {good_id} is still in the repository after its object (deletionPolicy Delete) was deleted"
+    );
     Ok(())
 }
