@@ -441,7 +441,8 @@ async fn verify(
         }
     }
     status.verification = Some(step.status);
-    Ok(!finished || step.delete_cluster)
+    // Finished with the cluster still there: the next look deletes it.
+    Ok(!finished || seen.is_some())
 }
 
 /// The expire Job's name: the backup Job's, with another suffix.

@@ -84,10 +84,12 @@ pub fn step(f: &Facts<'_>) -> Step {
             ..base.clone()
         },
     };
+    // The throwaway cluster goes on a later reconcile, once the result is read back: one that
+    // reads a stale status meanwhile still finds the cluster and comes to the same result.
     let done = |result, message: String, report: Option<&Report>| Step {
         create_cluster: false,
         create_check: false,
-        delete_cluster: f.throwaway.is_some(),
+        delete_cluster: false,
         status: VerificationStatus {
             result,
             completion_time: Some(Time(f.now)),
@@ -122,13 +124,21 @@ pub fn step(f: &Facts<'_>) -> Step {
         );
     }
     let Some(t) = f.throwaway else {
-        // Created once: a cluster missing after that is one the caches do not show yet, or
-        // one this verification already finished with (its result not read back yet).
-        return running(
-            format!("restoring backup {} into a throwaway cluster", f.backup_id),
-            f.previous.is_none(),
-            false,
-        );
+        return match f.previous {
+            None => running(
+                format!("restoring backup {} into a throwaway cluster", f.backup_id),
+                true,
+                false,
+            ),
+            // Created once: missing now, it is not in the cache yet, or this read of the
+            // backup is older than the result that let it go. Nothing changes.
+            Some(p) => Step {
+                create_cluster: false,
+                create_check: false,
+                delete_cluster: false,
+                status: p.clone(),
+            },
+        };
     };
     if let Some(why) = &t.refused {
         return done(
@@ -240,7 +250,8 @@ mod tests {
         // Not in the cache yet (or already gone while the result is not read back): never a
         // second cluster.
         let st = step(&facts(&s, Some(&first.status), None, None, 31));
-        assert!(!st.create_cluster && st.status.result == VerificationResult::Running);
+        assert!(!st.create_cluster);
+        assert_eq!(st.status, first.status, "a stale read changes nothing");
 
         let ready = Throwaway {
             ready: true,
@@ -260,13 +271,13 @@ mod tests {
             Some(&report),
             90,
         ));
-        assert!(st.delete_cluster);
+        assert!(!st.delete_cluster, "the cluster goes once the result is read back");
         assert_eq!(st.status.result, VerificationResult::Passed);
         assert_eq!((st.status.tables, st.status.rows), (Some(3), Some(1200)));
         assert_eq!(st.status.duration_seconds, Some(90));
         assert_eq!(st.status.recovered_to, Some(Time(at(-60))));
 
-        // Afterwards the result stands; a leftover throwaway cluster goes.
+        // Read back, the result stands and the throwaway cluster goes.
         let again = step(&facts(&s, Some(&st.status), Some(&ready), None, 200));
         assert_eq!(again.status, st.status);
         assert!(again.delete_cluster && !again.create_cluster);
@@ -284,8 +295,15 @@ mod tests {
         };
         let st = step(&facts(&s, Some(&first), Some(&crashing), None, 100));
         assert_eq!(st.status.result, VerificationResult::Failed);
-        assert!(st.delete_cluster);
-        assert!(st.status.message.unwrap().contains("restarted 3 times"));
+        assert!(
+            st.status
+                .message
+                .clone()
+                .unwrap()
+                .contains("restarted 3 times")
+        );
+        let after = step(&facts(&s, Some(&st.status), Some(&crashing), None, 110));
+        assert!(after.delete_cluster && after.status == st.status);
 
         let refused = Throwaway {
             refused: Some("backup 20261206-030000F is not in stanza prod-db".into()),
@@ -335,6 +353,5 @@ mod tests {
         let restoring = Throwaway::default();
         let st = step(&facts(&s, Some(&first), Some(&restoring), None, 3601));
         assert_eq!(st.status.result, VerificationResult::Failed);
-        assert!(st.delete_cluster);
     }
 }
