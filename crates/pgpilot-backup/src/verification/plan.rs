@@ -271,7 +271,10 @@ mod tests {
             Some(&report),
             90,
         ));
-        assert!(!st.delete_cluster, "the cluster goes once the result is read back");
+        assert!(
+            !st.delete_cluster,
+            "the cluster goes once the result is read back"
+        );
         assert_eq!(st.status.result, VerificationResult::Passed);
         assert_eq!((st.status.tables, st.status.rows), (Some(3), Some(1200)));
         assert_eq!(st.status.duration_seconds, Some(90));
