@@ -125,6 +125,48 @@ where
     })
 }
 
+/// Creates `obj` unless it exists already (a cache still behind an earlier reconcile's
+/// create: the object is there, nothing to do). Returns whether this call created it.
+pub async fn create_once<K>(api: &Api<K>, obj: &K) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    use tracing::Instrument;
+    let (kind, name) = (K::kind(&()).to_string(), obj.name_any());
+    match api
+        .create(&kube::api::PostParams::default(), obj)
+        .instrument(tracing::debug_span!("kube.create", kind = %kind, name = %name))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(Error::api("create", &kind, &name)(e)),
+    }
+}
+
+/// Deletes object `name` (dependents in the background) unless it is gone already. Returns
+/// whether this call deleted it.
+pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    use tracing::Instrument;
+    let kind = K::kind(&()).to_string();
+    let params = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match api
+        .delete(name, &params)
+        .instrument(tracing::debug_span!("kube.delete", kind = %kind, name = %name))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(Error::api("delete", &kind, name)(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

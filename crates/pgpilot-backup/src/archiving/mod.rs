@@ -21,7 +21,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use pgpilot_api::PostgresCluster;
@@ -40,6 +40,7 @@ use pgpilot_api::cluster::condition::RESTORE_SOURCE_READY;
 use pgpilot_api::labels;
 use pgpilot_postgres::pgbackrest::restore::Source;
 use pgpilot_postgres::version::{self, DefaultImages};
+use pgpilot_toolkit::apply::{create_once, delete_if_present};
 use plan::{CONTINUOUS_ARCHIVING, JobOutcome, StanzaStep};
 
 /// How often a cluster with backups is looked at again: the archive moves without any
@@ -283,25 +284,18 @@ async fn check_restore(
                 return Ok(Some(step));
             };
             let job = restores::job(cluster, &source, &image)?;
-            match jobs
-                .create(&PostParams::default(), &job)
-                .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %job_name))
-                .await
-            {
-                // The cache lags behind an earlier reconcile's create: the Job runs.
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                result => {
-                    result.map_err(Error::api("create", "Job", &job_name))?;
-                    ctx.metrics.wrote("Job");
-                    ctx.events
-                        .normal(
-                            cluster,
-                            "RestoreCheckStarted",
-                            "CheckRestoreSource",
-                            format!("Job {job_name} reads stanza {stanza} to choose the backup to restore"),
-                        )
-                        .await;
-                }
+            if create_once(&jobs, &job).await? {
+                ctx.metrics.wrote("Job");
+                ctx.events
+                    .normal(
+                        cluster,
+                        "RestoreCheckStarted",
+                        "CheckRestoreSource",
+                        format!(
+                            "Job {job_name} reads stanza {stanza} to choose the backup to restore"
+                        ),
+                    )
+                    .await;
             }
         }
         restores::JobStep::Delete => delete_job(ctx, &jobs, &job_name).await?,
@@ -336,24 +330,10 @@ async fn check_restore(
 }
 
 async fn delete_job(ctx: &Context, jobs: &kube::Api<Job>, name: &str) -> Result<(), Error> {
-    match jobs
-        .delete(
-            name,
-            &DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Background),
-                ..Default::default()
-            },
-        )
-        .instrument(tracing::debug_span!("kube.delete", kind = "Job", name = %name))
-        .await
-    {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        result => {
-            result.map_err(Error::api("delete", "Job", name))?;
-            ctx.metrics.wrote("Job");
-            Ok(())
-        }
+    if delete_if_present(jobs, name).await? {
+        ctx.metrics.wrote("Job");
     }
+    Ok(())
 }
 
 fn now() -> Time {

@@ -40,6 +40,7 @@ use crate::verification;
 use k8s_openapi::jiff::Timestamp;
 use pgpilot_api::backup::PostgresBackupStatus;
 use pgpilot_api::common::VerificationResult;
+use pgpilot_toolkit::apply::{create_once, delete_if_present};
 use plan::{ClusterFacts, JobFacts, Next};
 
 /// `pgpilot.io/component` of backup Jobs and their pods.
@@ -115,12 +116,19 @@ impl Reconciler for Context {
 /// The Job of a backup: its name, cut to leave room for the suffix (Job names become label
 /// values, at most 63 characters), with the uid's start when cut.
 pub fn job_name(backup: &PostgresBackup) -> String {
+    derived_name(backup, "backup", 63)
+}
+
+/// `<backup>-<suffix>` in at most `max` characters: the backup's name cut, with the start of
+/// its uid to keep it unique, when it is too long.
+pub fn derived_name(backup: &PostgresBackup, suffix: &str, max: usize) -> String {
     let name = backup.name_any();
-    if name.len() <= 56 {
-        format!("{name}-backup")
+    if name.len() + 1 + suffix.len() <= max {
+        format!("{name}-{suffix}")
     } else {
         let uid = backup.uid().unwrap_or_default();
-        format!("{}-{}-backup", &name[..47], &uid[..uid.len().min(8)])
+        let cut = max.saturating_sub(suffix.len() + 10).min(name.len());
+        format!("{}-{}-{suffix}", &name[..cut], &uid[..uid.len().min(8)])
     }
 }
 
@@ -352,24 +360,16 @@ async fn verify(
             });
         };
         let c = verification::throwaway(backup, source, &backup_id)?;
-        match clusters
-            .create(&PostParams::default(), &c)
-            .instrument(tracing::debug_span!("kube.create", kind = "PostgresCluster", name = %name))
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            result => {
-                result.map_err(Error::api("create", "PostgresCluster", &name))?;
-                ctx.metrics.wrote("PostgresCluster");
-                ctx.events
-                    .normal(
-                        backup,
-                        "VerificationStarted",
-                        "Verify",
-                        format!("restoring backup {backup_id} into throwaway cluster {name}"),
-                    )
-                    .await;
-            }
+        if create_once(&clusters, &c).await? {
+            ctx.metrics.wrote("PostgresCluster");
+            ctx.events
+                .normal(
+                    backup,
+                    "VerificationStarted",
+                    "Verify",
+                    format!("restoring backup {backup_id} into throwaway cluster {name}"),
+                )
+                .await;
         }
     }
     if let (true, Some(t)) = (step.create_check, throwaway.as_deref()) {
@@ -387,33 +387,12 @@ async fn verify(
             .find_map(|p| image(p).map(str::to_owned))
             .unwrap_or_default();
         let job = verification::check_job(backup, t, spec, &image)?;
-        match ctx
-            .caches
-            .jobs
-            .api(&ns)
-            .create(&PostParams::default(), &job)
-            .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %check_name))
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            result => {
-                result.map_err(Error::api("create", "Job", &check_name))?;
-                ctx.metrics.wrote("Job");
-            }
+        if create_once(&ctx.caches.jobs.api(&ns), &job).await? {
+            ctx.metrics.wrote("Job");
         }
     }
-    if step.delete_cluster {
-        match clusters
-            .delete(&name, &Default::default())
-            .instrument(tracing::debug_span!("kube.delete", kind = "PostgresCluster", name = %name))
-            .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            result => {
-                result.map_err(Error::api("delete", "PostgresCluster", &name))?;
-                ctx.metrics.wrote("PostgresCluster");
-            }
-        }
+    if step.delete_cluster && delete_if_present(&clusters, &name).await? {
+        ctx.metrics.wrote("PostgresCluster");
     }
     let finished = step.status.result != VerificationResult::Running;
     let was_finished = previous
@@ -549,29 +528,16 @@ async fn deleting(ctx: &Context, backup: &PostgresBackup) -> Result<Action, Erro
                     retries: 1,
                 },
             )?;
-            match ctx
-                .caches
-                .jobs
-                .api(&ns)
-                .create(&PostParams::default(), &job)
-                .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %job_name))
-                .await
-            {
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                result => {
-                    result.map_err(Error::api("create", "Job", &job_name))?;
-                    ctx.metrics.wrote("Job");
-                    ctx.events
-                        .normal(
-                            backup,
-                            "ExpiringBackup",
-                            "Expire",
-                            format!(
-                                "Job {job_name} expires backup {label} (deletionPolicy: Delete)"
-                            ),
-                        )
-                        .await;
-                }
+            if create_once(&ctx.caches.jobs.api(&ns), &job).await? {
+                ctx.metrics.wrote("Job");
+                ctx.events
+                    .normal(
+                        backup,
+                        "ExpiringBackup",
+                        "Expire",
+                        format!("Job {job_name} expires backup {label} (deletionPolicy: Delete)"),
+                    )
+                    .await;
             }
         }
         expire::Deletion::Release(outcome) => {

@@ -36,13 +36,7 @@ pub const VERIFIES: &str = "pgpilot.io/verifies";
 
 /// The throwaway cluster's name: short enough for every child's name and label.
 pub fn cluster_name(backup: &PostgresBackup) -> String {
-    let name = backup.name_any();
-    if name.len() <= 33 {
-        format!("{name}-verify")
-    } else {
-        let uid = backup.uid().unwrap_or_default();
-        format!("{}-{}-verify", &name[..24], &uid[..uid.len().min(8)])
-    }
+    crate::backups::derived_name(backup, "verify", 40)
 }
 
 pub fn check_job_name(backup: &PostgresBackup) -> String {

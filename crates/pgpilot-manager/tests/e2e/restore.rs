@@ -67,23 +67,30 @@ async fn notes(env: &Env, cluster: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-async fn restores(env: &Env) -> Result<()> {
+/// MinIO with bucket `backups` and Secret `s3`, and a one-instance cluster `name` archiving
+/// to it.
+async fn archiving_cluster(env: &Env, name: &str) -> Result<Minio> {
     let minio = Minio::start(env).await?;
     minio.create_bucket(env, "backups").await?;
     minio.credentials_secret(env, "s3", false)?;
     env.apply(
-        &ClusterYaml::new("src")
+        &ClusterYaml::new(name)
             .spec(&format!(
                 "backup: {{repository: {{s3: {}}}}}",
                 minio.repository("backups", "s3")
             ))
             .yaml(),
     )?;
-    env.wait_ready("src", 1, CREATE).await?;
-    env.wait_cluster("src", "ContinuousArchiving=True", ARCHIVE, |pg| {
+    env.wait_ready(name, 1, CREATE).await?;
+    env.wait_cluster(name, "ContinuousArchiving=True", ARCHIVE, |pg| {
         condition_is(pg, "ContinuousArchiving", "True")
     })
     .await?;
+    Ok(minio)
+}
+
+async fn restores(env: &Env) -> Result<()> {
+    let minio = archiving_cluster(env, "src").await?;
 
     // Rows, each committed on its own: a, full backup, b, incremental backup, c1, the
     // target, c2.
@@ -263,22 +270,7 @@ async fn verified(env: &Env, name: &str) -> Result<VerificationStatus> {
 }
 
 async fn verifications(env: &Env) -> Result<()> {
-    let minio = Minio::start(env).await?;
-    minio.create_bucket(env, "backups").await?;
-    minio.credentials_secret(env, "s3", false)?;
-    env.apply(
-        &ClusterYaml::new("db")
-            .spec(&format!(
-                "backup: {{repository: {{s3: {}}}}}",
-                minio.repository("backups", "s3")
-            ))
-            .yaml(),
-    )?;
-    env.wait_ready("db", 1, CREATE).await?;
-    env.wait_cluster("db", "ContinuousArchiving=True", ARCHIVE, |pg| {
-        condition_is(pg, "ContinuousArchiving", "True")
-    })
-    .await?;
+    let minio = archiving_cluster(env, "db").await?;
     let client = env
         .connect("db-rw", &env.superuser("db").await?, CREATE)
         .await?;
