@@ -94,6 +94,8 @@ for port in $(all_ports); do
   pids=$(listeners "$port")
   [[ -z $pids ]] || die "port $port is in use (pid $pids); set PGPILOT_*_PORT (see e2e/scripts/lib.sh)"
 done
+# shellcheck disable=SC2046 # one word per port
+reserve_ports $(all_ports)
 
 mkdir -p "$PKI_DIR" "$LOG_DIR" "$RUN_DIR" "$ETCD_DATA"
 rm -f "$RUN_DIR"/*.pid # stale ones would make wait_for report a crash

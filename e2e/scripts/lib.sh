@@ -66,6 +66,18 @@ all_ports() {
   fi
 }
 
+# reserve_ports PORT...: keep the kernel from handing these ports out as the source
+# port of an outgoing connection. Several defaults sit in the ephemeral range
+# (32768-60999), and CI once saw etcd fail "bind: address already in use" on its
+# peer port with no listener on it. Needs root; the reservation lasts until reboot.
+reserve_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports current
+  [[ -w $file ]] || return 0
+  current=$(<"$file")
+  local IFS=,
+  echo "${current:+$current,}$*" >"$file" 2>/dev/null || log "could not reserve ports $*"
+}
+
 # pid_of NAME: print the pid recorded for NAME if that process is still alive and
 # still ours (its command line mentions the state dir, guarding against pid reuse).
 pid_of() {
