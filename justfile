@@ -144,6 +144,14 @@ run *ARGS:
 bench *ARGS:
     e2e/scripts/bench-run.sh {{ARGS}}
 
+# The backup controller's benchmarks (#13): a pgbench database of scale 70 (≈ 1 GB) in a
+# one-instance cluster archiving to MinIO over TLS; full backup beside tar-to-disk and
+# PUT-to-MinIO of the same bytes, pgBackRest settings, restore, WAL archive lag under load.
+# Into the backup section of docs/benchmarks.md. Arguments: [--scale N] [--repeat N]
+# [--load-seconds N] [--clients N] [--keep].
+bench-backup *ARGS:
+    e2e/scripts/bench-run.sh backup {{ARGS}}
+
 # API requests per converged reconcile, this checkout beside a baseline commit (default
 # f79ac22, before the watch caches), from the API server's metrics on the control-plane
 # cluster; written to docs/benchmarks.md. Arguments: [--baseline COMMIT] [--pokes N].

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# `just bench`: the cluster controller's benchmarks on the node cluster (the e2e tier's:
+# `just bench` / `just bench-backup`: benchmarks on the node cluster (the e2e tier's:
 # e2e-env.sh), written to docs/benchmarks.md. Brings the node cluster up if it is not running
-# (idempotent: a running one is reused), imports the image, runs pgpilot's manager with
-# least-privilege RBAC watching the bench namespace only, runs `pgpilot-bench all`, and stops
-# the manager again. Arguments go to `pgpilot-bench all` (e.g. --repeat 5).
+# (idempotent: a running one is reused), imports the images, runs pgpilot's manager with
+# least-privilege RBAC watching the bench namespace only, runs pgpilot-bench, and stops the
+# manager again.
+#
+#   bench-run.sh [ARGS]          the cluster controller's: `pgpilot-bench all ARGS` (--repeat 5)
+#   bench-run.sh backup [ARGS]   the backup controller's: `pgpilot-bench backup ARGS` (--scale 70)
 #
 #   PGPILOT_BENCH_NAMESPACE   namespace of everything measured (bench)
 set -euo pipefail
@@ -14,6 +17,15 @@ NS=${PGPILOT_BENCH_NAMESPACE:-bench}
 [[ $NS == bench* ]] || die "PGPILOT_BENCH_NAMESPACE must start with bench (got $NS)"
 export PGPILOT_BENCH_NAMESPACE=$NS
 MANAGER_NAME=pgpilot-bench-manager
+AREA=cluster
+CONTROLLERS=cluster
+if [[ ${1:-} == backup ]]; then
+  AREA=backup CONTROLLERS=cluster,backup
+  shift
+  ((EUID == 0)) || die "the backup benchmarks drop the page cache: run as root"
+fi
+IMAGES=(localhost/pgpilot/postgres:17)
+[[ $AREA == backup ]] && IMAGES+=(localhost/pgpilot/s3:minio-2026-02-12)
 
 step() { printf '\n\033[1m== %s\033[0m (+%ss)\n' "$*" "$(elapsed)" >&2; }
 
@@ -22,12 +34,13 @@ step "binaries, images"
 "$REPO/images/pause/build.sh" >/dev/null
 "$REPO/images/pgclient/build.sh" >/dev/null
 "$REPO/images/postgres/build.sh" 17 >/dev/null
+if [[ $AREA == backup ]]; then "$REPO/images/s3/build.sh" >/dev/null; fi
 
 step "node cluster (reused when running)"
 mkdir -p "$REPO/target/bench"
 "$E2E_DIR/scripts/cluster-up.sh" --node >"$REPO/target/bench/cluster-up.log" 2>&1 ||
   die "cluster-up.sh --node failed: see target/bench/cluster-up.log"
-"$E2E_DIR/scripts/import-images.sh" localhost/pgpilot/postgres:17 2>"$REPO/target/bench/import.log" ||
+"$E2E_DIR/scripts/import-images.sh" "${IMAGES[@]}" 2>"$REPO/target/bench/import.log" ||
   die "importing the image failed: see target/bench/import.log"
 # shellcheck source=env.sh
 . "$E2E_DIR/scripts/env.sh"
@@ -45,10 +58,10 @@ step "namespace $NS, CRDs, the manager's RBAC"
 kctl apply --server-side -f "$REPO/crds/" >/dev/null
 kctl create namespace "$NS" --dry-run=client -o yaml | kctl apply -f - >/dev/null
 kctl label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
-# The manager's own rules for the cluster controller, under a name of the bench's own (other
+# The manager's own rules for the controllers measured, under a name of the bench's own (other
 # users of this cluster keep theirs), bound as `pgpilot-manager rbac` binds them: it watches
 # $NS only, but reads cluster-scoped objects (StorageClasses) too.
-"$MANAGER" rbac --controllers cluster --namespace "$NS" --bind user:pgpilot-manager |
+"$MANAGER" rbac --controllers "$CONTROLLERS" --namespace "$NS" --bind user:pgpilot-manager |
   kctl create --dry-run=client -f - -o json |
   jq -s '{apiVersion: "v1", kind: "List", items: map(
       if .kind == "ClusterRole" then .metadata.name = "pgpilot-bench-manager"
@@ -71,7 +84,7 @@ fi
 # Its own copy of the binary: its path names the state dir, so pid_of knows it is ours.
 cp "$MANAGER" "$STATE_DIR/$MANAGER_NAME"
 KUBECONFIG=$STATE_DIR/pgpilot-manager.kubeconfig launch "$MANAGER_NAME" "$STATE_DIR/$MANAGER_NAME" \
-  --controllers=cluster --namespace="$NS" --leader-elect --leader-election-namespace="$NS" \
+  --controllers="$CONTROLLERS" --namespace="$NS" --leader-elect --leader-election-namespace="$NS" \
   --default-image=17=localhost/pgpilot/postgres:17 --log-format=text \
   --metrics-bind-address=127.0.0.1:18280 --health-probe-bind-address=127.0.0.1:18281
 stop_manager() {
@@ -88,7 +101,12 @@ for _ in {1..100}; do
   sleep 0.2
 done
 
-step "benchmarks (a full run takes 20-40 min)"
 cd "$REPO"
-"$BENCH" all --namespace "$NS" --out docs/benchmarks.md --json target/bench/results.json "$@"
+if [[ $AREA == backup ]]; then
+  step "backup benchmarks (a full run takes 25-40 min)"
+  "$BENCH" backup --namespace "$NS" --out docs/benchmarks.md --json target/bench/backup.json "$@"
+else
+  step "benchmarks (a full run takes 20-40 min)"
+  "$BENCH" all --namespace "$NS" --out docs/benchmarks.md --json target/bench/results.json "$@"
+fi
 step "done: docs/benchmarks.md"

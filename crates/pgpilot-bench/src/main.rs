@@ -5,6 +5,8 @@
 //! its kubectl on PATH, the postgres:17 image imported, and a pgpilot manager watching the
 //! namespace: `e2e/scripts/bench-run.sh` sets all of that up.
 
+mod backup;
+mod backup_report;
 mod host;
 mod kube_util;
 mod milestones;
@@ -96,6 +98,32 @@ enum Command {
         #[arg(long)]
         cleanup: bool,
     },
+    /// The backup benchmarks (a one-instance cluster archiving to MinIO): the backup section
+    /// of the report. Needs the backup controller and root (to drop the page cache).
+    Backup {
+        /// pgbench scale of the database (70 ≈ 1.05 GB).
+        #[arg(long, default_value_t = 70)]
+        scale: u32,
+        /// Samples of the backup, its raw paths and the restore.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Seconds of pgbench load while the archive lag is sampled.
+        #[arg(long, default_value_t = 60)]
+        load_seconds: u64,
+        /// pgbench clients.
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
+        /// Keep the source cluster and MinIO (a second run skips pgbench -i).
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long, default_value = "target/bench/backup.json")]
+        json: PathBuf,
+        /// Only render the section again from the JSON.
+        #[arg(long)]
+        render: bool,
+    },
     /// Render the report from a results file.
     Render {
         #[arg(long, default_value = "target/bench/results.json")]
@@ -136,6 +164,48 @@ async fn main() -> Result<()> {
                     .with_context(|| format!("reading {}", json.display()))?,
             )?;
             write_report(&results, &out)
+        }
+        Command::Backup {
+            scale,
+            repeat,
+            load_seconds,
+            clients,
+            keep,
+            out,
+            json,
+            render,
+        } => {
+            let save = |r: &backup::BackupResults| -> Result<()> {
+                if let Some(dir) = json.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&json, serde_json::to_string_pretty(r)?)?;
+                let page = std::fs::read_to_string(&out).unwrap_or_default();
+                std::fs::write(
+                    &out,
+                    backup_report::splice(&page, &backup_report::render(r)),
+                )
+                .with_context(|| format!("writing {}", out.display()))
+            };
+            if render {
+                let r = serde_json::from_str(
+                    &std::fs::read_to_string(&json)
+                        .with_context(|| format!("reading {}", json.display()))?,
+                )?;
+                return save(&r);
+            }
+            let client = client(ns).await?;
+            let opts = backup::Options {
+                scale,
+                repeat,
+                load_seconds,
+                clients,
+                keep,
+                work_dir: PathBuf::from("target/bench/backup"),
+            };
+            backup::run(&client, ns, &opts, &save).await?;
+            println!("wrote {} and {}", out.display(), json.display());
+            Ok(())
         }
         Command::Ready { instances, repeat } => {
             let client = client(ns).await?;
@@ -391,22 +461,22 @@ async fn client(ns: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// Writes the report, keeping the section `e2e/scripts/bench-requests.sh` writes.
+/// Writes the report, keeping the sections other recipes write (`bench-requests.sh`'s and
+/// `pgpilot-bench backup`'s).
 fn write_report(results: &Results, out: &Path) -> Result<()> {
-    let mut report = report::render(results);
+    let mut report = report::render(results).trim_end().to_owned();
     let previous = std::fs::read_to_string(out).unwrap_or_default();
-    if let (Some(start), Some(end)) = (
-        previous.find("<!-- requests:begin -->"),
-        previous.find("<!-- requests:end -->"),
-    ) && start < end
-    {
-        report = format!(
-            "{}\n\n{}\n",
-            report.trim_end(),
-            &previous[start..end + "<!-- requests:end -->".len()]
-        );
+    for (begin, end) in [
+        ("<!-- requests:begin -->", "<!-- requests:end -->"),
+        (backup_report::BEGIN, backup_report::END),
+    ] {
+        if let (Some(start), Some(stop)) = (previous.find(begin), previous.find(end))
+            && start < stop
+        {
+            report = format!("{report}\n\n{}", &previous[start..stop + end.len()]);
+        }
     }
-    std::fs::write(out, report).with_context(|| format!("writing {}", out.display()))
+    std::fs::write(out, report + "\n").with_context(|| format!("writing {}", out.display()))
 }
 
 fn first_line_with(path: &str, key: &str) -> String {

@@ -193,12 +193,12 @@ impl Disruption {
     }
 }
 
-struct Target {
-    host: String,
-    password: String,
+pub struct Target {
+    pub host: String,
+    pub password: String,
 }
 
-async fn rw_target(client: &Client, ns: &str, name: &str) -> Result<Target> {
+pub async fn rw_target(client: &Client, ns: &str, name: &str) -> Result<Target> {
     let svc = Api::<Service>::namespaced(client.clone(), ns)
         .get(&format!("{name}-rw"))
         .await

@@ -22,6 +22,7 @@ use rand::RngExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod minio;
 pub mod writer;
 
 /// Errors in test support are reported, not handled: a boxed error is enough.
