@@ -171,6 +171,24 @@ async fn archiving(env: &Env) -> Result<()> {
         "retention (full: 1) should have expired the first full backup: {full2:?}"
     );
 
+    // The metrics say the same as the status.
+    let stop = full2.stop_time.clone().context("no stop time")?;
+    ensure!(
+        env.cluster_metric("pgpilot_backup_last_success_timestamp_seconds", "good")
+            .await?
+            == stop.0.as_second() as f64
+    );
+    ensure!(
+        env.cluster_metric("pgpilot_backup_last_size_bytes", "good")
+            .await?
+            == full2.size_bytes.unwrap_or(0) as f64
+    );
+    ensure!(
+        env.cluster_metric("pgpilot_wal_last_archived_timestamp_seconds", "good")
+            .await?
+            > 0.0
+    );
+
     // The wrong key: MinIO refuses it, the condition says so and names the Secret; the
     // database serves regardless.
     let pg = env

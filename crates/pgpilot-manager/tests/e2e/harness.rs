@@ -331,6 +331,26 @@ impl Env {
 
     /// The ClusterIP of a Service (the host reaches the Service CIDR directly; it cannot
     /// resolve cluster DNS names).
+    /// The value of series `name{namespace="<ns>",cluster="<cluster>"}` on the manager's
+    /// `/metrics`, once it is there (a controller sets it right after its status write).
+    pub async fn cluster_metric(&self, name: &str, cluster: &str) -> Result<f64> {
+        let port = self.manager.as_ref().context("no manager")?.metrics_port;
+        let series = format!("{name}{{namespace=\"{}\",cluster=\"{cluster}\"}} ", self.ns);
+        eventually(&series, Duration::from_secs(30), || async {
+            let out = tokio::process::Command::new("curl")
+                .args(["-fsS", "--max-time", "5"])
+                .arg(format!("http://127.0.0.1:{port}/metrics"))
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+                .ok_or(format!("no {series}on /metrics"))
+        })
+        .await
+    }
+
     pub async fn service_ip(&self, service: &str) -> Result<String> {
         let svc = self
             .api::<Service>()

@@ -299,6 +299,11 @@ async fn verifications(env: &Env) -> Result<()> {
         "{v:?}"
     );
     ensure!(v.recovered_to == good.stop_time, "{v:?} vs {good:?}");
+    ensure!(
+        env.cluster_metric("pgpilot_backup_verification_passed", "db")
+            .await?
+            == 1.0
+    );
     eventually(
         "the throwaway cluster and its volume gone",
         CREATE,
@@ -343,6 +348,16 @@ async fn verifications(env: &Env) -> Result<()> {
     ensure!(v.result == VerificationResult::Failed, "{v:?}");
     let message = v.message.clone().unwrap_or_default();
     ensure!(message.contains(&label), "{message}");
+    eventually("verification_passed 0", CREATE, || async {
+        match env
+            .cluster_metric("pgpilot_backup_verification_passed", "db")
+            .await
+        {
+            Ok(v) => (v == 0.0).then_some(()).ok_or(format!("{v}")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
 
     // deletionPolicy Delete: deleting the object expires the backup from the repository
     // (the good one: the broken one is the newest full backup).
