@@ -21,7 +21,6 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use pgpilot_api::PostgresCluster;
@@ -30,7 +29,6 @@ use pgpilot_toolkit::conditions::{self, Status};
 use pgpilot_toolkit::events::Events;
 use pgpilot_toolkit::metrics::ControllerMetrics;
 use pgpilot_toolkit::runner::Reconciler;
-use tracing::Instrument;
 
 use crate::error::Error;
 use crate::metrics::BackupMetrics;
@@ -145,21 +143,20 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
                 primary.and_then(|p| Some((p.name_any(), observe::image(p)?)))
             {
                 let job: Job = stanza::job(&cluster, &pod, image, &hash)?;
-                jobs.create(&PostParams::default(), &job)
-                    .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %job_name))
-                    .await
-                    .map_err(Error::api("create", "Job", &job_name))?;
-                ctx.metrics.wrote("Job");
-                ctx.events
-                    .normal(
-                        cluster.as_ref(),
-                        "StanzaJobCreated",
-                        "CreateStanza",
-                        format!(
-                            "Job {job_name} creates and checks stanza {stanza_name} through {pod}"
-                        ),
-                    )
-                    .await;
+                // Already there (the cache is behind): the Job runs, nothing to announce.
+                if create_once(&jobs, &job).await? {
+                    ctx.metrics.wrote("Job");
+                    ctx.events
+                        .normal(
+                            cluster.as_ref(),
+                            "StanzaJobCreated",
+                            "CreateStanza",
+                            format!(
+                                "Job {job_name} creates and checks stanza {stanza_name} through {pod}"
+                            ),
+                        )
+                        .await;
+                }
             }
         }
         // The next reconcile creates the new Job once the cache no longer has this one.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use pgpilot_api::PostgresCluster;
@@ -206,31 +206,28 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
                 retries: 0,
             },
         )?;
-        ctx.caches
-            .jobs
-            .api(&ns)
-            .create(&PostParams::default(), &job)
-            .instrument(tracing::debug_span!("kube.create", kind = "Job", name = %job_name))
-            .await
-            .map_err(Error::api("create", "Job", &job_name))?;
-        ctx.metrics.wrote("Job");
-        ctx.events
-            .normal(
-                backup.as_ref(),
-                "BackupStarted",
-                "Backup",
-                format!(
-                    "{} backup of {} started by Job {job_name}{}",
-                    backup.spec.backup_type.pgbackrest_name(),
-                    backup.spec.cluster.name,
-                    if *prefer_standby {
-                        ", from a standby"
-                    } else {
-                        ", from the primary"
-                    }
-                ),
-            )
-            .await;
+        // The Job's name is the backup's: one pgBackRest run per object, whatever a crash
+        // or a stale cache makes this reconcile believe.
+        if create_once(&ctx.caches.jobs.api(&ns), &job).await? {
+            ctx.metrics.wrote("Job");
+            ctx.events
+                .normal(
+                    backup.as_ref(),
+                    "BackupStarted",
+                    "Backup",
+                    format!(
+                        "{} backup of {} started by Job {job_name}{}",
+                        backup.spec.backup_type.pgbackrest_name(),
+                        backup.spec.cluster.name,
+                        if *prefer_standby {
+                            ", from a standby"
+                        } else {
+                            ", from the primary"
+                        }
+                    ),
+                )
+                .await;
+        }
     }
 
     // Status, and an Event when the backup ends.
