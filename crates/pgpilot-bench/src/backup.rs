@@ -114,7 +114,8 @@ pub struct BackupResults {
     pub pgbackrest_version: String,
     /// `pg_database_size` of every database.
     pub database_bytes: u64,
-    pub init_seconds: f64,
+    /// How long `pgbench -i` took; none when an earlier run's database was reused (`--keep`).
+    pub init_seconds: Option<f64>,
     pub tar: Vec<Transfer>,
     pub put: Vec<Transfer>,
     pub backup: Vec<BackupRun>,
@@ -212,7 +213,8 @@ pub async fn run(
             ],
         )
         .await?;
-        r.init_seconds = t.elapsed().as_secs_f64();
+        r.init_seconds = Some(t.elapsed().as_secs_f64());
+        println!("pgbench -i: {:.0} s", t.elapsed().as_secs_f64());
     }
     r.pgbackrest_version = exec(ns, &primary, &["pgbackrest", "version"])
         .await
@@ -615,7 +617,7 @@ async fn postgres_backup(client: &Client, ns: &str, name: &str) -> Result<(Backu
     let backup: PostgresBackup = serde_json::from_value(json!({
         "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresBackup",
         "metadata": {"name": name},
-        "spec": {"cluster": {"name": SOURCE}, "type": "full"},
+        "spec": {"cluster": {"name": SOURCE}, "type": "Full"},
     }))?;
     drop_caches().await?;
     let load = load1();
