@@ -114,8 +114,7 @@ pub struct BackupResults {
     pub pgbackrest_version: String,
     /// `pg_database_size` of every database.
     pub database_bytes: u64,
-    /// How long `pgbench -i` took; none when an earlier run's database was reused (`--keep`).
-    pub init_seconds: Option<f64>,
+    pub init_seconds: f64,
     pub tar: Vec<Transfer>,
     pub put: Vec<Transfer>,
     pub backup: Vec<BackupRun>,
@@ -130,7 +129,7 @@ pub struct Options {
     pub repeat: usize,
     pub load_seconds: u64,
     pub clients: u32,
-    /// Keep the source cluster and MinIO afterwards (to measure again without a new init).
+    /// Leave the source cluster and MinIO running afterwards (to look at them).
     pub keep: bool,
     pub work_dir: PathBuf,
 }
@@ -179,43 +178,42 @@ pub async fn run(
     }});
     let clusters = Api::<PostgresCluster>::namespaced(client.clone(), ns);
     let primary = format!("{SOURCE}-0");
-    if clusters.get_opt(SOURCE).await?.is_none() {
-        pgc::delete_cluster(client, ns, SOURCE).await?;
-        let mut spec = pgc::spec(1)?;
-        spec["storage"]["size"] = json!("8Gi");
-        spec["backup"] = json!({"repository": repository});
-        clusters
-            .create(&PostParams::default(), &cluster(SOURCE, spec)?)
-            .await
-            .context("creating the source cluster")?;
-        pgc::wait_ready(&clusters, SOURCE, Duration::from_secs(300)).await?;
-        wait_archiving(&clusters).await?;
-        println!(
-            "pgbench -i -s {} (about {} MB)…",
-            opts.scale,
-            opts.scale * 15
-        );
-        let t = Instant::now();
-        exec(
-            ns,
-            &primary,
-            &[
-                "pgbench",
-                "-h",
-                "/run/postgresql",
-                "-U",
-                "postgres",
-                "-i",
-                "-q",
-                "-s",
-                &opts.scale.to_string(),
-                "postgres",
-            ],
-        )
-        .await?;
-        r.init_seconds = Some(t.elapsed().as_secs_f64());
-        println!("pgbench -i: {:.0} s", t.elapsed().as_secs_f64());
-    }
+    // Always a new cluster: MinIO above is new (empty, with new keys).
+    pgc::delete_cluster(client, ns, SOURCE).await?;
+    let mut spec = pgc::spec(1)?;
+    spec["storage"]["size"] = json!("8Gi");
+    spec["backup"] = json!({"repository": repository});
+    clusters
+        .create(&PostParams::default(), &cluster(SOURCE, spec)?)
+        .await
+        .context("creating the source cluster")?;
+    pgc::wait_ready(&clusters, SOURCE, Duration::from_secs(300)).await?;
+    wait_archiving(&clusters).await?;
+    println!(
+        "pgbench -i -s {} (about {} MB)…",
+        opts.scale,
+        opts.scale * 15
+    );
+    let t = Instant::now();
+    exec(
+        ns,
+        &primary,
+        &[
+            "pgbench",
+            "-h",
+            "/run/postgresql",
+            "-U",
+            "postgres",
+            "-i",
+            "-q",
+            "-s",
+            &opts.scale.to_string(),
+            "postgres",
+        ],
+    )
+    .await?;
+    r.init_seconds = t.elapsed().as_secs_f64();
+    println!("pgbench -i: {:.0} s", r.init_seconds);
     r.pgbackrest_version = exec(ns, &primary, &["pgbackrest", "version"])
         .await
         .map(|s| s.trim().to_owned())

@@ -72,7 +72,7 @@ pub fn render(r: &BackupResults) -> String {
          do not edit by hand. Measured {} on the machine above (load average {} at the start, {} at the end),\n\
          {}, one-instance cluster (the spec above with `instances: 1` and `spec.backup`) archiving to\n\
          MinIO over TLS on the same node. Database: `pgbench -i -s {}`, {} in all (`pg_database_size`),\n\
-         {}. The page cache is dropped before every measured read.\n",
+         initialised in {:.0} s. The page cache is dropped before every measured read.\n",
         r.date,
         r.load_start,
         r.load_end,
@@ -83,10 +83,7 @@ pub fn render(r: &BackupResults) -> String {
         },
         r.scale,
         mb(r.database_bytes),
-        match r.init_seconds {
-            Some(s) => format!("initialised in {s:.0} s"),
-            None => "loaded by an earlier run (`--keep`)".to_owned(),
-        },
+        r.init_seconds,
     );
 
     let tar = transfer_mbs(&r.tar);

@@ -113,7 +113,7 @@ enum Command {
         /// pgbench clients.
         #[arg(long, default_value_t = 4)]
         clients: u32,
-        /// Keep the source cluster and MinIO (a second run skips pgbench -i).
+        /// Leave the source cluster and MinIO running afterwards (to look at them).
         #[arg(long)]
         keep: bool,
         #[arg(long, default_value = "docs/benchmarks.md")]
