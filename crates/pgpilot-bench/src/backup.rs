@@ -182,7 +182,9 @@ pub async fn run(
     pgc::delete_cluster(client, ns, SOURCE).await?;
     let mut spec = pgc::spec(1)?;
     spec["storage"]["size"] = json!("8Gi");
-    spec["backup"] = json!({"repository": repository});
+    // Every backup of the run stays (the restores use the last one taken with pgpilot's
+    // settings, before the variants).
+    spec["backup"] = json!({"repository": repository, "retention": {"full": 20}});
     clusters
         .create(&PostParams::default(), &cluster(SOURCE, spec)?)
         .await
