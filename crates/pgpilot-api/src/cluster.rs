@@ -183,6 +183,11 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
 
+    /// How the upgrade controller carries out a change of `postgresql.version` or
+    /// `postgresql.image`: approval, maintenance window, pre-upgrade backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradePolicy>,
+
     /// How the cluster's first data comes to be: an empty `initdb`, or a restore from a
     /// backup (optionally to a point in time). Immutable after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,6 +458,58 @@ pub struct PodDisruptionBudgetSpec {
     /// Create the PodDisruptionBudget.
     #[serde(default = "default_true")]
     pub enabled: bool,
+}
+
+/// How upgrades of a cluster run. The upgrade controller copies it into the PostgresUpgrade
+/// it creates when the spec asks for another version or image than the instances run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePolicy {
+    /// `Automatic` (default): an upgrade starts once its gates pass. `Manual`: it waits for
+    /// `approved: true` on its PostgresUpgrade.
+    #[serde(default)]
+    pub approval: UpgradeApproval,
+    /// Start upgrades only inside this window. A started upgrade runs to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<MaintenanceWindow>,
+    /// Take a full backup first (when the cluster has a repository). On by default.
+    #[serde(default = "default_true")]
+    pub backup_before_upgrade: bool,
+    /// Pause the upgrade when an upgraded instance is not healthy this long after its pod was
+    /// replaced (the remaining instances keep the old version).
+    #[serde(default = "default_instance_timeout")]
+    #[x_kube(validation = Rule::new("self >= 60 && self <= 86400").message("spec.upgrade.instanceTimeoutSeconds must be between 60 and 86400"))]
+    pub instance_timeout_seconds: i32,
+}
+
+pub(crate) fn default_instance_timeout() -> i32 {
+    600
+}
+
+/// See [`UpgradePolicy::approval`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UpgradeApproval {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+/// When upgrades may start: windows opening on a cron schedule, each lasting `durationMinutes`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    /// When a window opens (`minute hour day-of-month month day-of-week`, or a macro such as
+    /// `@daily`), e.g. `0 2 * * 6` for Saturdays at 02:00.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(crate::schedule::CRON_RULE).message("spec.upgrade.maintenanceWindow.schedule must be a cron schedule with 5 fields (e.g. '0 2 * * 6') or a macro such as @daily"))]
+    pub schedule: String,
+    /// How long a window stays open.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10080").message("spec.upgrade.maintenanceWindow.durationMinutes must be between 1 and 10080 (a week)"))]
+    pub duration_minutes: i32,
+    /// IANA time zone of the schedule, e.g. `Europe/Paris`. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
 }
 
 /// Backups of this cluster.

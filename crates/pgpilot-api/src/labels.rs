@@ -20,6 +20,21 @@ pub const MANAGED_BY_VALUE: &str = "pgpilot";
 /// upgrade changes it; the cluster controller never moves instances to another major.
 pub const POSTGRES_VERSION: &str = "pgpilot.io/postgres-version";
 
+/// Annotations the upgrade controller puts on a PostgresCluster (its own fields, by
+/// server-side apply) for the cluster controller to act on:
+/// the active PostgresUpgrade of the cluster;
+pub const UPGRADE: &str = "pgpilot.io/upgrade";
+/// `<major>@<image>` the instances may move to now (see [`upgrade_target`]). The cluster
+/// controller moves them only when the spec asks for the same;
+pub const UPGRADE_TARGET: &str = "pgpilot.io/upgrade-target";
+/// pod replacements, restarts and re-clones wait; the value says why (a paused upgrade).
+pub const ROLL_HOLD: &str = "pgpilot.io/roll-hold";
+
+/// The value of [`UPGRADE_TARGET`].
+pub fn upgrade_target(version: i32, image: &str) -> String {
+    format!("{version}@{image}")
+}
+
 /// Role label values.
 pub const ROLE_PRIMARY: &str = "primary";
 pub const ROLE_REPLICA: &str = "replica";

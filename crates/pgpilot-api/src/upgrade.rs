@@ -69,6 +69,10 @@ pub struct PostgresUpgradeSpec {
     /// Stop and roll back what can be rolled back (see docs/upgrade.md). Final.
     #[serde(default)]
     pub abort: bool,
+    /// Pause when an upgraded instance is not healthy this long after its pod was replaced.
+    #[serde(default = "crate::cluster::default_instance_timeout")]
+    #[x_kube(validation = Rule::new("self >= 60 && self <= 86400").message("spec.instanceTimeoutSeconds must be between 60 and 86400"))]
+    pub instance_timeout_seconds: i32,
 }
 
 /// See [`PostgresUpgradeSpec::major_upgrade_method`].
@@ -115,6 +119,26 @@ pub struct PostgresUpgradeStatus {
     /// When the upgrade ended (succeeded, failed or aborted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// What each instance runs, as the upgrade moves them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<UpgradeInstance>,
+}
+
+/// One instance during an upgrade.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeInstance {
+    /// Pod name.
+    pub name: String,
+    /// The image its pod runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// PostgreSQL's own version string, e.g. `15.20`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_version: Option<String>,
+    /// Runs the target image and is healthy again.
+    #[serde(default)]
+    pub upgraded: bool,
 }
 
 /// Minor (same major, new image) or major (pg_upgrade).
@@ -141,14 +165,25 @@ pub enum UpgradePhase {
     Aborted,
 }
 
+/// Where a step of an upgrade is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StepState {
+    #[default]
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
 /// One step of an upgrade.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStep {
     /// Step name, e.g. `upgrade-replica/db-1`.
     pub name: String,
-    /// `Pending`, `Running`, `Done`, `Failed` or `Skipped`.
-    pub state: String,
+    /// Where the step is.
+    pub state: StepState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -178,7 +178,19 @@ pub async fn run(
     }});
     let clusters = Api::<PostgresCluster>::namespaced(client.clone(), ns);
     let primary = format!("{SOURCE}-0");
-    // Always a new cluster: MinIO above is new (empty, with new keys).
+    // Always a new cluster: MinIO above is new (empty, with new keys). An earlier run's
+    // backups go first: their Jobs' pods carry the cluster's label.
+    let backups = Api::<PostgresBackup>::namespaced(client.clone(), ns);
+    backups
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    for k in 0..VARIANTS.len() {
+        delete_job(
+            &Api::<Job>::namespaced(client.clone(), ns),
+            &format!("bench-variant-{k}"),
+        )
+        .await?;
+    }
     pgc::delete_cluster(client, ns, SOURCE).await?;
     let mut spec = pgc::spec(1)?;
     spec["storage"]["size"] = json!("8Gi");
@@ -303,7 +315,6 @@ pub async fn run(
     }
 
     // Restores of the last backup taken with pgpilot's settings.
-    let backups = Api::<PostgresBackup>::namespaced(client.clone(), ns);
     let backup_id = match &last_backup {
         Some(name) => backups
             .get(name)

@@ -105,8 +105,9 @@ pub struct Facts<'a> {
     pub update_revision: Option<&'a str>,
     /// Whether Patroni only promotes a synchronous standby.
     pub synchronous: bool,
-    /// `spec.maintenance`: no restarts, replacements or re-clones.
-    pub maintenance: bool,
+    /// What holds restarts, replacements and re-clones (`spec.maintenance`, a paused
+    /// upgrade), in words.
+    pub hold: Option<String>,
     /// The switchover a scale-down waits for ([`scale`]).
     pub scale_switchover: Option<&'a str>,
 }
@@ -177,12 +178,11 @@ pub fn next_step(f: &Facts<'_>) -> Decision {
         });
     }
     let roll = roll(f.members, f.replicas, f.update_revision, f.synchronous);
-    if f.maintenance {
+    if let Some(why) = &f.hold {
         let progress = (roll != Roll::Done).then(|| Progress {
             moving: false,
             reason: "RollingUpdateHeld",
-            message: "pods run an old revision; spec.maintenance holds their replacement"
-                .to_owned(),
+            message: format!("pods run an old revision; {why} holds their replacement"),
         });
         return Decision {
             step: Step::Nothing,
@@ -484,7 +484,7 @@ mod tests {
             replicas: 3,
             update_revision: Some("rev-2"),
             synchronous: true,
-            maintenance: false,
+            hold: None,
             scale_switchover: None,
         }
     }
@@ -622,12 +622,14 @@ mod tests {
         };
         assert_eq!(next_step(&unknown).step, Step::Nothing);
         let held = Facts {
-            maintenance: true,
+            hold: Some("upgrade db-17 (paused)".into()),
             ..facts(&m)
         };
         let d = next_step(&held);
         assert_eq!(d.step, Step::Nothing);
-        assert_eq!(d.progress.unwrap().reason, "RollingUpdateHeld");
+        let progress = d.progress.unwrap();
+        assert_eq!(progress.reason, "RollingUpdateHeld");
+        assert!(progress.message.contains("upgrade db-17 (paused) holds"));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::{ClusterPhase, condition};
+use pgpilot_api::{PostgresCluster, labels};
 use pgpilot_postgres::credentials::Csprng;
 use pgpilot_postgres::members;
 use pgpilot_postgres::version::{self, Running};
@@ -77,7 +77,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
 
     // Desired children, for what runs: a new version or image in the spec waits for the
     // upgrade controller, and says so.
-    let pinned = pin(&cluster, sts.and_then(version::running), image);
+    let stale = seen
+        .pods
+        .iter()
+        .filter(|p| version::pod_image(p).is_some_and(|i| i != image))
+        .count();
+    let pinned = pin(&cluster, sts.and_then(version::running), image, stale);
     let secrets = observe::secrets(&ctx.caches, &ns, &cluster).await?;
     let mut desired = desired::build(
         &Inputs {
@@ -109,7 +114,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         replicas: current.min(scale.replicas),
         update_revision: update_revision(sts),
         synchronous,
-        maintenance: cluster.spec.maintenance,
+        hold: hold(&cluster),
         scale_switchover: scale.switchover_to.as_deref(),
     });
 
@@ -175,6 +180,18 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     )))
 }
 
+/// What holds disruptive steps: `spec.maintenance`, or the upgrade controller (a paused
+/// upgrade) through its annotation.
+fn hold(cluster: &PostgresCluster) -> Option<String> {
+    if cluster.spec.maintenance {
+        return Some("spec.maintenance".to_owned());
+    }
+    cluster
+        .annotations()
+        .get(labels::ROLL_HOLD)
+        .map(|why| format!("{} ({why})", labels::ROLL_HOLD))
+}
+
 /// The cluster as the children are rendered for it, the image, and `VersionCurrent`.
 struct Pinned {
     cluster: Arc<PostgresCluster>,
@@ -183,13 +200,31 @@ struct Pinned {
 }
 
 /// Instances keep the major version and image they run until an upgrade moves them: the
-/// StatefulSet is rendered for what runs, and a differing spec waits in a condition.
-fn pin(cluster: &Arc<PostgresCluster>, running: Option<Running>, image: String) -> Pinned {
+/// StatefulSet is rendered for what runs, and a differing spec waits in a condition — unless
+/// the upgrade controller's [`labels::UPGRADE_TARGET`] names exactly what the spec asks for.
+/// `stale` counts the pods not yet on the image the StatefulSet asks for.
+fn pin(
+    cluster: &Arc<PostgresCluster>,
+    running: Option<Running>,
+    image: String,
+    stale: usize,
+) -> Pinned {
     let wanted = cluster.spec.postgresql.version;
+    let annotations = cluster.annotations();
+    let upgrade = annotations.get(labels::UPGRADE);
+    let allowed =
+        annotations.get(labels::UPGRADE_TARGET) == Some(&labels::upgrade_target(wanted, &image));
     match running {
-        Some(run) if run.version != wanted || run.image != image => {
+        Some(run) if (run.version != wanted || run.image != image) && !allowed => {
+            let (reason, by) = match upgrade {
+                Some(name) => ("Upgrading", format!("PostgresUpgrade {name} moves them")),
+                None => (
+                    "UpgradePending",
+                    "the upgrade controller moves them; none has taken this up (is it enabled: --controllers=upgrade? see docs/upgrade.md)".to_owned(),
+                ),
+            };
             let message = format!(
-                "the spec asks for PostgreSQL {wanted} ({image}); the instances run {} ({}) until the upgrade controller moves them (docs/upgrade.md)",
+                "the spec asks for PostgreSQL {wanted} ({image}); the instances run {} ({}) until {by}",
                 run.version, run.image
             );
             let mut effective = cluster.as_ref().clone();
@@ -198,9 +233,24 @@ fn pin(cluster: &Arc<PostgresCluster>, running: Option<Running>, image: String) 
             Pinned {
                 cluster: Arc::new(effective),
                 image: run.image,
-                condition: (VERSION_CURRENT, Status::False, "UpgradePending", message),
+                condition: (VERSION_CURRENT, Status::False, reason, message),
             }
         }
+        _ if stale > 0 => Pinned {
+            condition: (
+                VERSION_CURRENT,
+                Status::False,
+                "Upgrading",
+                format!(
+                    "{stale} instance(s) not yet on PostgreSQL {wanted} ({image}){}",
+                    upgrade
+                        .map(|u| format!(": PostgresUpgrade {u} moves them"))
+                        .unwrap_or_default()
+                ),
+            ),
+            cluster: cluster.clone(),
+            image,
+        },
         _ => Pinned {
             cluster: cluster.clone(),
             image,
@@ -242,4 +292,89 @@ fn update_revision(sts: Option<&StatefulSet>) -> Option<&str> {
     (status.observed_generation == sts.metadata.generation)
         .then_some(status.update_revision.as_deref())
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::fixtures::{THREE, cluster};
+
+    const OLD: &str = "pg:17.5";
+    const NEW: &str = "pg:17.6";
+
+    fn with_annotations(pairs: &[(&str, &str)]) -> Arc<PostgresCluster> {
+        let mut c = cluster(THREE);
+        c.spec.postgresql.image = Some(NEW.into());
+        c.metadata.annotations = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        Arc::new(c)
+    }
+
+    fn running(image: &str) -> Option<Running> {
+        Some(Running {
+            version: 17,
+            image: image.into(),
+        })
+    }
+
+    #[test]
+    fn a_new_image_waits_for_the_upgrade_controller_and_says_who_is_missing() {
+        let p = pin(&with_annotations(&[]), running(OLD), NEW.into(), 3);
+        assert_eq!(p.image, OLD);
+        assert_eq!(p.cluster.spec.postgresql.image.as_deref(), Some(OLD));
+        let (_, status, reason, message) = &p.condition;
+        assert_eq!((*status, *reason), (Status::False, "UpgradePending"));
+        assert!(message.contains("--controllers=upgrade"), "{message}");
+    }
+
+    #[test]
+    fn an_upgrade_that_has_not_moved_the_target_keeps_the_pin_and_is_named() {
+        let c = with_annotations(&[(labels::UPGRADE, "db-upgrade-1")]);
+        let p = pin(&c, running(OLD), NEW.into(), 3);
+        assert_eq!(p.image, OLD);
+        assert_eq!(p.condition.2, "Upgrading");
+        assert!(p.condition.3.contains("PostgresUpgrade db-upgrade-1"));
+        // A target that is not what the spec asks for moves nothing either.
+        let other = with_annotations(&[(labels::UPGRADE_TARGET, "17@pg:17.7")]);
+        assert_eq!(pin(&other, running(OLD), NEW.into(), 3).image, OLD);
+    }
+
+    #[test]
+    fn the_target_the_spec_asks_for_moves_the_instances_until_every_pod_runs_it() {
+        let target = labels::upgrade_target(17, NEW);
+        let c = with_annotations(&[
+            (labels::UPGRADE, "db-upgrade-1"),
+            (labels::UPGRADE_TARGET, &target),
+        ]);
+        let moving = pin(&c, running(OLD), NEW.into(), 3);
+        assert_eq!(moving.image, NEW);
+        assert_eq!(moving.cluster.spec.postgresql.image.as_deref(), Some(NEW));
+        assert_eq!(
+            (moving.condition.1, moving.condition.2),
+            (Status::False, "Upgrading")
+        );
+        // The StatefulSet asks for the new image; one pod still runs the old one.
+        let rolling = pin(&c, running(NEW), NEW.into(), 1);
+        assert!(rolling.condition.3.starts_with("1 instance(s) not yet"));
+        let done = pin(&c, running(NEW), NEW.into(), 0);
+        assert_eq!(
+            (done.condition.1, done.condition.2),
+            (Status::True, "AsSpecified")
+        );
+    }
+
+    #[test]
+    fn maintenance_or_an_upgrade_hold_stops_disruptive_steps() {
+        assert_eq!(hold(&with_annotations(&[])), None);
+        let held =
+            with_annotations(&[(labels::ROLL_HOLD, "PostgresUpgrade db-upgrade-1 is paused")]);
+        assert!(hold(&held).unwrap().contains("db-upgrade-1 is paused"));
+        let mut c = cluster(THREE);
+        c.spec.maintenance = true;
+        assert_eq!(hold(&c).as_deref(), Some("spec.maintenance"));
+    }
 }

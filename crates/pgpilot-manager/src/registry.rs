@@ -6,6 +6,7 @@ use pgpilot_backup::BackupController;
 use pgpilot_cluster::ClusterController;
 use pgpilot_cluster::validate::DefaultImages;
 use pgpilot_toolkit::runtime::ControllerRef;
+use pgpilot_upgrade::UpgradeController;
 
 /// What controllers take from the command line.
 #[derive(Clone, Debug, Default)]
@@ -22,6 +23,9 @@ pub fn available(settings: &Settings) -> Vec<ControllerRef> {
         Arc::new(BackupController {
             default_images: settings.default_images.clone(),
             metrics: Default::default(),
+        }),
+        Arc::new(UpgradeController {
+            default_images: settings.default_images.clone(),
         }),
     ]
 }

@@ -3,6 +3,7 @@
 //! cluster controller renders what runs; only an upgrade moves the pin.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 pub use pgpilot_api::labels::POSTGRES_VERSION as PIN_ANNOTATION;
@@ -23,6 +24,17 @@ pub fn image_of(
 
 /// The container PostgreSQL and Patroni run in.
 pub const CONTAINER: &str = "postgres";
+
+/// The image a pod's PostgreSQL container runs.
+pub fn pod_image(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .image
+        .as_deref()
+}
 
 /// What the instances run.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,10 +1,11 @@
 //! What every pgpilot controller shares: the loop that runs a controller (namespaces,
 //! caches, spans, metrics, backoff), children applied and pruned as a set, status written per
-//! controller with server-side apply, conditions, Kubernetes Events, pod exec, and values
-//! that redact themselves.
+//! controller with server-side apply, conditions, Kubernetes Events, pod exec, cron calendars
+//! in a time zone, and values that redact themselves.
 
 pub mod apply;
 pub mod backoff;
+pub mod calendar;
 pub mod children;
 pub mod client;
 pub mod conditions;

@@ -7,7 +7,6 @@
 //! A reconcile: observe (the schedule's backups from the cache) → [`plan`] (pure, with
 //! [`calendar`]) → act (create, replace or prune backups) → status.
 
-pub mod calendar;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -24,6 +23,7 @@ use pgpilot_api::common::VerificationResult;
 use pgpilot_api::labels;
 use pgpilot_api::schedule::BackupScheduleStatus;
 use pgpilot_api::{BackupSchedule, PostgresBackup};
+use pgpilot_toolkit::calendar::Calendar;
 use pgpilot_toolkit::conditions::{self, Status, Update};
 use pgpilot_toolkit::events::Events;
 use pgpilot_toolkit::metrics::ControllerMetrics;
@@ -32,7 +32,6 @@ use pgpilot_toolkit::status::{StatusPart, apply_status};
 use tracing::Instrument;
 
 use crate::error::Error;
-use calendar::Calendar;
 use plan::{Decision, Run};
 
 /// The schedule's condition: whether it can run, and when it runs next.
@@ -112,6 +111,7 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: &Context) -> Result<Actio
         match Calendar::parse(&schedule.spec.schedule, schedule.spec.time_zone.as_deref()) {
             Ok(c) => c,
             Err(e) => {
+                let e = format!("spec.{e}");
                 set(&mut status, Status::False, "InvalidSchedule", e.clone());
                 if apply_status(&api, &ctx.field_manager, &PART, schedule.as_ref(), &status).await?
                 {

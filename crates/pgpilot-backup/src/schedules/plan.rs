@@ -5,7 +5,7 @@
 use pgpilot_api::backup::BackupPhase;
 use pgpilot_api::schedule::{BackupScheduleSpec, ConcurrencyPolicy};
 
-use super::calendar::Calendar;
+use pgpilot_toolkit::calendar::Calendar;
 
 /// One of the schedule's PostgresBackups.
 #[derive(Clone, Debug, PartialEq, Eq)]

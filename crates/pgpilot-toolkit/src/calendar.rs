@@ -1,6 +1,7 @@
-//! When a BackupSchedule's runs are: its cron expression (5 fields or a macro, parsed by
-//! `croner`) in its IANA time zone (`chrono-tz`, compiled in: the manager's image has no
-//! zoneinfo). Times are Unix seconds. Pure.
+//! Cron calendars in an IANA time zone, for every controller that acts on a schedule (backup
+//! schedules, upgrade maintenance windows): the expression (5 fields or a macro) parsed by
+//! `croner`, the zone by `chrono-tz` (compiled in: the manager's image has no zoneinfo).
+//! Times are Unix seconds. Pure.
 
 use std::str::FromStr;
 
@@ -17,18 +18,19 @@ pub struct Calendar {
 }
 
 impl Calendar {
-    /// Parses `schedule` in `time_zone` (UTC when `None`); the error says which is wrong.
+    /// Parses `schedule` in `time_zone` (UTC when `None`); the error says which is wrong,
+    /// naming it `schedule` or `timeZone` (the caller prefixes the path of its fields).
     pub fn parse(schedule: &str, time_zone: Option<&str>) -> Result<Calendar, String> {
         let cron = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build()
             .parse(schedule)
-            .map_err(|e| format!("spec.schedule {schedule:?} is not a cron schedule: {e}"))?;
+            .map_err(|e| format!("schedule {schedule:?} is not a cron schedule: {e}"))?;
         let tz = match time_zone {
             None => Tz::UTC,
             Some(name) => Tz::from_str(name).map_err(|_| {
-                format!("spec.timeZone {name:?} is not an IANA time zone (e.g. Europe/Paris, America/New_York, UTC)")
+                format!("timeZone {name:?} is not an IANA time zone (e.g. Europe/Paris, America/New_York, UTC)")
             })?,
         };
         Ok(Calendar { cron, tz })

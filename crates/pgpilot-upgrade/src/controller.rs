@@ -1,0 +1,115 @@
+//! The upgrade controller as the manager runs it: its watches and the RBAC it needs. The
+//! toolkit's runner does the rest (namespaces, caches, spans, metrics, backoff).
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use pgpilot_api::{PostgresBackup, PostgresCluster, PostgresUpgrade, labels};
+use pgpilot_postgres::triggers;
+use pgpilot_postgres::version::DefaultImages;
+use pgpilot_toolkit::runner::{self, Scope};
+use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
+
+use crate::reconcile::{Caches, Context};
+
+/// Name in `--controllers`.
+pub const NAME: &str = "upgrade";
+
+/// The upgrade controller.
+pub struct UpgradeController {
+    pub default_images: DefaultImages,
+}
+
+#[async_trait::async_trait]
+impl Controller for UpgradeController {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Reads what the cluster controller manages; writes only its upgrades, their
+    /// pre-upgrade backups and its annotations on the clusters. No pods/exec, no deletes.
+    fn rbac_rules(&self) -> Vec<PolicyRule> {
+        vec![
+            // `patch`: the annotations that let the cluster controller move the instances.
+            rule(
+                &["pgpilot.io"],
+                &["postgresclusters"],
+                &["get", "list", "watch", "patch"],
+            ),
+            rule(
+                &["pgpilot.io"],
+                &["postgresclusters/status"],
+                &["get", "patch"],
+            ),
+            rule(
+                &["pgpilot.io"],
+                &["postgresupgrades"],
+                &["get", "list", "watch", "create"],
+            ),
+            rule(
+                &["pgpilot.io"],
+                &["postgresupgrades/status"],
+                &["get", "patch"],
+            ),
+            rule(
+                &["pgpilot.io"],
+                &["postgresbackups"],
+                &["get", "list", "watch", "create"],
+            ),
+            rule(&["apps"], &["statefulsets"], &["get", "list", "watch"]),
+            rule(&[""], &["pods"], &["get", "list", "watch"]),
+        ]
+    }
+
+    /// One loop, by cluster: an upgrade, its backup, the pin and the pods all wake the
+    /// cluster they belong to.
+    async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
+        runner::run(ctx, NAME, |scope: &mut Scope<PostgresCluster>| {
+            let caches = Caches {
+                upgrades: scope.watches(
+                    watcher::Config::default(),
+                    runner::every_change,
+                    cluster_of_upgrade,
+                ),
+                statefulsets: scope.watches(
+                    watcher::Config::default().labels(labels::CLUSTER),
+                    runner::every_change,
+                    cluster_of,
+                ),
+                pods: scope.watches(
+                    watcher::Config::default().labels(labels::CLUSTER),
+                    triggers::pod,
+                    cluster_of,
+                ),
+                backups: scope.watches(
+                    watcher::Config::default(),
+                    runner::every_change,
+                    cluster_of_backup,
+                ),
+            };
+            Ok(Context {
+                client: scope.ctx.client.clone(),
+                field_manager: labels::field_manager(NAME),
+                events: scope.ctx.events.clone(),
+                metrics: scope.ctx.metrics.clone(),
+                caches,
+                default_images: self.default_images.clone(),
+            })
+        })
+        .await
+    }
+}
+
+fn cluster_of<K: ResourceExt>(object: K) -> Option<ObjectRef<PostgresCluster>> {
+    let cluster = object.labels().get(labels::CLUSTER)?;
+    Some(ObjectRef::new(cluster).within(&object.namespace()?))
+}
+
+fn cluster_of_upgrade(u: PostgresUpgrade) -> Option<ObjectRef<PostgresCluster>> {
+    Some(ObjectRef::new(&u.spec.cluster.name).within(&u.namespace()?))
+}
+
+fn cluster_of_backup(b: PostgresBackup) -> Option<ObjectRef<PostgresCluster>> {
+    Some(ObjectRef::new(&b.spec.cluster.name).within(&b.namespace()?))
+}

@@ -1,0 +1,517 @@
+//! One look at a cluster: observe (its version pin, pods, PostgresUpgrades and backups, from
+//! the caches) → the upgrade that is active (created when the spec asks for another version or
+//! image than runs) → [`plan`] (pure) → act (the pre-upgrade backup; the cluster's
+//! annotations) → the upgrade's status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Client, Resource, ResourceExt};
+use pgpilot_api::backup::{BackupPhase, PostgresBackupSpec};
+use pgpilot_api::cluster::UpgradeApproval;
+use pgpilot_api::common::BackupType;
+use pgpilot_api::upgrade::{PostgresUpgradeSpec, PostgresUpgradeStatus};
+use pgpilot_api::{PostgresBackup, PostgresCluster, PostgresUpgrade, labels};
+use pgpilot_postgres::version::{self, DefaultImages, Running};
+use pgpilot_toolkit::apply::create_once;
+use pgpilot_toolkit::calendar::Calendar;
+use pgpilot_toolkit::conditions::{self, Status, Update};
+use pgpilot_toolkit::events::Events;
+use pgpilot_toolkit::metrics::ControllerMetrics;
+use pgpilot_toolkit::runner::{Cache, Reconciler};
+use pgpilot_toolkit::status::{StatusPart, apply_status};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::plan::{self, Act, Facts, PreBackup, Window};
+
+/// The whole status of a PostgresUpgrade is this controller's.
+pub const PART: StatusPart<'static> = StatusPart {
+    fields: &[
+        "phase",
+        "kind",
+        "observedGeneration",
+        "fromVersion",
+        "fromImage",
+        "backup",
+        "steps",
+        "startTime",
+        "completionTime",
+        "instances",
+    ],
+    conditions: &[plan::PROGRESSING, plan::PAUSED],
+};
+
+/// The annotations of a PostgresCluster this controller sets.
+const OURS: [&str; 3] = [labels::UPGRADE, labels::UPGRADE_TARGET, labels::ROLL_HOLD];
+
+pub struct Caches {
+    pub upgrades: Cache<PostgresUpgrade>,
+    pub statefulsets: Cache<StatefulSet>,
+    pub pods: Cache<Pod>,
+    pub backups: Cache<PostgresBackup>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub field_manager: String,
+    pub events: Events,
+    pub metrics: ControllerMetrics,
+    pub caches: Caches,
+    pub default_images: DefaultImages,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Context {
+    type Object = PostgresCluster;
+    type Error = Error;
+
+    async fn reconcile(&self, cluster: Arc<PostgresCluster>) -> Result<Action, Error> {
+        reconcile(cluster, self).await
+    }
+}
+
+/// The name of the PostgresUpgrade this controller creates for a target: one per target, so
+/// a crash between creating it and seeing it never makes a second.
+pub fn upgrade_name(cluster: &str, version: i32, image: &str) -> String {
+    let digest = Sha256::digest(labels::upgrade_target(version, image).as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{cluster}-upgrade-{hex}")
+}
+
+/// The cluster's upgrades, oldest first.
+fn upgrades_of(caches: &Caches, ns: &str, cluster: &str) -> Vec<Arc<PostgresUpgrade>> {
+    let mut found: Vec<Arc<PostgresUpgrade>> = caches
+        .upgrades
+        .list(ns, &[])
+        .into_iter()
+        .filter(|u| u.spec.cluster.name == cluster)
+        .collect();
+    found.sort_by_key(|u| (u.creation_timestamp().map(|t| t.0), u.name_any()));
+    found
+}
+
+async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Action, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    if cluster.meta().deletion_timestamp.is_some() || cluster.spec.paused {
+        return Ok(Action::await_change());
+    }
+    let running = ctx
+        .caches
+        .statefulsets
+        .get(&ns, &name)
+        .and_then(|s| version::running(&s));
+    let desired_image = version::image_of(&cluster, &ctx.default_images);
+    let upgrades = upgrades_of(&ctx.caches, &ns, &name);
+    let mut active = upgrades.iter().filter(|u| plan::is_active(u));
+    let Some(first) = active.next().cloned() else {
+        // Nothing active: start one when the spec asks for another version or image, else
+        // keep what the last one leaves on the cluster (an aborted roll's hold).
+        if let (Some(run), Some(image)) = (&running, &desired_image)
+            && (run.version != cluster.spec.postgresql.version || &run.image != image)
+            && !upgrades.iter().any(|u| targets(u, &cluster, image))
+        {
+            create_upgrade(ctx, &cluster, &ns, image).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        let annotations = match upgrades.last() {
+            Some(last) => {
+                let pods = pods(ctx, &ns, &name);
+                let facts = facts(
+                    ctx,
+                    &cluster,
+                    last,
+                    desired_image.as_deref(),
+                    running.as_ref(),
+                    &pods,
+                    &ns,
+                );
+                plan::plan(&facts).annotations
+            }
+            None => BTreeMap::new(),
+        };
+        annotate(ctx, &cluster, &ns, annotations).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    };
+
+    // The one-upgrade rule: every other active upgrade waits, and says for which.
+    for other in active {
+        one_at_a_time(ctx, other, &first).await?;
+    }
+
+    let pods = pods(ctx, &ns, &name);
+    let facts = facts(
+        ctx,
+        &cluster,
+        &first,
+        desired_image.as_deref(),
+        running.as_ref(),
+        &pods,
+        &ns,
+    );
+    let window = facts.window;
+    let plan = plan::plan(&facts);
+    if let Act::CreateBackup(backup) = &plan.act {
+        create_backup(ctx, &first, &cluster, backup).await?;
+    }
+    annotate(ctx, &cluster, &ns, plan.annotations.clone()).await?;
+    let api = ctx.caches.upgrades.api(&ns);
+    if apply_status(
+        &api,
+        &ctx.field_manager,
+        &PART,
+        first.as_ref(),
+        &plan.status,
+    )
+    .await?
+    {
+        ctx.metrics.wrote("PostgresUpgrade/status");
+    }
+    if let Some((reason, message, warning)) = plan.event {
+        if warning {
+            ctx.events
+                .warning(first.as_ref(), reason, "Upgrade", message.clone())
+                .await;
+            ctx.events
+                .warning(cluster.as_ref(), reason, "Upgrade", message)
+                .await;
+        } else {
+            ctx.events
+                .normal(first.as_ref(), reason, "Upgrade", message.clone())
+                .await;
+            ctx.events
+                .normal(cluster.as_ref(), reason, "Upgrade", message)
+                .await;
+        }
+    }
+    let wait = match window {
+        Window::Closed(Some(opens))
+            if plan.status.phase == Some(pgpilot_api::upgrade::UpgradePhase::Pending) =>
+        {
+            (opens - Timestamp::now().as_second()).clamp(5, 300) as u64
+        }
+        _ => 10,
+    };
+    Ok(Action::requeue(Duration::from_secs(wait)))
+}
+
+/// Whether upgrade `u` is for what the cluster's spec asks for now.
+fn targets(u: &PostgresUpgrade, cluster: &PostgresCluster, image: &str) -> bool {
+    u.spec.target_version == cluster.spec.postgresql.version && u.spec.target_image == image
+}
+
+fn pods(ctx: &Context, ns: &str, cluster: &str) -> Vec<plan::Pod> {
+    let now = Timestamp::now();
+    ctx.caches
+        .pods
+        .list(
+            ns,
+            &[(labels::CLUSTER, cluster), (labels::COMPONENT, "instance")],
+        )
+        .iter()
+        .map(|p| plan::Pod {
+            name: p.name_any(),
+            image: version::pod_image(p).map(str::to_owned),
+            ready: p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            age: p
+                .creation_timestamp()
+                .map_or(0, |t| now.as_second() - t.0.as_second()),
+        })
+        .collect()
+}
+
+fn facts<'a>(
+    ctx: &Context,
+    cluster: &'a PostgresCluster,
+    upgrade: &'a PostgresUpgrade,
+    desired_image: Option<&'a str>,
+    running: Option<&'a Running>,
+    pods: &'a [plan::Pod],
+    ns: &str,
+) -> Facts<'a> {
+    let now = Timestamp::now();
+    let pre = plan::backup_name(&upgrade.name_any());
+    let backups: Vec<Arc<PostgresBackup>> = ctx
+        .caches
+        .backups
+        .list(ns, &[])
+        .into_iter()
+        .filter(|b| b.spec.cluster.name == cluster.name_any())
+        .collect();
+    let backup = backups
+        .iter()
+        .find(|b| b.name_any() == pre)
+        .map(|b| PreBackup {
+            phase: b.status.as_ref().and_then(|s| s.phase),
+            error: b.status.as_ref().and_then(|s| s.error.clone()),
+        });
+    let other_backup_running = backups.iter().any(|b| {
+        b.name_any() != pre
+            && matches!(
+                b.status.as_ref().and_then(|s| s.phase),
+                None | Some(BackupPhase::Pending | BackupPhase::Running)
+            )
+    });
+    Facts {
+        now,
+        cluster,
+        upgrade,
+        desired_image,
+        running,
+        pods,
+        window: window(cluster, now.as_second()),
+        backup,
+        other_backup_running,
+    }
+}
+
+/// The cluster's maintenance window at `now`.
+pub fn window(cluster: &PostgresCluster, now: i64) -> Window {
+    let Some(w) = cluster
+        .spec
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.maintenance_window.as_ref())
+    else {
+        return Window::Always;
+    };
+    let Ok(calendar) = Calendar::parse(&w.schedule, w.time_zone.as_deref()) else {
+        return Window::Invalid;
+    };
+    let length = i64::from(w.duration_minutes) * 60;
+    // Open when a window started less than its length ago.
+    if calendar.due(now - length, now).is_some() {
+        Window::Open
+    } else {
+        Window::Closed(calendar.next_after(now))
+    }
+}
+
+async fn create_upgrade(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    ns: &str,
+    image: &str,
+) -> Result<(), Error> {
+    let version = cluster.spec.postgresql.version;
+    let name = upgrade_name(&cluster.name_any(), version, image);
+    let policy = cluster.spec.upgrade.clone();
+    let upgrade = PostgresUpgrade {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.to_owned()),
+            labels: Some(BTreeMap::from([
+                (labels::CLUSTER.to_owned(), cluster.name_any()),
+                (
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_VALUE.to_owned(),
+                ),
+            ])),
+            owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: PostgresUpgradeSpec {
+            cluster: pgpilot_api::common::ClusterReference {
+                name: cluster.name_any(),
+            },
+            target_version: version,
+            target_image: image.to_owned(),
+            require_approval: policy
+                .as_ref()
+                .is_some_and(|p| p.approval == UpgradeApproval::Manual),
+            approved: None,
+            backup_before_upgrade: policy.as_ref().is_none_or(|p| p.backup_before_upgrade),
+            major_upgrade_method: Default::default(),
+            paused: false,
+            abort: false,
+            instance_timeout_seconds: policy.as_ref().map_or(600, |p| p.instance_timeout_seconds),
+        },
+        status: None,
+    };
+    if create_once(&ctx.caches.upgrades.api(ns), &upgrade).await? {
+        ctx.metrics.wrote("PostgresUpgrade");
+        ctx.events
+            .normal(
+                cluster,
+                "UpgradeCreated",
+                "Upgrade",
+                format!(
+                    "PostgresUpgrade {name} moves the instances to PostgreSQL {version} ({image})"
+                ),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// A second active upgrade of a cluster waits for the first, and says so.
+async fn one_at_a_time(
+    ctx: &Context,
+    upgrade: &PostgresUpgrade,
+    first: &PostgresUpgrade,
+) -> Result<(), Error> {
+    let mut status: PostgresUpgradeStatus = upgrade.status.clone().unwrap_or_default();
+    status.phase = Some(pgpilot_api::upgrade::UpgradePhase::Pending);
+    status.observed_generation = upgrade.metadata.generation;
+    conditions::set(
+        &mut status.conditions,
+        Update {
+            type_: plan::PROGRESSING,
+            status: Status::False,
+            reason: "AnotherUpgradeActive",
+            message: format!(
+                "PostgresUpgrade {} is under way for cluster {}: one upgrade at a time; this one waits (or abort it)",
+                first.name_any(),
+                upgrade.spec.cluster.name
+            ),
+            observed_generation: upgrade.metadata.generation,
+        },
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    );
+    let api = ctx
+        .caches
+        .upgrades
+        .api(&upgrade.namespace().unwrap_or_default());
+    if apply_status(&api, &ctx.field_manager, &PART, upgrade, &status).await? {
+        ctx.metrics.wrote("PostgresUpgrade/status");
+    }
+    Ok(())
+}
+
+async fn create_backup(
+    ctx: &Context,
+    upgrade: &PostgresUpgrade,
+    cluster: &PostgresCluster,
+    name: &str,
+) -> Result<(), Error> {
+    let ns = upgrade.namespace().unwrap_or_default();
+    let backup = PostgresBackup {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([
+                (labels::CLUSTER.to_owned(), cluster.name_any()),
+                (
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_VALUE.to_owned(),
+                ),
+            ])),
+            owner_references: upgrade.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: PostgresBackupSpec {
+            cluster: upgrade.spec.cluster.clone(),
+            backup_type: BackupType::Full,
+            target: Default::default(),
+            deletion_policy: Default::default(),
+            verification: None,
+        },
+        status: None,
+    };
+    if create_once(&ctx.caches.backups.api(&ns), &backup).await? {
+        ctx.metrics.wrote("PostgresBackup");
+    }
+    Ok(())
+}
+
+/// Sets this controller's annotations on the cluster to `desired` (removing those it no
+/// longer wants), by server-side apply; no request when the cluster carries them already.
+async fn annotate(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    ns: &str,
+    desired: BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let live = cluster.annotations();
+    let same = OURS.iter().all(|k| live.get(*k) == desired.get(*k));
+    if same {
+        return Ok(());
+    }
+    let name = cluster.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": "pgpilot.io/v1alpha1",
+        "kind": "PostgresCluster",
+        "metadata": {"name": name, "annotations": desired},
+    });
+    kube::Api::<PostgresCluster>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(&ctx.field_manager).force(),
+            &Patch::Apply(&patch),
+        )
+        .instrument(tracing::debug_span!("kube.apply", kind = "PostgresCluster", name = %name))
+        .await
+        .map_err(pgpilot_toolkit::Error::api::<Error>(
+            "apply",
+            "PostgresCluster",
+            &name,
+        ))?;
+    ctx.metrics.wrote("PostgresCluster");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(window: Option<serde_json::Value>) -> PostgresCluster {
+        let mut spec =
+            serde_json::json!({"postgresql": {"version": 17}, "storage": {"size": "1Gi"}});
+        if let Some(w) = window {
+            spec["upgrade"] = serde_json::json!({"maintenanceWindow": w});
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresCluster",
+            "metadata": {"name": "db", "namespace": "prod"}, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// Unix seconds of a UTC time.
+    fn at(s: &str) -> i64 {
+        s.parse::<Timestamp>().unwrap().as_second()
+    }
+
+    #[test]
+    fn one_name_per_target() {
+        let a = upgrade_name("db", 17, "pg:17.6");
+        assert_eq!(a, upgrade_name("db", 17, "pg:17.6"));
+        assert_ne!(a, upgrade_name("db", 17, "pg:17.7"));
+        assert!(a.starts_with("db-upgrade-") && a.len() == "db-upgrade-".len() + 8);
+    }
+
+    #[test]
+    fn the_window_is_open_from_its_start_for_its_length_in_its_time_zone() {
+        assert_eq!(window(&cluster(None), 0), Window::Always);
+        // Saturdays 02:00 Paris time (01:00 UTC in winter), two hours.
+        let c = cluster(Some(serde_json::json!(
+            {"schedule": "0 2 * * 6", "durationMinutes": 120, "timeZone": "Europe/Paris"}
+        )));
+        assert_eq!(window(&c, at("2026-12-12T01:30:00Z")), Window::Open);
+        assert_eq!(
+            window(&c, at("2026-12-12T03:30:00Z")),
+            Window::Closed(Some(at("2026-12-19T01:00:00Z")))
+        );
+        assert_eq!(
+            window(&c, at("2026-12-11T23:00:00Z")),
+            Window::Closed(Some(at("2026-12-12T01:00:00Z")))
+        );
+        let bad = cluster(Some(
+            serde_json::json!({"schedule": "0 2 * * 6", "durationMinutes": 60, "timeZone": "Mars/Olympus"}),
+        ));
+        assert_eq!(window(&bad, 0), Window::Invalid);
+    }
+}
