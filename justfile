@@ -134,7 +134,7 @@ run *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
     source e2e/scripts/env.sh
-    kubectl apply --server-side -f crds/
+    kubectl apply --server-side --force-conflicts -f crds/
     cargo run -p pgpilot-manager -- --log-format text --default-image 17=localhost/pgpilot/postgres:17 \
         --metrics-bind-address 127.0.0.1:8080 --health-probe-bind-address 127.0.0.1:8081 {{ARGS}}
 

@@ -45,7 +45,7 @@ if [[ $started == 1 ]]; then trap 'e2e/scripts/cluster-down.sh >/dev/null' EXIT;
 e2e/scripts/cluster-up.sh --kwok >/dev/null
 # shellcheck source=e2e/scripts/env.sh
 . e2e/scripts/env.sh
-kubectl apply --server-side -f crds/ >/dev/null
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for condition=established crd/postgresclusters.pgpilot.io >/dev/null
 
 # Sum of apiserver_request_total for the cluster's kinds, by verb, watches left out.

@@ -55,7 +55,7 @@ MANAGER=$REPO/target/release/pgpilot-manager
 BENCH=$REPO/target/release/pgpilot-bench
 
 step "namespace $NS, CRDs, the manager's RBAC"
-kctl apply --server-side -f "$REPO/crds/" >/dev/null
+kctl apply --server-side --force-conflicts -f "$REPO/crds/" >/dev/null
 kctl create namespace "$NS" --dry-run=client -o yaml | kctl apply -f - >/dev/null
 kctl label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
 # The manager's own rules for the controllers measured, under a name of the bench's own (other

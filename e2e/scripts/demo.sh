@@ -26,7 +26,7 @@ step "local Kubernetes with a real node"
 step "CRDs, and the manager's least-privilege RBAC"
 (cd "$REPO" && cargo build -q -p pgpilot-manager)
 MANAGER=$REPO/target/debug/pgpilot-manager
-kctl apply --server-side -f "$REPO/crds/" >/dev/null
+kctl apply --server-side --force-conflicts -f "$REPO/crds/" >/dev/null
 kctl create namespace "$NS" --dry-run=client -o yaml | kctl apply -f - >/dev/null
 "$MANAGER" rbac --controllers cluster --namespace "$NS" --bind user:pgpilot-manager | kctl apply -f - >/dev/null
 

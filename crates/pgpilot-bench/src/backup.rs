@@ -72,6 +72,12 @@ pub struct RestoreRun {
     pub seconds: f64,
     /// Create → the backup controller chose the backup (`status.restore`).
     pub chosen_seconds: f64,
+    /// Create → the instance's container started (whole seconds, from the pod's status).
+    #[serde(default)]
+    pub container_started_seconds: Option<f64>,
+    /// pgBackRest's own restore time (its `restore command end` line).
+    #[serde(default)]
+    pub pgbackrest_seconds: Option<f64>,
     pub load1: f64,
 }
 
@@ -363,8 +369,7 @@ pub async fn run(
         save(&r)?;
     }
     // Whatever happened above, the instance archives as pgpilot configured it again.
-    db.batch_execute("alter system reset archive_command; select pg_reload_conf()")
-        .await?;
+    reset_archive_command(&db).await?;
 
     if !opts.keep {
         for name in [SOURCE] {
@@ -822,6 +827,7 @@ async fn restore_once(
     drop_caches().await?;
     let load = load1();
     let t = Instant::now();
+    let created = chrono::Utc::now().timestamp_millis();
     api.create(&PostParams::default(), &cluster(&name, spec)?)
         .await?;
     let chosen = poll(
@@ -838,14 +844,44 @@ async fn restore_once(
     .await?;
     let ready = pgc::wait_ready(&api, &name, Duration::from_secs(1800)).await;
     let seconds = t.elapsed().as_secs_f64();
+    // Where the time went: the container's start, and pgBackRest's own account.
+    let pod = format!("{name}-0");
+    let container_started_seconds = Api::<Pod>::namespaced(client.clone(), ns)
+        .get(&pod)
+        .await
+        .ok()
+        .and_then(|p| p.status?.container_statuses)
+        .and_then(|cs| {
+            let c = cs.into_iter().find(|c| c.name == "postgres")?;
+            Some(c.state?.running?.started_at?.0.as_millisecond())
+        })
+        .map(|ms| (ms - created) as f64 / 1000.0);
+    let logs = kubectl(&["-n", ns, "logs", &pod, "-c", "postgres"])
+        .await
+        .unwrap_or_default();
     let deleted = pgc::delete_cluster(client, ns, &name).await;
     ready?;
     deleted?;
     Ok(RestoreRun {
         seconds,
         chosen_seconds: chosen,
+        container_started_seconds,
+        pgbackrest_seconds: restore_ms(&logs).map(|ms| ms as f64 / 1000.0),
         load1: load,
     })
+}
+
+/// The duration pgBackRest gives in `restore command end: completed successfully (1234ms)`.
+fn restore_ms(log: &str) -> Option<u64> {
+    log.lines()
+        .find_map(|l| {
+            l.split("restore command end: completed successfully (")
+                .nth(1)
+        })?
+        .split("ms)")
+        .next()?
+        .parse()
+        .ok()
 }
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -860,19 +896,21 @@ async fn archive_under_load(
     opts: &Options,
 ) -> Result<ArchiveRun> {
     if archive_async {
-        db.batch_execute("alter system reset archive_command; select pg_reload_conf()")
-            .await?;
+        reset_archive_command(db).await?;
     } else {
         let current: String = db.query_one("show archive_command", &[]).await?.get(0);
         if !current.contains("archive-push") {
             bail!("unexpected archive_command {current:?}");
         }
         let sync = current.replace("archive-push", "--no-archive-async archive-push");
+        // One statement per call: several in one string run as one transaction, and
+        // ALTER SYSTEM refuses to run in one.
         db.batch_execute(&format!(
-            "alter system set archive_command = '{}'; select pg_reload_conf()",
+            "alter system set archive_command = '{}'",
             sync.replace('\'', "''")
         ))
         .await?;
+        db.batch_execute("select pg_reload_conf()").await?;
     }
     wait_archived(db, Duration::from_secs(300)).await?;
     let lsn0: String = db
@@ -957,6 +995,14 @@ async fn archive_under_load(
             - samples.first().map_or(0, |s| s.failed_count),
         samples,
     })
+}
+
+/// The archive_command as pgpilot configured it (ALTER SYSTEM's override removed).
+async fn reset_archive_command(db: &tokio_postgres::Client) -> Result<()> {
+    db.batch_execute("alter system reset archive_command")
+        .await?;
+    db.batch_execute("select pg_reload_conf()").await?;
+    Ok(())
 }
 
 /// pgbench's `tps = N (without initial connection time)`.
@@ -1093,6 +1139,14 @@ mod tests {
             (33.0, 1_100_000_000, 90_000_000)
         );
         assert!(backup_info(report, "nope").is_err());
+    }
+
+    #[test]
+    fn the_restore_time_comes_from_pgbackrests_last_line() {
+        let log = "2026-12-06 03:59:01.123 P00   INFO: restore command begin 2.55.1: --delta\n\
+                   2026-12-06 03:59:07.456 P00   INFO: restore command end: completed successfully (6333ms)\n";
+        assert_eq!(restore_ms(log), Some(6333));
+        assert_eq!(restore_ms("nothing"), None);
     }
 
     #[test]

@@ -254,10 +254,16 @@ pub fn render(r: &BackupResults) -> String {
          A one-instance PostgresCluster with `bootstrap.restore` of the last full backup above\n\
          (`backupId`), replaying the archived WAL after it: create → Ready (the backup controller's\n\
          check Job, the pod, pgBackRest's restore with `--delta`, recovery, promotion, Patroni).\n\n\
-         | create → Ready | create → backup chosen (`status.restore`) | load (1 min) |\n|---|---|---|\n\
-         | {} | {} | {} |",
+         | create → Ready | create → backup chosen (`status.restore`) | create → the instance's container started | pgBackRest's restore (its own account) | load (1 min) |\n|---|---|---|---|---|\n\
+         | {} | {} | {} | {} | {} |",
         secs(restore_time),
         secs(Summary::of(r.restore.iter().map(|x| x.chosen_seconds))),
+        secs(Summary::of(
+            r.restore.iter().filter_map(|x| x.container_started_seconds)
+        )),
+        secs(Summary::of(
+            r.restore.iter().filter_map(|x| x.pgbackrest_seconds)
+        )),
         loads(r.restore.iter().map(|x| x.load1)),
     );
 
@@ -364,6 +370,8 @@ mod tests {
             restore: vec![RestoreRun {
                 seconds: 31.0,
                 chosen_seconds: 2.0,
+                container_started_seconds: None,
+                pgbackrest_seconds: None,
                 load1: 0.0,
             }],
             archive: vec![ArchiveRun {

@@ -28,3 +28,5 @@ mod repair;
 mod restore;
 #[path = "e2e/roll.rs"]
 mod roll;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;

@@ -1,9 +1,10 @@
 //! What an upgrade does next, from what is observed: its steps, its phase, the annotations
 //! the cluster carries for the cluster controller, and at most one action. Pure.
 //!
-//! A minor upgrade's steps, in order: `gates` (the cluster Ready, replicas streaming and
-//! caught up, no backup running), `approval`, `maintenance-window`, `backup` (a full
-//! PostgresBackup, waited for), then the instances: `upgrade-replica/<pod>` for each replica,
+//! A minor upgrade's steps, in order: `approval`, `maintenance-window`, `gates` (the cluster
+//! Ready, replicas streaming and caught up, no backup running: checked right before anything
+//! changes, not when the approval was given), `backup` (a full PostgresBackup, waited for),
+//! then the instances: `upgrade-replica/<pod>` for each replica,
 //! `switchover`, `upgrade-primary/<pod>`, `verify`. The instances are moved by the cluster
 //! controller's pod roll once the cluster carries the upgrade's target; this plan watches them
 //! and holds the roll (pause, an instance that does not come back) through an annotation.
@@ -171,16 +172,13 @@ impl Steps<'_> {
     }
 }
 
-/// The steps of a minor upgrade of a cluster whose primary is `primary` and whose other
-/// instances are `replicas` (replaced in this order).
-fn minor_steps(primary: &str, replicas: &[String]) -> Vec<UpgradeStep> {
-    let mut names = vec![
-        GATES.to_owned(),
-        APPROVAL.to_owned(),
-        WINDOW.to_owned(),
-        BACKUP.to_owned(),
-    ];
-    names.extend(replicas.iter().map(|r| format!("{REPLICA_PREFIX}{r}")));
+/// The instance steps of a minor upgrade of a cluster whose primary is `primary` and whose
+/// other instances are `replicas` (replaced in this order).
+fn instance_steps(primary: &str, replicas: &[String]) -> Vec<UpgradeStep> {
+    let mut names: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("{REPLICA_PREFIX}{r}"))
+        .collect();
     if !replicas.is_empty() {
         names.push(SWITCHOVER.to_owned());
     }
@@ -285,20 +283,14 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     if st.start_time.is_none() {
         st.start_time = Some(now.clone());
     }
-    let (Some(from_version), Some(primary)) = (
-        st.from_version,
-        f.cluster
-            .status
-            .as_ref()
-            .and_then(|s| s.current_primary.clone()),
-    ) else {
+    let Some(from_version) = st.from_version else {
         st.phase = Some(UpgradePhase::Pending);
         condition(
             &mut st,
             PROGRESSING,
             Status::False,
             "WaitingForCluster",
-            format!("cluster {} has no running instances yet", spec.cluster.name),
+            format!("cluster {} has no instances yet", spec.cluster.name),
         );
         return finish(st, before, annotations, Act::Nothing, None);
     };
@@ -336,15 +328,13 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         return finish(st, before, annotations, Act::Nothing, None);
     }
     if st.steps.is_empty() {
-        let mut replicas: Vec<String> = f
-            .pods
-            .iter()
-            .map(|p| p.name.clone())
-            .filter(|p| *p != primary)
+        st.steps = [APPROVAL, WINDOW, GATES, BACKUP]
+            .into_iter()
+            .map(|name| UpgradeStep {
+                name: name.to_owned(),
+                ..Default::default()
+            })
             .collect();
-        // Higher ordinals first, as the pod roll takes them.
-        replicas.sort_by_key(|p| std::cmp::Reverse(ordinal(p)));
-        st.steps = minor_steps(&primary, &replicas);
     }
     st.instances = instances(f, &spec.target_image);
 
@@ -433,25 +423,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         return finish(st, before, annotations, Act::Nothing, None);
     }
 
-    // Before the instances move: gates, approval, window, backup.
+    // Before the instances move: approval, window, gates, backup.
     if !started {
-        if steps.state(GATES) != StepState::Done {
-            let why = gates(f);
-            if !why.is_empty() {
-                steps.set(GATES, StepState::Running, why.join("; "));
-                return waiting(
-                    st,
-                    before,
-                    annotations,
-                    &now,
-                    generation,
-                    UpgradePhase::Pending,
-                    "WaitingForGates",
-                    why.join("; "),
-                );
-            }
-            steps.set(GATES, StepState::Done, "");
-        }
         match (spec.require_approval, spec.approved == Some(true)) {
             (false, _) => steps.set(APPROVAL, StepState::Skipped, "not required"),
             (true, true) => steps.set(APPROVAL, StepState::Done, ""),
@@ -506,6 +479,23 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                     message,
                 );
             }
+        }
+        if steps.state(GATES) != StepState::Done {
+            let why = gates(f);
+            if !why.is_empty() {
+                steps.set(GATES, StepState::Running, why.join("; "));
+                return waiting(
+                    st,
+                    before,
+                    annotations,
+                    &now,
+                    generation,
+                    UpgradePhase::Pending,
+                    "WaitingForGates",
+                    why.join("; "),
+                );
+            }
+            steps.set(GATES, StepState::Done, "");
         }
         if !spec.backup_before_upgrade || f.cluster.spec.backup.is_none() {
             steps.set(
@@ -587,7 +577,36 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         }
     }
 
-    // The instances move: the cluster controller rolls them to the target.
+    // The instances move: the cluster controller rolls them to the target. Which they are
+    // is fixed now, right after the gates (the primary last).
+    if !steps.steps.iter().any(|s| s.name == VERIFY) {
+        let Some(primary) = f
+            .cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.current_primary.clone())
+        else {
+            return waiting(
+                st,
+                before,
+                annotations,
+                &now,
+                generation,
+                UpgradePhase::Pending,
+                "WaitingForCluster",
+                "the cluster has no primary".to_owned(),
+            );
+        };
+        let mut replicas: Vec<String> = f
+            .pods
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|p| *p != primary)
+            .collect();
+        // Higher ordinals first, as the pod roll takes them.
+        replicas.sort_by_key(|p| std::cmp::Reverse(ordinal(p)));
+        steps.steps.extend(instance_steps(&primary, &replicas));
+    }
     annotations.insert(labels::UPGRADE_TARGET.to_owned(), target);
     let on_target = |p: &Pod| p.image.as_deref() == Some(spec.target_image.as_str());
     let pod = |n: &str| f.pods.iter().find(|p| p.name == n);
@@ -977,9 +996,9 @@ mod tests {
         assert_eq!(
             names,
             [
-                "gates",
                 "approval",
                 "maintenance-window",
+                "gates",
                 "backup",
                 "upgrade-replica/db-2",
                 "upgrade-replica/db-1",
@@ -1004,7 +1023,7 @@ mod tests {
         w.cluster = cluster(true, "db-0", false);
         w.other_backup_running = true;
         let p = w.step();
-        let message = p.status.steps[0].message.clone().unwrap();
+        let message = p.status.steps[2].message.clone().unwrap();
         assert!(
             message.contains("a backup of the cluster is running"),
             "{message}"
@@ -1013,7 +1032,7 @@ mod tests {
         w.other_backup_running = false;
         w.cluster.status.as_mut().unwrap().instances[2].lag_bytes = Some(64 << 20);
         assert!(
-            w.step().status.steps[0]
+            w.step().status.steps[2]
                 .message
                 .clone()
                 .unwrap()

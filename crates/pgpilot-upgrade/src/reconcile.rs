@@ -87,7 +87,8 @@ pub fn upgrade_name(cluster: &str, version: i32, image: &str) -> String {
     format!("{cluster}-upgrade-{hex}")
 }
 
-/// The cluster's upgrades, oldest first.
+/// The cluster's upgrades in the order they take turns: those already started first (by
+/// when), then by creation (a second's resolution), then by name.
 fn upgrades_of(caches: &Caches, ns: &str, cluster: &str) -> Vec<Arc<PostgresUpgrade>> {
     let mut found: Vec<Arc<PostgresUpgrade>> = caches
         .upgrades
@@ -95,8 +96,22 @@ fn upgrades_of(caches: &Caches, ns: &str, cluster: &str) -> Vec<Arc<PostgresUpgr
         .into_iter()
         .filter(|u| u.spec.cluster.name == cluster)
         .collect();
-    found.sort_by_key(|u| (u.creation_timestamp().map(|t| t.0), u.name_any()));
+    found.sort_by_key(|u| turn(u));
     found
+}
+
+fn turn(u: &PostgresUpgrade) -> (bool, Option<Timestamp>, Option<Timestamp>, String) {
+    let started = u
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0);
+    (
+        started.is_none(),
+        started,
+        u.creation_timestamp().map(|t| t.0),
+        u.name_any(),
+    )
 }
 
 async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Action, Error> {
@@ -483,6 +498,31 @@ mod tests {
     /// Unix seconds of a UTC time.
     fn at(s: &str) -> i64 {
         s.parse::<Timestamp>().unwrap().as_second()
+    }
+
+    #[test]
+    fn an_upgrade_under_way_keeps_its_turn_over_a_newer_one_of_the_same_second() {
+        let upgrade = |name: &str, started: Option<&str>| -> PostgresUpgrade {
+            let mut u: PostgresUpgrade = serde_json::from_value(serde_json::json!({
+                "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresUpgrade",
+                "metadata": {"name": name, "creationTimestamp": "2026-12-06T04:00:00Z"},
+                "spec": {"cluster": {"name": "db"}, "targetVersion": 17, "targetImage": "x"},
+            }))
+            .unwrap();
+            if let Some(t) = started {
+                u.status = Some(PostgresUpgradeStatus {
+                    start_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        t.parse().unwrap(),
+                    )),
+                    ..Default::default()
+                });
+            }
+            u
+        };
+        let under_way = upgrade("db-upgrade-1", Some("2026-12-06T04:00:00Z"));
+        let by_hand = upgrade("by-hand", None);
+        assert!(turn(&under_way) < turn(&by_hand));
+        assert!(turn(&upgrade("a", None)) < turn(&upgrade("b", None)));
     }
 
     #[test]

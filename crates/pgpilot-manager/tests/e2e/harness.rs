@@ -32,6 +32,7 @@ pub const PATRONI_YAML: &str = "/etc/patroni/patroni.yaml";
 pub struct ClusterYaml {
     name: String,
     instances: i32,
+    postgresql: String,
     extra: Vec<String>,
 }
 
@@ -40,6 +41,7 @@ impl ClusterYaml {
         Self {
             name: name.to_owned(),
             instances: 1,
+            postgresql: "{version: 17}".to_owned(),
             extra: vec![],
         }
     }
@@ -57,6 +59,12 @@ impl ClusterYaml {
         ))
     }
 
+    /// PostgreSQL `version` from `image` (the manager's default is 17's).
+    pub fn postgres(mut self, version: i32, image: &str) -> Self {
+        self.postgresql = format!("{{version: {version}, image: '{image}'}}");
+        self
+    }
+
     /// One more line under `spec:` (flow-style YAML).
     pub fn spec(mut self, line: &str) -> Self {
         self.extra.push(line.to_owned());
@@ -70,12 +78,12 @@ kind: PostgresCluster
 metadata: {{name: {}}}
 spec:
   instances: {}
-  postgresql: {{version: 17}}
+  postgresql: {}
   storage: {{size: 1Gi}}
   resources: {{requests: {{cpu: 50m, memory: 128Mi}}, limits: {{memory: 512Mi}}}}
   patroni: {{ttl: 20, loopWait: 2, retryTimeout: 4}}
 ",
-            self.name, self.instances
+            self.name, self.instances, self.postgresql
         );
         for line in &self.extra {
             y.push_str("  ");

@@ -48,12 +48,15 @@ fn terminating(pod: &Pod) -> bool {
 /// A Ready 3-instance cluster with required quorum replication (as in the failover test)
 /// and a sequence writer on `db-rw`. Returns the writer and the primary.
 async fn ready_under_writes(env: &Env) -> Result<(Writer, String)> {
-    env.apply(
-        &ClusterYaml::new("db")
-            .instances(3)
-            .sync_required("Quorum")
-            .yaml(),
-    )?;
+    ready_under_writes_of(env, ClusterYaml::new("db")).await
+}
+
+/// [`ready_under_writes`] of cluster `db` as `cluster` (3 instances, quorum) describes it.
+pub(crate) async fn ready_under_writes_of(
+    env: &Env,
+    cluster: ClusterYaml,
+) -> Result<(Writer, String)> {
+    env.apply(&cluster.instances(3).sync_required("Quorum").yaml())?;
     let pg = env.wait_ready("db", 3, CREATE).await?;
     let primary = pg
         .status
@@ -78,7 +81,7 @@ async fn ready_under_writes(env: &Env) -> Result<(Writer, String)> {
 /// Stops the writer once an insert is acknowledged again after the change settled, reads the
 /// table back through `db-rw` and fails on any acknowledged id missing; reports the longest
 /// pause between acknowledgements since `changed`.
-async fn no_acknowledged_write_lost(
+pub(crate) async fn no_acknowledged_write_lost(
     env: &Env,
     writer: Writer,
     what: &str,
