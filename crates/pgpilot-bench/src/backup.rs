@@ -140,19 +140,15 @@ pub struct Options {
     pub work_dir: PathBuf,
 }
 
-/// The variants of pgBackRest's settings measured beside pgpilot's (process-max 2, lz4 at
-/// its default level): environment variables pgBackRest reads over its config file.
+/// The variants of pgBackRest's settings measured beside pgpilot's (process-max 2, zst at
+/// level 3): environment variables pgBackRest reads over its config file.
 pub const VARIANTS: &[&[(&str, &str)]] = &[
     &[("PROCESS_MAX", "1")],
     &[("PROCESS_MAX", "4")],
-    &[("COMPRESS_TYPE", "none")],
-    &[("COMPRESS_TYPE", "zst"), ("COMPRESS_LEVEL", "3")],
+    &[("COMPRESS_TYPE", "lz4"), ("COMPRESS_LEVEL", "1")],
+    &[("COMPRESS_TYPE", "zst"), ("COMPRESS_LEVEL", "6")],
     &[("COMPRESS_TYPE", "gz"), ("COMPRESS_LEVEL", "6")],
-    &[
-        ("COMPRESS_TYPE", "gz"),
-        ("COMPRESS_LEVEL", "6"),
-        ("PROCESS_MAX", "4"),
-    ],
+    &[("COMPRESS_TYPE", "none")],
 ];
 
 fn settings_label(variant: &[(&str, &str)]) -> String {
@@ -372,12 +368,19 @@ pub async fn run(
     reset_archive_command(&db).await?;
 
     if !opts.keep {
-        for name in [SOURCE] {
-            pgc::delete_cluster(client, ns, name).await?;
-        }
-        let _ = backups
+        // The backups first: their Jobs' pods carry the cluster's label, which the cluster's
+        // deletion waits on.
+        backups
             .delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await;
+            .await?;
+        for k in 0..VARIANTS.len() {
+            delete_job(
+                &Api::<Job>::namespaced(client.clone(), ns),
+                &format!("bench-variant-{k}"),
+            )
+            .await?;
+        }
+        pgc::delete_cluster(client, ns, SOURCE).await?;
         let _ = kubectl(&["-n", ns, "delete", "pod,service", minio::NAME, "--wait"]).await;
     }
     r.load_end = loadavg();

@@ -214,7 +214,7 @@ pub fn render(r: &BackupResults) -> String {
         o,
         "\n### pgBackRest settings\n\n\
          Full backups of the same database, one each, with pgBackRest's settings changed from\n\
-         pgpilot's (`process-max=2`, `compress-type=lz4` at its default level 1) through\n\
+         pgpilot's (`process-max=2`, `compress-type=zst`, `compress-level=3`) through\n\
          `PGBACKREST_*` variables on a copy of the backup Job. Throughput is the database size over\n\
          the Job's time (created → complete).\n\n\
          | settings | Job time | pgBackRest time | throughput | in the repository | of the database |\n|---|---|---|---|---|---|"
@@ -241,7 +241,7 @@ pub fn render(r: &BackupResults) -> String {
     };
     setting_row(
         &mut o,
-        "pgpilot's: `process-max=2 compress-type=lz4`",
+        "pgpilot's: `process-max=2 compress-type=zst compress-level=3`",
         &r.backup.iter().collect::<Vec<_>>(),
     );
     for v in &r.variants {

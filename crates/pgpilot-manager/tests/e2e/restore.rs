@@ -331,7 +331,7 @@ async fn verifications(env: &Env) -> Result<()> {
     let broken = backup_of(env, "db", "broken", "Full").await?;
     let label = broken.backup_id.clone().context("no label")?;
     let key = format!(
-        "pgbackrest/{ns}/db/backup/{ns}-db/{label}/pg_data/global/pg_control.lz4",
+        "pgbackrest/{ns}/db/backup/{ns}-db/{label}/pg_data/global/pg_control.zst",
         ns = env.ns
     );
     ensure!(minio.exists(env, "backups", &key).await?, "{key} not found");

@@ -1,11 +1,14 @@
 //! A minor upgrade (PostgreSQL 15.18 → 15.20) of a Ready three-instance cluster under a
-//! steady writer: the upgrade controller creates the PostgresUpgrade, the cluster controller's
+//! steady writer and pgbench: the upgrade controller creates the PostgresUpgrade, the cluster controller's
 //! pod roll moves the replicas, switches over and moves the old primary, every instance
 //! reports 15.20 and no acknowledged write is lost.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use pgpilot_api::PostgresUpgrade;
@@ -29,6 +32,11 @@ async fn a_minor_upgrade_moves_every_instance_under_writes_and_loses_nothing() {
 async fn minor(env: &Env) -> Result<()> {
     let (writer, old_primary) =
         ready_under_writes_of(env, ClusterYaml::new("db").postgres(15, FROM)).await?;
+    let ip = env.service_ip("db-rw").await?;
+    let password = env.superuser("db").await?.password;
+    pgbench(&ip, &password, &["-i", "-s", "2", "-q"]).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(pgbench_load(ip, password, stop.clone()));
     let changed = Instant::now();
     env.patch_spec("db", serde_json::json!({"postgresql": {"image": TO}}))
         .await?;
@@ -55,7 +63,15 @@ async fn minor(env: &Env) -> Result<()> {
             }
         },
     )
-    .await?;
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (runs, transactions) = load.await??;
+    let done = done?;
+    ensure!(
+        runs >= 2 && transactions > 0,
+        "pgbench did not load the cluster: {runs} runs, {transactions} transactions"
+    );
+    eprintln!("pgbench during the upgrade: {transactions} transactions in {runs} runs");
     no_acknowledged_write_lost(env, writer, "minor upgrade", changed).await?;
 
     // Every step done in order (no pre-upgrade backup: the cluster has no repository), the
@@ -132,4 +148,63 @@ async fn minor(env: &Env) -> Result<()> {
         "{annotations:?}"
     );
     Ok(())
+}
+
+/// Debian's pgbench on the host (CI installs postgresql-15 for the SQL tests).
+fn pgbench_binary() -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("no host PostgreSQL under /usr/lib/postgresql (apt-get install postgresql-15)")?
+        .filter_map(|e| Some(e.ok()?.path().join("bin/pgbench")))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("no pgbench under /usr/lib/postgresql/*/bin")
+}
+
+/// One pgbench run against `ip` as the superuser (password in its environment, never in
+/// its arguments); its output.
+async fn pgbench(ip: &str, password: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(pgbench_binary()?)
+        .args(["-h", ip, "-U", "postgres"])
+        .args(args)
+        .arg("postgres")
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "2")
+        .output()
+        .await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() && !text.contains("transactions actually processed") {
+        bail!("pgbench {args:?}: {text}");
+    }
+    Ok(text)
+}
+
+/// Five-second pgbench runs (two clients) until `stop`: a switchover or a replaced primary
+/// ends a run early, and the next one connects again. Returns the runs that processed
+/// transactions, and how many.
+async fn pgbench_load(ip: String, password: String, stop: Arc<AtomicBool>) -> Result<(usize, u64)> {
+    let (mut runs, mut transactions) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(out) = pgbench(&ip, &password, &["-c", "2", "-j", "1", "-T", "5", "-n"]).await
+        else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let n: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+            .and_then(|rest| rest.split(['/', ' ']).next()?.parse().ok())
+            .unwrap_or(0);
+        if n > 0 {
+            runs += 1;
+            transactions += n;
+        }
+    }
+    Ok((runs, transactions))
 }
