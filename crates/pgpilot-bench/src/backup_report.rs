@@ -139,6 +139,41 @@ pub fn render(r: &BackupResults) -> String {
                 .map(|(x, b)| x.median <= RESTORE_TARGET_RATIO * b.median)
         ),
     );
+    // The same two targets on pgBackRest's own accounts: what the copy costs, without the
+    // Kubernetes work around it (pods, volumes, the check Job, Patroni).
+    let own_backup = Summary::of(r.backup.iter().map(|b| b.pgbackrest_seconds));
+    let own_backup_mbs = Summary::of(
+        r.backup
+            .iter()
+            .map(|b| b.bytes as f64 / 1e6 / b.pgbackrest_seconds),
+    );
+    let own_restore = Summary::of(r.restore.iter().filter_map(|x| x.pgbackrest_seconds));
+    let _ = writeln!(
+        o,
+        "| … pgBackRest's own backup run (whole seconds) vs the slower raw path | {} | none set | reported |",
+        match (own_backup_mbs, slower_raw) {
+            (Some(b), Some(raw)) => format!(
+                "{:.0} MB/s vs {:.0} MB/s: {:.0} %",
+                b.median,
+                raw,
+                100.0 * b.median / raw
+            ),
+            _ => "—".into(),
+        },
+    );
+    let _ = writeln!(
+        o,
+        "| … pgBackRest's own restore vs its own backup (medians) | {} | none set | reported |",
+        match (own_restore, own_backup) {
+            (Some(x), Some(b)) => format!(
+                "{:.1} s vs {:.1} s: {:.2}×",
+                x.median,
+                b.median,
+                x.median / b.median
+            ),
+            _ => "—".into(),
+        },
+    );
     let _ = writeln!(
         o,
         "| WAL archive lag under pgbench, slowest segment (pgpilot's settings) | {} | ≤ {ARCHIVE_LAG_TARGET_S} s | {} |\n",
