@@ -26,6 +26,7 @@ pub fn available(settings: &Settings) -> Vec<ControllerRef> {
         }),
         Arc::new(UpgradeController {
             default_images: settings.default_images.clone(),
+            metrics: Default::default(),
         }),
     ]
 }

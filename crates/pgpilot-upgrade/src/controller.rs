@@ -11,6 +11,7 @@ use pgpilot_postgres::version::DefaultImages;
 use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
+use crate::metrics::UpgradeMetrics;
 use crate::reconcile::{Caches, Context};
 
 /// Name in `--controllers`.
@@ -19,6 +20,7 @@ pub const NAME: &str = "upgrade";
 /// The upgrade controller.
 pub struct UpgradeController {
     pub default_images: DefaultImages,
+    pub metrics: UpgradeMetrics,
 }
 
 #[async_trait::async_trait]
@@ -62,6 +64,10 @@ impl Controller for UpgradeController {
         ]
     }
 
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
     /// One loop, by cluster: an upgrade, its backup, the pin and the pods all wake the
     /// cluster they belong to.
     async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
@@ -95,6 +101,7 @@ impl Controller for UpgradeController {
                 metrics: scope.ctx.metrics.clone(),
                 caches,
                 default_images: self.default_images.clone(),
+                upgrade_metrics: self.metrics.clone(),
             })
         })
         .await

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::metrics::UpgradeMetrics;
 use crate::plan::{self, Act, Facts, PreBackup, Window};
 
 /// The whole status of a PostgresUpgrade is this controller's.
@@ -67,6 +68,7 @@ pub struct Context {
     pub metrics: ControllerMetrics,
     pub caches: Caches,
     pub default_images: DefaultImages,
+    pub upgrade_metrics: UpgradeMetrics,
 }
 
 #[async_trait::async_trait]
