@@ -95,7 +95,26 @@ async fn a_new_image_gets_one_owned_upgrade_that_honours_approval_pause_and_abor
         serde_json::json!({"spec": {"postgresql": {"image": NEW}}}),
     )
     .await;
-    let name = pgpilot_upgrade::reconcile::upgrade_name("db", 17, NEW);
+    // Named after the target and the spec's generation; the only one labelled for `db`.
+    let name = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = upgrades
+                .list(&kube::api::ListParams::default().labels("pgpilot.io/cluster=db"))
+                .await
+                .unwrap();
+            if let [u] = found.items.as_slice() {
+                break u.name_any();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no PostgresUpgrade{}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    assert!(name.starts_with("db-upgrade-"), "{name}");
     let u = wait_for(&upgrades, &name, Duration::from_secs(30), |u| {
         phase(u) == Some(UpgradePhase::AwaitingApproval)
     })

@@ -81,10 +81,13 @@ impl Reconciler for Context {
     }
 }
 
-/// The name of the PostgresUpgrade this controller creates for a target: one per target, so
-/// a crash between creating it and seeing it never makes a second.
-pub fn upgrade_name(cluster: &str, version: i32, image: &str) -> String {
-    let digest = Sha256::digest(labels::upgrade_target(version, image).as_bytes());
+/// The name of the PostgresUpgrade this controller creates for a target asked for by the
+/// cluster's spec generation `generation`: one per spec change, so a crash between creating
+/// it and seeing it never makes a second, and going back to an earlier image later is a new
+/// upgrade.
+pub fn upgrade_name(cluster: &str, generation: i64, version: i32, image: &str) -> String {
+    let target = labels::upgrade_target(version, image);
+    let digest = Sha256::digest(format!("{generation}/{target}").as_bytes());
     let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     format!("{cluster}-upgrade-{hex}")
 }
@@ -135,7 +138,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         // keep what the last one leaves on the cluster (an aborted roll's hold).
         if let (Some(run), Some(image)) = (&running, &desired_image)
             && (run.version != cluster.spec.postgresql.version || &run.image != image)
-            && !upgrades.iter().any(|u| targets(u, &cluster, image))
+            && !upgrades.iter().any(|u| gave_up_on(u, &cluster, image))
         {
             create_upgrade(ctx, &cluster, &ns, image).await?;
             return Ok(Action::requeue(Duration::from_secs(5)));
@@ -221,9 +224,18 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
     Ok(Action::requeue(Duration::from_secs(wait)))
 }
 
-/// Whether upgrade `u` is for what the cluster's spec asks for now.
-fn targets(u: &PostgresUpgrade, cluster: &PostgresCluster, image: &str) -> bool {
-    u.spec.target_version == cluster.spec.postgresql.version && u.spec.target_image == image
+/// Whether upgrade `u` failed or was aborted on the way to what the cluster's spec asks for
+/// now: it is not tried again by itself (delete it, or change the spec, to try again).
+fn gave_up_on(u: &PostgresUpgrade, cluster: &PostgresCluster, image: &str) -> bool {
+    u.spec.target_version == cluster.spec.postgresql.version
+        && u.spec.target_image == image
+        && matches!(
+            u.status.as_ref().and_then(|s| s.phase),
+            Some(
+                pgpilot_api::upgrade::UpgradePhase::Failed
+                    | pgpilot_api::upgrade::UpgradePhase::Aborted
+            )
+        )
 }
 
 fn pods(ctx: &Context, ns: &str, cluster: &str) -> Vec<plan::Pod> {
@@ -324,7 +336,12 @@ async fn create_upgrade(
     image: &str,
 ) -> Result<(), Error> {
     let version = cluster.spec.postgresql.version;
-    let name = upgrade_name(&cluster.name_any(), version, image);
+    let name = upgrade_name(
+        &cluster.name_any(),
+        cluster.metadata.generation.unwrap_or(0),
+        version,
+        image,
+    );
     let policy = cluster.spec.upgrade.clone();
     let upgrade = PostgresUpgrade {
         metadata: ObjectMeta {
@@ -528,10 +545,12 @@ mod tests {
     }
 
     #[test]
-    fn one_name_per_target() {
-        let a = upgrade_name("db", 17, "pg:17.6");
-        assert_eq!(a, upgrade_name("db", 17, "pg:17.6"));
-        assert_ne!(a, upgrade_name("db", 17, "pg:17.7"));
+    fn one_name_per_target_and_spec_generation() {
+        let a = upgrade_name("db", 3, 17, "pg:17.6");
+        assert_eq!(a, upgrade_name("db", 3, 17, "pg:17.6"));
+        assert_ne!(a, upgrade_name("db", 3, 17, "pg:17.7"));
+        // Back to an image upgraded to before: a new upgrade.
+        assert_ne!(a, upgrade_name("db", 5, 17, "pg:17.6"));
         assert!(a.starts_with("db-upgrade-") && a.len() == "db-upgrade-".len() + 8);
     }
 

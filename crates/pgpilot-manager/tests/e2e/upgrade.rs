@@ -40,8 +40,23 @@ async fn minor(env: &Env) -> Result<()> {
     let changed = Instant::now();
     env.patch_spec("db", serde_json::json!({"postgresql": {"image": TO}}))
         .await?;
-    let name = pgpilot_upgrade::reconcile::upgrade_name("db", 15, TO);
     let upgrades = env.api::<PostgresUpgrade>();
+    // The upgrade controller's, the only one labelled for `db`.
+    let name = eventually(
+        "a PostgresUpgrade for db",
+        Duration::from_secs(60),
+        || async {
+            let found = upgrades
+                .list(&ListParams::default().labels("pgpilot.io/cluster=db"))
+                .await
+                .map_err(|e| e.to_string())?;
+            match found.items.as_slice() {
+                [u] => Ok(u.metadata.name.clone().unwrap_or_default()),
+                other => Err(format!("{} upgrades", other.len())),
+            }
+        },
+    )
+    .await?;
     let done = eventually(
         &format!("PostgresUpgrade {name} Succeeded"),
         UPGRADE,
