@@ -164,7 +164,10 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
 
     // Pods, Patroni's decisions in its ConfigMaps and the children trigger reconciles; the
     // periodic one refreshes what Patroni reports without a Kubernetes event (lag, state).
-    let busy = scale.replicas != cluster.spec.instances
+    // Waiting for a restore's backup to be chosen is busy too: the backup controller's
+    // choice lands in the status, which wakes nobody (the watch ignores status changes).
+    let busy = awaiting_restore
+        || scale.replicas != cluster.spec.instances
         || decision.step != plan::Step::Nothing
         || decision.progress.as_ref().is_some_and(|p| p.moving)
         || resizing

@@ -52,10 +52,10 @@ fn unknown_controllers_are_refused_with_the_choices() {
 
 #[test]
 fn a_controller_missing_from_this_build_is_refused_not_skipped() {
-    let (code, out) = run(&["--controllers=upgrade"], None);
+    let (code, out) = run(&["--controllers=secret-rotation"], None);
     assert_eq!(code, Some(1));
     assert!(
-        out.contains("controller 'upgrade' is not built into this pgpilot-manager"),
+        out.contains("controller 'secret-rotation' is not built into this pgpilot-manager"),
         "{out}"
     );
 }
