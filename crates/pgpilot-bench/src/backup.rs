@@ -183,17 +183,7 @@ pub async fn run(
     // Always a new cluster: MinIO above is new (empty, with new keys). An earlier run's
     // backups go first: their Jobs' pods carry the cluster's label.
     let backups = Api::<PostgresBackup>::namespaced(client.clone(), ns);
-    backups
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    for k in 0..VARIANTS.len() {
-        delete_job(
-            &Api::<Job>::namespaced(client.clone(), ns),
-            &format!("bench-variant-{k}"),
-        )
-        .await?;
-    }
-    pgc::delete_cluster(client, ns, SOURCE).await?;
+    clear(client, ns).await?;
     let mut spec = pgc::spec(1)?;
     spec["storage"]["size"] = json!("8Gi");
     // Every backup of the run stays (the restores use the last one taken with pgpilot's
@@ -368,24 +358,25 @@ pub async fn run(
     reset_archive_command(&db).await?;
 
     if !opts.keep {
-        // The backups first: their Jobs' pods carry the cluster's label, which the cluster's
-        // deletion waits on.
-        backups
-            .delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await?;
-        for k in 0..VARIANTS.len() {
-            delete_job(
-                &Api::<Job>::namespaced(client.clone(), ns),
-                &format!("bench-variant-{k}"),
-            )
-            .await?;
-        }
-        pgc::delete_cluster(client, ns, SOURCE).await?;
+        clear(client, ns).await?;
         let _ = kubectl(&["-n", ns, "delete", "pod,service", minio::NAME, "--wait"]).await;
     }
     r.load_end = loadavg();
     save(&r)?;
     Ok(r)
+}
+
+/// Deletes the source cluster with the run's backups and variant Jobs, the backups first:
+/// their Jobs' pods carry the cluster's label, which the cluster's deletion waits on.
+async fn clear(client: &Client, ns: &str) -> Result<()> {
+    Api::<PostgresBackup>::namespaced(client.clone(), ns)
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let jobs = Api::<Job>::namespaced(client.clone(), ns);
+    for k in 0..VARIANTS.len() {
+        delete_job(&jobs, &format!("bench-variant-{k}")).await?;
+    }
+    pgc::delete_cluster(client, ns, SOURCE).await
 }
 
 fn error(errors: &mut Vec<String>, what: &str, e: &anyhow::Error) {
