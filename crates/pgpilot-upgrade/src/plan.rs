@@ -232,9 +232,13 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     let name = upgrade.metadata.name.clone().unwrap_or_default();
     let spec = &upgrade.spec;
     let mut st = upgrade.status.clone().unwrap_or_default();
-    let before = st.clone();
     let now = Time(f.now);
     let generation = upgrade.metadata.generation;
+    let look = Look {
+        before: st.clone(),
+        now: now.clone(),
+        generation,
+    };
     st.observed_generation = generation;
     let target = labels::upgrade_target(spec.target_version, &spec.target_image);
     let mut annotations = BTreeMap::new();
@@ -292,14 +296,12 @@ pub fn plan(f: &Facts<'_>) -> Plan {
             "WaitingForCluster",
             format!("cluster {} has no instances yet", spec.cluster.name),
         );
-        return finish(st, before, annotations, Act::Nothing, None);
+        return finish(st, &look, annotations, Act::Nothing, None);
     };
     if spec.target_version < from_version {
         return fail(
             st,
-            before,
-            &now,
-            generation,
+            &look,
             "DowngradeRefused",
             format!(
                 "the instances run PostgreSQL {from_version}: a major version cannot go down to {}",
@@ -325,7 +327,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 spec.target_version
             ),
         );
-        return finish(st, before, annotations, Act::Nothing, None);
+        return finish(st, &look, annotations, Act::Nothing, None);
     }
     if st.steps.is_empty() {
         st.steps = [APPROVAL, WINDOW, GATES, BACKUP]
@@ -373,7 +375,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
             annotations.insert(labels::ROLL_HOLD.to_owned(), message.clone());
         }
         let event = Some(("UpgradeAborted", message, true));
-        return finish(st, before, annotations, Act::Nothing, event);
+        return finish(st, &look, annotations, Act::Nothing, event);
     }
 
     // The spec of the cluster must still ask for this upgrade's target.
@@ -401,7 +403,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 format!("PostgresUpgrade {name} no longer matches the spec"),
             );
         }
-        return finish(st, before, annotations, Act::Nothing, None);
+        return finish(st, &look, annotations, Act::Nothing, None);
     }
 
     if spec.paused {
@@ -420,7 +422,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 format!("PostgresUpgrade {name} is paused"),
             );
         }
-        return finish(st, before, annotations, Act::Nothing, None);
+        return finish(st, &look, annotations, Act::Nothing, None);
     }
 
     // Before the instances move: approval, window, gates, backup.
@@ -433,10 +435,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 steps.set(APPROVAL, StepState::Running, message.clone());
                 return waiting(
                     st,
-                    before,
+                    &look,
                     annotations,
-                    &now,
-                    generation,
                     UpgradePhase::AwaitingApproval,
                     "AwaitingApproval",
                     message,
@@ -456,10 +456,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 steps.set(WINDOW, StepState::Running, message.clone());
                 return waiting(
                     st,
-                    before,
+                    &look,
                     annotations,
-                    &now,
-                    generation,
                     UpgradePhase::Pending,
                     "WaitingForMaintenanceWindow",
                     message,
@@ -470,10 +468,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 steps.set(WINDOW, StepState::Running, message.clone());
                 return waiting(
                     st,
-                    before,
+                    &look,
                     annotations,
-                    &now,
-                    generation,
                     UpgradePhase::Pending,
                     "InvalidMaintenanceWindow",
                     message,
@@ -486,10 +482,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 steps.set(GATES, StepState::Running, why.join("; "));
                 return waiting(
                     st,
-                    before,
+                    &look,
                     annotations,
-                    &now,
-                    generation,
                     UpgradePhase::Pending,
                     "WaitingForGates",
                     why.join("; "),
@@ -533,7 +527,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                         ),
                         false,
                     ));
-                    return finish(st, before, annotations, Act::CreateBackup(backup), event);
+                    return finish(st, &look, annotations, Act::CreateBackup(backup), event);
                 }
                 Some(PreBackup {
                     phase: Some(BackupPhase::Completed),
@@ -554,7 +548,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                         error.as_deref().unwrap_or("no error reported")
                     );
                     steps.set(BACKUP, StepState::Failed, message.clone());
-                    return fail(st, before, &now, generation, "BackupFailed", message);
+                    return fail(st, &look, "BackupFailed", message);
                 }
                 Some(_) => {
                     steps.set(
@@ -564,10 +558,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                     );
                     return waiting(
                         st,
-                        before,
+                        &look,
                         annotations,
-                        &now,
-                        generation,
                         UpgradePhase::BackingUp,
                         "BackingUp",
                         format!("waiting for the pre-upgrade backup {backup}"),
@@ -588,10 +580,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         else {
             return waiting(
                 st,
-                before,
+                &look,
                 annotations,
-                &now,
-                generation,
                 UpgradePhase::Pending,
                 "WaitingForCluster",
                 "the cluster has no primary".to_owned(),
@@ -702,7 +692,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         // Done: the pin itself carries the target now; nothing of ours stays on the cluster.
         return finish(
             st,
-            before,
+            &look,
             BTreeMap::new(),
             Act::Nothing,
             Some(("UpgradeSucceeded", message, false)),
@@ -729,12 +719,13 @@ pub fn plan(f: &Facts<'_>) -> Plan {
             labels::ROLL_HOLD.to_owned(),
             format!("PostgresUpgrade {name}: {} is not healthy", p.name),
         );
-        let event = (!before
+        let event = (!look
+            .before
             .conditions
             .iter()
             .any(|c| c.type_ == PAUSED && c.status == "True"))
         .then_some(("UpgradePaused", message, true));
-        return finish(st, before, annotations, Act::Nothing, event);
+        return finish(st, &look, annotations, Act::Nothing, event);
     }
     condition(&mut st, PAUSED, Status::False, "Running", String::new());
     let moving = format!(
@@ -750,7 +741,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         moving.clone(),
     );
     let event = (!started).then_some(("UpgradeStarted", moving, false));
-    finish(st, before, annotations, Act::Nothing, event)
+    finish(st, &look, annotations, Act::Nothing, event)
 }
 
 fn ordinal(pod: &str) -> i64 {
@@ -791,13 +782,17 @@ fn aborted_hold(name: &str, st: &PostgresUpgradeStatus) -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every outcome of one look needs: the status as it was, the time, the generation.
+struct Look {
+    before: PostgresUpgradeStatus,
+    now: Time,
+    generation: Option<i64>,
+}
+
 fn waiting(
     mut st: PostgresUpgradeStatus,
-    before: PostgresUpgradeStatus,
+    look: &Look,
     annotations: BTreeMap<String, String>,
-    now: &Time,
-    generation: Option<i64>,
     phase: UpgradePhase,
     reason: &str,
     message: String,
@@ -810,23 +805,16 @@ fn waiting(
             status: Status::False,
             reason,
             message,
-            observed_generation: generation,
+            observed_generation: look.generation,
         },
-        now.clone(),
+        look.now.clone(),
     );
-    finish(st, before, annotations, Act::Nothing, None)
+    finish(st, look, annotations, Act::Nothing, None)
 }
 
-fn fail(
-    mut st: PostgresUpgradeStatus,
-    before: PostgresUpgradeStatus,
-    now: &Time,
-    generation: Option<i64>,
-    reason: &str,
-    message: String,
-) -> Plan {
+fn fail(mut st: PostgresUpgradeStatus, look: &Look, reason: &str, message: String) -> Plan {
     st.phase = Some(UpgradePhase::Failed);
-    st.completion_time = Some(now.clone());
+    st.completion_time = Some(look.now.clone());
     conditions::set(
         &mut st.conditions,
         Update {
@@ -834,23 +822,23 @@ fn fail(
             status: Status::False,
             reason,
             message: message.clone(),
-            observed_generation: generation,
+            observed_generation: look.generation,
         },
-        now.clone(),
+        look.now.clone(),
     );
     let event = Some(("UpgradeFailed", message, true));
-    finish(st, before, BTreeMap::new(), Act::Nothing, event)
+    finish(st, look, BTreeMap::new(), Act::Nothing, event)
 }
 
 /// The plan; an Event only when the status changed (a repeated look announces nothing).
 fn finish(
     st: PostgresUpgradeStatus,
-    before: PostgresUpgradeStatus,
+    look: &Look,
     annotations: BTreeMap<String, String>,
     act: Act,
     event: Option<(&'static str, String, bool)>,
 ) -> Plan {
-    let event = event.filter(|_| st.phase != before.phase || act != Act::Nothing);
+    let event = event.filter(|_| st.phase != look.before.phase || act != Act::Nothing);
     Plan {
         act,
         status: st,
