@@ -29,6 +29,9 @@ pub const UPGRADE: &str = "pgpilot.io/upgrade";
 pub const UPGRADE_TARGET: &str = "pgpilot.io/upgrade-target";
 /// pod replacements, restarts and re-clones wait; the value says why (a paused upgrade).
 pub const ROLL_HOLD: &str = "pgpilot.io/roll-hold";
+/// at most this many instances run (a major upgrade stops them: `1` leaves the primary alone
+/// on ordinal 0, switching over first if needed, `0` then stops it too).
+pub const INSTANCE_LIMIT: &str = "pgpilot.io/instance-limit";
 
 /// The value of [`UPGRADE_TARGET`].
 pub fn upgrade_target(version: i32, image: &str) -> String {

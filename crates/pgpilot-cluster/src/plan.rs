@@ -95,6 +95,26 @@ pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -
     }
 }
 
+/// [`scale`] under the upgrade controller's instance limit (`pgpilot.io/instance-limit`): down
+/// to `1` like any scale-down (the primary moves to ordinal 0 first); `0` only from there, so
+/// the primary stops last, alone, and nothing takes over its role.
+pub fn scale_limited(
+    desired: i32,
+    limit: Option<i32>,
+    current: i32,
+    members: &Members,
+    synchronous: bool,
+) -> ScalePlan {
+    match limit {
+        Some(0) if current <= 1 => ScalePlan {
+            replicas: 0,
+            switchover_to: None,
+        },
+        Some(l) => scale(desired.min(l.max(1)), current, members, synchronous),
+        None => scale(desired, current, members, synchronous),
+    }
+}
+
 /// What the plan needs besides Patroni's view of the members.
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
@@ -336,6 +356,29 @@ mod tests {
             )
         );
         assert_eq!(config_patch(&live, &live), None);
+    }
+
+    #[test]
+    fn the_instance_limit_stops_the_replicas_then_the_primary_alone_on_ordinal_0() {
+        let m = three(["replica", "leader", "replica"]);
+        // The primary on db-1 moves to db-0 first.
+        assert_eq!(
+            scale_limited(3, Some(0), 3, &m, false),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: Some("db-0".into())
+            }
+        );
+        assert_eq!(scale_limited(3, Some(1), 3, &m, false).replicas, 3);
+        let m = three(["leader", "replica", "replica"]);
+        assert_eq!(scale_limited(3, Some(0), 3, &m, false).replicas, 1);
+        assert_eq!(scale_limited(3, Some(1), 3, &m, false).replicas, 1);
+        // Alone: the primary stops too.
+        assert_eq!(scale_limited(3, Some(0), 1, &m, false).replicas, 0);
+        assert_eq!(scale_limited(3, Some(0), 0, &m, false).replicas, 0);
+        // Back up: the limit first, then every instance.
+        assert_eq!(scale_limited(3, Some(1), 0, &m, false).replicas, 1);
+        assert_eq!(scale_limited(3, None, 1, &m, false).replicas, 3);
     }
 
     #[test]

@@ -107,7 +107,14 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         .replication
         .as_ref()
         .is_some_and(|r| r.synchronous.is_some());
-    let scale = plan::scale(cluster.spec.instances, current, &members, synchronous);
+    let limit = instance_limit(&cluster);
+    let scale = plan::scale_limited(
+        cluster.spec.instances,
+        limit,
+        current,
+        &members,
+        synchronous,
+    );
     keep_live_shape(&mut desired.statefulset, sts, scale.replicas);
     let decision = plan::next_step(&Facts {
         members: &members,
@@ -128,8 +135,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     act::configure_patroni(ctx, &cluster, &members, &desired.patroni_dcs).await;
     act::step(ctx, &cluster, &ns, &members, &decision.step).await?;
     let mut conditions = vec![pinned.condition];
-    let (s, reason, message) =
-        act::volumes(ctx, &cluster, &ns, &seen, scale.replicas.max(current)).await?;
+    // Instances stopped by the limit come back: their volumes stay.
+    let keep = match limit {
+        Some(_) => cluster.spec.instances.max(current),
+        None => scale.replicas.max(current),
+    };
+    let (s, reason, message) = act::volumes(ctx, &cluster, &ns, &seen, keep).await?;
     let resizing = reason == "Resizing";
     conditions.push((storage::CONDITION, s, reason, message));
     let sql = act::roles_and_databases(ctx, &cluster, &members, &desired).await;
@@ -167,7 +178,8 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     // Waiting for a restore's backup to be chosen is busy too: the backup controller's
     // choice lands in the status, which wakes nobody (the watch ignores status changes).
     let busy = awaiting_restore
-        || scale.replicas != cluster.spec.instances
+        || scale.replicas
+            != limit.map_or(cluster.spec.instances, |l| l.min(cluster.spec.instances))
         || decision.step != plan::Step::Nothing
         || decision.progress.as_ref().is_some_and(|p| p.moving)
         || resizing
@@ -193,6 +205,14 @@ fn hold(cluster: &PostgresCluster) -> Option<String> {
         .annotations()
         .get(labels::ROLL_HOLD)
         .map(|why| format!("{} ({why})", labels::ROLL_HOLD))
+}
+
+/// How many instances the upgrade controller lets run (a major upgrade stops them).
+fn instance_limit(cluster: &PostgresCluster) -> Option<i32> {
+    cluster
+        .annotations()
+        .get(labels::INSTANCE_LIMIT)
+        .and_then(|l| l.parse().ok())
 }
 
 /// The cluster as the children are rendered for it, the image, and `VersionCurrent`.

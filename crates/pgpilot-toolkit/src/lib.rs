@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod jobs;
 pub mod metrics;
 pub mod runner;
 pub mod runtime;

@@ -11,6 +11,7 @@ use pgpilot_postgres::version::DefaultImages;
 use pgpilot_toolkit::runner::{self, Scope};
 use pgpilot_toolkit::runtime::{Controller, RunContext, RunError, policy_rule as rule};
 
+use crate::major;
 use crate::metrics::UpgradeMetrics;
 use crate::reconcile::{Caches, Context};
 
@@ -29,8 +30,9 @@ impl Controller for UpgradeController {
         NAME
     }
 
-    /// Reads what the cluster controller manages; writes only its upgrades, their
-    /// pre-upgrade backups and its annotations on the clusters. No pods/exec, no deletes.
+    /// Reads what the cluster controller manages; writes its upgrades, their pre-upgrade
+    /// backups, its annotations on the clusters and, for a major upgrade, its Jobs, Patroni's
+    /// `initialize` key and the replicas' volumes (deleted to be cloned again). No pods/exec.
     fn rbac_rules(&self) -> Vec<PolicyRule> {
         vec![
             // `patch`: the annotations that let the cluster controller move the instances.
@@ -61,6 +63,14 @@ impl Controller for UpgradeController {
             ),
             rule(&["apps"], &["statefulsets"], &["get", "list", "watch"]),
             rule(&[""], &["pods"], &["get", "list", "watch"]),
+            rule(&["batch"], &["jobs"], &["get", "list", "watch", "create"]),
+            rule(
+                &[""],
+                &["persistentvolumeclaims"],
+                &["get", "list", "watch", "delete"],
+            ),
+            // Patroni's `<cluster>-config`: the old system identifier goes.
+            rule(&[""], &["configmaps"], &["get", "patch"]),
         ]
     }
 
@@ -92,6 +102,20 @@ impl Controller for UpgradeController {
                     watcher::Config::default(),
                     runner::every_change,
                     cluster_of_backup,
+                ),
+                jobs: scope.watches(
+                    watcher::Config::default().labels(&format!(
+                        "{}={}",
+                        labels::COMPONENT,
+                        major::COMPONENT
+                    )),
+                    runner::every_change,
+                    cluster_of,
+                ),
+                volumes: scope.watches(
+                    watcher::Config::default().labels(labels::CLUSTER),
+                    runner::every_change,
+                    cluster_of,
                 ),
             };
             Ok(Context {

@@ -13,6 +13,7 @@
 
 pub mod controller;
 pub mod error;
+pub mod major;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;

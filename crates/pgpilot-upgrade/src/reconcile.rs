@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -17,13 +18,14 @@ use kube::{Client, Resource, ResourceExt};
 use pgpilot_api::backup::{BackupPhase, PostgresBackupSpec};
 use pgpilot_api::cluster::UpgradeApproval;
 use pgpilot_api::common::BackupType;
-use pgpilot_api::upgrade::{PostgresUpgradeSpec, PostgresUpgradeStatus};
+use pgpilot_api::upgrade::{MajorUpgradeMethod, PostgresUpgradeSpec, PostgresUpgradeStatus};
 use pgpilot_api::{PostgresBackup, PostgresCluster, PostgresUpgrade, labels};
 use pgpilot_postgres::version::{self, DefaultImages, Running};
 use pgpilot_toolkit::apply::create_once;
 use pgpilot_toolkit::calendar::Calendar;
 use pgpilot_toolkit::conditions::{self, Status, Update};
 use pgpilot_toolkit::events::Events;
+use pgpilot_toolkit::jobs;
 use pgpilot_toolkit::metrics::ControllerMetrics;
 use pgpilot_toolkit::runner::{Cache, Reconciler};
 use pgpilot_toolkit::status::{StatusPart, apply_status};
@@ -31,8 +33,9 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::major::{self, Kind, Method};
 use crate::metrics::UpgradeMetrics;
-use crate::plan::{self, Act, Facts, PreBackup, Window};
+use crate::plan::{self, Act, Facts, JobState, MajorSeen, PreBackup, Window};
 
 /// The whole status of a PostgresUpgrade is this controller's.
 pub const PART: StatusPart<'static> = StatusPart {
@@ -59,6 +62,10 @@ pub struct Caches {
     pub statefulsets: Cache<StatefulSet>,
     pub pods: Cache<Pod>,
     pub backups: Cache<PostgresBackup>,
+    /// The Jobs of major upgrades.
+    pub jobs: Cache<Job>,
+    /// The instances' volumes.
+    pub volumes: Cache<PersistentVolumeClaim>,
 }
 
 pub struct Context {
@@ -180,10 +187,21 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
     );
     let window = facts.window;
     let plan = plan::plan(&facts);
-    if let Act::CreateBackup(backup) = &plan.act {
-        create_backup(ctx, &first, &cluster, backup).await?;
+    let step = plan::current_step(&plan.status)
+        .unwrap_or("none")
+        .to_owned();
+    async {
+        match &plan.act {
+            Act::Nothing => {}
+            Act::CreateBackup(backup) => create_backup(ctx, &first, &cluster, backup).await?,
+            Act::CreateJob(kind) => create_job(ctx, &first, &plan.status, *kind).await?,
+            Act::ResetDcs => reset_dcs(ctx, &ns, &name).await?,
+            Act::DeleteReplicaVolumes => delete_replica_volumes(ctx, &ns, &name).await?,
+        }
+        annotate(ctx, &cluster, &ns, plan.annotations.clone()).await
     }
-    annotate(ctx, &cluster, &ns, plan.annotations.clone()).await?;
+    .instrument(tracing::info_span!("upgrade.step", step = %step, upgrade = %first.name_any()))
+    .await?;
     let api = ctx.caches.upgrades.api(&ns);
     if apply_status(
         &api,
@@ -195,6 +213,8 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
     .await?
     {
         ctx.metrics.wrote("PostgresUpgrade/status");
+        ctx.upgrade_metrics
+            .observe(&first.status.clone().unwrap_or_default(), &plan.status);
     }
     if let Some((reason, message, warning)) = plan.event {
         if warning {
@@ -304,7 +324,160 @@ fn facts<'a>(
         window: window(cluster, now.as_second()),
         backup,
         other_backup_running,
+        major: major_seen(ctx, upgrade, ns),
     }
+}
+
+/// The Jobs of a major upgrade and the replicas' volumes, from the caches.
+fn major_seen(ctx: &Context, upgrade: &PostgresUpgrade, ns: &str) -> MajorSeen {
+    let cluster = &upgrade.spec.cluster.name;
+    let pods = ctx.caches.pods.list(
+        ns,
+        &[
+            (labels::CLUSTER, cluster),
+            (labels::COMPONENT, major::COMPONENT),
+        ],
+    );
+    let job = |kind: Kind| {
+        let job = ctx
+            .caches
+            .jobs
+            .get(ns, &major::job_name(&upgrade.name_any(), kind))?;
+        // Only a Job of this upgrade (a name can come back with a new upgrade).
+        if !job
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == upgrade.uid().as_ref())
+        {
+            return None;
+        }
+        Some(if jobs::condition(&job, "Complete").is_some() {
+            JobState::Succeeded(jobs::last_message(&job, &pods, false).unwrap_or_default())
+        } else if jobs::condition(&job, "Failed").is_some() {
+            JobState::Failed(
+                jobs::last_message(&job, &pods, true)
+                    .unwrap_or_else(|| "the Job failed without a message".to_owned()),
+            )
+        } else {
+            JobState::Running
+        })
+    };
+    let prefix = format!("data-{cluster}-");
+    let replica_volumes = ctx
+        .caches
+        .volumes
+        .list(ns, &[(labels::CLUSTER, cluster)])
+        .iter()
+        .filter(|v| {
+            v.name_any()
+                .strip_prefix(&prefix)
+                .is_some_and(|n| n != "0" && n.parse::<u32>().is_ok())
+        })
+        .count();
+    MajorSeen {
+        pg_upgrade: job(Kind::PgUpgrade),
+        revert: job(Kind::Revert),
+        finish: job(Kind::Finish),
+        replica_volumes,
+    }
+}
+
+/// Creates a Job of a major upgrade (once: a look with a stale cache finds it there).
+async fn create_job(
+    ctx: &Context,
+    upgrade: &PostgresUpgrade,
+    status: &PostgresUpgradeStatus,
+    kind: Kind,
+) -> Result<(), Error> {
+    let backed_up = status
+        .steps
+        .iter()
+        .any(|s| s.name == plan::BACKUP && s.state == pgpilot_api::upgrade::StepState::Done);
+    let method = match upgrade.spec.major_upgrade_method {
+        MajorUpgradeMethod::Link => Method::Link,
+        MajorUpgradeMethod::Copy => Method::Copy,
+        // Link only when a backup made just before is the way back.
+        MajorUpgradeMethod::Auto if backed_up => Method::Link,
+        MajorUpgradeMethod::Auto => Method::Copy,
+    };
+    let (Some(from_version), Some(from_image)) = (status.from_version, &status.from_image) else {
+        return Ok(());
+    };
+    let Some(job) = major::job(
+        &major::Inputs {
+            upgrade,
+            from_version,
+            from_image,
+            to_version: upgrade.spec.target_version,
+            to_image: &upgrade.spec.target_image,
+            method,
+        },
+        kind,
+    ) else {
+        return Ok(());
+    };
+    let ns = upgrade.namespace().unwrap_or_default();
+    if create_once(&ctx.caches.jobs.api(&ns), &job).await? {
+        ctx.metrics.wrote("Job");
+    }
+    Ok(())
+}
+
+/// Patroni keeps the system identifier of the cluster it initialized in the `initialize`
+/// annotation of `<cluster>-config`; pg_upgrade made a new one, which the upgraded primary
+/// records once the old one is gone (no Patroni runs now).
+async fn reset_dcs(ctx: &Context, ns: &str, cluster: &str) -> Result<(), Error> {
+    let name = format!("{cluster}-config");
+    let patch = serde_json::json!({"metadata": {"annotations": {"initialize": null}}});
+    let result = kube::Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .instrument(tracing::info_span!("kube.patch", kind = "ConfigMap", name = %name))
+        .await;
+    match result {
+        Ok(_) => {
+            ctx.metrics.wrote("ConfigMap");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(pgpilot_toolkit::Error::api::<Error>(
+            "patch",
+            "ConfigMap",
+            &name,
+        )(e)),
+    }
+}
+
+/// Deletes the volumes of every ordinal but 0; their pods are stopped.
+async fn delete_replica_volumes(ctx: &Context, ns: &str, cluster: &str) -> Result<(), Error> {
+    let prefix = format!("data-{cluster}-");
+    let api = ctx.caches.volumes.api(ns);
+    for v in ctx.caches.volumes.list(ns, &[(labels::CLUSTER, cluster)]) {
+        let name = v.name_any();
+        let replica = name
+            .strip_prefix(&prefix)
+            .is_some_and(|n| n != "0" && n.parse::<u32>().is_ok());
+        if !replica || v.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match api
+            .delete(&name, &Default::default())
+            .instrument(
+                tracing::info_span!("kube.delete", kind = "PersistentVolumeClaim", name = %name),
+            )
+            .await
+        {
+            Ok(_) => ctx.metrics.wrote("PersistentVolumeClaim"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(pgpilot_toolkit::Error::api::<Error>(
+                    "delete",
+                    "PersistentVolumeClaim",
+                    &name,
+                )(e));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The cluster's maintenance window at `now`.

@@ -100,7 +100,12 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
     // Observe.
     let seen = observe::seen(&ctx.caches, &ns, &name);
     let conf = pgbackrest::config_file(backup, &ns, &name)?;
-    let hash = stanza::config_hash(&conf, backup);
+    let version = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.version)
+        .unwrap_or(cluster.spec.postgresql.version);
+    let hash = stanza::config_hash(&conf, backup, version);
     let stanza_ready = seen
         .stanza_job
         .as_ref()

@@ -1,6 +1,8 @@
-//! The stanza Job: `stanza-create` (idempotent: it leaves a valid stanza as it is) then
-//! `check` (a WAL switch that must reach the archive), run as pgBackRest's repository host
-//! against the primary's TLS server.
+//! The stanza Job: `stanza-create` (idempotent: it leaves a valid stanza as it is), or
+//! `stanza-upgrade` when the stanza belongs to the database before a major upgrade (a new
+//! version and system identifier: the stanza keeps the old backups and archive beside the
+//! new), then `check` (a WAL switch that must reach the archive), run as pgBackRest's
+//! repository host against the primary's TLS server.
 
 use std::collections::BTreeMap;
 
@@ -22,12 +24,17 @@ pub fn job_name(cluster: &str) -> String {
     format!("{cluster}-stanza")
 }
 
-/// A digest of what the stanza is created and checked with: the configuration file and the
-/// spec it came from (whose Secret references the file does not show).
-pub fn config_hash(conf: &str, backup: &BackupSpec) -> String {
+/// What the Job runs.
+const SCRIPT: &str = "(pgbackrest stanza-create || pgbackrest stanza-upgrade) && pgbackrest check";
+
+/// A digest of what the stanza is created and checked with: the configuration file, the
+/// spec it came from (whose Secret references the file does not show) and the major version
+/// the instances run (a major upgrade calls for `stanza-upgrade`).
+pub fn config_hash(conf: &str, backup: &BackupSpec, version: i32) -> String {
     let mut h = Sha256::new();
     h.update(conf.as_bytes());
     h.update(serde_json::to_vec(backup).unwrap_or_default());
+    h.update(version.to_be_bytes());
     h.finalize()
         .iter()
         .take(8)
@@ -53,7 +60,7 @@ pub fn job(
         job::Spec {
             name: job_name(&cluster.name_any()),
             component: COMPONENT,
-            command: job::shell("pgbackrest stanza-create && pgbackrest check"),
+            command: job::shell(SCRIPT),
             repository: job::Repository::Own {
                 hosts: &[primary.to_owned()],
             },
@@ -82,7 +89,7 @@ mod tests {
         let c = &spec.template.spec.unwrap().containers[0];
         assert_eq!(
             c.command.as_ref().unwrap()[2],
-            "pgbackrest stanza-create && pgbackrest check"
+            "(pgbackrest stanza-create || pgbackrest stanza-upgrade) && pgbackrest check"
         );
     }
 
@@ -91,8 +98,10 @@ mod tests {
         let b = cluster().spec.backup.unwrap();
         let mut other = b.clone();
         other.repository.s3.credentials.secret_name = "s3-new".into();
-        assert_eq!(config_hash("conf", &b), config_hash("conf", &b));
-        assert_ne!(config_hash("conf", &b), config_hash("conf", &other));
-        assert_ne!(config_hash("conf", &b), config_hash("conf2", &b));
+        assert_eq!(config_hash("conf", &b, 15), config_hash("conf", &b, 15));
+        assert_ne!(config_hash("conf", &b, 15), config_hash("conf", &other, 15));
+        assert_ne!(config_hash("conf", &b, 15), config_hash("conf2", &b, 15));
+        // After a major upgrade: stanza-upgrade.
+        assert_ne!(config_hash("conf", &b, 15), config_hash("conf", &b, 17));
     }
 }

@@ -23,6 +23,9 @@ use pgpilot_postgres::members::MAX_SUCCESSOR_LAG;
 use pgpilot_postgres::version::Running;
 use pgpilot_toolkit::conditions::{self, Status, Update};
 
+mod major;
+pub use major::{JobState, Seen as MajorSeen};
+
 pub const GATES: &str = "gates";
 pub const APPROVAL: &str = "approval";
 pub const WINDOW: &str = "maintenance-window";
@@ -80,6 +83,8 @@ pub struct Facts<'a> {
     pub backup: Option<PreBackup>,
     /// Another backup of the cluster is pending or running.
     pub other_backup_running: bool,
+    /// What a major upgrade made so far.
+    pub major: major::Seen,
 }
 
 /// The one thing to do.
@@ -88,6 +93,14 @@ pub enum Act {
     Nothing,
     /// Create the pre-upgrade PostgresBackup with this name.
     CreateBackup(String),
+    /// Create this Job of a major upgrade.
+    CreateJob(crate::major::Kind),
+    /// Remove Patroni's `initialize` key (the old system identifier) while no instance runs,
+    /// so that the upgraded primary records its own.
+    ResetDcs,
+    /// Delete the volumes of every ordinal but 0 (their pods stopped): the replicas clone the
+    /// upgraded primary afresh.
+    DeleteReplicaVolumes,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +128,14 @@ fn is_final(phase: Option<UpgradePhase>) -> bool {
 /// Whether an upgrade still acts on its cluster (not succeeded, failed or aborted).
 pub fn is_active(u: &PostgresUpgrade) -> bool {
     !is_final(u.status.as_ref().and_then(|s| s.phase))
+}
+
+/// The step under way (the first neither done nor skipped), for spans and logs.
+pub fn current_step(st: &PostgresUpgradeStatus) -> Option<&str> {
+    st.steps
+        .iter()
+        .find(|s| !matches!(s.state, StepState::Done | StepState::Skipped))
+        .map(|s| s.name.as_str())
 }
 
 /// Whether the instances started moving: any step from the first instance on left `Pending`.
@@ -315,20 +336,6 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         UpgradeKind::Major
     };
     st.kind = Some(kind);
-    if kind == UpgradeKind::Major {
-        st.phase = Some(UpgradePhase::Pending);
-        condition(
-            &mut st,
-            PROGRESSING,
-            Status::False,
-            "MajorUpgradeNotAvailable",
-            format!(
-                "a major upgrade ({from_version} → {}) needs pg_upgrade, which this pgpilot does not run yet; the instances keep PostgreSQL {from_version}",
-                spec.target_version
-            ),
-        );
-        return finish(st, &look, annotations, Act::Nothing, None);
-    }
     if st.steps.is_empty() {
         st.steps = [APPROVAL, WINDOW, GATES, BACKUP]
             .into_iter()
@@ -341,13 +348,18 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     st.instances = instances(f, &spec.target_image);
 
     let started = roll_started(&st.steps);
+    // A major upgrade past its first step aborts its own way (or cannot any more).
+    let major_abort = kind == UpgradeKind::Major && started && spec.abort;
+    if major_abort && let Some(plan) = major::abort(f, &mut st, &look, &name) {
+        return plan;
+    }
     let mut steps = Steps {
         steps: &mut st.steps,
         now: &now,
     };
 
     // Abort: before the instances move nothing changed; after, they stay where they are.
-    if spec.abort {
+    if spec.abort && !major_abort {
         let message = if started {
             aborted_hold(
                 &name,
@@ -397,7 +409,9 @@ pub fn plan(f: &Facts<'_>) -> Plan {
                 spec.target_image
             ),
         );
-        if started {
+        if started && kind == UpgradeKind::Major {
+            annotations.extend(major::held(f, &st.steps));
+        } else if started {
             annotations.insert(
                 labels::ROLL_HOLD.to_owned(),
                 format!("PostgresUpgrade {name} no longer matches the spec"),
@@ -415,7 +429,9 @@ pub fn plan(f: &Facts<'_>) -> Plan {
             "PausedBySpec",
             "spec.paused is true: no next step".to_owned(),
         );
-        if started {
+        if started && kind == UpgradeKind::Major {
+            annotations.extend(major::held(f, &st.steps));
+        } else if started {
             annotations.insert(labels::UPGRADE_TARGET.to_owned(), target);
             annotations.insert(
                 labels::ROLL_HOLD.to_owned(),
@@ -569,6 +585,9 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         }
     }
 
+    if kind == UpgradeKind::Major {
+        return major::walk(f, st, &look, annotations);
+    }
     // The instances move: the cluster controller rolls them to the target. Which they are
     // is fixed now, right after the gates (the primary last).
     if !steps.steps.iter().any(|s| s.name == VERIFY) {
@@ -924,6 +943,8 @@ mod tests {
         window: Window,
         backup: Option<PreBackup>,
         other_backup_running: bool,
+        major: MajorSeen,
+        desired: &'static str,
     }
 
     impl World {
@@ -936,6 +957,8 @@ mod tests {
                 window: Window::Always,
                 backup: None,
                 other_backup_running: false,
+                major: MajorSeen::default(),
+                desired: NEW,
             }
         }
 
@@ -944,12 +967,13 @@ mod tests {
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
                 cluster: &self.cluster,
                 upgrade: &self.upgrade,
-                desired_image: Some(NEW),
+                desired_image: Some(self.desired),
                 running: Some(&self.running),
                 pods: &self.pods,
                 window: self.window,
                 backup: self.backup.clone(),
                 other_backup_running: self.other_backup_running,
+                major: self.major.clone(),
             })
         }
 
@@ -1184,15 +1208,219 @@ mod tests {
         let p = w.step();
         assert_eq!(p.status.phase, Some(UpgradePhase::Failed));
         assert_eq!(reason(&p, PROGRESSING), "DowngradeRefused");
-        let mut w = World::new();
-        w.upgrade.spec.target_version = 17;
-        w.cluster.spec.postgresql.version = 17;
-        let p = w.step();
-        assert_eq!(p.status.kind, Some(UpgradeKind::Major));
-        assert_eq!(reason(&p, PROGRESSING), "MajorUpgradeNotAvailable");
-        assert!(!p.annotations.contains_key(labels::UPGRADE_TARGET));
     }
 
+    const MAJOR: &str = "pg:17";
+
+    /// A 15 → 17 upgrade of a cluster with a backup repository.
+    fn major_world() -> World {
+        let mut w = World::new();
+        w.cluster = cluster(true, "db-1", true);
+        w.upgrade.spec.target_version = 17;
+        w.upgrade.spec.target_image = MAJOR.into();
+        w.cluster.spec.postgresql.version = 17;
+        w.cluster.spec.postgresql.image = Some(MAJOR.into());
+        w.desired = MAJOR;
+        w.running = Running {
+            version: 15,
+            image: OLD.into(),
+        };
+        w.major.replica_volumes = 2;
+        w
+    }
+
+    fn limit(p: &Plan) -> Option<&str> {
+        p.annotations
+            .get(labels::INSTANCE_LIMIT)
+            .map(String::as_str)
+    }
+
+    /// Runs a major upgrade through the backup and the stop; the pg_upgrade Job is asked for.
+    fn to_pg_upgrade(w: &mut World) -> Plan {
+        let p = w.step();
+        assert_eq!(p.act, Act::CreateBackup("db-upgrade-1-pre".into()));
+        w.backup = Some(PreBackup {
+            phase: Some(BackupPhase::Completed),
+            error: None,
+        });
+        let p = w.step();
+        assert_eq!(state(&p, major::STOP), StepState::Running);
+        assert_eq!(limit(&p), Some("0"));
+        assert!(!p.annotations.contains_key(labels::UPGRADE_TARGET));
+        w.pods.clear();
+        let p = w.step();
+        assert_eq!(state(&p, major::STOP), StepState::Done);
+        assert_eq!(p.act, Act::CreateJob(crate::major::Kind::PgUpgrade));
+        w.major.pg_upgrade = Some(JobState::Running);
+        let p = w.step();
+        assert_eq!(p.act, Act::Nothing, "the Job is created once");
+        p
+    }
+
+    #[test]
+    fn a_major_upgrade_stops_runs_pg_upgrade_starts_the_primary_alone_then_reclones() {
+        let mut w = major_world();
+        let p = w.step();
+        assert_eq!(p.status.kind, Some(UpgradeKind::Major));
+        let p = to_pg_upgrade(&mut w);
+        assert_eq!(p.status.phase, Some(UpgradePhase::UpgradingPrimary));
+        let names: Vec<&str> = p.status.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names[4..],
+            [
+                "stop",
+                "pg-upgrade",
+                "start-primary",
+                "reclone-replicas",
+                "finish",
+                "verify"
+            ]
+        );
+        // pg_upgrade done: Patroni's old identifier goes while nothing runs, then the
+        // target and the primary alone.
+        w.major.pg_upgrade = Some(JobState::Succeeded("upgraded".into()));
+        let p = w.step();
+        assert_eq!(p.act, Act::ResetDcs);
+        assert_eq!(limit(&p), Some("1"));
+        assert_eq!(p.annotations[labels::UPGRADE_TARGET], "17@pg:17");
+        w.pods = vec![Pod {
+            name: "db-0".into(),
+            image: Some(MAJOR.into()),
+            ready: false,
+            age: 5,
+        }];
+        let p = w.step();
+        assert_eq!(
+            p.act,
+            Act::Nothing,
+            "the DCS is reset only while nothing runs"
+        );
+        w.pods[0].ready = true;
+        let p = w.step();
+        assert_eq!(state(&p, major::START), StepState::Done);
+        assert_eq!(p.act, Act::DeleteReplicaVolumes);
+        assert_eq!(limit(&p), Some("1"), "no replica starts on its old volume");
+        assert_eq!(p.status.phase, Some(UpgradePhase::RecloningReplicas));
+        w.major.replica_volumes = 0;
+        let p = w.step();
+        assert_eq!(limit(&p), None);
+        assert_eq!(p.act, Act::Nothing);
+        w.pods = pods([MAJOR; 3], [true; 3]);
+        w.cluster.status.as_mut().unwrap().current_primary = Some("db-0".into());
+        let p = w.step();
+        assert_eq!(
+            state(&p, major::RECLONE),
+            StepState::Running,
+            "db-0 is not the primary in the fixture's instances"
+        );
+        w.cluster.status.as_mut().unwrap().instances[0].state = Some("running".into());
+        w.cluster.status.as_mut().unwrap().instances[1].state = Some("streaming".into());
+        let p = w.step();
+        assert_eq!(state(&p, major::RECLONE), StepState::Done);
+        assert_eq!(p.act, Act::CreateJob(crate::major::Kind::Finish));
+        w.major.finish = Some(JobState::Succeeded("analyzed".into()));
+        w.running = Running {
+            version: 17,
+            image: MAJOR.into(),
+        };
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(UpgradePhase::Succeeded));
+        assert!(p.annotations.is_empty());
+        assert_eq!(p.event.unwrap().0, "UpgradeSucceeded");
+    }
+
+    #[test]
+    fn a_failed_pg_upgrade_check_ends_the_upgrade_and_lets_the_old_version_start() {
+        let mut w = major_world();
+        to_pg_upgrade(&mut w);
+        w.major.pg_upgrade = Some(JobState::Failed(
+            "pg_upgrade --check failed: Your installation contains the \"aclitem\" data type"
+                .into(),
+        ));
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(UpgradePhase::Failed));
+        assert_eq!(reason(&p, PROGRESSING), "CheckFailed");
+        let message = &conditions::find(&p.status.conditions, PROGRESSING)
+            .unwrap()
+            .message;
+        assert!(message.contains("aclitem") && message.contains("PostgreSQL 15 starts again"));
+        assert!(
+            p.annotations.is_empty(),
+            "no limit: the instances come back"
+        );
+        assert_eq!(state(&p, major::PG_UPGRADE), StepState::Failed);
+    }
+
+    #[test]
+    fn a_major_abort_before_the_new_primary_starts_brings_the_old_version_back() {
+        // While stopping: at once.
+        let mut w = major_world();
+        to_pg_upgrade(&mut w);
+        w.upgrade.spec.abort = true;
+        // pg_upgrade runs: wait for it, the instances stay stopped.
+        let p = w.step();
+        assert_eq!(reason(&p, PROGRESSING), "Aborting");
+        assert_eq!(limit(&p), Some("0"));
+        // It swapped the directories: revert them, then start.
+        w.major.pg_upgrade = Some(JobState::Succeeded("upgraded".into()));
+        let p = w.step();
+        assert_eq!(p.act, Act::CreateJob(crate::major::Kind::Revert));
+        assert_eq!(limit(&p), Some("0"));
+        w.major.revert = Some(JobState::Succeeded("back".into()));
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(UpgradePhase::Aborted));
+        assert!(p.annotations.is_empty());
+        // A failed revert keeps them stopped and says so.
+        let mut w = major_world();
+        to_pg_upgrade(&mut w);
+        w.upgrade.spec.abort = true;
+        w.major.pg_upgrade = Some(JobState::Succeeded("upgraded".into()));
+        w.major.revert = Some(JobState::Failed("disk full".into()));
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(UpgradePhase::Failed));
+        assert_eq!(reason(&p, PROGRESSING), "RevertFailed");
+        assert_eq!(limit(&p), Some("0"));
+        // Aborted during the stop: nothing to undo.
+        let mut w = major_world();
+        w.step();
+        w.backup = Some(PreBackup {
+            phase: Some(BackupPhase::Completed),
+            error: None,
+        });
+        w.step();
+        w.upgrade.spec.abort = true;
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(UpgradePhase::Aborted));
+        assert!(p.annotations.is_empty());
+    }
+
+    #[test]
+    fn past_the_new_primary_abort_is_refused_and_pause_keeps_the_instances_where_they_are() {
+        let mut w = major_world();
+        to_pg_upgrade(&mut w);
+        // Paused while pg_upgrade runs: the instances stay stopped.
+        w.upgrade.spec.paused = true;
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(UpgradePhase::Paused));
+        assert_eq!(limit(&p), Some("0"));
+        w.upgrade.spec.paused = false;
+        w.major.pg_upgrade = Some(JobState::Succeeded("upgraded".into()));
+        w.step();
+        w.upgrade.spec.abort = true;
+        let p = w.step();
+        assert_ne!(p.status.phase, Some(UpgradePhase::Aborted));
+        let message = &conditions::find(&p.status.conditions, PROGRESSING)
+            .unwrap()
+            .message;
+        assert!(message.contains("abort refused"), "{message}");
+        assert_eq!(p.annotations[labels::UPGRADE_TARGET], "17@pg:17");
+        // Paused after the point: the target and the limit stay.
+        w.upgrade.spec.abort = false;
+        w.upgrade.spec.paused = true;
+        let p = w.step();
+        assert_eq!(limit(&p), Some("1"));
+        assert_eq!(p.annotations[labels::UPGRADE_TARGET], "17@pg:17");
+    }
     #[test]
     fn an_upgrade_the_spec_no_longer_asks_for_moves_nothing() {
         let mut w = World::new();

@@ -1,0 +1,86 @@
+#!/bin/bash
+# The pg_upgrade Job, in the NEW image, on the stopped primary's volume: the old binaries
+# under /old (copy-old.sh). Checks, upgrades into pgdata.new, then swaps the directories:
+# pgdata is the new cluster, pgdata.<old major> the old one (kept until the finishing Job,
+# so an abort before the new primary starts can put it back: revert.sh). Any failure leaves
+# the old cluster as it was and says why in the termination message.
+set -euo pipefail
+DATA=/var/lib/postgresql/data
+OLD=$DATA/pgdata NEW=$DATA/pgdata.new KEPT=$DATA/pgdata.$OLD_MAJOR
+OB=/old/usr/lib/postgresql/$OLD_MAJOR/bin NB=/usr/lib/postgresql/$NEW_MAJOR/bin
+WORK=/tmp/pg_upgrade
+mkdir -p "$WORK" && cd "$WORK"
+
+fail() {
+  printf '%s\n' "$*" | tail -c 3800 >/dev/termination-log
+  echo "$*" >&2
+  exit 1
+}
+
+# The old cluster as it was: pg_upgrade --link moves global/pg_control aside before linking.
+undo() {
+  if [[ -e $OLD/global/pg_control.old && ! -e $OLD/global/pg_control ]]; then
+    mv "$OLD/global/pg_control.old" "$OLD/global/pg_control"
+  fi
+  rm -rf "$NEW"
+}
+
+# Only the libraries the new image lacks (their sonames), so that nothing of the new
+# PostgreSQL loads an old library.
+mkdir -p /old/missing
+for lib in /old/lib/*; do
+  name=${lib##*/}
+  ldconfig -p | grep -q "^[[:space:]]*$name " || ln -sf "$lib" /old/missing/
+done
+export LD_LIBRARY_PATH=/old/missing
+for bin in postgres pg_ctl pg_controldata; do
+  if ldd "$OB/$bin" | grep -q 'not found'; then
+    fail "the old image's $bin cannot run in the new image: $(ldd "$OB/$bin" | grep 'not found' | tr -s ' \n' ' ')"
+  fi
+done
+
+[[ -e $KEPT ]] && fail "$KEPT exists: an earlier pg_upgrade already swapped the data directories (see docs/runbooks/upgrade.md)"
+[[ $(cat "$OLD/PG_VERSION") == "$OLD_MAJOR" ]] || fail "$OLD holds PostgreSQL $(cat "$OLD/PG_VERSION"), not $OLD_MAJOR"
+control=$("$OB/pg_controldata" "$OLD")
+field() { sed -n "s/^$1: *//p" <<<"$control"; }
+state=$(field 'Database cluster state')
+[[ $state == "shut down" ]] || fail "the old primary did not shut down cleanly (pg_controldata: \"$state\"); start the old version again (abort) and retry"
+
+# The new cluster: what pg_upgrade requires to match (checksums, WAL segment size) from the
+# old one; the install user is the old one's (postgres).
+initdb_args=(-D "$NEW" -U postgres -E UTF8 --locale=C.UTF-8 --auth=trust
+  --wal-segsize=$(($(field 'Bytes per WAL segment') / 1024 / 1024)))
+[[ $(field 'Data page checksum version') != 0 ]] && initdb_args+=(--data-checksums)
+rm -rf "$NEW"
+"$NB/initdb" "${initdb_args[@]}" >"$WORK/initdb.log" 2>&1 || fail "initdb failed: $(tail -n 20 "$WORK/initdb.log")"
+
+# The old server starts without Patroni's configuration (archiving, TLS files, the pod's
+# paths): an empty one, local trust only, on a socket in this directory.
+: >"$WORK/old.conf"
+echo "local all all trust" >"$WORK/hba.conf"
+args=(-b "$OB" -B "$NB" -d "$OLD" -D "$NEW" -U postgres -s "$WORK" -j 2 "--$METHOD"
+  -o "-c config_file=$WORK/old.conf -c hba_file=$WORK/hba.conf -c jit=off")
+if ! "$NB/pg_upgrade" --check "${args[@]}" >"$WORK/check.log" 2>&1; then
+  # Its findings: the lines that say what failed, and the files that list the objects.
+  report=$(grep -v '^Performing\|^---\|^Checking.*ok$\|^$' "$WORK/check.log" | tail -n 20)
+  while IFS= read -r f; do
+    [[ -f $f ]] && report+=$'\n'"$(head -n 20 "$f")"
+  done < <(grep -o '/[^ ]*\.txt' "$WORK/check.log" | sort -u)
+  undo
+  fail "pg_upgrade --check failed: $report"
+fi
+echo "pg_upgrade --check passed"
+if ! "$NB/pg_upgrade" "${args[@]}" >"$WORK/upgrade.log" 2>&1; then
+  report=$(tail -n 20 "$WORK/upgrade.log")
+  undo
+  fail "pg_upgrade failed: $report"
+fi
+cat "$WORK/upgrade.log"
+
+# What Patroni keeps in the data directory: its dynamic configuration, and initdb's
+# postgresql.conf renamed as it does on bootstrap.
+[[ -e $OLD/patroni.dynamic.json ]] && cp "$OLD/patroni.dynamic.json" "$NEW/"
+[[ -e $OLD/postgresql.base.conf ]] && mv "$NEW/postgresql.conf" "$NEW/postgresql.base.conf"
+mv "$OLD" "$KEPT"
+mv "$NEW" "$OLD"
+echo "upgraded to PostgreSQL $(cat "$OLD/PG_VERSION") ($METHOD); the old data directory is $KEPT" | tee /dev/termination-log

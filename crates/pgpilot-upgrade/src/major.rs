@@ -1,0 +1,294 @@
+//! The Jobs of a major upgrade, pure. Each mounts the volume of the primary (ordinal 0, where
+//! the instance limit leaves it) and runs a script of `scripts/`:
+//!
+//! - **pg-upgrade**: an init container in the *old* image copies its PostgreSQL and the shared
+//!   libraries it loads into an `emptyDir` (`copy-old.sh`); the *new* image then links in only
+//!   the libraries it lacks, checks every old binary with `ldd`, runs `pg_upgrade --check` and
+//!   `pg_upgrade` (link or copy) and swaps the data directories (`pg-upgrade.sh`). No Debian
+//!   suite ships both majors, so this is how one pod has both. Not retried: a failure leaves
+//!   the old cluster as it was and says why in its termination message.
+//! - **revert**: an abort after pg_upgrade, before the new primary started, puts the old data
+//!   directory back (`revert.sh`).
+//! - **finish**: with the new primary up, extensions updated, statistics rebuilt, the old data
+//!   directory removed (`finish.sh`); next to the primary (its volume), as the superuser.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::{Resource, ResourceExt};
+use pgpilot_api::{PostgresUpgrade, labels};
+use pgpilot_postgres::names::{DATA_MOUNT, Names};
+use serde_json::{Value, json};
+
+const COPY_OLD: &str = include_str!("../scripts/copy-old.sh");
+const PG_UPGRADE: &str = include_str!("../scripts/pg-upgrade.sh");
+const REVERT: &str = include_str!("../scripts/revert.sh");
+const FINISH: &str = include_str!("../scripts/finish.sh");
+
+/// `pgpilot.io/component` of the Jobs and their pods.
+pub const COMPONENT: &str = "upgrade";
+/// The image's postgres user.
+const POSTGRES_UID: i64 = 999;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    PgUpgrade,
+    Revert,
+    Finish,
+}
+
+impl Kind {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Kind::PgUpgrade => "pg-upgrade",
+            Kind::Revert => "revert",
+            Kind::Finish => "finish",
+        }
+    }
+}
+
+/// `pg_upgrade --link` or `--copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Link,
+    Copy,
+}
+
+pub fn job_name(upgrade: &str, kind: Kind) -> String {
+    format!("{upgrade}-{}", kind.suffix())
+}
+
+/// What the Jobs are made from.
+pub struct Inputs<'a> {
+    pub upgrade: &'a PostgresUpgrade,
+    pub from_version: i32,
+    pub from_image: &'a str,
+    pub to_version: i32,
+    pub to_image: &'a str,
+    pub method: Method,
+}
+
+/// The volume claim of ordinal 0 of the cluster's StatefulSet.
+pub fn primary_claim(cluster: &str) -> String {
+    format!("data-{}-0", Names::new(cluster).statefulset())
+}
+
+pub fn job(i: &Inputs<'_>, kind: Kind) -> Option<Job> {
+    let upgrade = i.upgrade;
+    let ns = upgrade.namespace()?;
+    let owner = upgrade.controller_owner_ref(&())?;
+    let cluster = &upgrade.spec.cluster.name;
+    let names = Names::new(cluster);
+    let pod_labels = json!({
+        labels::CLUSTER: cluster,
+        labels::COMPONENT: COMPONENT,
+        labels::MANAGED_BY: labels::MANAGED_BY_VALUE,
+    });
+    let restricted = json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+    });
+    let mut env = vec![
+        json!({"name": "OLD_MAJOR", "value": i.from_version.to_string()}),
+        json!({"name": "NEW_MAJOR", "value": i.to_version.to_string()}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "data", "mountPath": DATA_MOUNT}),
+        json!({"name": "tmp", "mountPath": "/tmp"}),
+    ];
+    let mut volumes = vec![
+        json!({"name": "data", "persistentVolumeClaim": {"claimName": primary_claim(cluster)}}),
+        json!({"name": "tmp", "emptyDir": {}}),
+    ];
+    let mut init = vec![];
+    let mut affinity = Value::Null;
+    let script = match kind {
+        Kind::PgUpgrade => {
+            let method = match i.method {
+                Method::Link => "link",
+                Method::Copy => "copy",
+            };
+            env.push(json!({"name": "METHOD", "value": method}));
+            mounts.push(json!({"name": "old", "mountPath": "/old"}));
+            volumes.push(json!({"name": "old", "emptyDir": {}}));
+            init.push(json!({
+                "name": "copy-old",
+                "image": i.from_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/bin/sh", "-c", COPY_OLD],
+                "env": [{"name": "OLD_MAJOR", "value": i.from_version.to_string()}],
+                "volumeMounts": [{"name": "old", "mountPath": "/old"}],
+                "securityContext": restricted,
+            }));
+            PG_UPGRADE
+        }
+        Kind::Revert => REVERT,
+        Kind::Finish => {
+            env.push(json!({"name": "PGHOST", "value": names.rw_host(&ns)}));
+            env.push(json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {
+                "name": names.superuser_secret(), "key": "password"}}}));
+            // The volume is the primary's: on its node.
+            affinity = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {
+                    "statefulset.kubernetes.io/pod-name": format!("{}-0", names.statefulset())}},
+                "topologyKey": "kubernetes.io/hostname",
+            }]}});
+            FINISH
+        }
+    };
+    let mut pod = json!({
+        "restartPolicy": "Never",
+        "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID,
+            "fsGroup": POSTGRES_UID, "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": init,
+        "containers": [{
+            "name": kind.suffix(),
+            "image": i.to_image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/bash", "-c", script],
+            "env": env,
+            "volumeMounts": mounts,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": restricted,
+        }],
+        "volumes": volumes,
+    });
+    if !affinity.is_null() {
+        pod["affinity"] = affinity;
+    }
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(&upgrade.name_any(), kind),
+            "namespace": ns,
+            "labels": pod_labels,
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            // pg_upgrade is not run twice by itself: its failure needs a look (the old cluster
+            // is intact). Reverting and finishing are safe to repeat.
+            "backoffLimit": if kind == Kind::PgUpgrade { 0 } else { 3 },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod},
+        },
+    });
+    serde_json::from_value(job).ok()
+}
+
+/// The annotations a running major upgrade puts on the cluster besides its name: the
+/// instance limit, and the target once the data is upgraded.
+pub fn limit(n: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([(labels::INSTANCE_LIMIT.to_owned(), n.to_string())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade() -> PostgresUpgrade {
+        serde_json::from_value(json!({
+            "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresUpgrade",
+            "metadata": {"name": "db-upgrade-1", "namespace": "prod", "uid": "u-1"},
+            "spec": {"cluster": {"name": "db"}, "targetVersion": 17, "targetImage": "pg:17"},
+        }))
+        .unwrap()
+    }
+
+    fn inputs(u: &PostgresUpgrade) -> Inputs<'_> {
+        Inputs {
+            upgrade: u,
+            from_version: 15,
+            from_image: "pg:15.20",
+            to_version: 17,
+            to_image: "pg:17",
+            method: Method::Link,
+        }
+    }
+
+    fn env(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String, String> {
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn pg_upgrade_runs_the_new_image_with_the_old_binaries_on_the_primary_volume() {
+        let u = upgrade();
+        let j = job(&inputs(&u), Kind::PgUpgrade).unwrap();
+        assert_eq!(j.metadata.name.as_deref(), Some("db-upgrade-1-pg-upgrade"));
+        assert_eq!(
+            j.metadata.owner_references.as_ref().unwrap()[0].name,
+            "db-upgrade-1"
+        );
+        let spec = j.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        let pod = spec.template.spec.unwrap();
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("pg:15.20"));
+        let main = &pod.containers[0];
+        assert_eq!(main.image.as_deref(), Some("pg:17"));
+        let e = env(main);
+        assert_eq!((&*e["OLD_MAJOR"], &*e["NEW_MAJOR"]), ("15", "17"));
+        assert_eq!(e["METHOD"], "link");
+        let volumes = pod.volumes.unwrap();
+        assert_eq!(
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "data-db-0"
+        );
+        // Restricted, no API token.
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        for c in [init, main] {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+                &["ALL"]
+            );
+        }
+    }
+
+    #[test]
+    fn finishing_runs_beside_the_primary_as_the_superuser_whose_password_stays_in_its_secret() {
+        let u = upgrade();
+        let mut i = inputs(&u);
+        i.method = Method::Copy;
+        let j = job(&i, Kind::Finish).unwrap();
+        let pod = j.spec.unwrap().template.spec.unwrap();
+        let main = &pod.containers[0];
+        assert_eq!(env(main)["PGHOST"], "db-rw.prod.svc");
+        let pw = main
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "PGPASSWORD")
+            .unwrap();
+        assert!(pw.value.is_none());
+        assert_eq!(
+            pw.value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "db-superuser"
+        );
+        assert!(pod.affinity.unwrap().pod_affinity.is_some());
+        assert!(pod.init_containers.unwrap_or_default().is_empty());
+        let revert = job(&i, Kind::Revert).unwrap();
+        assert_eq!(revert.spec.unwrap().backoff_limit, Some(3));
+    }
+}
