@@ -20,6 +20,8 @@ mod backup;
 mod cluster;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/major.rs"]
+mod major;
 #[path = "e2e/minio.rs"]
 mod minio;
 #[path = "e2e/repair.rs"]

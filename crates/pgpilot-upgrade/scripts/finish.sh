@@ -3,7 +3,7 @@
 # rebuilt in stages (pg_upgrade carries none), the old data directory removed.
 set -euo pipefail
 export PGUSER=postgres PGCONNECT_TIMEOUT=10
-rm -rf "/var/lib/postgresql/data/pgdata.$OLD_MAJOR"
+rm -rf "/var/lib/postgresql/data/pgdata.$OLD_MAJOR" /var/lib/postgresql/data/upgraded-checkpoint
 psql -XAtc "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1" | while IFS= read -r db; do
   PGDATABASE=$db psql -XAtc "SELECT format('ALTER EXTENSION %I UPDATE;', extname) FROM pg_extension" |
     PGDATABASE=$db psql -X -q -v ON_ERROR_STOP=1

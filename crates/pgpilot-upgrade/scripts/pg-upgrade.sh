@@ -17,6 +17,21 @@ fail() {
   exit 1
 }
 
+# The files pg_upgrade names in its output ($1): the lists of the objects at fault, and the
+# logs of the servers it started or of a restore. Undo removes them with the new cluster.
+named() {
+  local f
+  { grep -o '/[^ "]*\.\(txt\|log\)' "$1" || true; } | sort -u | while IFS= read -r f; do
+    [[ -f $f ]] || continue
+    if [[ $f == *.txt ]]; then
+      head -n 20 "$f"
+    else # a log: from its first error on, else its end
+      printf '%s:\n' "${f##*/}"
+      grep -m 1 -A 12 -E '(ERROR|FATAL|PANIC|error):' "$f" || tail -n 10 "$f"
+    fi
+  done
+}
+
 # The old cluster as it was: pg_upgrade --link moves global/pg_control aside before linking.
 undo() {
   if [[ -e $OLD/global/pg_control.old && ! -e $OLD/global/pg_control ]]; then
@@ -28,9 +43,10 @@ undo() {
 # Only the libraries the new image lacks (their sonames), so that nothing of the new
 # PostgreSQL loads an old library.
 mkdir -p /old/missing
+have=$(ldconfig -p)
 for lib in /old/lib/*; do
   name=${lib##*/}
-  ldconfig -p | grep -q "^[[:space:]]*$name " || ln -sf "$lib" /old/missing/
+  grep -q "^[[:space:]]*$name " <<<"$have" || ln -sf "$lib" /old/missing/
 done
 export LD_LIBRARY_PATH=/old/missing
 for bin in postgres pg_ctl pg_controldata; do
@@ -63,15 +79,13 @@ args=(-b "$OB" -B "$NB" -d "$OLD" -D "$NEW" -U postgres -s "$WORK" -j 2 "--$METH
 if ! "$NB/pg_upgrade" --check "${args[@]}" >"$WORK/check.log" 2>&1; then
   # Its findings: the lines that say what failed, and the files that list the objects.
   report=$(grep -v '^Performing\|^---\|^Checking.*ok$\|^$' "$WORK/check.log" | tail -n 20)
-  while IFS= read -r f; do
-    [[ -f $f ]] && report+=$'\n'"$(head -n 20 "$f")"
-  done < <(grep -o '/[^ ]*\.txt' "$WORK/check.log" | sort -u)
+  report+=$'\n'$(named "$WORK/check.log")
   undo
   fail "pg_upgrade --check failed: $report"
 fi
 echo "pg_upgrade --check passed"
 if ! "$NB/pg_upgrade" "${args[@]}" >"$WORK/upgrade.log" 2>&1; then
-  report=$(tail -n 20 "$WORK/upgrade.log")
+  report=$(tail -n 20 "$WORK/upgrade.log")$'\n'$(named "$WORK/upgrade.log")
   undo
   fail "pg_upgrade failed: $report"
 fi
@@ -81,6 +95,9 @@ cat "$WORK/upgrade.log"
 # postgresql.conf renamed as it does on bootstrap.
 [[ -e $OLD/patroni.dynamic.json ]] && cp "$OLD/patroni.dynamic.json" "$NEW/"
 [[ -e $OLD/postgresql.base.conf ]] && mv "$NEW/postgresql.conf" "$NEW/postgresql.base.conf"
+# The new cluster's checkpoint as pg_upgrade left it: revert.sh refuses once it moved (the
+# new primary ran and may have written to files it shares with the old one).
+"$NB/pg_controldata" "$NEW" | sed -n 's/^Latest checkpoint location: *//p' >"$DATA/upgraded-checkpoint"
 mv "$OLD" "$KEPT"
 mv "$NEW" "$OLD"
 echo "upgraded to PostgreSQL $(cat "$OLD/PG_VERSION") ($METHOD); the old data directory is $KEPT" | tee /dev/termination-log

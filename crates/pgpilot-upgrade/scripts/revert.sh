@@ -14,12 +14,15 @@ if [[ ! -e $KEPT ]]; then
   echo "nothing to revert: $OLD is PostgreSQL $OLD_MAJOR" | tee /dev/termination-log
   exit 0
 fi
-[[ -e $OLD/postmaster.pid ]] && fail "$OLD has a postmaster.pid: the new primary ran; restore the pre-upgrade backup instead"
+ran=$(/usr/lib/postgresql/"$NEW_MAJOR"/bin/pg_controldata "$OLD" | sed -n 's/^Latest checkpoint location: *//p')
+if [[ -e $OLD/postmaster.pid || $ran != $(cat "$DATA/upgraded-checkpoint" 2>/dev/null) ]]; then
+  fail "the new primary ran on $OLD (its checkpoint moved): the old data is no longer intact; restore the pre-upgrade backup instead"
+fi
 rm -rf "$DATA/pgdata.reverted"
 mv "$OLD" "$DATA/pgdata.reverted"
 mv "$KEPT" "$OLD"
 if [[ -e $OLD/global/pg_control.old && ! -e $OLD/global/pg_control ]]; then
   mv "$OLD/global/pg_control.old" "$OLD/global/pg_control"
 fi
-rm -rf "$DATA/pgdata.reverted"
+rm -rf "$DATA/pgdata.reverted" "$DATA/upgraded-checkpoint"
 echo "PostgreSQL $OLD_MAJOR is back in $OLD" | tee /dev/termination-log
