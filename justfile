@@ -152,6 +152,14 @@ bench *ARGS:
 bench-backup *ARGS:
     e2e/scripts/bench-run.sh backup {{ARGS}}
 
+# The upgrade controller's benchmarks (#14): a minor upgrade's write gap (15.18 → 15.20, three
+# instances) beside a switchover, and a major upgrade's (15.20 → 17, --link, pgbench scale 70)
+# total time and write downtime beside initdb + pg_upgrade --link by hand and a restart.
+# Into the upgrade section of docs/benchmarks.md. Arguments: [--scale N] [--instances N]
+# [--repeat N] [--only minor|major].
+bench-upgrade *ARGS:
+    e2e/scripts/bench-run.sh upgrade {{ARGS}}
+
 # API requests per converged reconcile, this checkout beside a baseline commit (default
 # f79ac22, before the watch caches), from the API server's metrics on the control-plane
 # cluster; written to docs/benchmarks.md. Arguments: [--baseline COMMIT] [--pokes N].

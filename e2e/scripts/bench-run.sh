@@ -7,6 +7,7 @@
 #
 #   bench-run.sh [ARGS]          the cluster controller's: `pgpilot-bench all ARGS` (--repeat 5)
 #   bench-run.sh backup [ARGS]   the backup controller's: `pgpilot-bench backup ARGS` (--scale 70)
+#   bench-run.sh upgrade [ARGS]  the upgrade controller's: `pgpilot-bench upgrade ARGS` (--scale 70)
 #
 #   PGPILOT_BENCH_NAMESPACE   namespace of everything measured (bench)
 set -euo pipefail
@@ -23,9 +24,13 @@ if [[ ${1:-} == backup ]]; then
   AREA=backup CONTROLLERS=cluster,backup
   shift
   ((EUID == 0)) || die "the backup benchmarks drop the page cache: run as root"
+elif [[ ${1:-} == upgrade ]]; then
+  AREA=upgrade CONTROLLERS=cluster,upgrade
+  shift
 fi
 IMAGES=(localhost/pgpilot/postgres:17)
 [[ $AREA == backup ]] && IMAGES+=(localhost/pgpilot/s3:minio-2026-02-12)
+[[ $AREA == upgrade ]] && IMAGES+=(localhost/pgpilot/postgres:15.18 localhost/pgpilot/postgres:15.20)
 
 step() { printf '\n\033[1m== %s\033[0m (+%ss)\n' "$*" "$(elapsed)" >&2; }
 
@@ -35,6 +40,10 @@ step "binaries, images"
 "$REPO/images/pgclient/build.sh" >/dev/null
 "$REPO/images/postgres/build.sh" 17 >/dev/null
 if [[ $AREA == backup ]]; then "$REPO/images/s3/build.sh" >/dev/null; fi
+if [[ $AREA == upgrade ]]; then
+  "$REPO/images/postgres/build.sh" 15.18 >/dev/null
+  "$REPO/images/postgres/build.sh" 15.20 >/dev/null
+fi
 
 step "node cluster (reused when running)"
 mkdir -p "$REPO/target/bench"
@@ -105,6 +114,9 @@ cd "$REPO"
 if [[ $AREA == backup ]]; then
   step "backup benchmarks (a full run takes 25-40 min)"
   "$BENCH" backup --namespace "$NS" --out docs/benchmarks.md --json target/bench/backup.json "$@"
+elif [[ $AREA == upgrade ]]; then
+  step "upgrade benchmarks (one sample of each takes 15-25 min)"
+  "$BENCH" upgrade --namespace "$NS" --out docs/benchmarks.md --json target/bench/upgrade.json "$@"
 else
   step "benchmarks (a full run takes 20-40 min)"
   "$BENCH" all --namespace "$NS" --out docs/benchmarks.md --json target/bench/results.json "$@"

@@ -349,16 +349,7 @@ pub fn render(r: &BackupResults) -> String {
 
 /// `page` with its backup section replaced by `section` (appended when it has none).
 pub fn splice(page: &str, section: &str) -> String {
-    match (page.find(BEGIN), page.find(END)) {
-        (Some(b), Some(e)) if b < e => format!(
-            "{}{}{}",
-            &page[..b],
-            section.trim_end(),
-            &page[e + END.len()..]
-        ),
-        _ if page.trim().is_empty() => format!("# Benchmarks\n\n{section}"),
-        _ => format!("{}\n\n{section}", page.trim_end()),
-    }
+    crate::report::splice(page, section, BEGIN, END)
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ mod model;
 mod pgc;
 mod pods;
 mod report;
+mod upgrade;
+mod upgrade_report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -124,6 +126,30 @@ enum Command {
         #[arg(long)]
         render: bool,
     },
+    /// The upgrade benchmarks (minor write gap beside a switchover; major downtime beside
+    /// pg_upgrade --link by hand): the upgrade section of the report. Needs the cluster and
+    /// upgrade controllers.
+    Upgrade {
+        /// pgbench scale of the major upgrade's database (70 ≈ 1.05 GB).
+        #[arg(long, default_value_t = 70)]
+        scale: u32,
+        /// Instances of the major upgrade's cluster.
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+        /// Samples of each.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Only the minor upgrade, or only the major one.
+        #[arg(long, value_parser = ["minor", "major"])]
+        only: Option<String>,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long, default_value = "target/bench/upgrade.json")]
+        json: PathBuf,
+        /// Only render the section again from the JSON.
+        #[arg(long)]
+        render: bool,
+    },
     /// Render the report from a results file.
     Render {
         #[arg(long, default_value = "target/bench/results.json")]
@@ -204,6 +230,45 @@ async fn main() -> Result<()> {
                 work_dir: PathBuf::from("target/bench/backup"),
             };
             backup::run(&client, ns, &opts, &save).await?;
+            println!("wrote {} and {}", out.display(), json.display());
+            Ok(())
+        }
+        Command::Upgrade {
+            scale,
+            instances,
+            repeat,
+            only,
+            out,
+            json,
+            render,
+        } => {
+            let r: upgrade::UpgradeResults = if render {
+                serde_json::from_str(
+                    &std::fs::read_to_string(&json)
+                        .with_context(|| format!("reading {}", json.display()))?,
+                )?
+            } else {
+                let client = client(ns).await?;
+                let opts = upgrade::Options {
+                    scale,
+                    instances,
+                    repeat,
+                    minor: only.as_deref() != Some("major"),
+                    major: only.as_deref() != Some("minor"),
+                };
+                upgrade::run(&client, ns, &opts).await
+            };
+            if let Some(dir) = json.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&json, serde_json::to_string_pretty(&r)?)?;
+            let page = std::fs::read_to_string(&out).unwrap_or_default();
+            std::fs::write(
+                &out,
+                upgrade_report::splice(&page, &upgrade_report::render(&r)),
+            )
+            .with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", upgrade_report::render(&r));
             println!("wrote {} and {}", out.display(), json.display());
             Ok(())
         }
@@ -469,6 +534,7 @@ fn write_report(results: &Results, out: &Path) -> Result<()> {
     for (begin, end) in [
         ("<!-- requests:begin -->", "<!-- requests:end -->"),
         (backup_report::BEGIN, backup_report::END),
+        (upgrade_report::BEGIN, upgrade_report::END),
     ] {
         if let (Some(start), Some(stop)) = (previous.find(begin), previous.find(end))
             && start < stop

@@ -48,6 +48,21 @@ fn event_summary(r: &EventResult) -> Option<Summary> {
     Summary::of(r.samples.iter().map(|s| s.gap_seconds))
 }
 
+/// `page` with `section` (which starts with `begin` and ends with `end`) in place of what
+/// stands between those markers, or appended.
+pub fn splice(page: &str, section: &str, begin: &str, end: &str) -> String {
+    match (page.find(begin), page.find(end)) {
+        (Some(b), Some(e)) if b < e => format!(
+            "{}{}{}",
+            &page[..b],
+            section.trim_end(),
+            &page[e + end.len()..]
+        ),
+        _ if page.trim().is_empty() => format!("# Benchmarks\n\n{section}"),
+        _ => format!("{}\n\n{section}", page.trim_end()),
+    }
+}
+
 pub fn render(r: &Results) -> String {
     let mut o = String::new();
     let e = &r.environment;

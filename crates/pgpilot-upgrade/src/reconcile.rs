@@ -55,7 +55,12 @@ pub const PART: StatusPart<'static> = StatusPart {
 };
 
 /// The annotations of a PostgresCluster this controller sets.
-const OURS: [&str; 3] = [labels::UPGRADE, labels::UPGRADE_TARGET, labels::ROLL_HOLD];
+const OURS: [&str; 4] = [
+    labels::UPGRADE,
+    labels::UPGRADE_TARGET,
+    labels::ROLL_HOLD,
+    labels::INSTANCE_LIMIT,
+];
 
 pub struct Caches {
     pub upgrades: Cache<PostgresUpgrade>,
@@ -715,6 +720,15 @@ mod tests {
         let by_hand = upgrade("by-hand", None);
         assert!(turn(&under_way) < turn(&by_hand));
         assert!(turn(&upgrade("a", None)) < turn(&upgrade("b", None)));
+    }
+
+    #[test]
+    fn every_annotation_the_plan_sets_is_one_this_controller_owns_and_removes() {
+        let mut set: Vec<String> = crate::major::limit(0).into_keys().collect();
+        set.extend([labels::UPGRADE, labels::UPGRADE_TARGET, labels::ROLL_HOLD].map(String::from));
+        for key in set {
+            assert!(OURS.contains(&key.as_str()), "{key}");
+        }
     }
 
     #[test]

@@ -84,7 +84,12 @@ for stanza in info:
 json.dump(info, sys.stdout, separators=(",", ":"))
 "#;
 
+/// `--backup-standby=prefer` (fall back to the primary when no standby answers) is newer than
+/// bookworm's pgBackRest 2.45 (in the PostgreSQL 15 images), which gets `y`.
 const SCRIPT: &str = "set -e
+if [ \"$PGPILOT_BACKUP_STANDBY\" = prefer ] && ! pgbackrest help backup backup-standby | grep -q prefer; then
+  PGPILOT_BACKUP_STANDBY=y
+fi
 pgbackrest backup --type=\"$PGPILOT_BACKUP_TYPE\" --backup-standby=\"$PGPILOT_BACKUP_STANDBY\" --annotation=pgpilot.io/backup=\"$PGPILOT_BACKUP_UID\"
 pgbackrest info --output=json | python3 -c \"$PGPILOT_REPORT_FILTER\" >/dev/termination-log";
 

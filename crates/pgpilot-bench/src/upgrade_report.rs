@@ -1,0 +1,186 @@
+//! The upgrade section of docs/benchmarks.md from [`UpgradeResults`]: pure, so it can be
+//! rendered again from the JSON.
+
+use std::fmt::Write;
+
+use crate::model::Summary;
+use crate::upgrade::UpgradeResults;
+
+/// A minor upgrade's write gap: under this many seconds (a switchover's target).
+pub const MINOR_GAP_TARGET_S: f64 = 3.0;
+/// A major upgrade's write downtime: at most this multiple of the raw pg_upgrade, plus one
+/// restart.
+pub const MAJOR_FACTOR: f64 = 1.5;
+
+pub const BEGIN: &str = "<!-- upgrade:begin -->";
+pub const END: &str = "<!-- upgrade:end -->";
+
+fn secs(s: Option<Summary>) -> String {
+    s.map_or("—".into(), |s| {
+        format!("{:.1} s ({:.1}–{:.1}, n={})", s.median, s.min, s.max, s.n)
+    })
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "**met**",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+pub fn render(r: &UpgradeResults) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{BEGIN}");
+    let _ = writeln!(o, "## Upgrades (`just bench-upgrade`)\n");
+    let _ = writeln!(
+        o,
+        "Measured {} on the node cluster (load {} at the start, {} at the end). A writer inserts \
+         through `-rw` every 50 ms (1 s timeouts, reconnecting after any error); a gap is the \
+         longest time between two acknowledged inserts from the change of the spec on.\n",
+        r.date, r.load_start, r.load_end
+    );
+    let minor_gap = Summary::of(r.minor.iter().map(|m| m.write_gap_seconds));
+    let _ = writeln!(o, "### Minor: 15.18 → 15.20, three instances\n");
+    let _ = writeln!(o, "| measure | value |\n|---|---|");
+    let _ = writeln!(
+        o,
+        "| spec changed → PostgresUpgrade Succeeded | {} |",
+        secs(Summary::of(r.minor.iter().map(|m| m.total_seconds)))
+    );
+    let _ = writeln!(o, "| write gap during the upgrade | {} |", secs(minor_gap));
+    let _ = writeln!(
+        o,
+        "| baseline: write gap of a switchover of the same cluster, same run | {} |",
+        secs(Summary::of(
+            r.minor.iter().map(|m| m.switchover_gap_seconds)
+        ))
+    );
+    let _ = writeln!(
+        o,
+        "| target: gap < {MINOR_GAP_TARGET_S} s (worst sample) | {} |\n",
+        verdict(minor_gap.map(|s| s.max < MINOR_GAP_TARGET_S))
+    );
+
+    let _ = writeln!(
+        o,
+        "### Major: 15.20 → 17 (`pg_upgrade --link`), {} instance(s), pgbench scale {} ({:.0} MB)\n",
+        r.instances,
+        r.scale,
+        r.database_bytes as f64 / 1e6
+    );
+    let downtime = Summary::of(r.major.iter().map(|m| m.write_downtime_seconds));
+    let allowance = Summary::of(r.raw.iter().map(|raw| raw.allowance()));
+    let _ = writeln!(o, "| measure | value |\n|---|---|");
+    let _ = writeln!(
+        o,
+        "| spec changed → PostgresUpgrade Succeeded (replicas cloned again, statistics rebuilt) | {} |",
+        secs(Summary::of(r.major.iter().map(|m| m.total_seconds)))
+    );
+    let _ = writeln!(o, "| write downtime | {} |", secs(downtime));
+    let mut names: Vec<&String> = r.major.iter().flat_map(|m| m.steps.keys()).collect();
+    names.sort();
+    names.dedup();
+    for step in [
+        "stop",
+        "pg-upgrade",
+        "start-primary",
+        "reclone-replicas",
+        "finish",
+    ] {
+        if names.iter().any(|n| n.as_str() == step) {
+            let _ = writeln!(
+                o,
+                "| step `{step}` (whole seconds) | {} |",
+                secs(Summary::of(
+                    r.major.iter().filter_map(|m| m.steps.get(step).copied())
+                ))
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "| baseline: `initdb` by hand, same data, same images | {} |",
+        secs(Summary::of(r.raw.iter().map(|x| x.initdb_seconds)))
+    );
+    let _ = writeln!(
+        o,
+        "| baseline: `pg_upgrade --link` by hand | {} |",
+        secs(Summary::of(r.raw.iter().map(|x| x.pg_upgrade_seconds)))
+    );
+    let _ = writeln!(
+        o,
+        "| baseline: restart of a one-instance cluster (pod deleted → writes again) | {} |",
+        secs(Summary::of(r.raw.iter().map(|x| x.restart_seconds)))
+    );
+    let _ = writeln!(
+        o,
+        "| target: downtime ≤ {MAJOR_FACTOR} × (initdb + pg_upgrade) + one restart = {} | {} |",
+        secs(allowance),
+        verdict(match (downtime, allowance) {
+            (Some(d), Some(a)) => Some(d.median <= a.median),
+            _ => None,
+        })
+    );
+    if !r.errors.is_empty() {
+        let _ = writeln!(o, "\nErrors in this run:\n");
+        for e in &r.errors {
+            let _ = writeln!(o, "- {}", e.replace('\n', " "));
+        }
+    }
+    let _ = writeln!(o, "{END}");
+    o
+}
+
+pub fn splice(page: &str, section: &str) -> String {
+    crate::report::splice(page, section, BEGIN, END)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upgrade::{MajorRun, MinorRun, RawRun};
+
+    #[test]
+    fn the_section_gives_the_verdicts_against_the_baselines_of_the_same_run() {
+        let r = UpgradeResults {
+            minor: vec![MinorRun {
+                total_seconds: 60.0,
+                write_gap_seconds: 2.5,
+                switchover_gap_seconds: 2.4,
+                load1: 1.0,
+            }],
+            major: vec![MajorRun {
+                total_seconds: 120.0,
+                write_downtime_seconds: 30.0,
+                steps: [("pg-upgrade".to_owned(), 12.0)].into(),
+                load1: 1.0,
+            }],
+            raw: vec![RawRun {
+                initdb_seconds: 2.0,
+                pg_upgrade_seconds: 8.0,
+                restart_seconds: 10.0,
+                load1: 1.0,
+            }],
+            ..Default::default()
+        };
+        let page = render(&r);
+        assert!(page.starts_with(BEGIN) && page.trim_end().ends_with(END));
+        // 30 s against 1.5 × 10 s + 10 s = 25 s.
+        assert!(
+            page.contains("= 25.0 s") && page.contains("**missed**"),
+            "{page}"
+        );
+        assert!(
+            page.contains("gap < 3 s (worst sample) | **met**"),
+            "{page}"
+        );
+        let spliced = splice(
+            "# Benchmarks\n\nbefore\n<!-- upgrade:begin -->old<!-- upgrade:end -->\nafter\n",
+            &page,
+        );
+        assert!(
+            spliced.contains("before") && spliced.contains("after") && !spliced.contains("old")
+        );
+    }
+}
