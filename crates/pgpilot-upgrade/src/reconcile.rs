@@ -201,7 +201,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
             Act::CreateBackup(backup) => create_backup(ctx, &first, &cluster, backup).await?,
             Act::CreateJob(kind) => create_job(ctx, &first, &plan.status, *kind).await?,
             Act::ResetDcs => reset_dcs(ctx, &ns, &name).await?,
-            Act::DeleteReplicaVolumes => delete_replica_volumes(ctx, &ns, &name).await?,
+            Act::DeleteReplicaVolumes => delete_replica_volumes(ctx, &first, &ns).await?,
         }
         annotate(ctx, &cluster, &ns, plan.annotations.clone()).await
     }
@@ -367,18 +367,7 @@ fn major_seen(ctx: &Context, upgrade: &PostgresUpgrade, ns: &str) -> MajorSeen {
             JobState::Running
         })
     };
-    let prefix = format!("data-{cluster}-");
-    let replica_volumes = ctx
-        .caches
-        .volumes
-        .list(ns, &[(labels::CLUSTER, cluster)])
-        .iter()
-        .filter(|v| {
-            v.name_any()
-                .strip_prefix(&prefix)
-                .is_some_and(|n| n != "0" && n.parse::<u32>().is_ok())
-        })
-        .count();
+    let replica_volumes = old_replica_volumes(ctx, upgrade, ns).len();
     MajorSeen {
         pg_upgrade: job(Kind::PgUpgrade),
         revert: job(Kind::Revert),
@@ -452,18 +441,48 @@ async fn reset_dcs(ctx: &Context, ns: &str, cluster: &str) -> Result<(), Error> 
     }
 }
 
-/// Deletes the volumes of every ordinal but 0; their pods are stopped.
-async fn delete_replica_volumes(ctx: &Context, ns: &str, cluster: &str) -> Result<(), Error> {
+/// The volumes of every ordinal but 0 that hold the old version's data: those created
+/// before the upgrade's `reclone-replicas` step began (the StatefulSet makes new ones after).
+fn old_replica_volumes(
+    ctx: &Context,
+    upgrade: &PostgresUpgrade,
+    ns: &str,
+) -> Vec<Arc<PersistentVolumeClaim>> {
+    let cluster = &upgrade.spec.cluster.name;
     let prefix = format!("data-{cluster}-");
+    let since = upgrade
+        .status
+        .as_ref()
+        .and_then(|s| s.steps.iter().find(|s| s.name == plan::RECLONE))
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0);
+    ctx.caches
+        .volumes
+        .list(ns, &[(labels::CLUSTER, cluster)])
+        .into_iter()
+        .filter(|v| {
+            let replica = v
+                .name_any()
+                .strip_prefix(&prefix)
+                .is_some_and(|n| n != "0" && n.parse::<u32>().is_ok());
+            let created = v.creation_timestamp().map(|t| t.0);
+            replica && since.is_none_or(|since| created.is_some_and(|c| c < since))
+        })
+        .collect()
+}
+
+/// Deletes the old version's replica volumes; their pods are stopped.
+async fn delete_replica_volumes(
+    ctx: &Context,
+    upgrade: &PostgresUpgrade,
+    ns: &str,
+) -> Result<(), Error> {
     let api = ctx.caches.volumes.api(ns);
-    for v in ctx.caches.volumes.list(ns, &[(labels::CLUSTER, cluster)]) {
-        let name = v.name_any();
-        let replica = name
-            .strip_prefix(&prefix)
-            .is_some_and(|n| n != "0" && n.parse::<u32>().is_ok());
-        if !replica || v.metadata.deletion_timestamp.is_some() {
+    for v in old_replica_volumes(ctx, upgrade, ns) {
+        if v.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        let name = v.name_any();
         match api
             .delete(&name, &Default::default())
             .instrument(

@@ -40,7 +40,8 @@ pub struct Seen {
     pub pg_upgrade: Option<JobState>,
     pub revert: Option<JobState>,
     pub finish: Option<JobState>,
-    /// Volume claims of ordinals other than 0 that still exist.
+    /// Volume claims of ordinals other than 0 with the old version's data (made before
+    /// `reclone-replicas` began) that still exist.
     pub replica_volumes: usize,
 }
 

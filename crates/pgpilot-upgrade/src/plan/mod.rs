@@ -24,7 +24,7 @@ use pgpilot_postgres::version::Running;
 use pgpilot_toolkit::conditions::{self, Status, Update};
 
 mod major;
-pub use major::{JobState, Seen as MajorSeen};
+pub use major::{JobState, RECLONE, Seen as MajorSeen};
 
 pub const GATES: &str = "gates";
 pub const APPROVAL: &str = "approval";
