@@ -76,6 +76,10 @@ pub struct MajorRun {
     pub write_downtime_seconds: f64,
     /// Each step's start → end, from the PostgresUpgrade's status (whole seconds).
     pub steps: BTreeMap<String, f64>,
+    /// Seconds after the spec changed: the write gap's ends, each step's start and end
+    /// (whole seconds), the pg_upgrade Job's containers (whole seconds).
+    #[serde(default)]
+    pub timeline: BTreeMap<String, f64>,
     pub load1: f64,
 }
 
@@ -146,6 +150,11 @@ pub async fn run(client: &Client, ns: &str, opts: &Options) -> UpgradeResults {
                         "major {k}: {:.1} s, write downtime {:.1} s, steps {:?}",
                         m.total_seconds, m.write_downtime_seconds, m.steps
                     );
+                    let mut events: Vec<_> = m.timeline.iter().collect();
+                    events.sort_by(|a, b| a.1.total_cmp(b.1));
+                    for (what, t) in events {
+                        println!("  +{t:6.1} s  {what}");
+                    }
                     r.major.push(m);
                 }
                 Err(e) => error(&mut r.errors, "major upgrade", &e),
@@ -365,11 +374,14 @@ async fn major_once(
     .await?;
     *database_bytes = size.trim().parse().unwrap_or_default();
     // Created by hand before the spec changes (the controller adopts it), to ask for --link
-    // without a backup repository.
+    // without a backup repository; owned by the cluster, so that it goes with it.
     let upgrades = Api::<PostgresUpgrade>::namespaced(client.clone(), ns);
+    let owner = kube::Resource::controller_owner_ref(&api.get(MAJOR).await?, &())
+        .context("the cluster has no uid")?;
     let upgrade: PostgresUpgrade = serde_json::from_value(json!({
         "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresUpgrade",
-        "metadata": {"name": format!("{MAJOR}-to-17"), "labels": {labels::CLUSTER: MAJOR}},
+        "metadata": {"name": format!("{MAJOR}-to-17"), "labels": {labels::CLUSTER: MAJOR},
+            "ownerReferences": [owner]},
         "spec": {"cluster": {"name": MAJOR}, "targetVersion": 17, "targetImage": IMAGE_17,
             "majorUpgradeMethod": "Link", "backupBeforeUpgrade": false},
     }))?;
@@ -377,6 +389,7 @@ async fn major_once(
     let w = writer(client, ns, MAJOR, "bench_major").await?;
     let load = load1();
     let event = Instant::now();
+    let wall = k8s_openapi::jiff::Timestamp::now();
     api.patch(
         MAJOR,
         &PatchParams::default(),
@@ -399,10 +412,64 @@ async fn major_once(
             Some((s.name.clone(), (b.0.as_second() - a.0.as_second()) as f64))
         })
         .collect();
+    let since = |t: k8s_openapi::jiff::Timestamp| {
+        (t.as_millisecond() - wall.as_millisecond()) as f64 / 1000.0
+    };
+    let mut timeline = BTreeMap::new();
+    timeline.insert(
+        "write gap: last ack before".to_owned(),
+        gap.last_before.at.duration_since(event).as_secs_f64(),
+    );
+    timeline.insert(
+        "write gap: first ack after".to_owned(),
+        gap.first_after.at.duration_since(event).as_secs_f64(),
+    );
+    for s in &done.steps {
+        for (edge, t) in [("start", &s.start_time), ("end", &s.end_time)] {
+            if let Some(t) = t {
+                timeline.insert(format!("step {} {edge}", s.name), since(t.0));
+            }
+        }
+    }
+    // The pg_upgrade Job's pod: its containers' start and end.
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    if let Ok(list) = pods
+        .list(&ListParams::default().labels(&format!(
+            "{}={MAJOR},{}=upgrade",
+            labels::CLUSTER,
+            labels::COMPONENT
+        )))
+        .await
+    {
+        for p in list.items.iter().filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.contains("-pg-upgrade-"))
+        }) {
+            let Some(st) = &p.status else { continue };
+            for c in st
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .chain(st.container_statuses.iter().flatten())
+            {
+                if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref()) {
+                    if let Some(a) = &t.started_at {
+                        timeline.insert(format!("job {} start", c.name), since(a.0));
+                    }
+                    if let Some(b) = &t.finished_at {
+                        timeline.insert(format!("job {} end", c.name), since(b.0));
+                    }
+                }
+            }
+        }
+    }
     Ok(MajorRun {
         total_seconds: total,
         write_downtime_seconds: gap.duration().as_secs_f64(),
         steps,
+        timeline,
         load1: load,
     })
 }

@@ -122,6 +122,19 @@ pub fn render(r: &UpgradeResults) -> String {
             _ => None,
         })
     );
+    if let Some(last) = r.major.last() {
+        let _ = writeln!(
+            o,
+            "\nWhere the time goes (the last sample; seconds after the spec changed; steps and \
+             the Job's containers in whole seconds):\n"
+        );
+        let _ = writeln!(o, "| +s | event |\n|---|---|");
+        let mut events: Vec<_> = last.timeline.iter().collect();
+        events.sort_by(|a, b| a.1.total_cmp(b.1));
+        for (what, t) in events {
+            let _ = writeln!(o, "| {t:.1} | {what} |");
+        }
+    }
     if !r.errors.is_empty() {
         let _ = writeln!(o, "\nErrors in this run:\n");
         for e in &r.errors {
@@ -154,6 +167,7 @@ mod tests {
                 total_seconds: 120.0,
                 write_downtime_seconds: 30.0,
                 steps: [("pg-upgrade".to_owned(), 12.0)].into(),
+                timeline: [("step stop start".to_owned(), 1.0)].into(),
                 load1: 1.0,
             }],
             raw: vec![RawRun {

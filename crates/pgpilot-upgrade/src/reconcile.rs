@@ -238,13 +238,15 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
                 .await;
         }
     }
-    let wait = match window {
-        Window::Closed(Some(opens))
-            if plan.status.phase == Some(pgpilot_api::upgrade::UpgradePhase::Pending) =>
-        {
+    // What the next step waits for (the cluster's status, Patroni) wakes nobody: look again
+    // soon while moving; a person's answer (approval, resume) comes as a change of the spec.
+    use pgpilot_api::upgrade::UpgradePhase;
+    let wait = match (window, plan.status.phase) {
+        (Window::Closed(Some(opens)), Some(UpgradePhase::Pending)) => {
             (opens - Timestamp::now().as_second()).clamp(5, 300) as u64
         }
-        _ => 10,
+        (_, Some(UpgradePhase::AwaitingApproval | UpgradePhase::Paused)) => 30,
+        _ => 2,
     };
     Ok(Action::requeue(Duration::from_secs(wait)))
 }
@@ -356,19 +358,32 @@ fn major_seen(ctx: &Context, upgrade: &PostgresUpgrade, ns: &str) -> MajorSeen {
         {
             return None;
         }
-        Some(if jobs::condition(&job, "Complete").is_some() {
-            JobState::Succeeded(jobs::last_message(&job, &pods, false).unwrap_or_default())
-        } else if jobs::condition(&job, "Failed").is_some() {
-            JobState::Failed(
-                jobs::last_message(&job, &pods, true)
-                    .unwrap_or_else(|| "the Job failed without a message".to_owned()),
-            )
-        } else {
-            JobState::Running
-        })
+        // Its pod's success is seen before the Job controller records it.
+        let pod_succeeded = pods.iter().any(|p| {
+            p.labels().get("batch.kubernetes.io/controller-uid") == job.uid().as_ref()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+        });
+        Some(
+            if pod_succeeded || jobs::condition(&job, "Complete").is_some() {
+                JobState::Succeeded(jobs::last_message(&job, &pods, false).unwrap_or_default())
+            } else if jobs::condition(&job, "Failed").is_some() {
+                JobState::Failed(
+                    jobs::last_message(&job, &pods, true)
+                        .unwrap_or_else(|| "the Job failed without a message".to_owned()),
+                )
+            } else {
+                JobState::Running
+            },
+        )
     };
     let replica_volumes = old_replica_volumes(ctx, upgrade, ns).len();
+    let stopped = ctx
+        .caches
+        .statefulsets
+        .get(ns, cluster)
+        .is_some_and(|s| s.spec.as_ref().and_then(|s| s.replicas) == Some(0));
     MajorSeen {
+        stopped,
         pg_upgrade: job(Kind::PgUpgrade),
         revert: job(Kind::Revert),
         finish: job(Kind::Finish),

@@ -40,6 +40,8 @@ pub struct Seen {
     pub pg_upgrade: Option<JobState>,
     pub revert: Option<JobState>,
     pub finish: Option<JobState>,
+    /// The StatefulSet is scaled to 0 (the primary may still be shutting down).
+    pub stopped: bool,
     /// Volume claims of ordinals other than 0 with the old version's data (made before
     /// `reclone-replicas` began) that still exist.
     pub replica_volumes: usize,
@@ -262,10 +264,11 @@ pub fn walk(
         finish(st, look, annotations, act, event)
     };
 
-    // 1. Stop.
+    // 1. Stop: done once the StatefulSet is scaled to 0. The pg_upgrade Job starts while the
+    // primary shuts down (copying the old binaries meanwhile) and waits for its postmaster.
     if steps.state(STOP) != StepState::Done {
         annotations.extend(crate::major::limit(0));
-        if !f.pods.is_empty() {
+        if !f.major.stopped {
             let message = format!(
                 "stopping the instances for pg_upgrade: the replicas, then the primary alone on {}",
                 first_pod(f)
@@ -282,7 +285,7 @@ pub fn walk(
                 event,
             );
         }
-        steps.set(STOP, StepState::Done, "every instance stopped");
+        steps.set(STOP, StepState::Done, "the StatefulSet is scaled to 0");
     }
 
     // 2. pg_upgrade.
@@ -312,7 +315,7 @@ pub fn walk(
                 );
             }
             Some(JobState::Failed(why)) => {
-                let reason = if why.starts_with("pg_upgrade --check failed") {
+                let reason = if why.starts_with("pg_upgrade's checks failed") {
                     "CheckFailed"
                 } else {
                     "PgUpgradeFailed"
@@ -364,6 +367,19 @@ pub fn walk(
         .then_some(("UpgradePaused", message, true));
         return finish(st, look, annotations, Act::Nothing, event);
     }
+    if steps.state(START) == StepState::Pending && !f.pods.is_empty() {
+        // The old primary's pod is still going away.
+        annotations.extend(crate::major::limit(0));
+        return progress(
+            st,
+            annotations,
+            UpgradePhase::UpgradingPrimary,
+            "PgUpgrade",
+            "pg_upgrade is done; waiting for the old primary's pod to go".to_owned(),
+            Act::Nothing,
+            None,
+        );
+    }
     if steps.state(START) != StepState::Done {
         annotations.extend(crate::major::limit(1));
         let beginning = steps.state(START) == StepState::Pending;
@@ -375,7 +391,7 @@ pub fn walk(
             .any(|p| p.name == first && on_target(p) && p.ready)
         {
             // Patroni's DCS forgets the old system identifier while nothing runs.
-            let act = if beginning && f.pods.is_empty() {
+            let act = if beginning {
                 Act::ResetDcs
             } else {
                 Act::Nothing

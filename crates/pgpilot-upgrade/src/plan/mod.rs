@@ -1247,7 +1247,8 @@ mod tests {
         assert_eq!(state(&p, major::STOP), StepState::Running);
         assert_eq!(limit(&p), Some("0"));
         assert!(!p.annotations.contains_key(labels::UPGRADE_TARGET));
-        w.pods.clear();
+        // Scaled to 0: the Job starts while the primary shuts down.
+        w.major.stopped = true;
         let p = w.step();
         assert_eq!(state(&p, major::STOP), StepState::Done);
         assert_eq!(p.act, Act::CreateJob(crate::major::Kind::PgUpgrade));
@@ -1279,6 +1280,11 @@ mod tests {
         // pg_upgrade done: Patroni's old identifier goes while nothing runs, then the
         // target and the primary alone.
         w.major.pg_upgrade = Some(JobState::Succeeded("upgraded".into()));
+        let p = w.step();
+        assert_eq!(p.act, Act::Nothing, "the old primary's pod is still there");
+        assert_eq!(limit(&p), Some("0"));
+        assert_eq!(state(&p, major::START), StepState::Pending);
+        w.pods.clear();
         let p = w.step();
         assert_eq!(p.act, Act::ResetDcs);
         assert_eq!(limit(&p), Some("1"));
@@ -1334,7 +1340,7 @@ mod tests {
         let mut w = major_world();
         to_pg_upgrade(&mut w);
         w.major.pg_upgrade = Some(JobState::Failed(
-            "pg_upgrade --check failed: Your installation contains the \"aclitem\" data type"
+            "pg_upgrade's checks failed: Your installation contains the \"aclitem\" data type"
                 .into(),
         ));
         let p = w.step();
@@ -1405,6 +1411,7 @@ mod tests {
         assert_eq!(limit(&p), Some("0"));
         w.upgrade.spec.paused = false;
         w.major.pg_upgrade = Some(JobState::Succeeded("upgraded".into()));
+        w.pods.clear();
         w.step();
         w.upgrade.spec.abort = true;
         let p = w.step();
