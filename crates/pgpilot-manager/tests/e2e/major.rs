@@ -456,12 +456,20 @@ async fn check_and_abort(env: &Env) -> Result<()> {
     let jobs = env.api::<Job>();
     let pg_upgrade = jobs.get(&format!("{name}-pg-upgrade")).await?;
     if pg_upgrade.status.as_ref().and_then(|s| s.succeeded) == Some(1) {
-        let revert = jobs.get(&format!("{name}-revert")).await?;
-        ensure!(
-            revert.status.as_ref().and_then(|s| s.succeeded) == Some(1),
-            "{:?}",
-            revert.status
-        );
+        // The controller goes on when the revert pod succeeded; the Job counts it a moment
+        // later.
+        let revert = format!("{name}-revert");
+        eventually(
+            &format!("Job {revert} succeeded"),
+            Duration::from_secs(60),
+            || async {
+                let status = jobs.get(&revert).await.map_err(|e| e.to_string())?.status;
+                (status.as_ref().and_then(|s| s.succeeded) == Some(1))
+                    .then_some(())
+                    .ok_or(format!("{status:?}"))
+            },
+        )
+        .await?;
     }
     all_on(env, "db", 2, "15").await?;
     ensure!(checksums(env, "db").await? == before, "the tables changed");
