@@ -432,28 +432,42 @@ async fn create_job(
     Ok(())
 }
 
-/// Patroni keeps the system identifier of the cluster it initialized in the `initialize`
-/// annotation of `<cluster>-config`; pg_upgrade made a new one, which the upgraded primary
-/// records once the old one is gone (no Patroni runs now).
+/// Patroni's state of the old cluster in its DCS, removed while no instance runs so that
+/// the upgraded primary starts a cluster of its own: the system identifier it initialized
+/// (`initialize`) and its timeline history on `<cluster>-config`, and the synchronous
+/// standbys on `<cluster>-sync` (a stale set keeps the new primary from taking the lead:
+/// it is "not the healthiest node" unless it is in the set).
 async fn reset_dcs(ctx: &Context, ns: &str, cluster: &str) -> Result<(), Error> {
-    let name = format!("{cluster}-config");
-    let patch = serde_json::json!({"metadata": {"annotations": {"initialize": null}}});
-    let result = kube::Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .instrument(tracing::info_span!("kube.patch", kind = "ConfigMap", name = %name))
-        .await;
-    match result {
-        Ok(_) => {
-            ctx.metrics.wrote("ConfigMap");
-            Ok(())
+    let api = kube::Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    for (name, keys) in [
+        (format!("{cluster}-config"), &["initialize", "history"][..]),
+        (
+            format!("{cluster}-sync"),
+            &["leader", "sync_standby", "quorum"][..],
+        ),
+    ] {
+        let nulls: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .map(|k| ((*k).to_owned(), serde_json::Value::Null))
+            .collect();
+        let patch = serde_json::json!({"metadata": {"annotations": nulls}});
+        let result = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .instrument(tracing::info_span!("kube.patch", kind = "ConfigMap", name = %name))
+            .await;
+        match result {
+            Ok(_) => ctx.metrics.wrote("ConfigMap"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(pgpilot_toolkit::Error::api::<Error>(
+                    "patch",
+                    "ConfigMap",
+                    &name,
+                )(e));
+            }
         }
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(pgpilot_toolkit::Error::api::<Error>(
-            "patch",
-            "ConfigMap",
-            &name,
-        )(e)),
     }
+    Ok(())
 }
 
 /// The volumes of every ordinal but 0 that hold the old version's data: those created

@@ -1,7 +1,7 @@
 //! Major upgrades (PostgreSQL 15 → 17) with pg_upgrade, on real volumes:
 //!
-//! - a three-instance cluster with data, extensions and a backup repository, under a
-//!   sequence writer: a pre-upgrade backup, pg_upgrade on the primary's volume, the replicas
+//! - a three-instance cluster with synchronous replication, data, extensions and a backup
+//!   repository, under a sequence writer: a pre-upgrade backup, pg_upgrade on the primary's volume, the replicas
 //!   cloned again; every row present afterwards (a checksum per table), no acknowledged write
 //!   lost, the replicas streaming on 17, the extensions updated, statistics rebuilt, archiving
 //!   and backups going on in the upgraded stanza; then the way back after the point of no
@@ -202,6 +202,9 @@ async fn major(env: &Env) -> Result<()> {
         &ClusterYaml::new("db")
             .instances(3)
             .postgres(15, FROM)
+            // As in examples/cluster.yaml: Patroni's synchronous state of the old cluster
+            // must not keep the upgraded primary from leading.
+            .spec("replication: {synchronous: {mode: Preferred, numberOfStandbys: 1}}")
             .spec(&format!(
                 "backup: {{repository: {{s3: {}}}}}",
                 minio.repository("backups", "s3")

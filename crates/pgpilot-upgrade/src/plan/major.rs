@@ -385,10 +385,17 @@ pub fn walk(
         let beginning = steps.state(START) == StepState::Pending;
         let message = format!("{first} starts on PostgreSQL {to}, alone");
         steps.set(START, StepState::Running, message.clone());
-        if !f
-            .pods
-            .iter()
-            .any(|p| p.name == first && on_target(p) && p.ready)
+        // Ready is not enough: Patroni also runs a member that waits for a leader.
+        let leads = f
+            .cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.current_primary.as_deref())
+            == Some(first.as_str());
+        if !(leads
+            && f.pods
+                .iter()
+                .any(|p| p.name == first && on_target(p) && p.ready))
         {
             // Patroni's DCS forgets the old system identifier while nothing runs.
             let act = if beginning {

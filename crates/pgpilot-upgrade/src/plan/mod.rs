@@ -1277,8 +1277,8 @@ mod tests {
                 "verify"
             ]
         );
-        // pg_upgrade done: Patroni's old identifier goes while nothing runs, then the
-        // target and the primary alone.
+        // pg_upgrade done: once the old primary's pod is gone, Patroni's old cluster goes from
+        // its DCS, then the target and the primary alone.
         w.major.pg_upgrade = Some(JobState::Succeeded("upgraded".into()));
         let p = w.step();
         assert_eq!(p.act, Act::Nothing, "the old primary's pod is still there");
@@ -1302,6 +1302,10 @@ mod tests {
             "the DCS is reset only while nothing runs"
         );
         w.pods[0].ready = true;
+        // Ready, but not leading (the fixture's primary is db-1): not started yet.
+        let p = w.step();
+        assert_eq!(state(&p, major::START), StepState::Running);
+        w.cluster.status.as_mut().unwrap().current_primary = Some("db-0".into());
         let p = w.step();
         assert_eq!(state(&p, major::START), StepState::Done);
         assert_eq!(p.act, Act::DeleteReplicaVolumes);
@@ -1312,12 +1316,11 @@ mod tests {
         assert_eq!(limit(&p), None);
         assert_eq!(p.act, Act::Nothing);
         w.pods = pods([MAJOR; 3], [true; 3]);
-        w.cluster.status.as_mut().unwrap().current_primary = Some("db-0".into());
         let p = w.step();
         assert_eq!(
             state(&p, major::RECLONE),
             StepState::Running,
-            "db-0 is not the primary in the fixture's instances"
+            "db-1 still says running, not streaming, in the fixture's instances"
         );
         w.cluster.status.as_mut().unwrap().instances[0].state = Some("running".into());
         w.cluster.status.as_mut().unwrap().instances[1].state = Some("streaming".into());
