@@ -67,6 +67,9 @@ pub struct MinorRun {
     pub write_gap_seconds: f64,
     /// A switchover of the same cluster just before (the baseline).
     pub switchover_gap_seconds: f64,
+    /// Seconds after the spec changed: the write gap's ends, each step's start and end.
+    #[serde(default)]
+    pub timeline: BTreeMap<String, f64>,
     pub load1: f64,
 }
 
@@ -137,6 +140,7 @@ pub async fn run(client: &Client, ns: &str, opts: &Options) -> UpgradeResults {
                         "minor {k}: {:.1} s, write gap {:.2} s (switchover {:.2} s)",
                         m.total_seconds, m.write_gap_seconds, m.switchover_gap_seconds
                     );
+                    print_timeline(&m.timeline);
                     r.minor.push(m);
                 }
                 Err(e) => error(&mut r.errors, "minor upgrade", &e),
@@ -150,11 +154,7 @@ pub async fn run(client: &Client, ns: &str, opts: &Options) -> UpgradeResults {
                         "major {k}: {:.1} s, write downtime {:.1} s, steps {:?}",
                         m.total_seconds, m.write_downtime_seconds, m.steps
                     );
-                    let mut events: Vec<_> = m.timeline.iter().collect();
-                    events.sort_by(|a, b| a.1.total_cmp(b.1));
-                    for (what, t) in events {
-                        println!("  +{t:6.1} s  {what}");
-                    }
+                    print_timeline(&m.timeline);
                     r.major.push(m);
                 }
                 Err(e) => error(&mut r.errors, "major upgrade", &e),
@@ -184,6 +184,14 @@ pub async fn run(client: &Client, ns: &str, opts: &Options) -> UpgradeResults {
     }
     r.load_end = loadavg();
     r
+}
+
+fn print_timeline(timeline: &BTreeMap<String, f64>) {
+    let mut events: Vec<_> = timeline.iter().collect();
+    events.sort_by(|a, b| a.1.total_cmp(b.1));
+    for (what, t) in events {
+        println!("  +{t:6.1} s  {what}");
+    }
 }
 
 fn chrono_now() -> String {
@@ -283,6 +291,7 @@ async fn minor_once(client: &Client, ns: &str, sample: usize) -> Result<MinorRun
     let w = writer(client, ns, MINOR, &format!("bench_minor_{sample}")).await?;
     let load = load1();
     let event = Instant::now();
+    let wall = k8s_openapi::jiff::Timestamp::now();
     api.patch(
         MINOR,
         &PatchParams::default(),
@@ -293,7 +302,7 @@ async fn minor_once(client: &Client, ns: &str, sample: usize) -> Result<MinorRun
     let total = event.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = w.stop().await;
-    done?;
+    let done = done?;
     let gap = log
         .longest_gap(event)
         .context("no acknowledged write during the upgrade")?;
@@ -301,6 +310,7 @@ async fn minor_once(client: &Client, ns: &str, sample: usize) -> Result<MinorRun
         total_seconds: total,
         write_gap_seconds: gap.duration().as_secs_f64(),
         switchover_gap_seconds: switchover.gap_seconds,
+        timeline: timeline(&done, &gap, event, wall),
         load1: load,
     })
 }
@@ -415,22 +425,7 @@ async fn major_once(
     let since = |t: k8s_openapi::jiff::Timestamp| {
         (t.as_millisecond() - wall.as_millisecond()) as f64 / 1000.0
     };
-    let mut timeline = BTreeMap::new();
-    timeline.insert(
-        "write gap: last ack before".to_owned(),
-        gap.last_before.at.duration_since(event).as_secs_f64(),
-    );
-    timeline.insert(
-        "write gap: first ack after".to_owned(),
-        gap.first_after.at.duration_since(event).as_secs_f64(),
-    );
-    for s in &done.steps {
-        for (edge, t) in [("start", &s.start_time), ("end", &s.end_time)] {
-            if let Some(t) = t {
-                timeline.insert(format!("step {} {edge}", s.name), since(t.0));
-            }
-        }
-    }
+    let mut timeline = timeline(&done, &gap, event, wall);
     // The pg_upgrade Job's pod: its containers' start and end.
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     if let Ok(list) = pods
@@ -472,6 +467,34 @@ async fn major_once(
         timeline,
         load1: load,
     })
+}
+
+/// Seconds after the spec changed (`event`, `wall`): the write gap's ends, and each step's
+/// start and end (whole seconds).
+fn timeline(
+    done: &pgpilot_api::upgrade::PostgresUpgradeStatus,
+    gap: &pgpilot_testkit::writer::Gap,
+    event: Instant,
+    wall: k8s_openapi::jiff::Timestamp,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "write gap: last ack before".to_owned(),
+        gap.last_before.at.duration_since(event).as_secs_f64(),
+    );
+    out.insert(
+        "write gap: first ack after".to_owned(),
+        gap.first_after.at.duration_since(event).as_secs_f64(),
+    );
+    for s in &done.steps {
+        for (edge, t) in [("start", &s.start_time), ("end", &s.end_time)] {
+            if let Some(t) = t {
+                let after = (t.0.as_millisecond() - wall.as_millisecond()) as f64 / 1000.0;
+                out.insert(format!("step {} {edge}", s.name), after);
+            }
+        }
+    }
+    out
 }
 
 /// The baseline: a restart of a one-instance cluster, then `initdb` + `pg_upgrade --link` by

@@ -58,9 +58,13 @@ pub fn render(r: &UpgradeResults) -> String {
     );
     let _ = writeln!(
         o,
-        "| target: gap < {MINOR_GAP_TARGET_S} s (worst sample) | {} |\n",
+        "| target: gap < {MINOR_GAP_TARGET_S} s (worst sample) | {} |",
         verdict(minor_gap.map(|s| s.max < MINOR_GAP_TARGET_S))
     );
+    if let Some(last) = r.minor.last() {
+        timeline(&mut o, "the minor upgrade", &last.timeline);
+    }
+    let _ = writeln!(o);
 
     let _ = writeln!(
         o,
@@ -123,17 +127,7 @@ pub fn render(r: &UpgradeResults) -> String {
         })
     );
     if let Some(last) = r.major.last() {
-        let _ = writeln!(
-            o,
-            "\nWhere the time goes (the last sample; seconds after the spec changed; steps and \
-             the Job's containers in whole seconds):\n"
-        );
-        let _ = writeln!(o, "| +s | event |\n|---|---|");
-        let mut events: Vec<_> = last.timeline.iter().collect();
-        events.sort_by(|a, b| a.1.total_cmp(b.1));
-        for (what, t) in events {
-            let _ = writeln!(o, "| {t:.1} | {what} |");
-        }
+        timeline(&mut o, "the major upgrade", &last.timeline);
     }
     if !r.errors.is_empty() {
         let _ = writeln!(o, "\nErrors in this run:\n");
@@ -143,6 +137,24 @@ pub fn render(r: &UpgradeResults) -> String {
     }
     let _ = writeln!(o, "{END}");
     o
+}
+
+/// Where the time of `what` went: its last sample's events in order.
+fn timeline(o: &mut String, what: &str, events: &std::collections::BTreeMap<String, f64>) {
+    if events.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nWhere the time of {what} goes (the last sample; seconds after the spec changed; \
+         steps and the Job's containers in whole seconds):\n"
+    );
+    let _ = writeln!(o, "| +s | event |\n|---|---|");
+    let mut sorted: Vec<_> = events.iter().collect();
+    sorted.sort_by(|a, b| a.1.total_cmp(b.1));
+    for (event, t) in sorted {
+        let _ = writeln!(o, "| {t:.1} | {event} |");
+    }
 }
 
 pub fn splice(page: &str, section: &str) -> String {
@@ -161,6 +173,7 @@ mod tests {
                 total_seconds: 60.0,
                 write_gap_seconds: 2.5,
                 switchover_gap_seconds: 2.4,
+                timeline: Default::default(),
                 load1: 1.0,
             }],
             major: vec![MajorRun {
