@@ -87,7 +87,7 @@ unit:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh
+    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh crates/pgpilot-upgrade/scripts/*.sh
 
 # Regenerate crds/ from the API types.
 crds:

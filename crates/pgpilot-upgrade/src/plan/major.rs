@@ -92,7 +92,7 @@ pub fn held(f: &Facts<'_>, steps: &[UpgradeStep]) -> BTreeMap<String, String> {
         return out;
     }
     out.extend([target()]);
-    if state_of(steps, RECLONE) != StepState::Done && f.major.replica_volumes > 0
+    if (state_of(steps, RECLONE) != StepState::Done && f.major.replica_volumes > 0)
         || state_of(steps, START) != StepState::Done
     {
         out.extend(crate::major::limit(1));
