@@ -642,6 +642,18 @@ pub fn instance<'a>(pg: &'a PostgresCluster, name: &str) -> Result<&'a InstanceS
 }
 
 /// `Ok` when condition `type_` has `status` for the object's current generation.
+/// The cluster's condition `type_`, whatever its generation.
+pub fn condition<'a>(
+    pg: &'a PostgresCluster,
+    type_: &str,
+) -> Result<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    pg.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == type_)
+        .with_context(|| format!("no {type_} condition"))
+}
+
 pub fn condition_is(pg: &PostgresCluster, type_: &str, status: &str) -> Result<(), String> {
     let generation = pg.metadata.generation;
     let st = pg.status.as_ref().ok_or("no status yet")?;

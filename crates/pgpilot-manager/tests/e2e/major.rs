@@ -21,7 +21,7 @@ use pgpilot_api::upgrade::{PostgresUpgradeStatus, StepState, UpgradePhase};
 use pgpilot_api::{PostgresBackup, PostgresCluster, PostgresUpgrade};
 use pgpilot_testkit::writer::Writer;
 
-use crate::harness::{ClusterYaml, Env, condition_is, eventually};
+use crate::harness::{ClusterYaml, Env, condition, condition_is, eventually};
 use crate::minio::Minio;
 use crate::roll::no_acknowledged_write_lost;
 
@@ -270,12 +270,7 @@ async fn major(env: &Env) -> Result<()> {
     // Every row; replicas cloned from the new primary; extensions and statistics.
     ensure!(checksums(env, "db").await? == before, "the tables changed");
     let pg = all_on(env, "db", 3, "17").await?;
-    let version_current = pg
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "VersionCurrent")
-        .context("no VersionCurrent")?;
+    let version_current = condition(&pg, "VersionCurrent")?;
     ensure!(version_current.status == "True", "{version_current:?}");
     let client = env
         .connect("db-rw", &env.superuser("db").await?, CREATE)
@@ -408,12 +403,7 @@ async fn check_and_abort(env: &Env) -> Result<()> {
         "{progressing:?}"
     );
     let pg = all_on(env, "db", 2, "15").await?;
-    let version_current = pg
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "VersionCurrent")
-        .context("no VersionCurrent")?;
+    let version_current = condition(&pg, "VersionCurrent")?;
     ensure!(version_current.status == "False", "{version_current:?}");
     ensure!(checksums(env, "db").await? == before, "the tables changed");
 

@@ -14,7 +14,7 @@ use kube::api::ListParams;
 use pgpilot_api::PostgresUpgrade;
 use pgpilot_api::upgrade::{StepState, UpgradePhase};
 
-use crate::harness::{ClusterYaml, Env, eventually};
+use crate::harness::{ClusterYaml, Env, condition, eventually};
 use crate::roll::{no_acknowledged_write_lost, ready_under_writes_of};
 
 const FROM: &str = "localhost/pgpilot/postgres:15.18";
@@ -129,12 +129,7 @@ async fn minor(env: &Env) -> Result<()> {
                 .ok_or(format!("versions {versions:?}"))
         })
         .await?;
-    let version_current = pg
-        .status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "VersionCurrent")
-        .context("no VersionCurrent")?;
+    let version_current = condition(&pg, "VersionCurrent")?;
     ensure!(version_current.status == "True", "{version_current:?}");
     let pods = env
         .api::<Pod>()

@@ -153,21 +153,13 @@ pub fn abort(
             );
             steps.set(PG_UPGRADE, StepState::Failed, message.clone());
             annotations.extend(crate::major::limit(0));
-            st.phase = Some(UpgradePhase::Failed);
-            st.completion_time = Some(look.now.clone());
-            conditions::set(
-                &mut st.conditions,
-                Update {
-                    type_: PROGRESSING,
-                    status: Status::False,
-                    reason: "RevertFailed",
-                    message: message.clone(),
-                    observed_generation: look.generation,
-                },
-                look.now.clone(),
-            );
-            let event = Some(("UpgradeFailed", message, true));
-            return Some(finish(st.clone(), look, annotations, Act::Nothing, event));
+            return Some(end(
+                st.clone(),
+                look,
+                (UpgradePhase::Failed, "RevertFailed", message),
+                annotations,
+                "UpgradeFailed",
+            ));
         }
         _ => None,
     };
@@ -188,27 +180,13 @@ pub fn abort(
         "aborted before the new primary started: PostgreSQL {from} starts again on its own data"
     );
     steps.skip_pending();
-    st.phase = Some(UpgradePhase::Aborted);
-    st.completion_time = Some(look.now.clone());
-    conditions::set(
-        &mut st.conditions,
-        Update {
-            type_: PROGRESSING,
-            status: Status::False,
-            reason: "Aborted",
-            message: message.clone(),
-            observed_generation: look.generation,
-        },
-        look.now.clone(),
-    );
     // Nothing of ours on the cluster: the limit goes, the instances start.
-    let event = Some(("UpgradeAborted", message, true));
-    Some(finish(
+    Some(end(
         st.clone(),
         look,
+        (UpgradePhase::Aborted, "Aborted", message),
         BTreeMap::new(),
-        Act::Nothing,
-        event,
+        "UpgradeAborted",
     ))
 }
 
@@ -534,40 +512,10 @@ pub fn walk(
         );
     }
     steps.set(VERIFY, StepState::Done, "");
-    st.phase = Some(UpgradePhase::Succeeded);
-    st.completion_time = Some(look.now.clone());
     st.instances = instances(f, &spec.target_image);
-    conditions::set(
-        &mut st.conditions,
-        Update {
-            type_: PAUSED,
-            status: Status::False,
-            reason: "Finished",
-            message: String::new(),
-            observed_generation: look.generation,
-        },
-        look.now.clone(),
-    );
     let message = format!(
         "every instance runs PostgreSQL {to} ({}), upgraded from {from} with pg_upgrade",
         spec.target_image
     );
-    conditions::set(
-        &mut st.conditions,
-        Update {
-            type_: PROGRESSING,
-            status: Status::False,
-            reason: "Succeeded",
-            message: message.clone(),
-            observed_generation: look.generation,
-        },
-        look.now.clone(),
-    );
-    finish(
-        st,
-        look,
-        BTreeMap::new(),
-        Act::Nothing,
-        Some(("UpgradeSucceeded", message, false)),
-    )
+    succeeded(st, look, message)
 }

@@ -683,39 +683,13 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     st.instances = instances(f, &spec.target_image);
 
     if all_done {
-        st.phase = Some(UpgradePhase::Succeeded);
-        st.completion_time = Some(now.clone());
-        conditions::set(
-            &mut st.conditions,
-            Update {
-                type_: PAUSED,
-                status: Status::False,
-                reason: "Finished",
-                message: String::new(),
-                observed_generation: generation,
-            },
-            now.clone(),
-        );
         let message = format!(
             "every instance runs {} (from {})",
             spec.target_image,
             st.from_image.as_deref().unwrap_or("?")
         );
-        condition(
-            &mut st,
-            PROGRESSING,
-            Status::False,
-            "Succeeded",
-            message.clone(),
-        );
         // Done: the pin itself carries the target now; nothing of ours stays on the cluster.
-        return finish(
-            st,
-            &look,
-            BTreeMap::new(),
-            Act::Nothing,
-            Some(("UpgradeSucceeded", message, false)),
-        );
+        return succeeded(st, &look, message);
     }
     st.phase = Some(phase);
     if let Some(p) = stuck.first() {
@@ -831,8 +805,26 @@ fn waiting(
     finish(st, look, annotations, Act::Nothing, None)
 }
 
-fn fail(mut st: PostgresUpgradeStatus, look: &Look, reason: &str, message: String) -> Plan {
-    st.phase = Some(UpgradePhase::Failed);
+fn fail(st: PostgresUpgradeStatus, look: &Look, reason: &str, message: String) -> Plan {
+    end(
+        st,
+        look,
+        (UpgradePhase::Failed, reason, message),
+        BTreeMap::new(),
+        "UpgradeFailed",
+    )
+}
+
+/// The upgrade ends in `phase`, saying why in `Progressing` and a warning Event; the cluster
+/// keeps `annotations`.
+fn end(
+    mut st: PostgresUpgradeStatus,
+    look: &Look,
+    (phase, reason, message): (UpgradePhase, &str, String),
+    annotations: BTreeMap<String, String>,
+    event: &'static str,
+) -> Plan {
+    st.phase = Some(phase);
     st.completion_time = Some(look.now.clone());
     conditions::set(
         &mut st.conditions,
@@ -845,8 +837,42 @@ fn fail(mut st: PostgresUpgradeStatus, look: &Look, reason: &str, message: Strin
         },
         look.now.clone(),
     );
-    let event = Some(("UpgradeFailed", message, true));
-    finish(st, look, BTreeMap::new(), Act::Nothing, event)
+    finish(
+        st,
+        look,
+        annotations,
+        Act::Nothing,
+        Some((event, message, true)),
+    )
+}
+
+/// Every instance runs the target: nothing of the upgrade stays on the cluster.
+fn succeeded(mut st: PostgresUpgradeStatus, look: &Look, message: String) -> Plan {
+    st.phase = Some(UpgradePhase::Succeeded);
+    st.completion_time = Some(look.now.clone());
+    for (type_, reason, message) in [
+        (PAUSED, "Finished", String::new()),
+        (PROGRESSING, "Succeeded", message.clone()),
+    ] {
+        conditions::set(
+            &mut st.conditions,
+            Update {
+                type_,
+                status: Status::False,
+                reason,
+                message,
+                observed_generation: look.generation,
+            },
+            look.now.clone(),
+        );
+    }
+    finish(
+        st,
+        look,
+        BTreeMap::new(),
+        Act::Nothing,
+        Some(("UpgradeSucceeded", message, false)),
+    )
 }
 
 /// The plan; an Event only when the status changed (a repeated look announces nothing).
