@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Grant, setup, spawn};
+use common::{Grant, setup};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -49,17 +49,34 @@ where
         .unwrap();
 }
 
+/// The two controllers run as two managers, each under its own identity with only the RBAC
+/// `pgpilot-manager rbac --controllers=<it>` prints: they cooperate through the API alone.
 #[tokio::test]
 async fn a_new_image_gets_one_owned_upgrade_that_honours_approval_pause_and_abort() {
     let s = setup("upgrade").await;
-    let _grant = Grant::new(s.c, &s.ns.name);
-    let m = spawn(
-        s.c,
-        &s.ns.name,
-        "upgrade",
-        &["--controllers=cluster,upgrade"],
-    );
-    let log = || format!("\n--- manager log ---\n{}", m.log());
+    let mut managers = Vec::new();
+    let mut grants = Vec::new();
+    for controller in ["cluster", "upgrade"] {
+        let kubeconfig = common::service_account_kubeconfig(s.c, &s.ns.name, controller);
+        let grantee = format!("serviceaccount:{}/{controller}", s.ns.name);
+        grants.push(Grant::for_controllers(
+            s.c, &s.ns.name, &grantee, controller,
+        ));
+        managers.push(common::spawn_leading(
+            &kubeconfig,
+            &s.ns.name,
+            controller,
+            controller,
+            &[&format!("--controllers={controller}")],
+        ));
+    }
+    let log = || {
+        format!(
+            "\n--- cluster controller log ---\n{}\n--- upgrade controller log ---\n{}",
+            managers[0].log(),
+            managers[1].log()
+        )
+    };
     s.c.kubectl(
         &["apply", "-n", &s.ns.name, "-f", "-"],
         Some(&format!(

@@ -61,23 +61,51 @@ impl<'a> Grant<'a> {
         Self::edited(cluster, namespace, grantee, |_| {})
     }
 
+    /// What `pgpilot-manager rbac --controllers=<controllers>` prints for `grantee`: only
+    /// what those controllers need.
+    pub fn for_controllers(
+        cluster: &'a LocalCluster,
+        namespace: &str,
+        grantee: &str,
+        controllers: &str,
+    ) -> Self {
+        Self::printed(cluster, namespace, grantee, Some(controllers), |_| {})
+    }
+
     fn edited(
         cluster: &'a LocalCluster,
         namespace: &str,
         grantee: &str,
         edit: impl Fn(&mut serde_json::Value),
     ) -> Self {
-        let name = format!("pgpilot-manager-{namespace}");
+        Self::printed(cluster, namespace, grantee, None, edit)
+    }
+
+    fn printed(
+        cluster: &'a LocalCluster,
+        namespace: &str,
+        grantee: &str,
+        controllers: Option<&str>,
+        edit: impl Fn(&mut serde_json::Value),
+    ) -> Self {
+        let name = match controllers {
+            None => format!("pgpilot-manager-{namespace}"),
+            Some(c) => format!("pgpilot-{}-{namespace}", c.replace(',', "-")),
+        };
+        let mut args = vec![
+            "rbac".to_owned(),
+            "--name".to_owned(),
+            name.clone(),
+            "--namespace".to_owned(),
+            namespace.to_owned(),
+            "--bind".to_owned(),
+            grantee.to_owned(),
+        ];
+        if let Some(c) = controllers {
+            args.push(format!("--controllers={c}"));
+        }
         let out = std::process::Command::new(MANAGER)
-            .args([
-                "rbac",
-                "--name",
-                &name,
-                "--namespace",
-                namespace,
-                "--bind",
-                grantee,
-            ])
+            .args(&args)
             .output()
             .unwrap();
         assert!(
@@ -118,10 +146,22 @@ pub fn spawn(c: &LocalCluster, ns: &str, identity: &str, extra: &[&str]) -> Mana
 
 /// [`spawn`] with another identity's kubeconfig.
 pub fn spawn_as(kubeconfig: &Path, ns: &str, identity: &str, extra: &[&str]) -> ManagerProcess {
+    spawn_leading(kubeconfig, ns, "pgpilot", identity, extra)
+}
+
+/// [`spawn_as`] electing its leader on Lease `lease`: a manager that runs beside, not
+/// instead of, those on another Lease.
+pub fn spawn_leading(
+    kubeconfig: &Path,
+    ns: &str,
+    lease: &str,
+    identity: &str,
+    extra: &[&str],
+) -> ManagerProcess {
     let mut args = vec![
         "--leader-elect".to_owned(),
         format!("--leader-election-namespace={ns}"),
-        "--leader-election-lease-name=pgpilot".to_owned(),
+        format!("--leader-election-lease-name={lease}"),
         format!("--leader-election-identity={identity}"),
         // Tests run side by side: each manager stays in its own namespace.
         format!("--namespace={ns}"),
