@@ -77,7 +77,9 @@ e2e:
     e2e/scripts/node-smoke.sh
     . e2e/scripts/env.sh
     set -a; . "$STATE_DIR/cluster.env"; set +a
-    cargo test -p pgpilot-manager --features e2e --test e2e -- --test-threads=1
+    # Two suites side by side (PGPILOT_E2E_THREADS): each test has its own namespace and
+    # manager, and most of a test is waiting on pods, so the node keeps up.
+    cargo test -p pgpilot-manager --features e2e --test e2e -- --test-threads="${PGPILOT_E2E_THREADS:-2}"
 
 # Unit tests only: no cluster needed.
 unit:

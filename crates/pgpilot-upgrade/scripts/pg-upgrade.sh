@@ -57,6 +57,17 @@ done
 
 [[ -e $KEPT ]] && fail "$KEPT exists: an earlier pg_upgrade already swapped the data directories (see docs/runbooks/upgrade.md)"
 [[ $(cat "$OLD/PG_VERSION") == "$OLD_MAJOR" ]] || fail "$OLD holds PostgreSQL $(cat "$OLD/PG_VERSION"), not $OLD_MAJOR"
+field() { sed -n "s/^$1: *//p" <<<"$control"; }
+# The new cluster: what pg_upgrade requires to match (checksums, WAL segment size) from the
+# old one; the install user is the old one's (postgres). Made while the old primary may
+# still shut down (pg_control has these from initdb on), so that it is not downtime.
+control=$("$OB/pg_controldata" "$OLD")
+initdb_args=(-D "$NEW" -U postgres -E UTF8 --locale=C.UTF-8 --auth=trust
+  --wal-segsize=$(($(field 'Bytes per WAL segment') / 1024 / 1024)))
+[[ $(field 'Data page checksum version') != 0 ]] && initdb_args+=(--data-checksums)
+rm -rf "$NEW"
+"$NB/initdb" "${initdb_args[@]}" >"$WORK/initdb.log" 2>&1 || fail "initdb failed: $(tail -n 20 "$WORK/initdb.log")"
+
 # The Job starts as soon as the StatefulSet is scaled to 0, while the primary shuts down
 # (nothing starts it again: the instance limit stays 0 while this Job exists); its
 # postmaster removes postmaster.pid last.
@@ -65,17 +76,11 @@ for ((i = 0; i < 600; i++)); do
   sleep 0.2
 done
 control=$("$OB/pg_controldata" "$OLD")
-field() { sed -n "s/^$1: *//p" <<<"$control"; }
 state=$(field 'Database cluster state')
-[[ $state == "shut down" ]] || fail "the old primary did not shut down cleanly (pg_controldata: \"$state\"); start the old version again (abort) and retry"
-
-# The new cluster: what pg_upgrade requires to match (checksums, WAL segment size) from the
-# old one; the install user is the old one's (postgres).
-initdb_args=(-D "$NEW" -U postgres -E UTF8 --locale=C.UTF-8 --auth=trust
-  --wal-segsize=$(($(field 'Bytes per WAL segment') / 1024 / 1024)))
-[[ $(field 'Data page checksum version') != 0 ]] && initdb_args+=(--data-checksums)
-rm -rf "$NEW"
-"$NB/initdb" "${initdb_args[@]}" >"$WORK/initdb.log" 2>&1 || fail "initdb failed: $(tail -n 20 "$WORK/initdb.log")"
+if [[ $state != "shut down" ]]; then
+  undo
+  fail "the old primary did not shut down cleanly (pg_controldata: \"$state\"); start the old version again (abort) and retry"
+fi
 
 # The old server starts without Patroni's configuration (archiving, TLS files, the pod's
 # paths): an empty one, local trust only, on a socket in this directory.
