@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Resource, ResourceExt};
+use pgpilot_api::cluster::SchedulingSpec;
 use pgpilot_api::{PostgresUpgrade, labels};
 use pgpilot_postgres::names::{DATA_MOUNT, Names};
 use serde_json::{Value, json};
@@ -66,6 +67,10 @@ pub struct Inputs<'a> {
     pub to_version: i32,
     pub to_image: &'a str,
     pub method: Method,
+    /// The cluster's placement: the Jobs run where its instances may (tolerations, node
+    /// labels, priority), not its affinity (whose anti-affinity would keep a Job off the
+    /// node of the primary whose volume it needs).
+    pub scheduling: Option<&'a SchedulingSpec>,
 }
 
 /// The volume claim of ordinal 0 of the cluster's StatefulSet.
@@ -162,6 +167,17 @@ pub fn job(i: &Inputs<'_>, kind: Kind) -> Option<Job> {
     if !affinity.is_null() {
         pod["affinity"] = affinity;
     }
+    if let Some(s) = i.scheduling {
+        if !s.tolerations.is_empty() {
+            pod["tolerations"] = serde_json::to_value(&s.tolerations).ok()?;
+        }
+        if !s.node_selector.is_empty() {
+            pod["nodeSelector"] = json!(s.node_selector);
+        }
+        if let Some(class) = &s.priority_class_name {
+            pod["priorityClassName"] = json!(class);
+        }
+    }
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -208,6 +224,7 @@ mod tests {
             to_version: 17,
             to_image: "pg:17",
             method: Method::Link,
+            scheduling: None,
         }
     }
 
@@ -290,5 +307,34 @@ mod tests {
         assert!(pod.init_containers.unwrap_or_default().is_empty());
         let revert = job(&i, Kind::Revert).unwrap();
         assert_eq!(revert.spec.unwrap().backoff_limit, Some(3));
+    }
+
+    #[test]
+    fn the_jobs_go_where_the_instances_may_but_without_their_anti_affinity() {
+        let u = upgrade();
+        let scheduling: SchedulingSpec = serde_json::from_value(json!({
+            "tolerations": [{"key": "dedicated", "value": "postgres", "effect": "NoSchedule"}],
+            "nodeSelector": {"pool": "db"},
+            "priorityClassName": "databases",
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"pgpilot.io/cluster": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+        }))
+        .unwrap();
+        let mut i = inputs(&u);
+        i.scheduling = Some(&scheduling);
+        for kind in [Kind::PgUpgrade, Kind::Revert, Kind::Finish] {
+            let pod = job(&i, kind).unwrap().spec.unwrap().template.spec.unwrap();
+            let tolerations = pod.tolerations.unwrap();
+            assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"), "{kind:?}");
+            assert_eq!(pod.node_selector.unwrap()["pool"], "db");
+            assert_eq!(pod.priority_class_name.as_deref(), Some("databases"));
+            assert!(
+                pod.affinity.is_none_or(|a| a.pod_anti_affinity.is_none()),
+                "{kind:?}"
+            );
+        }
+        let bare = job(&inputs(&u), Kind::PgUpgrade).unwrap();
+        let pod = bare.spec.unwrap().template.spec.unwrap();
+        assert!(pod.tolerations.is_none() && pod.node_selector.is_none());
     }
 }

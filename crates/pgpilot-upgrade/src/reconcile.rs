@@ -199,7 +199,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         match &plan.act {
             Act::Nothing => {}
             Act::CreateBackup(backup) => create_backup(ctx, &first, &cluster, backup).await?,
-            Act::CreateJob(kind) => create_job(ctx, &first, &plan.status, *kind).await?,
+            Act::CreateJob(kind) => create_job(ctx, &first, &cluster, &plan.status, *kind).await?,
             Act::ResetDcs => reset_dcs(ctx, &ns, &name).await?,
             Act::DeleteReplicaVolumes => delete_replica_volumes(ctx, &first, &ns).await?,
         }
@@ -395,6 +395,7 @@ fn major_seen(ctx: &Context, upgrade: &PostgresUpgrade, ns: &str) -> MajorSeen {
 async fn create_job(
     ctx: &Context,
     upgrade: &PostgresUpgrade,
+    cluster: &PostgresCluster,
     status: &PostgresUpgradeStatus,
     kind: Kind,
 ) -> Result<(), Error> {
@@ -420,6 +421,7 @@ async fn create_job(
             to_version: upgrade.spec.target_version,
             to_image: &upgrade.spec.target_image,
             method,
+            scheduling: cluster.spec.scheduling.as_ref(),
         },
         kind,
     ) else {
