@@ -115,6 +115,20 @@ pub fn scale_limited(
     }
 }
 
+/// What `Progressing` says while the instance limit keeps instances stopped (a major
+/// upgrade), unless a step of the plan says more; `by` names who set it.
+pub fn limited_progress(desired: i32, limit: Option<i32>, by: Option<&str>) -> Option<Progress> {
+    let limit = limit.filter(|l| *l < desired)?;
+    let by = by.map_or_else(String::new, |u| format!(" by upgrade {u}"));
+    Some(Progress {
+        moving: true,
+        reason: "InstancesLimited",
+        message: format!(
+            "at most {limit} of {desired} instances run: pgpilot.io/instance-limit is set{by}; the volumes stay"
+        ),
+    })
+}
+
 /// What the plan needs besides Patroni's view of the members.
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
@@ -379,6 +393,15 @@ mod tests {
         // Back up: the limit first, then every instance.
         assert_eq!(scale_limited(3, Some(1), 0, &m, false).replicas, 1);
         assert_eq!(scale_limited(3, None, 1, &m, false).replicas, 3);
+    }
+
+    #[test]
+    fn the_instance_limit_says_who_stopped_the_instances() {
+        let p = limited_progress(3, Some(0), Some("db-to-17")).unwrap();
+        assert_eq!(p.reason, "InstancesLimited");
+        assert!(p.message.contains("at most 0 of 3") && p.message.contains("db-to-17"));
+        assert!(limited_progress(3, Some(3), None).is_none());
+        assert!(limited_progress(3, None, None).is_none());
     }
 
     #[test]
@@ -746,6 +769,22 @@ mod tests {
         m.instances[0].role_label = None;
         assert_eq!(step(&m), Step::Nothing);
         m.instances[0].role_label = Some("replica".into());
+        assert_eq!(step(&m), replace("db-0", "replica"));
+    }
+
+    #[test]
+    fn the_old_primary_stays_until_the_other_replica_follows_the_new_one() {
+        // db-1 leads on timeline 3; db-2, which lost Patroni's race, still waits on 2 and
+        // acknowledges no synchronous commit: replacing db-0 now would leave none.
+        let mut m = rolling(
+            ["replica", "leader", "sync_standby"],
+            ["rev-1", "rev-2", "rev-2"],
+        );
+        for (i, tl) in m.instances.iter_mut().zip([3, 3, 2]) {
+            i.member.as_mut().unwrap().timeline = Some(tl);
+        }
+        assert_eq!(step(&m), Step::Nothing);
+        m.instances[2].member.as_mut().unwrap().timeline = Some(3);
         assert_eq!(step(&m), replace("db-0", "replica"));
     }
 

@@ -162,7 +162,10 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
                 ),
             })
         } else {
-            decision.progress.clone()
+            decision.progress.clone().or_else(|| {
+                let by = cluster.annotations().get(labels::UPGRADE);
+                plan::limited_progress(cluster.spec.instances, limit, by.map(String::as_str))
+            })
         },
         conditions,
         ..Observed::of(sts, &seen.pods)

@@ -243,9 +243,12 @@ impl Patroni {
         &self,
         leader: &str,
         ip: &str,
-        candidate: &str,
+        candidate: Option<&str>,
     ) -> Result<(), PatroniError> {
-        let body = serde_json::json!({"leader": leader, "candidate": candidate});
+        let mut body = serde_json::json!({"leader": leader});
+        if let Some(c) = candidate {
+            body["candidate"] = c.into();
+        }
         self.act("switchover", leader, ip, body).await
     }
 
