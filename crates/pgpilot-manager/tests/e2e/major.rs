@@ -235,9 +235,18 @@ async fn major(env: &Env) -> Result<()> {
     )
     .await?;
     let name = the_upgrade(env).await?;
+    // While the limit keeps instances stopped, the cluster says so and names the upgrade.
+    let limited = env
+        .wait_cluster("db", "Progressing=InstancesLimited", CREATE, |pg| {
+            let c = condition(pg, "Progressing").map_err(|e| e.to_string())?;
+            (c.reason == "InstancesLimited" && c.message.contains(&name))
+                .then_some(())
+                .ok_or_else(|| format!("Progressing {}: {}", c.reason, c.message))
+        })
+        .await;
     let done = wait_phase(env, &name, UpgradePhase::Succeeded).await;
     let upgraded_in = changed.elapsed();
-    let done = match done {
+    let done = match done.and_then(|d| limited.map(|_| d)) {
         Ok(d) => d,
         Err(e) => {
             writer.stop().await;
