@@ -169,12 +169,10 @@ pub async fn step(
     match step {
         Step::Nothing => {}
         Step::Switchover { to, why } => {
-            // A roll hands the primary role over once every replica is done, so any of them
-            // may take it: Patroni then lets the replicas race, and the loser follows at once.
-            // Naming one makes the other sleep 2 s before following (Patroni 4.0), while the
-            // new primary's quorum commits wait for it: about 1.8 s more write gap, measured.
-            // A scale-down needs exactly `to` (an ordinal that stays).
-            let named = matches!(why, Why::ScaleDown);
+            // Always to a named candidate, though a race among equal replicas would be faster
+            // (the others sleep 2 s before following a named one): in that race Patroni 4.0
+            // and 4.1 on the Kubernetes DCS can hand the leader lock to two replicas in turn
+            // (patroni#3718; seen here: both promoted, one left diverged on the same timeline).
             let (action, why) = match why {
                 Why::ScaleDown => (
                     "ScaleDown",
@@ -192,7 +190,7 @@ pub async fn step(
                     "to restart the old primary as a replica".to_owned(),
                 ),
             };
-            switchover(ctx, cluster, members, to, named, action, &why).await;
+            switchover(ctx, cluster, members, to, action, &why).await;
         }
         Step::Replace { pod, role } => replace(ctx, cluster, ns, pod, role).await?,
         Step::Restart { pod } => {
@@ -239,32 +237,21 @@ pub async fn step(
     Ok(())
 }
 
-/// Moves the primary to `candidate`, or (not `named`) to the replica Patroni finds best, of
-/// which `candidate` is one (`action` and `why` go into the Event). The old primary rejoins
-/// as a replica.
+/// Moves the primary to `candidate` (`action` and `why` go into the Event). The old primary
+/// rejoins as a replica; Patroni picks nothing else.
 async fn switchover(
     ctx: &Context,
     cluster: &PostgresCluster,
     members: &Members,
     candidate: &str,
-    named: bool,
     action: &str,
     why: &str,
 ) {
     let Some((primary, ip)) = members.primary_address() else {
         return;
     };
-    let to = if named {
-        candidate.to_owned()
-    } else {
-        format!("a replica ({candidate} or another as good)")
-    };
-    let note = format!("moving the primary from {primary} to {to} {why}");
-    let (warning, reason, note) = match ctx
-        .patroni
-        .switchover(&primary, &ip, named.then_some(candidate))
-        .await
-    {
+    let note = format!("moving the primary from {primary} to {candidate} {why}");
+    let (warning, reason, note) = match ctx.patroni.switchover(&primary, &ip, candidate).await {
         Ok(()) => {
             tracing::info!(%primary, %candidate, "switchover");
             (false, "Switchover", note)

@@ -243,12 +243,9 @@ impl Patroni {
         &self,
         leader: &str,
         ip: &str,
-        candidate: Option<&str>,
+        candidate: &str,
     ) -> Result<(), PatroniError> {
-        let mut body = serde_json::json!({"leader": leader});
-        if let Some(c) = candidate {
-            body["candidate"] = c.into();
-        }
+        let body = serde_json::json!({"leader": leader, "candidate": candidate});
         self.act("switchover", leader, ip, body).await
     }
 
