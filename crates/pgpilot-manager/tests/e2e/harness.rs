@@ -115,10 +115,12 @@ pub struct Env {
 }
 
 impl Env {
-    /// Namespace `e2e-<prefix>-<random>`, CRDs, RBAC and a running manager. Panics (with the
-    /// reason) if the cluster is not a node cluster or the manager does not start.
+    /// Namespace `e2e-<prefix>-<random>`, CRDs, RBAC and a running manager with every
+    /// controller this build has (the cluster's tests pass with the others on as well).
+    /// Panics (with the reason) if the cluster is not a node cluster or the manager does not
+    /// start.
     pub async fn start(prefix: &str) -> Env {
-        Self::start_controllers(prefix, "cluster").await
+        Self::start_controllers(prefix, "cluster,backup,upgrade").await
     }
 
     /// Like [`Env::start`], with the manager running `controllers` (e.g. `cluster,backup`)
