@@ -103,34 +103,153 @@ pub struct SecretTarget {
 
 /// One key of a Secret and how its value is made.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("(self.generator == 'Characters') == has(self.characters)").message("characters is set exactly when the generator is Characters"),
+    validation = Rule::new("(self.generator == 'KeyPair') == has(self.keyPair)").message("keyPair is set exactly when the generator is KeyPair"),
+    validation = Rule::new("(self.generator == 'Certificate') == has(self.certificate)").message("certificate is set exactly when the generator is Certificate")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct GeneratedKey {
-    /// Key in the Secret.
+    /// Key in the Secret. For a key pair, the private key's; for a certificate, the
+    /// certificate's.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
     pub key: String,
     /// Generator of the value.
     #[serde(default)]
     pub generator: Generator,
-    /// Length of the value in characters (bytes for `Hex` and `Base64` before encoding).
+    /// Length of the value in characters (`Alphanumeric`, `Characters`), or in random bytes
+    /// before encoding (`Hex`, `Base64`). Not used by the other generators.
     #[serde(default = "default_length")]
     #[x_kube(validation = Rule::new("self >= 16 && self <= 1024").message("length must be between 16 and 1024"))]
     pub length: i32,
+    /// `Characters`: the characters drawn from (each equally likely; duplicates count once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 256))]
+    pub characters: Option<String>,
+    /// `KeyPair`: the algorithm, and where the public key goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pair: Option<KeyPairOptions>,
+    /// `Certificate`: a TLS certificate and its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateOptions>,
 }
+
+/// A Secret key as the API server accepts it.
+const SECRET_KEY_RULE: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
+const SECRET_KEY_MESSAGE: &str = "a Secret key consists of letters, digits, '-', '_' and '.'";
 
 fn default_length() -> i32 {
     32
 }
 
-/// How a secret value is generated (always from a CSPRNG).
+/// How a secret value is generated (always from the operating system's CSPRNG).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum Generator {
     /// Letters and digits.
     #[default]
     Alphanumeric,
+    /// Characters from `characters`.
+    Characters,
     /// Random bytes, hex encoded.
     Hex,
-    /// Random bytes, base64 encoded.
+    /// Random bytes, base64 encoded (standard alphabet, padded).
     Base64,
+    /// A random (version 4) UUID.
+    Uuid,
+    /// A private key (PKCS#8 PEM) and its public key (SubjectPublicKeyInfo PEM).
+    KeyPair,
+    /// A TLS certificate (PEM) and its private key (PKCS#8 PEM).
+    Certificate,
+}
+
+/// Asymmetric key algorithms.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyAlgorithm {
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    /// ECDSA on P-256 (certificates signed with SHA-256).
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384 (certificates signed with SHA-384).
+    EcdsaP384,
+    Ed25519,
+}
+
+/// Options of the `KeyPair` generator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyPairOptions {
+    #[serde(default)]
+    pub algorithm: KeyAlgorithm,
+    /// Key of the public key in the Secret. Default: the private key's with `.pub` added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    pub public_key: Option<String>,
+}
+
+/// Options of the `Certificate` generator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!has(self.caKey) || has(self.issuer)").message("caKey copies the issuer's certificate: it needs issuer"),
+    validation = Rule::new("!(has(self.isCA) && self.isCA) || !has(self.issuer)").message("a CA certificate is self-signed here: isCA and issuer exclude each other")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateOptions {
+    #[serde(default)]
+    pub algorithm: KeyAlgorithm,
+    /// Subject common name.
+    #[schemars(length(min = 1, max = 64))]
+    pub common_name: String,
+    /// DNS subject alternative names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub dns_names: Vec<String>,
+    /// IP subject alternative names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, isIP(a))").message("ipAddresses must be IP addresses"))]
+    pub ip_addresses: Vec<String>,
+    /// How long the certificate is valid from its issue, e.g. `2160h` (90 days).
+    #[serde(default = "default_validity")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("validity must be a duration such as 2160h"))]
+    pub validity: String,
+    /// A CA certificate (may sign others); self-signed.
+    #[serde(default, rename = "isCA")]
+    pub is_ca: bool,
+    /// Signed by the CA in this Secret (`tls.crt` and `tls.key`, PEM) rather than by its
+    /// own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerRef>,
+    /// Key of the private key in the Secret.
+    #[serde(default = "default_private_key")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    pub private_key: String,
+    /// Key the issuer's certificate is copied to (clients' trust bundle), e.g. `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    pub ca_key: Option<String>,
+}
+
+fn default_validity() -> String {
+    "2160h".into()
+}
+
+fn default_private_key() -> String {
+    "tls.key".into()
+}
+
+/// A Secret in the same namespace holding a CA: `tls.crt` and `tls.key`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// When to rotate. Exactly one field.
