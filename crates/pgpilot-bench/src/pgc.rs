@@ -248,7 +248,13 @@ async fn pods_by_ip(
     Ok((by_ip, primary))
 }
 
-async fn disrupt(mode: Disruption, ns: &str, primary: &Pod, containerd: &str) -> Result<()> {
+async fn disrupt(
+    mode: Disruption,
+    ns: &str,
+    primary: &Pod,
+    candidate: Option<&str>,
+    containerd: &str,
+) -> Result<()> {
     let name = primary.metadata.name.clone().unwrap_or_default();
     match mode {
         Disruption::DeletePod => {
@@ -290,7 +296,11 @@ async fn disrupt(mode: Disruption, ns: &str, primary: &Pod, containerd: &str) ->
                 .as_ref()
                 .and_then(|s| s.pod_ip.clone())
                 .context("the primary has no IP")?;
-            let body = json!({"leader": name}).to_string();
+            let mut body = json!({"leader": name});
+            if let Some(c) = candidate {
+                body["candidate"] = json!(c);
+            }
+            let body = body.to_string();
             let (status, text) = http_post(&ip, 8008, "/switchover", &body).await?;
             if status != 200 {
                 bail!("POST /switchover: {status} {text}");
@@ -451,27 +461,32 @@ pub async fn disruption_once(
     if mode == Disruption::KillContainer {
         fresh_primary_container(client, ns, name).await?;
     }
+    let mut candidate = None;
     if mode == Disruption::Switchover {
         // In synchronous mode Patroni switches over only to a quorum voter or the named
         // synchronous standby (412 "can not find sync_standby" otherwise), which it records
-        // a loop or two after a replica rejoins: wait for one.
-        poll(
-            "a synchronous standby",
-            Duration::from_secs(60),
-            Duration::from_millis(200),
-            || async {
-                let c = api.get(name).await?;
-                let sync = c.status.is_some_and(|s| {
-                    s.instances.iter().any(|i| {
-                        i.role
-                            .as_deref()
-                            .is_some_and(pgpilot_api::cluster::is_synchronous_standby)
-                    })
-                });
-                Ok(sync.then_some(()))
-            },
-        )
-        .await?;
+        // a loop or two after a replica rejoins: wait for one, and name it, as pgpilot does
+        // (a race among equal replicas can give two of them the leader lock: patroni#3718).
+        candidate = Some(
+            poll(
+                "a synchronous standby",
+                Duration::from_secs(60),
+                Duration::from_millis(200),
+                || async {
+                    let c = api.get(name).await?;
+                    let sync = c.status.and_then(|s| {
+                        s.instances.into_iter().find_map(|i| {
+                            i.role
+                                .as_deref()
+                                .is_some_and(pgpilot_api::cluster::is_synchronous_standby)
+                                .then_some(i.name)
+                        })
+                    });
+                    Ok(sync)
+                },
+            )
+            .await?,
+        );
     }
     let target = rw_target(client, ns, name).await?;
     let (by_ip, primary) = pods_by_ip(client, ns, name).await?;
@@ -515,7 +530,7 @@ pub async fn disruption_once(
     let load = load1();
     let event = Instant::now();
     let watch = milestones::start_event(client, ns, name, &primary_ip, event);
-    disrupt(mode, ns, &primary, containerd).await?;
+    disrupt(mode, ns, &primary, candidate.as_deref(), containerd).await?;
     // Writes resume: on another server, or (kills) on the same one after a pause.
     let resumed = writer
         .wait_until(Duration::from_secs(120), |acks| {

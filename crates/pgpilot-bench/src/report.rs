@@ -501,9 +501,10 @@ fn how(mode: &str) -> &'static str {
          loop (`loop_wait`, 1 s in the example) it restarts PostgreSQL, which runs crash recovery, and keeps the\n\
          primary role: no failover, a restart in place."
     } else {
-        "`POST /switchover` with `{\"leader\": \"<primary>\"}` to Patroni's REST API on the primary\n\
-         pod's port 8008 (no candidate: Patroni picks a quorum voter). Patroni stops the\n\
-         old primary after a checkpoint, the candidate promotes, the old primary rejoins as a replica."
+        "`POST /switchover` with `{\"leader\": \"<primary>\", \"candidate\": \"<a synchronous standby>\"}` to\n\
+         Patroni's REST API on the primary pod's port 8008, the candidate named as pgpilot names it\n\
+         (patroni#3718). Patroni stops the old primary after a checkpoint, the candidate promotes, the\n\
+         old primary and the other replicas follow it (2 s later: Patroni lets a named candidate go first)."
     }
 }
 

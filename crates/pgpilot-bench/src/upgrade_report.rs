@@ -51,7 +51,7 @@ pub fn render(r: &UpgradeResults) -> String {
     let _ = writeln!(o, "| write gap during the upgrade | {} |", secs(minor_gap));
     let _ = writeln!(
         o,
-        "| baseline: write gap of a switchover of the same cluster, same run | {} |",
+        "| baseline: write gap of a switchover (to a named synchronous standby, as pgpilot does) of the same cluster, same run | {} |",
         secs(Summary::of(
             r.minor.iter().map(|m| m.switchover_gap_seconds)
         ))
