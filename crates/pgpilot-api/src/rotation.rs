@@ -205,11 +205,11 @@ pub struct CertificateOptions {
     pub common_name: String,
     /// DNS subject alternative names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     pub dns_names: Vec<String>,
     /// IP subject alternative names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 2, max = 45)))]
     #[x_kube(validation = Rule::new("self.all(a, isIP(a))").message("ipAddresses must be IP addresses"))]
     pub ip_addresses: Vec<String>,
     /// How long the certificate is valid from its issue, e.g. `2160h` (90 days).
@@ -255,7 +255,8 @@ pub struct IssuerRef {
 /// When to rotate. Exactly one field.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(
-    validation = Rule::new("has(self.interval) != has(self.schedule)").message("spec.rotateEvery needs exactly one of interval and schedule")
+    validation = Rule::new("has(self.interval) != has(self.schedule)").message("spec.rotateEvery needs exactly one of interval and schedule"),
+    validation = Rule::new("!has(self.timeZone) || has(self.schedule)").message("spec.rotateEvery.timeZone applies to a schedule, not to an interval")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RotationTiming {
@@ -269,6 +270,16 @@ pub struct RotationTiming {
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = Rule::new(CRON_RULE).message("schedule must be a cron schedule with 5 fields (e.g. '0 4 1 * *') or a macro such as @monthly"))]
     pub schedule: Option<String>,
+    /// IANA time zone of `schedule`, e.g. `Europe/Paris`. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// Each SecretRotation rotates up to this much later than due, by an offset of its own
+    /// (derived from its UID, so it stays the same), so that a fleet does not rotate at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("jitter must be a duration such as 30m"))]
+    pub jitter: Option<String>,
 }
 
 /// Zero-downtime strategy.
