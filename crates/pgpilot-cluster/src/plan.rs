@@ -774,8 +774,9 @@ mod tests {
 
     #[test]
     fn the_old_primary_stays_until_the_other_replica_follows_the_new_one() {
-        // db-1 leads on timeline 3; db-2, which lost Patroni's race, still waits on 2 and
-        // acknowledges no synchronous commit: replacing db-0 now would leave none.
+        // db-1 leads on timeline 3; db-2, which Patroni makes wait before following a named
+        // successor, is still on 2 and acknowledges no synchronous commit: replacing db-0
+        // now would leave none.
         let mut m = rolling(
             ["replica", "leader", "sync_standby"],
             ["rev-1", "rev-2", "rev-2"],

@@ -28,8 +28,8 @@ pub enum Ordered {
 /// (back in its Services), and the primary running or a replica streaming from it with a
 /// small known lag — by its own answer just now as well as by the DCS, which lags a Patroni
 /// loop behind — on the primary's timeline: after a switchover, a replica that has not
-/// followed the new primary yet (Patroni lets a replica that lost the race wait up to 2 s)
-/// does not acknowledge its synchronous commits, so nothing else goes down meanwhile.
+/// followed the new primary yet (Patroni makes replicas other than the named successor wait
+/// 2 s) acknowledges none of its synchronous commits, so nothing else goes down meanwhile.
 fn healthy(members: &Members, i: &Instance, primary: &str) -> bool {
     let own_state = i.member.as_ref().and_then(|m| m.state.as_deref());
     let role = if i.pod == primary {
