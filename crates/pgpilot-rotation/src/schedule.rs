@@ -18,7 +18,7 @@ pub struct Timing {
 enum Every {
     /// Seconds.
     Interval(i64),
-    Schedule(Calendar),
+    Schedule(Box<Calendar>),
 }
 
 impl Timing {
@@ -26,7 +26,9 @@ impl Timing {
     pub fn parse(t: &RotationTiming) -> Result<Timing, String> {
         let every = match (&t.interval, &t.schedule) {
             (Some(i), None) => Every::Interval(seconds(i, "interval")?.max(1)),
-            (None, Some(s)) => Every::Schedule(Calendar::parse(s, t.time_zone.as_deref())?),
+            (None, Some(s)) => {
+                Every::Schedule(Box::new(Calendar::parse(s, t.time_zone.as_deref())?))
+            }
             _ => return Err("rotateEvery needs exactly one of interval and schedule".to_owned()),
         };
         let jitter = match &t.jitter {
