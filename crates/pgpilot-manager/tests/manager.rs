@@ -105,6 +105,44 @@ async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
     ns.delete().await.unwrap();
 }
 
+/// A stop right after winning the Lease, before the caches listed once: kube-runtime holds its
+/// runner until they have, and a stopped watch never lists, yet the manager must exit and give
+/// the Lease back (it hung here before).
+#[tokio::test]
+async fn a_stop_right_after_winning_the_lease_still_exits_and_releases_it() {
+    let c = cluster();
+    let client = c.admin().await.unwrap();
+    pgpilot_testkit::install_crds(&client).await.unwrap();
+    let ns = TestNamespace::create(&client, "early").await.unwrap();
+    let _grant = Grant::new(c, &ns.name);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    for attempt in 0..3 {
+        let mut m = spawn(c, &ns.name, &format!("early{attempt}"), &[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !m.log().contains("became leader") {
+            assert!(Instant::now() < deadline, "never led:\n{}", m.log());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        m.signal("TERM").unwrap();
+        assert_eq!(
+            m.wait_exit(Duration::from_secs(10)).await.unwrap(),
+            Some(0),
+            "{}",
+            m.log()
+        );
+        let released = pgpilot_testkit::wait_for(&leases, "pgpilot", Duration::from_secs(5), |l| {
+            holder(l).is_empty()
+        })
+        .await;
+        assert!(
+            released.is_ok(),
+            "lease not released: {released:?}\n{}",
+            m.log()
+        );
+    }
+    ns.delete().await.unwrap();
+}
+
 #[tokio::test]
 async fn exactly_one_of_two_managers_leads_and_a_standby_takes_over() {
     const LEASE_SECONDS: u64 = 4;

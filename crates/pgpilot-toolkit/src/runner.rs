@@ -271,6 +271,7 @@ where
             .reflect(writer)
             .touched_objects()
             .predicate_filter(asked_for::<R::Object>, PredicateConfig::default());
+        let listed = store.clone();
         scope.controller = Some(KubeController::for_stream(objects, store));
         let reconciler = setup(&mut scope)?;
         let controller = scope
@@ -285,18 +286,37 @@ where
             caches: std::mem::take(&mut scope.caches),
         });
         let shutdown = ctx.shutdown.clone();
+        let run = controller
+            .with_config(Config::default().concurrency(ctx.concurrency))
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, shared)
+            .for_each(move |result| {
+                if let Err(e) = result {
+                    tracing::debug!(controller = name, error = %e, "controller event");
+                }
+                futures::future::ready(())
+            });
+        // kube-runtime holds its runner until the cache has listed once. A shutdown before
+        // that stops the watch, so the cache never lists and the run would wait for it
+        // forever (and the manager would never give its Lease back): with nothing reconciled
+        // yet, there is nothing to finish, so it is dropped.
+        let shutdown = ctx.shutdown.clone();
+        let unlisted_at_shutdown = async move {
+            shutdown.cancelled().await;
+            if listed.wait_until_ready().now_or_never().is_some() {
+                std::future::pending::<()>().await;
+            }
+        };
         runs.push(
-            controller
-                .with_config(Config::default().concurrency(ctx.concurrency))
-                .graceful_shutdown_on(async move { shutdown.cancelled().await })
-                .run(reconcile, error_policy, shared)
-                .for_each(move |result| {
-                    if let Err(e) = result {
-                        tracing::debug!(controller = name, error = %e, "controller event");
+            async move {
+                tokio::select! {
+                    () = run => {}
+                    () = unlisted_at_shutdown => {
+                        tracing::debug!(controller = name, "stopped before its cache listed");
                     }
-                    futures::future::ready(())
-                })
-                .boxed(),
+                }
+            }
+            .boxed(),
         );
     }
     futures::future::join_all(runs).await;
