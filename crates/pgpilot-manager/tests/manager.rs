@@ -40,6 +40,26 @@ async fn wait_for_holder(
     start.elapsed()
 }
 
+/// SIGTERM, then a clean exit (code 0) that gave the Lease back.
+async fn stop_and_release(m: &mut ManagerProcess, leases: &Api<Lease>) {
+    m.signal("TERM").unwrap();
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(10)).await.unwrap(),
+        Some(0),
+        "{}",
+        m.log()
+    );
+    let released = pgpilot_testkit::wait_for(leases, "pgpilot", Duration::from_secs(5), |l| {
+        holder(l).is_empty()
+    })
+    .await;
+    assert!(
+        released.is_ok(),
+        "lease not released: {released:?}\n{}",
+        m.log()
+    );
+}
+
 #[tokio::test]
 async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
     let c = cluster();
@@ -86,22 +106,7 @@ async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
     assert!(can(&["create", "events.events.k8s.io", "-n", "default"]));
 
     // SIGTERM: a clean exit that gives the Lease back.
-    m.signal("TERM").unwrap();
-    assert_eq!(
-        m.wait_exit(Duration::from_secs(10)).await.unwrap(),
-        Some(0),
-        "{}",
-        m.log()
-    );
-    let released = pgpilot_testkit::wait_for(&leases, "pgpilot", Duration::from_secs(5), |l| {
-        holder(l).is_empty()
-    })
-    .await;
-    assert!(
-        released.is_ok(),
-        "lease not released: {released:?}\n{}",
-        m.log()
-    );
+    stop_and_release(&mut m, &leases).await;
     ns.delete().await.unwrap();
 }
 
@@ -123,22 +128,7 @@ async fn a_stop_right_after_winning_the_lease_still_exits_and_releases_it() {
             assert!(Instant::now() < deadline, "never led:\n{}", m.log());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        m.signal("TERM").unwrap();
-        assert_eq!(
-            m.wait_exit(Duration::from_secs(10)).await.unwrap(),
-            Some(0),
-            "{}",
-            m.log()
-        );
-        let released = pgpilot_testkit::wait_for(&leases, "pgpilot", Duration::from_secs(5), |l| {
-            holder(l).is_empty()
-        })
-        .await;
-        assert!(
-            released.is_ok(),
-            "lease not released: {released:?}\n{}",
-            m.log()
-        );
+        stop_and_release(&mut m, &leases).await;
     }
     ns.delete().await.unwrap();
 }
