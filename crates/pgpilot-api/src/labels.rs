@@ -33,6 +33,24 @@ pub const ROLL_HOLD: &str = "pgpilot.io/roll-hold";
 /// on ordinal 0, switching over first if needed, `0` then stops it too).
 pub const INSTANCE_LIMIT: &str = "pgpilot.io/instance-limit";
 
+/// Annotation on a SecretRotation asking for a rotation now: any new value (a timestamp, a
+/// ticket) is one request.
+pub const ROTATE_NOW: &str = "pgpilot.io/rotate-now";
+/// Annotations the secret-rotation controller writes on a rotated Secret with each new value,
+/// in the same write, so a rotation is recorded exactly when it happened: the SecretRotation;
+pub const ROTATED_BY: &str = "pgpilot.io/rotated-by";
+/// how many times it was rotated;
+pub const ROTATION_COUNT: &str = "pgpilot.io/rotation-count";
+/// when (RFC 3339);
+pub const ROTATED_AT: &str = "pgpilot.io/rotated-at";
+/// the `rotate-now` request it answered;
+pub const ROTATION_REQUEST: &str = "pgpilot.io/rotation-request";
+/// AlternatingUsers: the login the Secret pointed at before, until it is invalidated.
+pub const PREVIOUS_USER: &str = "pgpilot.io/previous-user";
+/// Prefix of the pod-template annotation a SecretRotation puts on its consumers:
+/// `rotation.pgpilot.io/<SecretRotation>` = a hash of the Secret's content.
+pub const CONSUMER_PREFIX: &str = "rotation.pgpilot.io/";
+
 /// The value of [`UPGRADE_TARGET`].
 pub fn upgrade_target(version: i32, image: &str) -> String {
     format!("{version}@{image}")

@@ -41,7 +41,9 @@ const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h
 )]
 #[x_kube(
     validation = Rule::new("has(self.target.postgresRole) == has(oldSelf.target.postgresRole) && (!has(self.target.postgresRole) || self.target.postgresRole == oldSelf.target.postgresRole) && (!has(self.target.secret) || self.target.secret.name == oldSelf.target.secret.name)").message("spec.target is immutable: create a new SecretRotation for another credential"),
-    validation = Rule::new("!has(self.target.secret) || self.strategy.type != 'AlternatingUsers'").message("spec.strategy AlternatingUsers needs a postgresRole target: a plain Secret has no second user to alternate with")
+    validation = Rule::new("!has(self.target.secret) || self.strategy.type != 'AlternatingUsers'").message("spec.strategy AlternatingUsers needs a postgresRole target: a plain Secret has no second user to alternate with"),
+    validation = Rule::new("!has(self.target.postgresRole) || self.strategy.type != 'AlternatingUsers' || size(self.target.postgresRole.role) <= 61").message("spec.strategy AlternatingUsers adds _a and _b to the role name, which must then stay within 63 characters: use a role name of at most 61"),
+    validation = Rule::new("!has(self.target.postgresRole) || self.strategy.type != 'AlternatingUsers' || !(self.target.postgresRole.role in ['postgres', 'replicator'])").message("the superuser and replication roles are rotated InPlace: Patroni knows one user for each")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRotationSpec {
@@ -289,9 +291,11 @@ pub struct RotationStrategy {
     /// `InPlace`: the role gets a new password. PostgreSQL keeps one password per role, so
     /// new connections with the old one fail at once; open connections stay up, and consumers
     /// are rolled right after the change. Fine for consumers that reconnect on failure.
-    /// `AlternatingUsers`: two roles `<role>` and `<role>_b` take turns; the Secret points at
+    /// `AlternatingUsers`: two login roles `<role>_a` and `<role>_b`, members of `<role>` that
+    /// act as it (objects they create belong to `<role>`), take turns; the Secret points at
     /// the freshly rotated one while the other keeps working for the grace period, so no
-    /// consumer ever holds a dead credential (true zero downtime).
+    /// consumer ever holds a dead credential (true zero downtime). The previous login is then
+    /// invalidated (`NOLOGIN`; the role itself, the first time, loses its password).
     #[serde(default, rename = "type")]
     pub strategy_type: StrategyType,
     /// AlternatingUsers: how long the previous user keeps working after the Secret changes
@@ -301,6 +305,10 @@ pub struct RotationStrategy {
     #[schemars(length(min = 2, max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message("gracePeriod must be a duration such as 10m"))]
     pub grace_period: String,
+    /// AlternatingUsers: the previous login is invalidated only once every consumer has
+    /// rolled, even after the grace period (never while a consumer may still use it).
+    #[serde(default = "default_true")]
+    pub wait_for_rollout: bool,
 }
 
 impl Default for RotationStrategy {
@@ -308,8 +316,13 @@ impl Default for RotationStrategy {
         Self {
             strategy_type: StrategyType::default(),
             grace_period: default_grace(),
+            wait_for_rollout: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_grace() -> String {
@@ -374,7 +387,40 @@ pub struct SecretRotationStatus {
     /// Completed rotations.
     #[serde(default)]
     pub rotations: i64,
-    /// AlternatingUsers: the role the Secret points at now.
+    /// Role targets: the user the Secret points at now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_user: Option<String>,
+    /// AlternatingUsers: the previous login, until it is invalidated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_user: Option<String>,
+    /// The consumers of the last rotation and their rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerStatus>,
+}
+
+/// One workload that reads the Secret, and how far it has rolled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStatus {
+    pub kind: ConsumerKind,
+    pub name: String,
+    pub rollout: RolloutState,
+    /// For people: replicas updated and ready, or what is missing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Where a consumer's rollout stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutState {
+    /// Not yet asked to roll for the current Secret.
+    Pending,
+    /// Asked to roll; old pods still run.
+    Rolling,
+    /// Every pod runs with the current Secret.
+    Rolled,
+    /// Rolling for longer than the grace period.
+    Stalled,
+    /// A consumer named in the spec does not exist (nothing runs it).
+    NotFound,
 }

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::Ensure;
 use pgpilot_api::labels;
-use pgpilot_postgres::credentials::password_of;
+use pgpilot_postgres::credentials::{password_of, user_of};
 use pgpilot_postgres::members::{Members, ordinal};
 use pgpilot_postgres::names::{Names, POSTGRES_PORT, SUPERUSER};
 use pgpilot_postgres::sql;
@@ -515,15 +515,18 @@ pub async fn roles_and_databases(
         ));
     };
     let names = Names::new(&cluster.name_any());
-    let password = |secret: &str| -> Option<Sensitive> {
-        password_of(desired.secrets.iter().find(|s| s.name_any() == secret)?)
-    };
-    let superuser = password(&names.superuser_secret())?;
+    let secret = |name: &str| desired.secrets.iter().find(|s| s.name_any() == name);
+    let superuser = password_of(secret(&names.superuser_secret())?)?;
+    // A role whose Secret an AlternatingUsers rotation pointed at a login alternate keeps no
+    // password of its own: the rotation controller manages the alternates.
     let passwords: BTreeMap<String, Sensitive> = spec
         .roles
         .iter()
         .filter(|r| r.login && r.ensure == Ensure::Present)
-        .filter_map(|r| Some((r.name.clone(), password(&names.role_secret(&r.name))?)))
+        .filter_map(|r| {
+            let s = secret(&names.role_secret(&r.name))?;
+            (user_of(s, &r.name) == r.name).then_some((r.name.clone(), password_of(s)?))
+        })
         .collect();
     let target = sql::Target {
         host: ip,

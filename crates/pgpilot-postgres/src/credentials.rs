@@ -40,6 +40,29 @@ pub fn password_of(secret: &Secret) -> Option<Sensitive> {
         .map(Sensitive::new)
 }
 
+/// A Secret value as text, if present and UTF-8.
+pub fn text_of(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone())
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// The two login roles that take turns for `role` under the AlternatingUsers rotation: members
+/// of `role` that act as it.
+pub fn alternates(role: &str) -> [String; 2] {
+    [format!("{role}_a"), format!("{role}_b")]
+}
+
+/// The user a credential Secret of `role` logs in as: the role itself, or one of its
+/// [`alternates`] once a rotation switched the Secret to them. Anything else (a hand-edited
+/// Secret) counts as the role.
+pub fn user_of(secret: &Secret, role: &str) -> String {
+    text_of(secret, "username")
+        .filter(|u| alternates(role).contains(u))
+        .unwrap_or_else(|| role.to_owned())
+}
+
 /// Where clients connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -173,6 +196,21 @@ mod tests {
             text(&data, "pgpass"),
             "db-rw.prod.svc:5432:*:app:p@ss\\:w/rd?&\\\\\n"
         );
+    }
+
+    #[test]
+    fn a_secret_logs_in_as_the_role_or_one_of_its_alternates_only() {
+        let with_user = |user: &str| Secret {
+            data: Some(BTreeMap::from([(
+                "username".to_owned(),
+                ByteString(user.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        assert_eq!(user_of(&with_user("app_b"), "app"), "app_b");
+        assert_eq!(user_of(&with_user("app"), "app"), "app");
+        assert_eq!(user_of(&with_user("postgres"), "app"), "app");
+        assert_eq!(user_of(&Secret::default(), "app"), "app");
     }
 
     #[test]

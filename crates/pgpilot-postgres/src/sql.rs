@@ -53,12 +53,45 @@ impl fmt::Debug for Statement {
 }
 
 impl Statement {
-    fn plain(sql: String) -> Self {
+    /// A statement with nothing to hide.
+    pub fn plain(sql: String) -> Self {
         Self {
             redacted: sql.clone(),
             sql,
             database: None,
         }
+    }
+
+    /// `ALTER ROLE <role> [attributes] PASSWORD '<SCRAM verifier of password>'`, shown with the
+    /// verifier redacted.
+    pub fn password(role: &str, attributes: &str, password: &Sensitive) -> Self {
+        let (name, verifier) = (quote_ident(role), scram_verifier(password));
+        let attributes = if attributes.is_empty() {
+            String::new()
+        } else {
+            format!("{attributes} ")
+        };
+        Self {
+            sql: format!(
+                "ALTER ROLE {name} {attributes}PASSWORD '{}'",
+                verifier.expose()
+            ),
+            redacted: format!("ALTER ROLE {name} {attributes}PASSWORD '<redacted>'"),
+            database: None,
+        }
+    }
+
+    /// Runs the statement on `client` (its own transaction), traced by its redacted form.
+    pub async fn execute(&self, client: &tokio_postgres::Client) -> Result<(), SqlError> {
+        let span = tracing::info_span!("sql.exec", statement = %self.redacted);
+        client
+            .batch_execute(&self.sql)
+            .instrument(span)
+            .await
+            .map_err(|source| SqlError::Statement {
+                statement: self.redacted.clone(),
+                source,
+            })
     }
 }
 
@@ -169,12 +202,7 @@ pub fn plan_roles(
             Some(_) => {}
         }
         if let Some(password) = passwords.get(&r.name) {
-            let verifier = scram_verifier(password);
-            out.push(Statement {
-                sql: format!("ALTER ROLE {name} PASSWORD '{}'", verifier.expose()),
-                redacted: format!("ALTER ROLE {name} PASSWORD '<redacted>'"),
-                database: None,
-            });
+            out.push(Statement::password(&r.name, "", password));
         }
         let has = observed
             .get(&r.name)
@@ -466,15 +494,7 @@ pub async fn converge(
             }
             None => &admin,
         };
-        let span = tracing::info_span!("sql.exec", statement = %s.redacted);
-        client
-            .batch_execute(&s.sql)
-            .instrument(span)
-            .await
-            .map_err(|source| SqlError::Statement {
-                statement: s.redacted.clone(),
-                source,
-            })?;
+        s.execute(client).await?;
     }
     Ok(plan.len())
 }

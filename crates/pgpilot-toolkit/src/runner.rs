@@ -65,6 +65,8 @@ pub trait Reconciler: Send + Sync + 'static {
 pub struct Scope<K: Watched> {
     pub ctx: RunContext,
     pub namespace: Option<String>,
+    /// The reconciled objects themselves, as the controller's own watch sees them.
+    pub objects: Cache<K>,
     controller: Option<KubeController<K>>,
     caches: Vec<CacheState>,
 }
@@ -92,13 +94,18 @@ impl<K: Watched> Scope<K> {
     }
 
     /// The objects `config` selects, cached; a change `predicate` lets through (a hash of
-    /// what matters, `None` for "always") wakes the reconcile of the object `owner` names.
-    pub fn watches<C: Watched>(
+    /// what matters, `None` for "always") wakes the reconcile of each object `owner` names
+    /// (an `Option` or a `Vec` of them).
+    pub fn watches<C: Watched, I>(
         &mut self,
         config: watcher::Config,
         predicate: fn(&C) -> Option<u64>,
-        owner: fn(C) -> Option<ObjectRef<K>>,
-    ) -> Cache<C> {
+        owner: fn(C) -> I,
+    ) -> Cache<C>
+    where
+        I: IntoIterator<Item = ObjectRef<K>> + Send + 'static,
+        I::IntoIter: Send,
+    {
         let (cache, stream) = self.cache(config);
         let stream = stream.predicate_filter(predicate, PredicateConfig::default());
         self.controller = self
@@ -256,13 +263,17 @@ where
     };
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
     for namespace in namespaces {
+        let (store, writer) = reflector::store();
         let mut scope = Scope {
             ctx: ctx.clone(),
             namespace,
+            objects: Cache {
+                store: store.clone(),
+                client: ctx.client.clone(),
+            },
             controller: None,
             caches: Vec::new(),
         };
-        let (store, writer) = reflector::store();
         // Status writes (this controller's, or another's) wake nothing: only what someone
         // asked for does (spec, labels, annotations, deletion).
         let objects = watcher(scope.api::<R::Object>(), watcher::Config::default())

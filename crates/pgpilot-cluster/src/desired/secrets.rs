@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use pgpilot_postgres::credentials::{Endpoint, Login, PasswordSource, password_of, render};
+use pgpilot_postgres::credentials::{
+    Endpoint, Login, PasswordSource, password_of, render, user_of,
+};
 use pgpilot_toolkit::Sensitive;
 use serde_json::json;
 
@@ -17,7 +19,7 @@ use pgpilot_api::cluster::{Ensure, PvcPolicy};
 use pgpilot_postgres::names::Names;
 use pgpilot_postgres::names::{POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
 
-/// A credential Secret to exist: its name, the user and the database it connects to.
+/// A credential Secret to exist: its name, the role and the database it connects to.
 pub(crate) struct Wanted {
     pub secret: String,
     pub user: String,
@@ -64,11 +66,14 @@ pub(super) fn secrets(
     wanted(ctx.cluster)
         .into_iter()
         .map(|w| {
-            let password = existing
-                .get(&w.secret)
+            let secret = existing.get(&w.secret);
+            let password = secret
                 .and_then(password_of)
                 .unwrap_or_else(|| passwords.new_password());
-            credential_secret(ctx, &w.secret, &w.user, &password, &w.dbname)
+            // An AlternatingUsers rotation may have pointed the Secret at one of the role's
+            // login alternates: it stays there.
+            let user = secret.map_or_else(|| w.user.clone(), |s| user_of(s, &w.user));
+            credential_secret(ctx, &w.secret, &user, &password, &w.dbname)
         })
         .collect()
 }
@@ -206,6 +211,34 @@ mod tests {
         for (a, b) in first.iter().zip(&again) {
             assert_eq!(a.data, b.data, "{:?} changed", a.metadata.name);
         }
+    }
+
+    #[test]
+    fn a_secret_a_rotation_pointed_at_an_alternate_login_stays_there() {
+        let c = cluster(THREE);
+        let ctx = Ctx::new(&c).unwrap();
+        let mut existing: BTreeMap<String, Secret> =
+            secrets(&ctx, &BTreeMap::new(), &mut Counter(0))
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.metadata.name.clone().unwrap(), s))
+                .collect();
+        let rotated = existing.get_mut("db-app-user-credentials").unwrap();
+        let data = rotated.data.as_mut().unwrap();
+        data.insert(
+            "username".into(),
+            k8s_openapi::ByteString(b"app_user_b".to_vec()),
+        );
+        data.insert(
+            "password".into(),
+            k8s_openapi::ByteString(b"rotated".to_vec()),
+        );
+        let again = secrets(&ctx, &existing, &mut Counter(100)).unwrap();
+        assert_eq!(value(&again[2], "username"), "app_user_b");
+        assert_eq!(
+            value(&again[2], "uri"),
+            "postgresql://app_user_b:rotated@db-rw.prod.svc:5432/shop"
+        );
     }
 
     #[test]
