@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pgpilot_backup::BackupController;
 use pgpilot_cluster::ClusterController;
 use pgpilot_cluster::validate::DefaultImages;
+use pgpilot_rotation::RotationController;
 use pgpilot_toolkit::runtime::ControllerRef;
 use pgpilot_upgrade::UpgradeController;
 
@@ -28,6 +29,7 @@ pub fn available(settings: &Settings) -> Vec<ControllerRef> {
             default_images: settings.default_images.clone(),
             metrics: Default::default(),
         }),
+        Arc::new(RotationController::default()),
     ]
 }
 
@@ -121,6 +123,11 @@ mod tests {
         assert_eq!(
             err,
             "controller 'secret-rotation' is not built into this pgpilot-manager (available: cluster, backup, upgrade)"
+        );
+        assert_eq!(
+            names(&select(&["secret-rotation".into()], &Settings::default()).unwrap()),
+            ["secret-rotation"],
+            "this build has it"
         );
     }
 }

@@ -51,16 +51,6 @@ fn unknown_controllers_are_refused_with_the_choices() {
 }
 
 #[test]
-fn a_controller_missing_from_this_build_is_refused_not_skipped() {
-    let (code, out) = run(&["--controllers=secret-rotation"], None);
-    assert_eq!(code, Some(1));
-    assert!(
-        out.contains("controller 'secret-rotation' is not built into this pgpilot-manager"),
-        "{out}"
-    );
-}
-
-#[test]
 fn without_a_cluster_it_exits_with_one_clear_error() {
     let dir = std::env::temp_dir().join(format!("pgpilot-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

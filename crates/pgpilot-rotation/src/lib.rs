@@ -11,6 +11,13 @@
 //! (pure, [`schedule`] for when) → act (one step) → status.
 
 pub mod consumers;
+pub mod controller;
+pub mod database;
+pub mod error;
 pub mod generate;
+pub mod metrics;
 pub mod plan;
+pub mod reconcile;
 pub mod schedule;
+
+pub use controller::RotationController;

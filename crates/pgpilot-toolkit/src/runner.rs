@@ -225,6 +225,11 @@ impl<K: Watched> Cache<K> {
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
 
+    /// Every object in the cache, in no particular order.
+    pub fn all(&self) -> Vec<Arc<K>> {
+        self.store.state()
+    }
+
     /// The objects in `namespace` carrying every label of `selector`, by name.
     pub fn list(&self, namespace: &str, selector: &[(&str, &str)]) -> Vec<Arc<K>> {
         let mut found: Vec<Arc<K>> = self
