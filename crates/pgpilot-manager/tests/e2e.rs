@@ -30,5 +30,7 @@ mod repair;
 mod restore;
 #[path = "e2e/roll.rs"]
 mod roll;
+#[path = "e2e/rotation.rs"]
+mod rotation;
 #[path = "e2e/upgrade.rs"]
 mod upgrade;

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -120,7 +120,7 @@ impl Env {
     /// Panics (with the reason) if the cluster is not a node cluster or the manager does not
     /// start.
     pub async fn start(prefix: &str) -> Env {
-        Self::start_controllers(prefix, "cluster,backup,upgrade").await
+        Self::start_controllers(prefix, "cluster,backup,upgrade,secret-rotation").await
     }
 
     /// Like [`Env::start`], with the manager running `controllers` (e.g. `cluster,backup`)
@@ -359,6 +359,27 @@ impl Env {
                 .ok_or(format!("no {series}on /metrics"))
         })
         .await
+    }
+
+    /// The manager's log so far.
+    pub fn manager_log(&self) -> String {
+        self.manager.as_ref().map(|m| m.log()).unwrap_or_default()
+    }
+
+    /// Everything the manager's `/metrics` serves now.
+    pub async fn metrics(&self) -> Result<String> {
+        let port = self.manager.as_ref().context("no manager")?.metrics_port;
+        let out = tokio::process::Command::new("curl")
+            .args(["-fsS", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "curl /metrics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
     }
 
     pub async fn service_ip(&self, service: &str) -> Result<String> {
