@@ -134,17 +134,17 @@ async fn three_rotations(env: &Env) -> Result<()> {
     .await?;
     let before = refused_logins(env)?;
 
-    env.apply(&format!(
+    env.apply(
         "apiVersion: pgpilot.io/v1alpha1
 kind: SecretRotation
-metadata: {{name: app}}
+metadata: {name: app}
 spec:
-  target: {{postgresRole: {{cluster: db, role: app}}}}
-  rotateEvery: {{interval: 720h}}
-  strategy: {{type: AlternatingUsers, gracePeriod: 15s}}
-  consumers: [{{kind: Deployment, name: client}}]
-"
-    ))?;
+  target: {postgresRole: {cluster: db, role: app}}
+  rotateEvery: {interval: 720h}
+  strategy: {type: AlternatingUsers, gracePeriod: 15s}
+  consumers: [{kind: Deployment, name: client}]
+",
+    )?;
     let rotations_api = env.api::<SecretRotation>();
     let mut seen: Vec<Credentials> = vec![original.clone()];
     let mut owners = BTreeSet::new();
