@@ -112,6 +112,27 @@ pub async fn adopt_patroni_state(
     Ok(())
 }
 
+/// Members whose credentials file is not the current one yet are asked to reload it: the
+/// kubelet updates the mounted file within a minute or so, and the reload is a no-op until
+/// then. Returns how many members still hold older credentials.
+pub async fn reload_credentials(ctx: &Context, members: &Members, token: &str) -> usize {
+    let stale: Vec<(&str, &str)> = members
+        .instances
+        .iter()
+        .filter_map(|i| {
+            let member = i.member.as_ref()?;
+            (member.auth_token() != Some(token)).then_some((i.pod.as_str(), i.ip.as_deref()?))
+        })
+        .collect();
+    for (pod, ip) in &stale {
+        if let Err(e) = ctx.patroni.reload(pod, ip).await {
+            ctx.metrics.call_failed("patroni", e.call);
+            tracing::debug!(error = %e, "reload of the credentials failed");
+        }
+    }
+    stale.len()
+}
+
 /// Patroni keeps the cluster-wide settings in its DCS after bootstrap: spec changes reach
 /// it through PATCH /config, only when they differ.
 pub async fn configure_patroni(

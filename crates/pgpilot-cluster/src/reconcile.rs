@@ -133,6 +133,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     act::children(ctx, &cluster, &ns, &desired, !awaiting_restore).await?;
     act::adopt_patroni_state(ctx, &cluster, &ns, &seen).await?;
     act::configure_patroni(ctx, &cluster, &members, &desired.patroni_dcs).await;
+    let stale_credentials = act::reload_credentials(ctx, &members, &desired.auth_token).await;
     act::step(ctx, &cluster, &ns, &members, &decision.step).await?;
     let mut conditions = vec![pinned.condition];
     // Instances stopped by the limit come back: their volumes stay.
@@ -186,7 +187,8 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         || decision.step != plan::Step::Nothing
         || decision.progress.as_ref().is_some_and(|p| p.moving)
         || resizing
-        || streaming_soon;
+        || streaming_soon
+        || stale_credentials > 0;
     Ok(Action::requeue(Duration::from_secs(
         match (busy, sql_pending, ready) {
             (true, _, _) => 2,

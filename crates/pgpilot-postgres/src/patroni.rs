@@ -3,6 +3,7 @@
 //! Every call has a short timeout and its own span; a member that does not answer is
 //! reported as unknown, never guessed.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,6 +37,34 @@ pub struct MemberStatus {
     /// A replica's WAL receiver as it says itself: `streaming` once it follows the primary.
     #[serde(default)]
     pub replication_state: Option<String>,
+    /// Tags from its configuration, among them [`AUTH_TAG`].
+    #[serde(default)]
+    pub tags: BTreeMap<String, Value>,
+}
+
+/// Tag in the credentials file pgpilot mounts beside patroni.yaml: which version of the
+/// superuser and replication Secrets it holds ([`auth_token`]). A member that reports the
+/// current one has loaded the current passwords.
+pub const AUTH_TAG: &str = "pgpilot_auth";
+
+impl MemberStatus {
+    /// The [`AUTH_TAG`] this member's configuration carries.
+    pub fn auth_token(&self) -> Option<&str> {
+        self.tags.get(AUTH_TAG)?.as_str()
+    }
+}
+
+/// Which version of the superuser and replication Secrets Patroni must hold: their resource
+/// versions (nothing derived from a password).
+pub fn auth_token(
+    superuser: Option<&k8s_openapi::api::core::v1::Secret>,
+    replication: Option<&k8s_openapi::api::core::v1::Secret>,
+) -> String {
+    let rv = |s: Option<&k8s_openapi::api::core::v1::Secret>| {
+        s.and_then(|s| s.metadata.resource_version.clone())
+            .unwrap_or_else(|| "new".to_owned())
+    };
+    format!("{}.{}", rv(superuser), rv(replication))
 }
 
 /// One entry of GET /cluster.
@@ -253,6 +282,11 @@ impl Patroni {
     pub async fn restart(&self, member: &str, ip: &str) -> Result<(), PatroniError> {
         let body = serde_json::json!({"restart_pending": true});
         self.act("restart", member, ip, body).await
+    }
+
+    /// POST /reload: the member reads its configuration files again (new credentials).
+    pub async fn reload(&self, member: &str, ip: &str) -> Result<(), PatroniError> {
+        self.act("reload", member, ip, serde_json::json!({})).await
     }
 
     /// POST /reinitialize on a replica: wipe its data directory and clone it again from

@@ -401,6 +401,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// The server to converge and the superuser to do it as.
+#[derive(Clone)]
 pub struct Target {
     pub host: String,
     pub port: u16,

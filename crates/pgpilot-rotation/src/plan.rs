@@ -75,6 +75,9 @@ pub struct Facts {
     pub active: Option<LoginSeen>,
     /// AlternatingUsers, while in flight: the login the last flip left.
     pub previous: Option<LoginSeen>,
+    /// The superuser and replication roles: instances whose Patroni has not loaded the
+    /// Secret as it is yet.
+    pub patroni_pending: usize,
 }
 
 /// Why a rotation starts.
@@ -191,6 +194,16 @@ fn finish(f: &Facts) -> Step {
             return Step::Revoke;
         }
     }
+    if f.patroni_pending > 0 {
+        return Step::Wait {
+            until: None,
+            reason: "WaitingForPatroni",
+            message: format!(
+                "{} instance(s) have not loaded the new password yet (the cluster controller reloads Patroni once the kubelet has updated its credentials file)",
+                f.patroni_pending
+            ),
+        };
+    }
     if rolling > 0 {
         return Step::Wait {
             until: None,
@@ -254,6 +267,7 @@ mod tests {
             wait_for_rollout: true,
             active: None,
             previous: None,
+            patroni_pending: 0,
         }
     }
 
@@ -472,6 +486,22 @@ mod tests {
             f.consumers = vec![];
             assert_eq!(plan(&f), Step::Complete, "no consumers");
         }
+    }
+
+    #[test]
+    fn a_superuser_rotation_completes_only_once_every_patroni_loaded_it() {
+        let mut f = flipped(Kind::InPlace);
+        f.consumers = vec![];
+        f.patroni_pending = 2;
+        assert!(matches!(
+            plan(&f),
+            Step::Wait {
+                reason: "WaitingForPatroni",
+                ..
+            }
+        ));
+        f.patroni_pending = 0;
+        assert_eq!(plan(&f), Step::Complete);
     }
 
     #[test]

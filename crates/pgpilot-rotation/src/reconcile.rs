@@ -24,6 +24,7 @@ use pgpilot_postgres::credentials::{
     self, Csprng, Endpoint, Login, PasswordSource, password_of, text_of, user_of,
 };
 use pgpilot_postgres::names::{self, Names, POSTGRES_PORT};
+use pgpilot_postgres::patroni;
 use pgpilot_postgres::sql::{self, SqlError};
 use pgpilot_toolkit::conditions::{self, Status, Update};
 use pgpilot_toolkit::events::Events;
@@ -187,8 +188,34 @@ fn owner_of(ctx: &Context, ns: &str, secret: &str) -> Option<Arc<SecretRotation>
         .min_by_key(|r| (r.creation_timestamp().map(|t| t.0), r.name_any()))
 }
 
-/// Where to run SQL for a role of `cluster`: its primary, as its superuser.
-fn primary(ctx: &Context, ns: &str, cluster: &str) -> Option<sql::Target> {
+/// Key a superuser rotation keeps the previous password under until it completes, so that a
+/// flip whose `ALTER ROLE` did not run can still be repaired (the Secret is the only place
+/// either password lives).
+const PREVIOUS_PASSWORD: &str = "password.previous";
+
+/// Where to run SQL for a role of a cluster: its primary, as its superuser.
+pub struct Database {
+    target: sql::Target,
+    /// The superuser's previous password, while a rotation of it is in flight.
+    previous: Option<Sensitive>,
+}
+
+impl Database {
+    /// Connects with the superuser's password, or with the previous one when the new one is
+    /// not set yet.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, SqlError> {
+        match self.target.connect("postgres").await {
+            Err(e) if self.previous.is_some() => {
+                let mut with_previous = self.target.clone();
+                with_previous.password = self.previous.clone().unwrap_or_default();
+                with_previous.connect("postgres").await.map_err(|_| e)
+            }
+            result => result,
+        }
+    }
+}
+
+fn primary(ctx: &Context, ns: &str, cluster: &str) -> Option<Database> {
     let pod = ctx
         .caches
         .pods
@@ -206,12 +233,44 @@ fn primary(ctx: &Context, ns: &str, cluster: &str) -> Option<sql::Target> {
         .caches
         .secrets
         .get(ns, &Names::new(cluster).superuser_secret())?;
-    Some(sql::Target {
-        host: ip,
-        port: POSTGRES_PORT as u16,
-        user: names::SUPERUSER.to_owned(),
-        password: password_of(&secret)?,
+    Some(Database {
+        target: sql::Target {
+            host: ip,
+            port: POSTGRES_PORT as u16,
+            user: names::SUPERUSER.to_owned(),
+            password: password_of(&secret)?,
+        },
+        previous: text_of(&secret, PREVIOUS_PASSWORD).map(Sensitive::new),
     })
+}
+
+/// Instances of `cluster` whose Patroni reports other credentials than the superuser and
+/// replication Secrets hold now (Patroni's member data on the pod carries its tags).
+fn patroni_pending(ctx: &Context, ns: &str, cluster: &str) -> usize {
+    let n = Names::new(cluster);
+    let token = patroni::auth_token(
+        ctx.caches.secrets.get(ns, &n.superuser_secret()).as_deref(),
+        ctx.caches
+            .secrets
+            .get(ns, &n.replication_secret())
+            .as_deref(),
+    );
+    ctx.caches
+        .pods
+        .list(ns, &[(labels::CLUSTER, cluster)])
+        .iter()
+        .filter_map(|p| {
+            let status: serde_json::Value =
+                serde_json::from_str(p.annotations().get("status")?).ok()?;
+            (status.get("state")?.as_str()? == "running").then_some(status)
+        })
+        .filter(|status| {
+            status
+                .pointer(&format!("/tags/{}", patroni::AUTH_TAG))
+                .and_then(serde_json::Value::as_str)
+                != Some(token.as_str())
+        })
+        .count()
 }
 
 /// Every consumer the spec names, as found.
@@ -302,6 +361,14 @@ async fn reconcile(rotation: &SecretRotation, ctx: &Context) -> Result<Action, E
         wait_for_rollout: spec.strategy.wait_for_rollout,
         active: None,
         previous: None,
+        patroni_pending: match &target {
+            Target::Role { cluster, role, .. }
+                if role == names::SUPERUSER || role == names::REPLICATION_USER =>
+            {
+                patroni_pending(ctx, &ns, cluster)
+            }
+            _ => 0,
+        },
         record,
     };
 
@@ -323,7 +390,7 @@ async fn reconcile(rotation: &SecretRotation, ctx: &Context) -> Result<Action, E
                 if plan::in_flight(&facts.record, facts.completed_at)
                     && let Some(secret) = &secret
                 {
-                    let client = t.connect("postgres").await?;
+                    let client = t.connect().await?;
                     let (active, previous) =
                         observe_logins(&client, secret, role, &facts.record).await?;
                     facts.active = Some(active);
@@ -368,7 +435,7 @@ struct Look<'a> {
     target: &'a Target,
     facts: &'a Facts,
     secret: Option<&'a Secret>,
-    database: Option<&'a sql::Target>,
+    database: Option<&'a Database>,
     seen: &'a [Seen],
     hash: &'a str,
 }
@@ -419,14 +486,6 @@ fn blocked(
         ..
     } = target
     {
-        if role == names::SUPERUSER || role == names::REPLICATION_USER {
-            return Some((
-                "Unsupported",
-                format!(
-                    "rotating the {role} role is not supported yet: Patroni must learn the new password without a restart (see docs/secretrotation.md)"
-                ),
-            ));
-        }
         if secret.is_none() {
             return Some((
                 "TargetNotFound",
@@ -559,6 +618,7 @@ async fn act(ctx: &Context, look: &Look<'_>, step: &Step) -> Result<(Action, boo
         }
         Step::Complete => {
             let f = look.facts;
+            forget_previous_password(ctx, look).await?;
             ctx.events
                 .normal(
                     rotation,
@@ -691,6 +751,35 @@ async fn write_secret(
     }
 }
 
+/// Removes the previous superuser password a rotation kept while in flight.
+async fn forget_previous_password(ctx: &Context, look: &Look<'_>) -> Result<(), Error> {
+    let Some(secret) = look.secret else {
+        return Ok(());
+    };
+    if !secret
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key(PREVIOUS_PASSWORD))
+    {
+        return Ok(());
+    }
+    let name = look.target.secret();
+    let params = PatchParams {
+        field_manager: Some(ctx.field_manager.clone()),
+        ..Default::default()
+    };
+    let patch = serde_json::json!({"data": {PREVIOUS_PASSWORD: null}});
+    ctx.metrics.wrote("Secret");
+    ctx.caches
+        .secrets
+        .api(look.ns)
+        .patch(name, &params, &Patch::Merge(&patch))
+        .instrument(tracing::info_span!("kube.patch", kind = "Secret", name = %name))
+        .await
+        .map_err(ApiError::api::<Error>("patch", "Secret", name))?;
+    Ok(())
+}
+
 /// The flip: new values (for a role, its login ready first) and the record, in one write.
 async fn rotate(ctx: &Context, look: &Look<'_>, why: Why) -> Result<(), Error> {
     let fresh = fresh_secret(ctx, look).await?;
@@ -733,7 +822,7 @@ async fn rotate(ctx: &Context, look: &Look<'_>, why: Why) -> Result<(), Error> {
                 let next = if current == a { b } else { a };
                 // The idle alternate gets the new password before the Secret names it; a crash
                 // in between leaves it idle, and the next flip sets it again.
-                let client = database.connect("postgres").await?;
+                let client = database.connect().await?;
                 let observed = database::observe(&client, &next, role).await?;
                 database::execute(
                     &client,
@@ -744,7 +833,14 @@ async fn rotate(ctx: &Context, look: &Look<'_>, why: Why) -> Result<(), Error> {
             } else {
                 (role.clone(), None)
             };
-            let data = role_data(fresh, look.ns, cluster, &user, &password);
+            let mut data = role_data(fresh, look.ns, cluster, &user, &password);
+            if role == names::SUPERUSER
+                && let Some(old) = fresh.data.as_ref().and_then(|d| d.get("password"))
+            {
+                // pgpilot itself logs in as the superuser: until the new password is set,
+                // only the old one does.
+                data.insert(PREVIOUS_PASSWORD.to_owned(), old.clone());
+            }
             write_secret(
                 ctx,
                 look,
@@ -756,7 +852,7 @@ async fn rotate(ctx: &Context, look: &Look<'_>, why: Why) -> Result<(), Error> {
             if !alternating {
                 // The Secret is the truth from here: a crash before this statement is
                 // repaired by SyncLogin.
-                let client = database.connect("postgres").await?;
+                let client = database.connect().await?;
                 let observed = database::observe(&client, role, role).await?;
                 database::execute(
                     &client,
@@ -851,7 +947,7 @@ async fn sync_login(ctx: &Context, look: &Look<'_>) -> Result<(), Error> {
         return Ok(());
     };
     let user = user_of(secret, role);
-    let client = database.connect("postgres").await?;
+    let client = database.connect().await?;
     let observed = database::observe(&client, &user, role).await?;
     database::execute(
         &client,
@@ -938,7 +1034,7 @@ async fn revoke(ctx: &Context, look: &Look<'_>) -> Result<(), Error> {
     ) else {
         return Ok(());
     };
-    let client = database.connect("postgres").await?;
+    let client = database.connect().await?;
     database::execute(&client, &database::revoke(previous, role)).await?;
     ctx.rotation_metrics.revoked();
     ctx.events

@@ -185,6 +185,9 @@ pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
             "data_dir": PGDATA,
             "bin_dir": format!("/usr/lib/postgresql/{version}/bin"),
             "pgpass": "/tmp/pgpass",
+            // Patroni's own connections go over the socket (peer): they never depend on the
+            // superuser's password, which a rotation changes.
+            "use_unix_socket": true,
             // A new replica clones at once instead of waiting for a spread checkpoint.
             "basebackup": [{"checkpoint": "fast"}],
             "parameters": {"unix_socket_directories": SOCKET_DIR},

@@ -1,10 +1,11 @@
 //! The children a PostgresCluster should have: pure functions from the spec (and the
 //! Secrets that already exist) to Kubernetes objects. No I/O; unit-tested from fixtures.
 
+pub(crate) mod auth;
 mod backup;
 pub(crate) mod config;
 mod rbac;
-mod secrets;
+pub(crate) mod secrets;
 
 pub(crate) use secrets::wanted as credential_secrets;
 mod services;
@@ -55,6 +56,8 @@ pub struct Desired {
     pub statefulset: StatefulSet,
     /// Patroni's dynamic configuration (`bootstrap.dcs` at first start, PATCH /config later).
     pub patroni_dcs: Value,
+    /// The version of the credentials every member must have loaded (see [`auth`]).
+    pub auth_token: String,
 }
 
 impl std::fmt::Debug for Desired {
@@ -102,8 +105,11 @@ impl<K: Resource<DynamicType = ()>> ResourceName for K {
 pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<Desired, Error> {
     let ctx = Ctx::new(inputs.cluster)?;
     let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords)?;
+    let (patroni_auth, auth_token) = auth::auth_secret(&ctx, &secrets, inputs.existing_secrets)?;
+    secrets.push(patroni_auth);
     secrets.extend(backup::tls_secret(&ctx, inputs.existing_secrets)?);
     Ok(Desired {
+        auth_token,
         service_account: rbac::service_account(&ctx)?,
         role: rbac::role(&ctx)?,
         role_binding: rbac::role_binding(&ctx)?,

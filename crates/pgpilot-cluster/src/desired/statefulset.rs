@@ -12,33 +12,19 @@ use serde_json::{Value, json};
 use super::config::{CONFIG_DIR, DATA_MOUNT, PGDATA, SOCKET_DIR};
 use super::{Ctx, backup, typed};
 use crate::error::Error;
-use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
+use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT};
 
 /// The image's postgres user (see docs/images.md).
 pub const POSTGRES_UID: i64 = 999;
 
 fn env(ctx: &Ctx<'_>) -> Result<Vec<Value>, Error> {
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
-    let secret = |name: &str, secret: String, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
-    let n = &ctx.names;
     let mut env = vec![
         field("PATRONI_NAME", "metadata.name"),
         field("POD_IP", "status.podIP"),
         json!({"name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(POD_IP):{POSTGRES_PORT}")}),
         json!({"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(POD_IP):{PATRONI_PORT}")}),
         json!({"name": "PATRONI_KUBERNETES_POD_IP", "value": "$(POD_IP)"}),
-        json!({"name": "PATRONI_SUPERUSER_USERNAME", "value": SUPERUSER}),
-        secret(
-            "PATRONI_SUPERUSER_PASSWORD",
-            n.superuser_secret(),
-            "password",
-        ),
-        json!({"name": "PATRONI_REPLICATION_USERNAME", "value": REPLICATION_USER}),
-        secret(
-            "PATRONI_REPLICATION_PASSWORD",
-            n.replication_secret(),
-            "password",
-        ),
         json!({"name": "PGDATA", "value": PGDATA}),
         json!({"name": "PGHOST", "value": SOCKET_DIR}),
         json!({"name": "HOME", "value": "/tmp"}),
@@ -126,7 +112,8 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
         "name": "postgres",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["patroni", format!("{CONFIG_DIR}/patroni.yaml")],
+        // The directory: patroni.yaml and auth.yaml (the credentials), read again on reload.
+        "command": ["patroni", CONFIG_DIR],
         "env": env(ctx)?,
         "ports": [
             {"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"},
@@ -145,7 +132,12 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
     })];
     containers.extend(pgbackrest.server);
     let mut volumes = vec![
-        json!({"name": "config", "configMap": {"name": n.patroni_config()}}),
+        // patroni.yaml and the credentials' auth.yaml in one directory; group-readable only
+        // (the group is the pod's fsGroup, postgres).
+        json!({"name": "config", "projected": {"defaultMode": 0o440, "sources": [
+            {"configMap": {"name": n.patroni_config()}},
+            {"secret": {"name": n.patroni_auth()}},
+        ]}}),
         json!({"name": "run", "emptyDir": {}}),
         json!({"name": "tmp", "emptyDir": {}}),
         json!({"name": "shm", "emptyDir": {"medium": "Memory"}}),
@@ -275,17 +267,32 @@ mod tests {
                 .as_deref(),
             Some("/readiness")
         );
-        // Passwords come from Secrets, never inline.
+        // Passwords are in no environment variable (a running Patroni never reads its
+        // environment again): auth.yaml, from a Secret, sits beside patroni.yaml.
         let env = c.env.clone().unwrap();
-        let pw = env
+        assert!(!env.iter().any(|e| e.name.contains("PASSWORD")), "{env:?}");
+        assert_eq!(c.command.as_deref().unwrap(), ["patroni", "/etc/patroni"]);
+        let config = pod
+            .volumes
+            .as_ref()
+            .unwrap()
             .iter()
-            .find(|e| e.name == "PATRONI_SUPERUSER_PASSWORD")
+            .find(|v| v.name == "config")
             .unwrap();
-        assert!(pw.value.is_none());
-        assert_eq!(
-            pw.value_from.clone().unwrap().secret_key_ref.unwrap().name,
-            "db-superuser"
-        );
+        let sources: Vec<String> = config
+            .projected
+            .clone()
+            .unwrap()
+            .sources
+            .unwrap()
+            .into_iter()
+            .map(|s| match (s.config_map, s.secret) {
+                (Some(m), None) => format!("configMap/{}", m.name),
+                (None, Some(s)) => format!("secret/{}", s.name),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(sources, ["configMap/db-patroni", "secret/db-patroni-auth"]);
         assert_eq!(pod.service_account_name.as_deref(), Some("db-instance"));
     }
 

@@ -199,6 +199,11 @@ impl Env {
             .kubectl(&["apply", "-f", "-"], Some(&rbac))
             .map_err(|e| anyhow!("{e}"))?;
 
+        self.spawn_manager().await
+    }
+
+    /// Starts the manager and waits until it is ready.
+    async fn spawn_manager(&mut self) -> Result<()> {
         let lease_ns = format!("--leader-election-namespace={}", self.ns);
         let namespace = format!("--namespace={}", self.ns);
         let manager = ManagerProcess::spawn(
@@ -216,6 +221,12 @@ impl Env {
         let ready = manager.wait_ready(Duration::from_secs(60)).await;
         self.manager = Some(manager);
         ready.map_err(|e| anyhow!("manager: {e}"))
+    }
+
+    /// Kills the manager (its Lease runs out) and starts a new one.
+    pub async fn restart_manager(&mut self) -> Result<()> {
+        drop(self.manager.take());
+        self.spawn_manager().await
     }
 
     pub fn api<K>(&self) -> Api<K>

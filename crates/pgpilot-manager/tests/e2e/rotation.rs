@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
-use pgpilot_api::{SecretRotation, labels};
+use pgpilot_api::{PostgresCluster, SecretRotation, labels};
 
 use crate::harness::{ClusterYaml, Credentials, Env, connect, eventually, secret_value};
 
@@ -271,5 +271,154 @@ spec:
         "rotation count {:?}",
         secret.annotations().get(labels::ROTATION_COUNT)
     );
+    Ok(())
+}
+
+fn timeline(pg: &PostgresCluster) -> Option<i64> {
+    pg.status
+        .as_ref()?
+        .instances
+        .iter()
+        .filter_map(|i| i.timeline)
+        .max()
+}
+
+/// The superuser, the replication user and an application role rotated in place on a cluster
+/// with a replica: Patroni reloads the new passwords without a restart, replication goes on
+/// after a reconnect, no failover follows; then neither a failover nor a manager restart puts
+/// an old password back.
+#[tokio::test]
+async fn superuser_replication_and_in_place_rotations_keep_the_cluster_without_a_failover() {
+    let mut env = Env::start("rotation-su").await;
+    let result = in_place_rotations(&mut env).await;
+    env.finish(result).await;
+}
+
+async fn in_place_rotations(env: &mut Env) -> Result<()> {
+    env.apply(
+        &ClusterYaml::new("db")
+            .instances(2)
+            .spec("roles: [{name: app}]")
+            .yaml(),
+    )?;
+    let pg = env.wait_ready("db", 2, CREATE).await?;
+    let primary = pg.status.as_ref().and_then(|s| s.current_primary.clone());
+    let before_timeline = timeline(&pg);
+    let old = [
+        env.credentials("db-superuser").await?,
+        env.credentials("db-replication").await?,
+        env.credentials(SECRET).await?,
+    ];
+    for (name, role) in [("su", "postgres"), ("repl", "replicator"), ("app", "app")] {
+        env.apply(&format!(
+            "apiVersion: pgpilot.io/v1alpha1
+kind: SecretRotation
+metadata: {{name: {name}, annotations: {{pgpilot.io/rotate-now: first}}}}
+spec:
+  target: {{postgresRole: {{cluster: db, role: {role}}}}}
+  rotateEvery: {{interval: 720h}}
+"
+        ))?;
+    }
+    let rotations_api = env.api::<SecretRotation>();
+    for name in ["su", "repl", "app"] {
+        eventually(&format!("rotation {name} complete"), ROTATION, || async {
+            let r = rotations_api.get(name).await.map_err(|e| e.to_string())?;
+            (rotations(&r) == 1 && idle(&r))
+                .then_some(())
+                .ok_or(format!("{:?}", r.status))
+        })
+        .await?;
+    }
+    let new = [
+        env.credentials("db-superuser").await?,
+        env.credentials("db-replication").await?,
+        env.credentials(SECRET).await?,
+    ];
+    for (o, n) in old.iter().zip(&new) {
+        ensure!(
+            o.username == n.username && o.password != n.password,
+            "{} not rotated",
+            o.username
+        );
+    }
+    ensure!(
+        secret_value(&env.secret("db-superuser").await?, "password.previous").is_err(),
+        "the previous superuser password is forgotten once the rotation completed"
+    );
+
+    // Every member loaded the new passwords: a replication reconnect streams again.
+    let su = env
+        .connect("db-rw", &new[0], Duration::from_secs(30))
+        .await?;
+    su.batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+        .await?;
+    eventually(
+        "the replica streaming again with the new password",
+        Duration::from_secs(60),
+        || async {
+            let n: i64 = su
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            (n == 1).then_some(()).ok_or(format!("{n} streaming"))
+        },
+    )
+    .await?;
+    let pg = env.cluster("db").await?;
+    ensure!(
+        pg.status.as_ref().and_then(|s| s.current_primary.clone()) == primary
+            && timeline(&pg) == before_timeline,
+        "a failover happened: primary {:?} → {:?}, timeline {before_timeline:?} → {:?}",
+        primary,
+        pg.status.as_ref().and_then(|s| s.current_primary.clone()),
+        timeline(&pg)
+    );
+    let refused = |e: anyhow::Error| format!("{e:#}").contains("password authentication failed");
+    for (o, n) in old.iter().zip(&new) {
+        if o.username == "replicator" {
+            continue; // host replication only
+        }
+        match connect(&env.pg_config("db-rw", o).await?).await {
+            Ok(_) => bail!("{}'s old password still works", o.username),
+            Err(e) => ensure!(refused(e), "{} refused for another reason", o.username),
+        }
+        env.connect("db-rw", n, Duration::from_secs(10)).await?;
+    }
+
+    // A failover, then a manager restart: the Secrets stay the truth.
+    let primary = primary.context("a primary")?;
+    env.kubectl(&["delete", "pod", &primary, "--wait=false"])?;
+    env.wait_cluster("db", "a new primary", CREATE, |pg| {
+        let now = pg.status.as_ref().and_then(|s| s.current_primary.clone());
+        if now.is_some() && now.as_deref() != Some(primary.as_str()) {
+            Ok(())
+        } else {
+            Err(format!("primary {now:?}"))
+        }
+    })
+    .await?;
+    env.wait_ready("db", 2, CREATE).await?;
+    env.restart_manager().await?;
+    env.wait_ready("db", 2, CREATE).await?;
+    for n in &new[..1] {
+        env.connect("db-rw", n, Duration::from_secs(60)).await?;
+    }
+    env.connect("db-rw", &new[2], Duration::from_secs(60))
+        .await?;
+    for o in [&old[0], &old[2]] {
+        match connect(&env.pg_config("db-rw", o).await?).await {
+            Ok(_) => bail!("{}'s old password works again", o.username),
+            Err(e) => ensure!(refused(e), "{} refused for another reason", o.username),
+        }
+    }
+    for name in ["su", "repl", "app"] {
+        let r = rotations_api.get(name).await?;
+        ensure!(rotations(&r) == 1, "{name} rotated again: {:?}", r.status);
+    }
     Ok(())
 }

@@ -1,0 +1,114 @@
+//! Patroni's credentials: the superuser's and the replication user's, in a Secret of their own
+//! mounted beside patroni.yaml (not in the environment, which a running Patroni never reads
+//! again). When a rotation changes either Secret, this one follows, the kubelet updates the
+//! file, and a reload of each member (`POST /reload`) makes Patroni use the new passwords —
+//! for replication connections and pg_rewind — without a restart. The tag
+//! [`AUTH_TAG`] says which version of the two Secrets the file holds, so pgpilot can see which
+//! members loaded it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use pgpilot_postgres::credentials::password_of;
+use pgpilot_postgres::names::{REPLICATION_USER, SUPERUSER};
+use pgpilot_postgres::patroni::{AUTH_TAG, auth_token};
+use serde_json::json;
+
+use super::{Ctx, typed};
+use crate::error::Error;
+
+/// The file's name in the Secret and in Patroni's configuration directory.
+pub const AUTH_FILE: &str = "auth.yaml";
+
+/// The Secret with Patroni's credentials, from the credential Secrets as they are (`desired`)
+/// and their versions (`existing`), and the token its tag carries.
+pub(super) fn auth_secret(
+    ctx: &Ctx<'_>,
+    desired: &[Secret],
+    existing: &BTreeMap<String, Secret>,
+) -> Result<(Secret, String), Error> {
+    let (su, repl) = (ctx.names.superuser_secret(), ctx.names.replication_secret());
+    let password = |name: &str| {
+        desired
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .and_then(password_of)
+            .ok_or_else(|| Error::Invalid {
+                field: "spec",
+                message: format!("Secret {name} has no password"),
+            })
+    };
+    let token = auth_token(existing.get(&su), existing.get(&repl));
+    let yaml = serde_yaml::to_string(&json!({
+        "postgresql": {"authentication": {
+            "superuser": {"username": SUPERUSER, "password": password(&su)?.expose()},
+            "replication": {"username": REPLICATION_USER, "password": password(&repl)?.expose()},
+        }},
+        "tags": {AUTH_TAG: token},
+    }))
+    .map_err(|e| Error::Invalid {
+        field: "spec",
+        message: format!("cannot render {AUTH_FILE}: {e}"),
+    })?;
+    let mut secret: Secret = typed(
+        "Secret",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": ctx.meta(&ctx.names.patroni_auth()),
+            "type": "Opaque",
+        }),
+    )?;
+    secret.data = Some(BTreeMap::from([(
+        AUTH_FILE.to_owned(),
+        ByteString(yaml.into_bytes()),
+    )]));
+    Ok((secret, token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::fixtures::{THREE, cluster};
+    use crate::desired::secrets::secrets;
+    use pgpilot_postgres::credentials::PasswordSource;
+    use pgpilot_toolkit::Sensitive;
+
+    struct Fixed;
+    impl PasswordSource for Fixed {
+        fn new_password(&mut self) -> Sensitive {
+            Sensitive::new("pw")
+        }
+    }
+
+    #[test]
+    fn patroni_gets_both_passwords_and_the_version_of_their_secrets() {
+        let c = cluster(THREE);
+        let ctx = Ctx::new(&c).unwrap();
+        let creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed).unwrap();
+        let existing: BTreeMap<String, Secret> = creds
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                s.metadata.resource_version =
+                    Some(format!("{}", s.metadata.name.as_ref().unwrap().len()));
+                (s.metadata.name.clone().unwrap(), s)
+            })
+            .collect();
+        let (secret, token) = auth_secret(&ctx, &creds, &existing).unwrap();
+        assert_eq!(secret.metadata.name.as_deref(), Some("db-patroni-auth"));
+        assert_eq!(token, "12.14", "db-superuser, db-replication");
+        let yaml: serde_json::Value =
+            serde_yaml::from_slice(&secret.data.unwrap()[AUTH_FILE].0).unwrap();
+        assert_eq!(
+            yaml,
+            json!({"postgresql": {"authentication": {
+                "superuser": {"username": "postgres", "password": "pw"},
+                "replication": {"username": "replicator", "password": "pw"}}},
+                "tags": {"pgpilot_auth": "12.14"}})
+        );
+        let (_, before) = auth_secret(&ctx, &creds, &BTreeMap::new()).unwrap();
+        assert_eq!(before, "new.new");
+    }
+}
