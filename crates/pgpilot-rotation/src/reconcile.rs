@@ -596,10 +596,15 @@ async fn act(ctx: &Context, look: &Look<'_>, step: &Step) -> Result<(Action, boo
             };
             Ok((Action::requeue(wait), false))
         }
-        Step::Rotate(why) => {
-            rotate(ctx, look, *why).await?;
-            Ok((soon, false))
-        }
+        Step::Rotate(why) => match rotate(ctx, look, *why).await {
+            // The cache is behind a flip (usually this controller's own, a moment ago): the
+            // guard worked; look again once the watch caught up.
+            Err(Error::Stale(secret)) => {
+                tracing::debug!(%secret, "Secret changed since the cache saw it; looking again");
+                Ok((soon, false))
+            }
+            result => result.map(|()| (soon, false)),
+        },
         Step::SyncLogin => {
             sync_login(ctx, look).await?;
             Ok((soon, false))
