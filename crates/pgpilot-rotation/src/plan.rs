@@ -5,8 +5,9 @@
 //! Secret's annotations say how many rotations it had, when the last one flipped, which
 //! `rotate-now` request it answered and (AlternatingUsers) the login it left. Everything
 //! after the flip is re-derived from observation, so a manager that dies at any point resumes
-//! where it stopped and never flips twice. A rotation is complete once its flip time is the
-//! status' `lastRotationTime`; until then it is in flight and no other one starts.
+//! where it stopped and never flips twice. A rotation is complete once the status counts it
+//! (`rotations`, the count of completed ones, reaches the Secret's); until then it is in
+//! flight and no other one starts.
 
 use pgpilot_api::rotation::RolloutState;
 
@@ -57,8 +58,8 @@ pub struct Facts {
     /// is not there yet.
     pub blocked: Option<(&'static str, String)>,
     pub record: Record,
-    /// Flip time of the last completed rotation (status).
-    pub completed_at: Option<i64>,
+    /// Completed rotations (status `rotations`).
+    pub completed: i64,
     /// When the next rotation is due (`None`: never, e.g. a schedule with no next run).
     pub due: Option<i64>,
     /// The SecretRotation's `rotate-now` annotation.
@@ -131,9 +132,10 @@ pub enum Step {
     Idle { next_due: Option<i64> },
 }
 
-/// Whether a rotation is in flight: flipped, not yet complete.
-pub fn in_flight(record: &Record, completed_at: Option<i64>) -> bool {
-    record.rotated_at.is_some() && record.rotated_at != completed_at
+/// Whether a rotation is in flight: flipped, not yet complete. Counted, not timed: two flips
+/// may fall in one second.
+pub fn in_flight(record: &Record, completed: i64) -> bool {
+    record.rotated_at.is_some() && record.count > completed
 }
 
 /// The one next step.
@@ -144,7 +146,7 @@ pub fn plan(f: &Facts) -> Step {
             message: message.clone(),
         };
     }
-    if in_flight(&f.record, f.completed_at) {
+    if in_flight(&f.record, f.completed) {
         return finish(f);
     }
     if f.suspend {
@@ -228,7 +230,7 @@ fn finish(f: &Facts) -> Step {
 
 /// A consumer's state for the status: a rollout that outlasts the grace period is `Stalled`.
 pub fn shown(state: RolloutState, f: &Facts) -> RolloutState {
-    let in_flight = in_flight(&f.record, f.completed_at);
+    let in_flight = in_flight(&f.record, f.completed);
     let over = f
         .record
         .rotated_at
@@ -258,7 +260,7 @@ mod tests {
                 request: None,
                 previous_user: None,
             },
-            completed_at: Some(T - 3600),
+            completed: 1,
             due: Some(T + 3600),
             request: None,
             incomplete: false,
@@ -464,9 +466,16 @@ mod tests {
         }
         // And once complete, the next one is due again.
         let mut f = flipped(Kind::InPlace);
-        f.completed_at = f.record.rotated_at;
+        f.completed = f.record.count;
         f.due = Some(T);
         assert_eq!(plan(&f), Step::Rotate(Why::Due));
+    }
+
+    #[test]
+    fn a_flip_in_the_second_the_last_one_completed_is_still_in_flight() {
+        let mut f = flipped(Kind::Secret);
+        f.record.rotated_at = Some(T - 3600);
+        assert_eq!(plan(&f), Step::RollConsumers);
     }
 
     #[test]
@@ -511,7 +520,7 @@ mod tests {
         f.now = T + 600;
         assert_eq!(shown(Rolling, &f), Stalled);
         assert_eq!(shown(Rolled, &f), Rolled);
-        f.completed_at = f.record.rotated_at;
+        f.completed = f.record.count;
         assert_eq!(shown(Rolling, &f), Rolling, "not in flight: no deadline");
     }
 }

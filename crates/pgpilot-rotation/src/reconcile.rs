@@ -340,11 +340,12 @@ async fn reconcile(rotation: &SecretRotation, ctx: &Context) -> Result<Action, E
         kind: target.kind(),
         suspend: spec.suspend,
         blocked,
-        completed_at: rotation
+        // A Secret made again (its record gone) starts the count again.
+        completed: rotation
             .status
             .as_ref()
-            .and_then(|s| s.last_rotation_time.as_ref())
-            .map(seconds),
+            .map_or(0, |s| s.rotations)
+            .min(record.count),
         due: timing.as_ref().ok().and_then(|t| {
             t.next_due(
                 record.rotated_at.unwrap_or(created),
@@ -376,7 +377,7 @@ async fn reconcile(rotation: &SecretRotation, ctx: &Context) -> Result<Action, E
     let mut database = None;
     if let Target::Role { cluster, role, .. } = &target
         && facts.blocked.is_none()
-        && (plan::in_flight(&facts.record, facts.completed_at)
+        && (plan::in_flight(&facts.record, facts.completed)
             || matches!(plan::plan(&facts), Step::Rotate(_)))
     {
         match primary(ctx, &ns, cluster) {
@@ -387,7 +388,7 @@ async fn reconcile(rotation: &SecretRotation, ctx: &Context) -> Result<Action, E
                 ))
             }
             Some(t) => {
-                if plan::in_flight(&facts.record, facts.completed_at)
+                if plan::in_flight(&facts.record, facts.completed)
                     && let Some(secret) = &secret
                 {
                     let client = t.connect().await?;
@@ -1068,17 +1069,13 @@ fn status_of(look: &Look<'_>, step: &Step, completed: bool) -> SecretRotationSta
     let mut status = rotation.status.clone().unwrap_or_default();
     if completed {
         status.last_rotation_time = f.record.rotated_at.and_then(time);
+        status.rotations = f.record.count;
+    } else {
+        status.rotations = f.completed;
     }
-    let in_flight =
-        !completed && plan::in_flight(&f.record, status.last_rotation_time.as_ref().map(seconds));
+    let in_flight = plan::in_flight(&f.record, status.rotations);
     status.observed_generation = generation;
     status.secret_name = Some(look.target.secret().to_owned());
-    status.rotations = if in_flight {
-        f.record.count - 1
-    } else {
-        f.record.count
-    }
-    .max(0);
     status.next_rotation_time = match step {
         _ if f.suspend || in_flight => None,
         Step::Rotate(_) => None,
