@@ -162,6 +162,14 @@ bench-backup *ARGS:
 bench-upgrade *ARGS:
     e2e/scripts/bench-run.sh upgrade {{ARGS}}
 
+# The secret-rotation controller's benchmarks: AlternatingUsers rotations (one-instance cluster,
+# role app) under client pods that connect for every insert; request → Secret updated →
+# consumers rolled (beside a `kubectl rollout restart`) → old login revoked → complete, refused
+# logins, the load added beside a window without rotation. Into the rotation section of
+# docs/benchmarks.md. Arguments: [--repeat N] [--clients N] [--grace SECONDS].
+bench-rotation *ARGS:
+    e2e/scripts/bench-run.sh rotation {{ARGS}}
+
 # API requests per converged reconcile, this checkout beside a baseline commit (default
 # f79ac22, before the watch caches), from the API server's metrics on the control-plane
 # cluster; written to docs/benchmarks.md. Arguments: [--baseline COMMIT] [--pokes N].

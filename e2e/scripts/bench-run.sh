@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `just bench` / `just bench-backup`: benchmarks on the node cluster (the e2e tier's:
+# `just bench` / `just bench-backup` / …: benchmarks on the node cluster (the e2e tier's:
 # e2e-env.sh), written to docs/benchmarks.md. Brings the node cluster up if it is not running
 # (idempotent: a running one is reused), imports the images, runs pgpilot's manager with
 # least-privilege RBAC watching the bench namespace only, runs pgpilot-bench, and stops the
@@ -8,6 +8,7 @@
 #   bench-run.sh [ARGS]          the cluster controller's: `pgpilot-bench all ARGS` (--repeat 5)
 #   bench-run.sh backup [ARGS]   the backup controller's: `pgpilot-bench backup ARGS` (--scale 70)
 #   bench-run.sh upgrade [ARGS]  the upgrade controller's: `pgpilot-bench upgrade ARGS` (--scale 70)
+#   bench-run.sh rotation [ARGS] the secret-rotation controller's: `pgpilot-bench rotation ARGS`
 #
 #   PGPILOT_BENCH_NAMESPACE   namespace of everything measured (bench)
 set -euo pipefail
@@ -27,10 +28,14 @@ if [[ ${1:-} == backup ]]; then
 elif [[ ${1:-} == upgrade ]]; then
   AREA=upgrade CONTROLLERS=cluster,upgrade
   shift
+elif [[ ${1:-} == rotation ]]; then
+  AREA=rotation CONTROLLERS=cluster,secret-rotation
+  shift
 fi
 IMAGES=(localhost/pgpilot/postgres:17)
 [[ $AREA == backup ]] && IMAGES+=(localhost/pgpilot/s3:minio-2026-02-12)
 [[ $AREA == upgrade ]] && IMAGES+=(localhost/pgpilot/postgres:15.18 localhost/pgpilot/postgres:15.20)
+[[ $AREA == rotation ]] && IMAGES+=(localhost/pgpilot/pgclient:17)
 
 step() { printf '\n\033[1m== %s\033[0m (+%ss)\n' "$*" "$(elapsed)" >&2; }
 
@@ -117,6 +122,9 @@ if [[ $AREA == backup ]]; then
 elif [[ $AREA == upgrade ]]; then
   step "upgrade benchmarks (one sample of each takes 15-25 min)"
   "$BENCH" upgrade --namespace "$NS" --out docs/benchmarks.md --json target/bench/upgrade.json "$@"
+elif [[ $AREA == rotation ]]; then
+  step "secret-rotation benchmarks (three rotations take about 8 min)"
+  "$BENCH" rotation --namespace "$NS" --out docs/benchmarks.md --json target/bench/rotation.json "$@"
 else
   step "benchmarks (a full run takes 20-40 min)"
   "$BENCH" all --namespace "$NS" --out docs/benchmarks.md --json target/bench/results.json "$@"

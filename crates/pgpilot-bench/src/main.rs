@@ -14,6 +14,8 @@ mod model;
 mod pgc;
 mod pods;
 mod report;
+mod rotation;
+mod rotation_report;
 mod upgrade;
 mod upgrade_report;
 
@@ -150,6 +152,28 @@ enum Command {
         #[arg(long)]
         render: bool,
     },
+    /// The secret-rotation benchmarks (AlternatingUsers rotations under clients that connect
+    /// for every insert: each milestone's time, refused logins, the load added, beside a
+    /// rollout restart): the rotation section of the report. Needs the cluster and
+    /// secret-rotation controllers.
+    Rotation {
+        /// Rotations.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Client pods.
+        #[arg(long, default_value_t = 2)]
+        clients: u32,
+        /// The SecretRotation's grace period, in seconds.
+        #[arg(long, default_value_t = 30)]
+        grace: u64,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long, default_value = "target/bench/rotation.json")]
+        json: PathBuf,
+        /// Only render the section again from the JSON.
+        #[arg(long)]
+        render: bool,
+    },
     /// Render the report from a results file.
     Render {
         #[arg(long, default_value = "target/bench/results.json")]
@@ -269,6 +293,40 @@ async fn main() -> Result<()> {
             )
             .with_context(|| format!("writing {}", out.display()))?;
             println!("{}", upgrade_report::render(&r));
+            println!("wrote {} and {}", out.display(), json.display());
+            Ok(())
+        }
+        Command::Rotation {
+            repeat,
+            clients,
+            grace,
+            out,
+            json,
+            render,
+        } => {
+            let r: rotation::RotationResults = if render {
+                serde_json::from_str(
+                    &std::fs::read_to_string(&json)
+                        .with_context(|| format!("reading {}", json.display()))?,
+                )?
+            } else {
+                let client = client(ns).await?;
+                let opts = rotation::Options {
+                    repeat,
+                    clients,
+                    grace,
+                };
+                rotation::run(&client, ns, &opts).await
+            };
+            if let Some(dir) = json.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&json, serde_json::to_string_pretty(&r)?)?;
+            let section = rotation_report::render(&r);
+            let page = std::fs::read_to_string(&out).unwrap_or_default();
+            std::fs::write(&out, rotation_report::splice(&page, &section))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{section}");
             println!("wrote {} and {}", out.display(), json.display());
             Ok(())
         }
@@ -527,7 +585,7 @@ async fn client(ns: &str) -> Result<Client> {
 }
 
 /// Writes the report, keeping the sections other recipes write (`bench-requests.sh`'s and
-/// `pgpilot-bench backup`'s).
+/// `pgpilot-bench backup`'s, `upgrade`'s and `rotation`'s).
 fn write_report(results: &Results, out: &Path) -> Result<()> {
     let mut report = report::render(results).trim_end().to_owned();
     let previous = std::fs::read_to_string(out).unwrap_or_default();
@@ -535,6 +593,7 @@ fn write_report(results: &Results, out: &Path) -> Result<()> {
         ("<!-- requests:begin -->", "<!-- requests:end -->"),
         (backup_report::BEGIN, backup_report::END),
         (upgrade_report::BEGIN, upgrade_report::END),
+        (rotation_report::BEGIN, rotation_report::END),
     ] {
         if let (Some(start), Some(stop)) = (previous.find(begin), previous.find(end))
             && start < stop

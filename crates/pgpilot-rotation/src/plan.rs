@@ -179,7 +179,7 @@ fn finish(f: &Facts) -> Step {
         .iter()
         .filter(|c| !matches!(c, RolloutState::Rolled | RolloutState::NotFound))
         .count();
-    let grace_over = flipped.saturating_add(f.grace);
+    let grace_over = grace_over(flipped, f.grace);
     let stalled = rolling > 0 && f.now >= grace_over;
     if f.kind == Kind::Alternating && f.previous.is_some_and(|p| p.can_login) {
         if f.now < grace_over {
@@ -228,13 +228,20 @@ fn finish(f: &Facts) -> Step {
     Step::Complete
 }
 
+/// When the grace period after a flip at `flipped` ends. The record holds whole seconds (the
+/// flip happened within the one it names): the grace period counts from the next, so it is
+/// never cut short.
+fn grace_over(flipped: i64, grace: i64) -> i64 {
+    flipped.saturating_add(grace).saturating_add(1)
+}
+
 /// A consumer's state for the status: a rollout that outlasts the grace period is `Stalled`.
 pub fn shown(state: RolloutState, f: &Facts) -> RolloutState {
     let in_flight = in_flight(&f.record, f.completed);
     let over = f
         .record
         .rotated_at
-        .is_some_and(|at| f.now >= at.saturating_add(f.grace));
+        .is_some_and(|at| f.now >= grace_over(at, f.grace));
     match state {
         RolloutState::Rolling if in_flight && over => RolloutState::Stalled,
         s => s,
@@ -368,9 +375,9 @@ mod tests {
         f.consumers = vec![Rolling, Rolled];
         assert!(matches!(
             plan(&f),
-            Step::Wait { until: Some(u), reason: "GracePeriod", .. } if u == T + 600
+            Step::Wait { until: Some(u), reason: "GracePeriod", .. } if u == T + 601
         ));
-        f.now = T + 600;
+        f.now = T + 601;
         // Grace over, one consumer still runs old pods: never revoke under it.
         assert!(matches!(
             plan(&f),
@@ -394,7 +401,7 @@ mod tests {
         let mut f = flipped(Kind::Alternating);
         f.wait_for_rollout = false;
         f.consumers = vec![Rolling];
-        f.now = T + 600;
+        f.now = T + 601;
         assert_eq!(plan(&f), Step::Revoke);
         f.previous = Some(LoginSeen {
             can_login: false,
@@ -517,7 +524,7 @@ mod tests {
     fn a_rollout_past_the_grace_period_shows_as_stalled() {
         let mut f = flipped(Kind::InPlace);
         assert_eq!(shown(Rolling, &f), Rolling);
-        f.now = T + 600;
+        f.now = T + 601;
         assert_eq!(shown(Rolling, &f), Stalled);
         assert_eq!(shown(Rolled, &f), Rolled);
         f.completed = f.record.count;
