@@ -487,6 +487,14 @@ fn blocked(
         ..
     } = target
     {
+        if role == names::REPLICATION_USER {
+            // Seen on a node: after Patroni reloaded the new password, a standby's passfile
+            // still held the old one, so its next reconnect failed and it fell behind.
+            return Some((
+                "Unsupported",
+                "rotating the replicator role is not supported yet: Patroni does not always write the new password to a running standby's passfile on reload, so the standby's next reconnect would fail".to_owned(),
+            ));
+        }
         if secret.is_none() {
             return Some((
                 "TargetNotFound",
