@@ -8,9 +8,10 @@
 #              (libpq5 and postgresql-client-15 pinned to the same version)
 #   + ca-certificates. Patroni's Kubernetes DCS talks to the API server with
 #     urllib3 (a hard dependency of Patroni); no python3-kubernetes.
-#   PATRONI  17: trixie's patroni package (4.0.7).
-#            15.x: the same 4.0.7 from PyPI, because bookworm's 3.0.2 labels
-#            the leader pod role=master and cannot be told otherwise. The
+#   PATRONI  4.0.11 from PyPI in all three: bookworm's 3.0.2 labels the
+#            leader pod role=master and cannot be told otherwise, and trixie's
+#            4.0.7 never rewrites a running standby's passfile when the
+#            replication password changes on reload (fixed in 4.0.8). The
 #            wheel is pinned by hash (patroni-requirements.txt), downloaded
 #            once into $PGPILOT_CACHE/pip/, and installed with --no-deps by
 #            Debian's own pip wheel (python3-pip-whl, used at build time only)
@@ -18,8 +19,8 @@
 #            /usr/bin/patronictl link there. Its dependencies are the Debian
 #            packages Debian's patroni would pull, minus the DCS client
 #            libraries: psycopg2, urllib3, yaml, click, prettytable,
-#            dateutil, psutil, cdiff (patronictl's diff; ydiff is not in
-#            bookworm, and Patroni falls back to cdiff).
+#            dateutil, psutil, and ydiff (trixie) or cdiff (bookworm has no
+#            ydiff; patronictl falls back to cdiff) for patronictl's diff.
 #   USER     postgres 999:999, created before postgresql-common is unpacked so
 #            its `adduser --system postgres` keeps it (Debian would otherwise
 #            pick the first free system uid, ~100-110, differing per image)
@@ -33,28 +34,24 @@
 source "$(dirname "$0")/../lib.sh"
 
 TAG=${1:?usage: $0 17|15.18|15.20}
-PATRONI_DEPS=(python3 python3-psycopg2 python3-urllib3 python3-yaml python3-click python3-prettytable
-  python3-dateutil python3-psutil python3-cdiff)
 case $TAG in
-  17) SUITE=trixie MAJOR=17 PATRONI_FROM=debian PIN= ;;
-  15.18) SUITE=bookworm MAJOR=15 PIN="=15.18-0+deb12u1" PATRONI_FROM=pypi ;;
-  15.20) SUITE=bookworm MAJOR=15 PIN="=15.20-0+deb12u1" PATRONI_FROM=pypi ;;
+  17) SUITE=trixie MAJOR=17 PIN='' DIFF=python3-ydiff ;;
+  15.18) SUITE=bookworm MAJOR=15 PIN="=15.18-0+deb12u1" DIFF=python3-cdiff ;;
+  15.20) SUITE=bookworm MAJOR=15 PIN="=15.20-0+deb12u1" DIFF=python3-cdiff ;;
   *) die "unknown postgres tag $TAG" ;;
 esac
-PATRONI=(patroni)
-if [[ $PATRONI_FROM == pypi ]]; then PATRONI=("${PATRONI_DEPS[@]}"); fi
-PKGS=("postgresql-$MAJOR$PIN" "postgresql-client-$MAJOR$PIN" "libpq5$PIN" "${PATRONI[@]}" pgbackrest ca-certificates)
+PATRONI_DEPS=(python3 python3-psycopg2 python3-urllib3 python3-yaml python3-click python3-prettytable
+  python3-dateutil python3-psutil "$DIFF")
+PKGS=("postgresql-$MAJOR$PIN" "postgresql-client-$MAJOR$PIN" "libpq5$PIN" "${PATRONI_DEPS[@]}" pgbackrest ca-certificates)
 
 need_pkgs mmdebstrap jq
 # A point release removes the previous minor from the archive (15.18 will go
 # from bookworm main): keep serving the cached image then.
 CLOSURE=$(apt_resolve "$SUITE" "${PKGS[@]}") || cached_or_die postgres "$TAG" "cannot resolve ${PKGS[*]} in $SUITE"
-if [[ $PATRONI_FROM == pypi ]]; then
-  # The pip that installs Patroni is part of the recipe too.
-  PIP_DEB=$(apt_resolve "$SUITE" python3-pip-whl | grep '^python3-pip-whl=') \
-    || cached_or_die postgres "$TAG" "cannot resolve python3-pip-whl in $SUITE"
-  CLOSURE+=$'\n'"$PIP_DEB"
-fi
+# The pip that installs Patroni is part of the recipe too.
+PIP_DEB=$(apt_resolve "$SUITE" python3-pip-whl | grep '^python3-pip-whl=') \
+  || cached_or_die postgres "$TAG" "cannot resolve python3-pip-whl in $SUITE"
+CLOSURE+=$'\n'"$PIP_DEB"
 # The hash covers this directory, so patroni-requirements.txt too.
 HASH=$(content_hash "$IMAGES_DIR/postgres" <<<"tag=$TAG
 $CLOSURE")
@@ -109,7 +106,7 @@ pypi_patroni() {
   ln -s ../local/bin/patroni "$ROOT/usr/bin/patroni"
   ln -s ../local/bin/patronictl "$ROOT/usr/bin/patronictl"
 }
-if [[ $PATRONI_FROM == pypi ]]; then pypi_patroni; fi
+pypi_patroni
 
 # Prove the tree is what the tag says before packing it.
 in_root() { chroot_run "$ROOT" env PATH=/usr/lib/postgresql/$MAJOR/bin:/usr/bin:/bin "$@"; }
@@ -123,10 +120,10 @@ PATRONI_VERSION=$(in_root patroni --version)
 PGBACKREST_VERSION=$(in_root pgbackrest version)
 in_root python3 -c 'import patroni.dcs.kubernetes' || die "Patroni's Kubernetes DCS does not import"
 in_root python3 -c 'import patroni.ctl, psycopg2' || die "patronictl or psycopg2 does not import"
-log "$PG_VERSION | $PATRONI_VERSION ($PATRONI_FROM) | $PGBACKREST_VERSION"
+log "$PG_VERSION | $PATRONI_VERSION (PyPI) | $PGBACKREST_VERSION"
 {
   dpkg_versions --admindir="$ROOT/var/lib/dpkg"
-  if [[ $PATRONI_FROM == pypi ]]; then echo "pypi:patroni=${PATRONI_VERSION##* }"; fi
+  echo "pypi:patroni=${PATRONI_VERSION##* }"
 } >"$IMAGE_CACHE/postgres-$TAG.packages"
 
 IMAGE_USER=999:999
@@ -143,7 +140,7 @@ IMAGE_LABELS=(
   "org.opencontainers.image.title=pgpilot postgres $TAG"
   "org.opencontainers.image.version=${PG_VERSION##* }"
   "io.pgpilot.patroni.version=${PATRONI_VERSION##* }"
-  "io.pgpilot.patroni.source=$PATRONI_FROM"
+  "io.pgpilot.patroni.source=pypi"
   "io.pgpilot.pgbackrest.version=${PGBACKREST_VERSION##* }"
   "io.pgpilot.debian.suite=$SUITE"
 )

@@ -34,6 +34,10 @@ pub enum Kind {
     Secret,
     /// A role's own password.
     InPlace,
+    /// The replication user's own password, set on the role only once every Patroni loaded
+    /// it: a running standby keeps streaming with the old one, and its next connection
+    /// (from the passfile Patroni rewrote) needs the new one.
+    Replication,
     /// Two login alternates of a role, in turn.
     Alternating,
 }
@@ -168,6 +172,9 @@ pub fn plan(f: &Facts) -> Step {
 /// once the grace period is over (and, if asked, every consumer rolled), then complete.
 fn finish(f: &Facts) -> Step {
     let flipped = f.record.rotated_at.unwrap_or(f.now);
+    if f.kind == Kind::Replication && f.patroni_pending > 0 {
+        return waiting_for_patroni(f.patroni_pending);
+    }
     if f.kind != Kind::Secret && !f.active.is_some_and(|a| a.can_login && a.matches_secret) {
         return Step::SyncLogin;
     }
@@ -197,14 +204,7 @@ fn finish(f: &Facts) -> Step {
         }
     }
     if f.patroni_pending > 0 {
-        return Step::Wait {
-            until: None,
-            reason: "WaitingForPatroni",
-            message: format!(
-                "{} instance(s) have not loaded the new password yet (the cluster controller reloads Patroni once the kubelet has updated its credentials file)",
-                f.patroni_pending
-            ),
-        };
+        return waiting_for_patroni(f.patroni_pending);
     }
     if rolling > 0 {
         return Step::Wait {
@@ -226,6 +226,16 @@ fn finish(f: &Facts) -> Step {
         };
     }
     Step::Complete
+}
+
+fn waiting_for_patroni(pending: usize) -> Step {
+    Step::Wait {
+        until: None,
+        reason: "WaitingForPatroni",
+        message: format!(
+            "{pending} instance(s) have not loaded the new password yet (the cluster controller reloads Patroni once the kubelet has updated its credentials file)"
+        ),
+    }
 }
 
 /// When the grace period after a flip at `flipped` ends. The record holds whole seconds (the
@@ -517,6 +527,34 @@ mod tests {
             }
         ));
         f.patroni_pending = 0;
+        assert_eq!(plan(&f), Step::Complete);
+    }
+
+    #[test]
+    fn the_replication_password_is_set_on_the_role_only_once_every_patroni_loaded_it() {
+        let mut f = flipped(Kind::Replication);
+        f.consumers = vec![];
+        f.active = Some(LoginSeen {
+            can_login: true,
+            matches_secret: false,
+        });
+        f.patroni_pending = 1;
+        assert!(
+            matches!(
+                plan(&f),
+                Step::Wait {
+                    reason: "WaitingForPatroni",
+                    ..
+                }
+            ),
+            "a standby still on the old password keeps reconnecting with it"
+        );
+        f.patroni_pending = 0;
+        assert_eq!(plan(&f), Step::SyncLogin);
+        f.active = Some(LoginSeen {
+            can_login: true,
+            matches_secret: true,
+        });
         assert_eq!(plan(&f), Step::Complete);
     }
 

@@ -146,6 +146,7 @@ impl Target {
             Target::Role {
                 alternating: true, ..
             } => Kind::Alternating,
+            Target::Role { role, .. } if role == names::REPLICATION_USER => Kind::Replication,
             Target::Role { .. } => Kind::InPlace,
         }
     }
@@ -442,7 +443,7 @@ struct Look<'a> {
 }
 
 /// Why nothing can be done, if so: an invalid spec, another SecretRotation of the same Secret,
-/// a target this version cannot rotate, a role whose Secret does not exist.
+/// a role whose Secret does not exist.
 fn blocked(
     ctx: &Context,
     rotation: &SecretRotation,
@@ -487,14 +488,6 @@ fn blocked(
         ..
     } = target
     {
-        if role == names::REPLICATION_USER {
-            // Seen on a node: after Patroni reloaded the new password, a standby's passfile
-            // still held the old one, so its next reconnect failed and it fell behind.
-            return Some((
-                "Unsupported",
-                "rotating the replicator role is not supported yet: Patroni does not always write the new password to a running standby's passfile on reload, so the standby's next reconnect would fail".to_owned(),
-            ));
-        }
         if secret.is_none() {
             return Some((
                 "TargetNotFound",
@@ -863,9 +856,10 @@ async fn rotate(ctx: &Context, look: &Look<'_>, why: Why) -> Result<(), Error> {
                 next_record(look, previous.clone()),
             )
             .await?;
-            if !alternating {
+            if !alternating && role != names::REPLICATION_USER {
                 // The Secret is the truth from here: a crash before this statement is
-                // repaired by SyncLogin.
+                // repaired by SyncLogin (which sets the replication user's password too, once
+                // every Patroni loaded it).
                 let client = database.connect().await?;
                 let observed = database::observe(&client, role, role).await?;
                 database::execute(

@@ -283,12 +283,23 @@ fn timeline(pg: &PostgresCluster) -> Option<i64> {
         .max()
 }
 
-/// The superuser and an application role rotated in place on a cluster with a replica: Patroni
-/// reloads the new superuser password without a restart, replication goes on after a
-/// reconnect, no failover follows; then neither a failover nor a manager restart puts an old
-/// password back. The replication user's rotation is refused (Unsupported) for now.
+/// The replication user's SCRAM verifier, as the primary stores it.
+async fn verifier(su: &tokio_postgres::Client) -> Result<String> {
+    let row = su
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'replicator'",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// The superuser, the replication user and an application role rotated in place on a cluster
+/// with a replica: Patroni reloads the new passwords without a restart, the standby reconnects
+/// with the new replication password, no failover follows; then neither a failover nor a
+/// manager restart puts an old password back.
 #[tokio::test]
-async fn superuser_and_in_place_rotations_keep_the_cluster_without_a_failover() {
+async fn superuser_replication_and_in_place_rotations_keep_the_cluster_without_a_failover() {
     let mut env = Env::start("rotation-su").await;
     let result = in_place_rotations(&mut env).await;
     env.finish(result).await;
@@ -308,7 +319,13 @@ async fn in_place_rotations(env: &mut Env) -> Result<()> {
         env.credentials("db-superuser").await?,
         env.credentials(SECRET).await?,
     ];
-    for (name, role) in [("su", "postgres"), ("app", "app"), ("repl", "replicator")] {
+    let old_replication = env.credentials("db-replication").await?;
+    let old_verifier = verifier(
+        &env.connect("db-rw", &old[0], Duration::from_secs(30))
+            .await?,
+    )
+    .await?;
+    for (name, role) in [("su", "postgres"), ("repl", "replicator"), ("app", "app")] {
         env.apply(&format!(
             "apiVersion: pgpilot.io/v1alpha1
 kind: SecretRotation
@@ -320,7 +337,7 @@ spec:
         ))?;
     }
     let rotations_api = env.api::<SecretRotation>();
-    for name in ["su", "app"] {
+    for name in ["su", "repl", "app"] {
         eventually(&format!("rotation {name} complete"), ROTATION, || async {
             let r = rotations_api.get(name).await.map_err(|e| e.to_string())?;
             (rotations(&r) == 1 && idle(&r))
@@ -329,16 +346,6 @@ spec:
         })
         .await?;
     }
-    let refused_repl = rotations_api.get("repl").await?;
-    ensure!(
-        refused_repl.status.as_ref().is_some_and(|s| s
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == "Unsupported")),
-        "the replication user's rotation is refused: {:?}",
-        refused_repl.status
-    );
-    let replication = env.credentials("db-replication").await?;
     let new = [
         env.credentials("db-superuser").await?,
         env.credentials(SECRET).await?,
@@ -355,10 +362,17 @@ spec:
         "the previous superuser password is forgotten once the rotation completed"
     );
 
-    // A replication reconnect (a new WAL sender) streams again.
     let su = env
         .connect("db-rw", &new[0], Duration::from_secs(30))
         .await?;
+    let replication = env.credentials("db-replication").await?;
+    ensure!(
+        replication.password != old_replication.password && verifier(&su).await? != old_verifier,
+        "the replication user has a new password, in its Secret and on the role"
+    );
+
+    // The standby's next connection (a new WAL sender) authenticates with the new password:
+    // the role has no other.
     let senders = |rows: Vec<tokio_postgres::Row>| -> BTreeSet<i32> {
         rows.iter().map(|r| r.get(0)).collect()
     };
@@ -392,10 +406,6 @@ spec:
         pg.status.as_ref().and_then(|s| s.current_primary.clone()),
         timeline(&pg)
     );
-    ensure!(
-        env.credentials("db-replication").await?.password == replication.password,
-        "the refused rotation changed nothing"
-    );
     let refused = |e: anyhow::Error| format!("{e:#}").contains("password authentication failed");
     for (o, n) in old.iter().zip(&new) {
         match connect(&env.pg_config("db-rw", o).await?).await {
@@ -423,13 +433,33 @@ spec:
     for n in &new {
         env.connect("db-rw", n, Duration::from_secs(60)).await?;
     }
+    // The old primary came back as a standby of the new one, with the new password.
+    let su = env
+        .connect("db-rw", &new[0], Duration::from_secs(30))
+        .await?;
+    eventually(
+        "the old primary streaming from the new one",
+        Duration::from_secs(120),
+        || async {
+            let n: i64 = su
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            (n == 1).then_some(()).ok_or(format!("{n} streaming"))
+        },
+    )
+    .await?;
     for o in &old {
         match connect(&env.pg_config("db-rw", o).await?).await {
             Ok(_) => bail!("{}'s old password works again", o.username),
             Err(e) => ensure!(refused(e), "{} refused for another reason", o.username),
         }
     }
-    for name in ["su", "app"] {
+    for name in ["su", "repl", "app"] {
         let r = rotations_api.get(name).await?;
         ensure!(rotations(&r) == 1, "{name} rotated again: {:?}", r.status);
     }
