@@ -179,6 +179,12 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
 
+    /// TLS for SQL connections. Always on: every instance presents a certificate from the
+    /// cluster's own CA (published in ConfigMap `<cluster>-ca-cert` and as `ca.crt` in every
+    /// credential Secret); this says whether clients without TLS are still let in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
     /// pgBackRest repository for backups and the WAL archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
@@ -451,6 +457,24 @@ pub struct SchedulingSpec {
     pub priority_class_name: Option<String>,
 }
 
+/// TLS for SQL connections.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// `Preferred`: TLS is offered and used by clients that ask (libpq's default), plain
+    /// connections are still accepted. `Required`: connections without TLS are refused
+    /// (`hostnossl … reject` before any other pg_hba line), replication included.
+    #[serde(default)]
+    pub mode: TlsMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TlsMode {
+    #[default]
+    Preferred,
+    Required,
+}
+
 /// PodDisruptionBudget settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -717,6 +741,11 @@ fn default_when_scaled() -> PvcPolicy {
 }
 
 impl PostgresClusterSpec {
+    /// Whether connections without TLS are refused.
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.as_ref().map(|t| t.mode).unwrap_or_default()
+    }
+
     /// The claims' retention policy, with its defaults when the spec has none.
     pub fn pvc_retention(&self) -> PvcRetentionPolicy {
         self.persistent_volume_claim_retention_policy

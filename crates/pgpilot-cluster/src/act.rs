@@ -13,7 +13,7 @@ use pgpilot_api::cluster::Ensure;
 use pgpilot_api::labels;
 use pgpilot_postgres::credentials::{password_of, user_of};
 use pgpilot_postgres::members::{Members, ordinal};
-use pgpilot_postgres::names::{Names, POSTGRES_PORT, SUPERUSER};
+use pgpilot_postgres::names::Names;
 use pgpilot_postgres::sql;
 use pgpilot_toolkit::Sensitive;
 use pgpilot_toolkit::children::{Change, ChildSet};
@@ -55,7 +55,7 @@ pub async fn children(
         .apply(
             0,
             &c.config_maps,
-            [&desired.patroni_config]
+            [&desired.patroni_config, &desired.ca_config_map]
                 .into_iter()
                 .chain(&desired.pgbackrest_config),
         )
@@ -528,7 +528,7 @@ pub async fn roles_and_databases(
     if spec.roles.is_empty() && spec.databases.is_empty() {
         return None;
     }
-    let Some(ip) = members.primary().and_then(|p| p.ip.clone()) else {
+    let Some((pod, ip)) = members.primary_address() else {
         return Some((
             Status::Unknown,
             "WaitingForPrimary",
@@ -537,7 +537,9 @@ pub async fn roles_and_databases(
     };
     let names = Names::new(&cluster.name_any());
     let secret = |name: &str| desired.secrets.iter().find(|s| s.name_any() == name);
-    let superuser = password_of(secret(&names.superuser_secret())?)?;
+    let ns = cluster.namespace().unwrap_or_default();
+    let target =
+        sql::Target::superuser(&names, &ns, &pod, &ip, secret(&names.superuser_secret())?)?;
     // A role whose Secret an AlternatingUsers rotation pointed at a login alternate keeps no
     // password of its own: the rotation controller manages the alternates.
     let passwords: BTreeMap<String, Sensitive> = spec
@@ -549,12 +551,6 @@ pub async fn roles_and_databases(
             (user_of(s, &r.name) == r.name).then_some((r.name.clone(), password_of(s)?))
         })
         .collect();
-    let target = sql::Target {
-        host: ip,
-        port: POSTGRES_PORT as u16,
-        user: SUPERUSER.to_owned(),
-        password: superuser,
-    };
     match sql::converge(&target, &spec.roles, &spec.databases, &passwords).await {
         Ok(n) => {
             if n > 0 {

@@ -23,6 +23,7 @@ use pgpilot_api::cluster::{ClusterPhase, condition};
 use pgpilot_api::{PostgresCluster, labels};
 use pgpilot_postgres::credentials::Csprng;
 use pgpilot_postgres::members;
+use pgpilot_postgres::names::Names;
 use pgpilot_postgres::version::{self, Running};
 use pgpilot_toolkit::conditions::{self, Status};
 
@@ -89,6 +90,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             cluster: &pinned.cluster,
             image: pinned.image.clone(),
             existing_secrets: &secrets,
+            now: std::time::SystemTime::now(),
         },
         &mut Csprng,
     )?;
@@ -131,6 +133,20 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
 
     // Act: children, housekeeping, then the step.
     act::children(ctx, &cluster, &ns, &desired, !awaiting_restore).await?;
+    if let Some(why) = desired.certificate_issued {
+        ctx.events
+            .normal(
+                cluster.as_ref(),
+                "CertificateIssued",
+                "Tls",
+                format!(
+                    "server certificate {} issued ({}); every member reloads it",
+                    Names::new(&cluster.name_any()).tls_secret(),
+                    why.as_str()
+                ),
+            )
+            .await;
+    }
     act::adopt_patroni_state(ctx, &cluster, &ns, &seen).await?;
     act::configure_patroni(ctx, &cluster, &members, &desired.patroni_dcs).await;
     let stale_credentials = act::reload_credentials(ctx, &members, &desired.auth_token).await;

@@ -152,6 +152,24 @@ async fn a_cluster_gets_every_child_owned_by_it_and_a_status() {
                 .owner_references,
         ),
         (
+            "cm/demo-ca-cert".into(),
+            get::<ConfigMap>(&s, "demo-ca-cert")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "secret/demo-ca".into(),
+            get::<Secret>(&s, "demo-ca").await.metadata.owner_references,
+        ),
+        (
+            "secret/demo-tls".into(),
+            get::<Secret>(&s, "demo-tls")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
             "sa/demo-instance".into(),
             get::<ServiceAccount>(&s, "demo-instance")
                 .await
@@ -503,8 +521,9 @@ async fn a_manager_killed_mid_reconcile_is_replaced_without_duplicates_or_new_pa
     let lp = ListParams::default().labels("pgpilot.io/cluster=demo");
     let services: Api<Service> = Api::namespaced(s.client.clone(), &s.ns.name);
     assert_eq!(services.list(&lp).await.unwrap().items.len(), 4);
-    // Superuser, replication, a role's, and Patroni's credentials file.
-    assert_eq!(secrets.list(&lp).await.unwrap().items.len(), 4);
+    // Superuser, replication, a role's, Patroni's credentials file, the CA and the server
+    // certificate.
+    assert_eq!(secrets.list(&lp).await.unwrap().items.len(), 6);
     let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
     assert_eq!(statefulsets.list(&lp).await.unwrap().items.len(), 1);
     assert_eq!(

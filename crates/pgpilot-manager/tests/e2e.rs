@@ -32,5 +32,7 @@ mod restore;
 mod roll;
 #[path = "e2e/rotation.rs"]
 mod rotation;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/upgrade.rs"]
 mod upgrade;

@@ -1,6 +1,7 @@
 //! Credential Secrets, rendered in one place: the cluster controller creates them and the
 //! rotation controller changes them, and clients must find the same keys in the same form
-//! either way (username, password, host, port, dbname, uri, jdbc-uri, pgpass).
+//! either way (username, password, host, port, dbname, uri, jdbc-uri, pgpass, and with TLS
+//! sslmode and ca.crt).
 
 use std::collections::BTreeMap;
 
@@ -68,7 +69,15 @@ pub fn user_of(secret: &Secret, role: &str) -> String {
 pub struct Endpoint {
     pub host: String,
     pub port: i32,
+    /// The cluster's CA certificate (PEM), when its servers speak TLS: clients get it as
+    /// `ca.crt`, and the URIs ask for TLS ([`SSL_MODE`]).
+    pub ca: Option<String>,
 }
+
+/// The `sslmode` the URIs carry: TLS always, and with the CA at hand (`sslrootcert`, or
+/// libpq's `~/.postgresql/root.crt`) the server is verified too; `verify-full` checks its name
+/// as well (the certificate names the Services).
+pub const SSL_MODE: &str = "require";
 
 /// One login: who, with what, to which database.
 #[derive(Clone, Debug)]
@@ -102,18 +111,31 @@ pub fn render(login: &Login<'_>, endpoint: &Endpoint) -> BTreeMap<String, ByteSt
         dbname,
     } = login;
     let password = password.expose();
-    let Endpoint { host, port } = endpoint;
+    let Endpoint { host, port, ca } = endpoint;
     let (u, p, d) = (escaped(user), escaped(password), escaped(dbname));
+    let (query, jdbc) = match ca {
+        Some(_) => (
+            format!("?sslmode={SSL_MODE}"),
+            format!("&sslmode={SSL_MODE}"),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let tls = ca
+        .iter()
+        .flat_map(|ca| [("sslmode", SSL_MODE.to_owned()), ("ca.crt", ca.clone())]);
     [
         ("username", user.to_string()),
         ("password", password.to_owned()),
         ("host", host.clone()),
         ("port", port.to_string()),
         ("dbname", dbname.to_string()),
-        ("uri", format!("postgresql://{u}:{p}@{host}:{port}/{d}")),
+        (
+            "uri",
+            format!("postgresql://{u}:{p}@{host}:{port}/{d}{query}"),
+        ),
         (
             "jdbc-uri",
-            format!("jdbc:postgresql://{host}:{port}/{d}?user={u}&password={p}"),
+            format!("jdbc:postgresql://{host}:{port}/{d}?user={u}&password={p}{jdbc}"),
         ),
         (
             "pgpass",
@@ -125,6 +147,7 @@ pub fn render(login: &Login<'_>, endpoint: &Endpoint) -> BTreeMap<String, ByteSt
         ),
     ]
     .into_iter()
+    .chain(tls)
     .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
     .collect()
 }
@@ -141,7 +164,35 @@ mod tests {
         Endpoint {
             host: "db-rw.prod.svc".into(),
             port: 5432,
+            ca: None,
         }
+    }
+
+    #[test]
+    fn with_tls_the_uris_ask_for_it_and_the_ca_comes_along() {
+        let password = Sensitive::new("s3cret");
+        let login = Login {
+            user: "app_user",
+            password: &password,
+            dbname: "shop",
+        };
+        let data = render(
+            &login,
+            &Endpoint {
+                ca: Some("-----BEGIN CERTIFICATE-----\n".into()),
+                ..endpoint()
+            },
+        );
+        assert_eq!(
+            text(&data, "uri"),
+            "postgresql://app_user:s3cret@db-rw.prod.svc:5432/shop?sslmode=require"
+        );
+        assert_eq!(
+            text(&data, "jdbc-uri"),
+            "jdbc:postgresql://db-rw.prod.svc:5432/shop?user=app_user&password=s3cret&sslmode=require"
+        );
+        assert_eq!(text(&data, "sslmode"), "require");
+        assert_eq!(text(&data, "ca.crt"), "-----BEGIN CERTIFICATE-----\n");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! instances and the choice of a successor for the primary, SQL (connections, quoting, SCRAM
 //! verifiers, declared roles and databases), credential Secrets, the version pin, pgBackRest
 //! (configuration, commands, TLS material, its reports and what its errors mean), the WAL
-//! archiver as the primary reports it, and which changes of instance pods matter (triggers).
+//! archiver as the primary reports it, the cluster's CA and server certificate (and TLS clients
+//! that trust only it), and which changes of instance pods matter (triggers).
 
 pub mod archiver;
 pub mod credentials;
@@ -13,5 +14,6 @@ pub mod patroni;
 pub mod pgbackrest;
 pub mod roll;
 pub mod sql;
+pub mod tls;
 pub mod triggers;
 pub mod version;

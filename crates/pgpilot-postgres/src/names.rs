@@ -82,6 +82,18 @@ impl Names {
     pub fn pgbackrest_tls(&self) -> String {
         format!("{}-pgbackrest-tls", self.cluster)
     }
+    /// The cluster's CA: certificate and key (only pgpilot reads it).
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+    /// The CA certificate alone, for clients to mount.
+    pub fn ca_config_map(&self) -> String {
+        format!("{}-ca-cert", self.cluster)
+    }
+    /// The instances' server certificate and key.
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.cluster)
+    }
     /// DNS name of an instance pod (through the headless Service).
     pub fn pod_host(&self, pod: &str, namespace: &str) -> String {
         format!("{pod}.{}.{namespace}.svc", self.pods_service())

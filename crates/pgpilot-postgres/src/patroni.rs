@@ -54,17 +54,18 @@ impl MemberStatus {
     }
 }
 
-/// Which version of the superuser and replication Secrets Patroni must hold: their resource
-/// versions (nothing derived from a password).
+/// Which version of the superuser and replication Secrets and of the server certificate
+/// Patroni must hold: their resource versions (nothing derived from a password or key).
 pub fn auth_token(
     superuser: Option<&k8s_openapi::api::core::v1::Secret>,
     replication: Option<&k8s_openapi::api::core::v1::Secret>,
+    server_tls: Option<&k8s_openapi::api::core::v1::Secret>,
 ) -> String {
     let rv = |s: Option<&k8s_openapi::api::core::v1::Secret>| {
         s.and_then(|s| s.metadata.resource_version.clone())
             .unwrap_or_else(|| "new".to_owned())
     };
-    format!("{}.{}", rv(superuser), rv(replication))
+    format!("{}.{}.{}", rv(superuser), rv(replication), rv(server_tls))
 }
 
 /// One entry of GET /cluster.

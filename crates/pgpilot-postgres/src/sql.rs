@@ -10,9 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::fmt;
 
+use k8s_openapi::api::core::v1::Secret;
 use pgpilot_api::cluster::{DatabaseSpec, Ensure, RoleSpec};
 use pgpilot_toolkit::Sensitive;
 use tracing::Instrument;
+
+use crate::credentials::{password_of, text_of};
+use crate::names::{Names, POSTGRES_PORT, SUPERUSER};
+use crate::tls::CA_CERT;
 
 /// A role as the catalog (`pg_roles`) shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -380,6 +385,8 @@ pub enum SqlError {
     },
     #[error("reading the catalog: {}", describe(.0))]
     Observe(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Tls(crate::tls::TlsError),
     #[error("{statement}: {}", describe(source))]
     Statement {
         statement: String,
@@ -407,13 +414,55 @@ pub struct Target {
     pub port: u16,
     pub user: String,
     pub password: Sensitive,
+    /// TLS, verified: `host` is an IP address, the certificate is checked against the
+    /// cluster's CA and the name given here.
+    pub tls: Option<ServerTls>,
+}
+
+/// How pgpilot checks an instance's certificate: `verify-full` against the cluster's CA and
+/// the pod's DNS name (pgpilot connects by IP, which the certificate does not name).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub ca: String,
+    pub name: String,
 }
 
 impl Target {
+    /// pgpilot's connection to instance pod `pod` at `ip` as the superuser, from the
+    /// superuser Secret: over TLS once the Secret carries the cluster's CA (`ca.crt`).
+    pub fn superuser(
+        names: &Names,
+        namespace: &str,
+        pod: &str,
+        ip: &str,
+        secret: &Secret,
+    ) -> Option<Target> {
+        Some(Target {
+            host: ip.to_owned(),
+            port: POSTGRES_PORT as u16,
+            user: SUPERUSER.to_owned(),
+            password: password_of(secret)?,
+            tls: text_of(secret, CA_CERT).map(|ca| ServerTls {
+                ca,
+                name: names.pod_host(pod, namespace),
+            }),
+        })
+    }
+
     pub async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, SqlError> {
         let mut config = tokio_postgres::Config::new();
+        match (&self.tls, self.host.parse::<std::net::IpAddr>()) {
+            (Some(tls), Ok(ip)) => {
+                config
+                    .host(&tls.name)
+                    .hostaddr(ip)
+                    .ssl_mode(tokio_postgres::config::SslMode::Require);
+            }
+            _ => {
+                config.host(&self.host);
+            }
+        }
         config
-            .host(&self.host)
             .port(self.port)
             .user(&self.user)
             .password(self.password.expose())
@@ -424,22 +473,54 @@ impl Target {
             // reconcile: it fails, and the next reconcile tries again.
             .options("-c statement_timeout=30s -c lock_timeout=10s")
             .tcp_user_timeout(std::time::Duration::from_secs(10));
-        let span = tracing::debug_span!("sql.connect", host = %self.host, database);
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .instrument(span)
-            .await
-            .map_err(|source| SqlError::Connect {
-                database: database.to_owned(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection closed");
+        let span = tracing::debug_span!(
+            "sql.connect",
+            host = %self.host,
+            database,
+            tls = self.tls.is_some()
+        );
+        let connect_error = |source| SqlError::Connect {
+            database: database.to_owned(),
+            source,
+        };
+        let client = match &self.tls {
+            Some(tls) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+                    crate::tls::client_config(&tls.ca).map_err(SqlError::Tls)?,
+                );
+                let (client, connection) = config
+                    .connect(tls)
+                    .instrument(span)
+                    .await
+                    .map_err(connect_error)?;
+                drive(connection);
+                client
             }
-        });
+            None => {
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .instrument(span)
+                    .await
+                    .map_err(connect_error)?;
+                drive(connection);
+                client
+            }
+        };
         Ok(client)
     }
+}
+
+/// Runs a connection on a task of its own until the client goes.
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection closed");
+        }
+    });
 }
 
 /// Brings roles and databases to the spec on `target` and returns how many statements ran

@@ -26,6 +26,7 @@ async fn converge(
         port: pg.port,
         user: "postgres".into(),
         password: Sensitive::new(pg.password.clone()),
+        tls: None,
     };
     sql::converge(&target, roles, dbs, passwords).await.unwrap()
 }

@@ -26,6 +26,7 @@ use pgpilot_postgres::credentials::{
 use pgpilot_postgres::names::{self, Names, POSTGRES_PORT};
 use pgpilot_postgres::patroni;
 use pgpilot_postgres::sql::{self, SqlError};
+use pgpilot_postgres::tls::CA_CERT;
 use pgpilot_toolkit::conditions::{self, Status, Update};
 use pgpilot_toolkit::events::Events;
 use pgpilot_toolkit::metrics::ControllerMetrics;
@@ -230,17 +231,10 @@ fn primary(ctx: &Context, ns: &str, cluster: &str) -> Option<Database> {
         .into_iter()
         .next()?;
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
-    let secret = ctx
-        .caches
-        .secrets
-        .get(ns, &Names::new(cluster).superuser_secret())?;
+    let n = Names::new(cluster);
+    let secret = ctx.caches.secrets.get(ns, &n.superuser_secret())?;
     Some(Database {
-        target: sql::Target {
-            host: ip,
-            port: POSTGRES_PORT as u16,
-            user: names::SUPERUSER.to_owned(),
-            password: password_of(&secret)?,
-        },
+        target: sql::Target::superuser(&n, ns, &pod.name_any(), &ip, &secret)?,
         previous: text_of(&secret, PREVIOUS_PASSWORD).map(Sensitive::new),
     })
 }
@@ -249,12 +243,11 @@ fn primary(ctx: &Context, ns: &str, cluster: &str) -> Option<Database> {
 /// replication Secrets hold now (Patroni's member data on the pod carries its tags).
 fn patroni_pending(ctx: &Context, ns: &str, cluster: &str) -> usize {
     let n = Names::new(cluster);
+    let secret = |name: String| ctx.caches.secrets.get(ns, &name);
     let token = patroni::auth_token(
-        ctx.caches.secrets.get(ns, &n.superuser_secret()).as_deref(),
-        ctx.caches
-            .secrets
-            .get(ns, &n.replication_secret())
-            .as_deref(),
+        secret(n.superuser_secret()).as_deref(),
+        secret(n.replication_secret()).as_deref(),
+        secret(n.tls_secret()).as_deref(),
     );
     ctx.caches
         .pods
@@ -905,6 +898,7 @@ fn role_data(
         port: text_of(secret, "port")
             .and_then(|p| p.parse().ok())
             .unwrap_or(POSTGRES_PORT),
+        ca: text_of(secret, CA_CERT),
     };
     let dbname = text_of(secret, "dbname").unwrap_or_else(|| "postgres".to_owned());
     credentials::render(

@@ -37,6 +37,16 @@ pub struct WriterConfig {
     pub connect_timeout: Duration,
     /// Longest wait for one insert; a connection to a vanished server may never answer.
     pub statement_timeout: Duration,
+    /// TLS: `host` is then an IP address, and the server must present a certificate for
+    /// this name that `config` trusts.
+    pub tls: Option<WriterTls>,
+}
+
+/// A TLS connection's server name and client configuration.
+#[derive(Clone, Debug)]
+pub struct WriterTls {
+    pub server_name: String,
+    pub config: Arc<rustls::ClientConfig>,
 }
 
 impl WriterConfig {
@@ -52,13 +62,23 @@ impl WriterConfig {
             interval: Duration::from_millis(10),
             connect_timeout: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 
     fn pg_config(&self) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
-        c.host(&self.host)
-            .port(self.port)
+        match (&self.tls, self.host.parse()) {
+            (Some(tls), Ok(ip)) => {
+                c.host(&tls.server_name)
+                    .hostaddr(ip)
+                    .ssl_mode(tokio_postgres::config::SslMode::Require);
+            }
+            _ => {
+                c.host(&self.host);
+            }
+        }
+        c.port(self.port)
             .user(&self.user)
             .password(&self.password)
             .dbname(&self.dbname)
@@ -241,14 +261,21 @@ impl Writer {
 }
 
 async fn connect(config: &WriterConfig) -> Result<Client, String> {
-    let (client, connection) = config
-        .pg_config()
-        .connect(NoTls)
-        .await
-        .map_err(|e| format!("connect: {}", causes(&e)))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let failed = |e: tokio_postgres::Error| format!("connect: {}", causes(&e));
+    let pg = config.pg_config();
+    let client = match &config.tls {
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls.config).clone());
+            let (client, connection) = pg.connect(tls).await.map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+        None => {
+            let (client, connection) = pg.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     Ok(client)
 }
 

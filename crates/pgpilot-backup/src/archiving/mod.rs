@@ -110,9 +110,9 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         .stanza_job
         .as_ref()
         .is_some_and(|j| j.hash == hash && j.outcome == JobOutcome::Succeeded);
-    let archiver = match (&seen.primary, &seen.superuser) {
-        (Some(primary), Some(password)) if stanza_ready => {
-            let read = observe::archiver(primary, password.clone(), &stanza_name).await;
+    let archiver = match &seen.superuser {
+        Some(target) if stanza_ready => {
+            let read = observe::archiver(target, &stanza_name).await;
             if read.is_err() {
                 ctx.metrics.call_failed("sql", "archiver");
             }

@@ -13,10 +13,8 @@ use pgpilot_api::backup::BackupPhase;
 use pgpilot_api::cluster::LastBackup;
 use pgpilot_api::labels;
 use pgpilot_postgres::archiver::{self, Archiver};
-use pgpilot_postgres::credentials::password_of;
-use pgpilot_postgres::names::{COMPONENT_INSTANCE, Names, POSTGRES_PORT, SUPERUSER};
+use pgpilot_postgres::names::{COMPONENT_INSTANCE, Names};
 use pgpilot_postgres::sql;
-use pgpilot_toolkit::Sensitive;
 use pgpilot_toolkit::runner::Cache;
 
 use super::plan::{JobOutcome, StanzaJob};
@@ -38,7 +36,8 @@ pub struct Seen {
     /// The instance labelled primary, with an address.
     pub primary: Option<Arc<Pod>>,
     pub stanza_job: Option<StanzaJob>,
-    pub superuser: Option<Sensitive>,
+    /// pgpilot's connection to the primary, from the superuser Secret.
+    pub superuser: Option<sql::Target>,
     /// The cluster's newest completed PostgresBackup, and the earliest point the repository
     /// could restore to when it finished.
     pub last_backup: Option<(LastBackup, Option<Time>)>,
@@ -74,10 +73,10 @@ pub fn seen(caches: &Caches, ns: &str, cluster: &str) -> Seen {
                 ),
             )
         });
-    let superuser = caches
-        .secrets
-        .get(ns, &names.superuser_secret())
-        .and_then(|s| password_of(&s));
+    let superuser = primary.as_ref().and_then(|p| {
+        let secret = caches.secrets.get(ns, &names.superuser_secret())?;
+        sql::Target::superuser(&names, ns, &p.name_any(), pod_ip(p)?, &secret)
+    });
     let last_backup = caches
         .backups
         .list(ns, &[])
@@ -146,17 +145,7 @@ fn stanza_job(job: &Job, pods: &[Arc<Pod>]) -> StanzaJob {
 }
 
 /// The primary's archiver, or why it could not be read.
-pub async fn archiver(
-    primary: &Pod,
-    password: Sensitive,
-    stanza: &str,
-) -> Result<Archiver, String> {
-    let target = sql::Target {
-        host: pod_ip(primary).unwrap_or_default().to_owned(),
-        port: POSTGRES_PORT as u16,
-        user: SUPERUSER.to_owned(),
-        password,
-    };
+pub async fn archiver(target: &sql::Target, stanza: &str) -> Result<Archiver, String> {
     let client = target
         .connect("postgres")
         .await

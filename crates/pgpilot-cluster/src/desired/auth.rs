@@ -3,8 +3,11 @@
 //! again). When a rotation changes either Secret, this one follows, the kubelet updates the
 //! file, and a reload of each member (`POST /reload`) makes Patroni use the new passwords —
 //! for replication connections and pg_rewind — without a restart. The tag
-//! [`AUTH_TAG`] says which version of the two Secrets the file holds, so pgpilot can see which
-//! members loaded it.
+//! [`AUTH_TAG`] says which version of the two Secrets (and of the server certificate, mounted
+//! in the same volume, so updated by the kubelet at the same moment) the file holds, so
+//! pgpilot can see which members loaded it; a reload also makes PostgreSQL read a renewed
+//! certificate. With TLS required, Patroni's replication and pg_rewind connections check that
+//! the primary's certificate comes from the cluster's CA.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +18,10 @@ use pgpilot_postgres::names::{REPLICATION_USER, SUPERUSER};
 use pgpilot_postgres::patroni::{AUTH_TAG, auth_token};
 use serde_json::json;
 
+use super::config::CA_FILE;
 use super::{Ctx, typed};
 use crate::error::Error;
+use pgpilot_api::cluster::TlsMode;
 
 /// The file's name in the Secret and in Patroni's configuration directory.
 pub const AUTH_FILE: &str = "auth.yaml";
@@ -39,12 +44,23 @@ pub(super) fn auth_secret(
                 message: format!("Secret {name} has no password"),
             })
     };
-    let token = auth_token(existing.get(&su), existing.get(&repl));
+    let token = auth_token(
+        existing.get(&su),
+        existing.get(&repl),
+        existing.get(&ctx.names.tls_secret()),
+    );
+    let mut superuser = json!({"username": SUPERUSER, "password": password(&su)?.expose()});
+    let mut replication =
+        json!({"username": REPLICATION_USER, "password": password(&repl)?.expose()});
+    if ctx.cluster.spec.tls_mode() == TlsMode::Required {
+        // By IP, so the CA and not the name: only this cluster's servers have its certificates.
+        for user in [&mut superuser, &mut replication] {
+            user["sslmode"] = json!("verify-ca");
+            user["sslrootcert"] = json!(CA_FILE);
+        }
+    }
     let yaml = serde_yaml::to_string(&json!({
-        "postgresql": {"authentication": {
-            "superuser": {"username": SUPERUSER, "password": password(&su)?.expose()},
-            "replication": {"username": REPLICATION_USER, "password": password(&repl)?.expose()},
-        }},
+        "postgresql": {"authentication": {"superuser": superuser, "replication": replication}},
         "tags": {AUTH_TAG: token},
     }))
     .map_err(|e| Error::Invalid {
@@ -86,7 +102,7 @@ mod tests {
     fn patroni_gets_both_passwords_and_the_version_of_their_secrets() {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
-        let creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed).unwrap();
+        let creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
         let existing: BTreeMap<String, Secret> = creds
             .iter()
             .map(|s| {
@@ -98,7 +114,7 @@ mod tests {
             .collect();
         let (secret, token) = auth_secret(&ctx, &creds, &existing).unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("db-patroni-auth"));
-        assert_eq!(token, "12.14", "db-superuser, db-replication");
+        assert_eq!(token, "12.14.new", "db-superuser, db-replication, db-tls");
         let yaml: serde_json::Value =
             serde_yaml::from_slice(&secret.data.unwrap()[AUTH_FILE].0).unwrap();
         assert_eq!(
@@ -106,9 +122,24 @@ mod tests {
             json!({"postgresql": {"authentication": {
                 "superuser": {"username": "postgres", "password": "pw"},
                 "replication": {"username": "replicator", "password": "pw"}}},
-                "tags": {"pgpilot_auth": "12.14"}})
+                "tags": {"pgpilot_auth": "12.14.new"}})
         );
         let (_, before) = auth_secret(&ctx, &creds, &BTreeMap::new()).unwrap();
-        assert_eq!(before, "new.new");
+        assert_eq!(before, "new.new.new");
+    }
+
+    #[test]
+    fn with_tls_required_patroni_checks_the_primarys_certificate_against_the_ca() {
+        let c = cluster(&format!("{THREE}tls: {{mode: Required}}"));
+        let ctx = Ctx::new(&c).unwrap();
+        let creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
+        let (secret, _) = auth_secret(&ctx, &creds, &BTreeMap::new()).unwrap();
+        let yaml: serde_json::Value =
+            serde_yaml::from_slice(&secret.data.unwrap()[AUTH_FILE].0).unwrap();
+        for user in ["superuser", "replication"] {
+            let auth = &yaml["postgresql"]["authentication"][user];
+            assert_eq!(auth["sslmode"], "verify-ca", "{user}");
+            assert_eq!(auth["sslrootcert"], "/etc/patroni/ca.crt", "{user}");
+        }
     }
 }

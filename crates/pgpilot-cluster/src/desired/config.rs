@@ -3,7 +3,7 @@
 //! the first time the cluster starts; later changes to them go through Patroni's REST API.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use pgpilot_api::cluster::{PatroniSpec, SynchronousMethod, SynchronousMode};
+use pgpilot_api::cluster::{PatroniSpec, SynchronousMethod, SynchronousMode, TlsMode};
 use pgpilot_api::labels;
 use serde_json::{Map, Value, json};
 
@@ -15,6 +15,10 @@ use pgpilot_postgres::pgbackrest;
 pub use pgpilot_postgres::names::{DATA_MOUNT, PGDATA, SOCKET_DIR};
 /// Where the config file is mounted.
 pub const CONFIG_DIR: &str = "/etc/patroni";
+/// The server certificate, its key and the cluster's CA, mounted with the config file.
+pub const TLS_CERT_FILE: &str = "/etc/patroni/tls.crt";
+pub const TLS_KEY_FILE: &str = "/etc/patroni/tls.key";
+pub const CA_FILE: &str = "/etc/patroni/ca.crt";
 
 /// Parameters pgpilot sets for replication and failover to work.
 fn owned_parameters() -> Map<String, Value> {
@@ -26,6 +30,10 @@ fn owned_parameters() -> Map<String, Value> {
         ("max_wal_senders", "10"),
         ("max_replication_slots", "10"),
         ("unix_socket_directories", SOCKET_DIR),
+        // The server certificate, mounted beside patroni.yaml (see the StatefulSet).
+        ("ssl", "on"),
+        ("ssl_cert_file", TLS_CERT_FILE),
+        ("ssl_key_file", TLS_KEY_FILE),
     ] {
         p.insert(k.to_owned(), Value::from(v));
     }
@@ -42,6 +50,11 @@ fn default_parameters() -> Map<String, Value> {
     p.insert(
         "recovery_init_sync_method".to_owned(),
         Value::from("syncfs"),
+    );
+    // PostgreSQL's own default since 12, said out loud: nothing older than TLS 1.2.
+    p.insert(
+        "ssl_min_protocol_version".to_owned(),
+        Value::from("TLSv1.2"),
     );
     p
 }
@@ -104,14 +117,24 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
     dcs
 }
 
+/// With `Required`, connections without TLS are refused before any other line (the user's
+/// included) is looked at; `all` does not match replication connections, hence two lines.
 fn pg_hba(ctx: &Ctx<'_>) -> Vec<String> {
-    let mut hba = vec![
-        // Patroni and the operator's exec'd tools connect over the socket as `postgres`.
-        "local all all peer".to_owned(),
-        format!("host replication {REPLICATION_USER} all scram-sha-256"),
-    ];
+    // Patroni and the operator's exec'd tools connect over the socket as `postgres`.
+    let mut hba = vec!["local all all peer".to_owned()];
+    let host = match ctx.cluster.spec.tls_mode() {
+        TlsMode::Preferred => "host",
+        TlsMode::Required => {
+            hba.push("hostnossl all all all reject".to_owned());
+            hba.push("hostnossl replication all all reject".to_owned());
+            "hostssl"
+        }
+    };
+    hba.push(format!(
+        "{host} replication {REPLICATION_USER} all scram-sha-256"
+    ));
     hba.extend(ctx.cluster.spec.postgresql.pg_hba.iter().cloned());
-    hba.push("host all all all scram-sha-256".to_owned());
+    hba.push(format!("{host} all all all scram-sha-256"));
     hba
 }
 
@@ -333,6 +356,45 @@ mod tests {
         assert!(
             !hba.iter().any(|l| l.contains("trust")),
             "no trust auth: {hba:?}"
+        );
+    }
+
+    #[test]
+    fn tls_is_always_on_and_required_refuses_plain_connections_first() {
+        let lines = |spec: &str| {
+            let c = cluster(spec);
+            let dcs = dcs(&Ctx::new(&c).unwrap());
+            assert_eq!(dcs["postgresql"]["parameters"]["ssl"], "on");
+            assert_eq!(
+                dcs["postgresql"]["parameters"]["ssl_cert_file"],
+                TLS_CERT_FILE
+            );
+            assert_eq!(
+                dcs["postgresql"]["parameters"]["ssl_min_protocol_version"],
+                "TLSv1.2"
+            );
+            serde_json::from_value::<Vec<String>>(dcs["postgresql"]["pg_hba"].clone()).unwrap()
+        };
+        let base = "instances: 2\npostgresql: {version: 17, pgHba: ['host all app 10.0.0.0/8 scram-sha-256']}\nstorage: {size: 1Gi}";
+        assert_eq!(
+            lines(base),
+            [
+                "local all all peer",
+                "host replication replicator all scram-sha-256",
+                "host all app 10.0.0.0/8 scram-sha-256",
+                "host all all all scram-sha-256",
+            ]
+        );
+        assert_eq!(
+            lines(&format!("{base}\ntls: {{mode: Required}}")),
+            [
+                "local all all peer",
+                "hostnossl all all all reject",
+                "hostnossl replication all all reject",
+                "hostssl replication replicator all scram-sha-256",
+                "host all app 10.0.0.0/8 scram-sha-256",
+                "hostssl all all all scram-sha-256",
+            ]
         );
     }
 

@@ -10,6 +10,7 @@ pub(crate) mod secrets;
 pub(crate) use secrets::wanted as credential_secrets;
 mod services;
 mod statefulset;
+mod tls;
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,8 @@ pub struct Inputs<'a> {
     pub image: String,
     /// Secrets of this cluster that exist, by name: their passwords are kept forever.
     pub existing_secrets: &'a BTreeMap<String, Secret>,
+    /// When the certificates are checked (and issued).
+    pub now: std::time::SystemTime,
 }
 
 /// Every child of a cluster, in apply order: identity and RBAC first, configuration and
@@ -49,6 +52,8 @@ pub struct Desired {
     pub role_binding: RoleBinding,
     pub secrets: Vec<Secret>,
     pub patroni_config: ConfigMap,
+    /// The CA certificate, for clients to mount.
+    pub ca_config_map: ConfigMap,
     /// pgbackrest.conf, with `spec.backup`.
     pub pgbackrest_config: Option<ConfigMap>,
     pub services: Vec<Service>,
@@ -58,6 +63,8 @@ pub struct Desired {
     pub patroni_dcs: Value,
     /// The version of the credentials every member must have loaded (see [`auth`]).
     pub auth_token: String,
+    /// Why the server certificate was issued in this build, if it was.
+    pub certificate_issued: Option<pgpilot_postgres::tls::Reissue>,
 }
 
 impl std::fmt::Debug for Desired {
@@ -70,6 +77,7 @@ impl std::fmt::Debug for Desired {
             &self.role,
             &self.role_binding,
             &self.patroni_config,
+            &self.ca_config_map,
             &self.statefulset,
         ];
         children.extend(self.secrets.iter().map(|s| s as &dyn ResourceName));
@@ -104,17 +112,22 @@ impl<K: Resource<DynamicType = ()>> ResourceName for K {
 /// Builds every child. `passwords` makes new passwords (a CSPRNG in production).
 pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<Desired, Error> {
     let ctx = Ctx::new(inputs.cluster)?;
-    let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords)?;
+    let tls = tls::material(&ctx, inputs.existing_secrets, inputs.now)?;
+    let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords, &tls.ca_cert)?;
     let (patroni_auth, auth_token) = auth::auth_secret(&ctx, &secrets, inputs.existing_secrets)?;
     secrets.push(patroni_auth);
+    secrets.push(tls.ca_secret);
+    secrets.push(tls.server_secret);
     secrets.extend(backup::tls_secret(&ctx, inputs.existing_secrets)?);
     Ok(Desired {
         auth_token,
+        certificate_issued: tls.reissued,
         service_account: rbac::service_account(&ctx)?,
         role: rbac::role(&ctx)?,
         role_binding: rbac::role_binding(&ctx)?,
         secrets,
         patroni_config: config::patroni_config(&ctx)?,
+        ca_config_map: tls.ca_config_map,
         pgbackrest_config: backup::config_map(&ctx)?,
         services: services::services(&ctx)?,
         pdb: services::pdb(&ctx)?,
@@ -218,14 +231,17 @@ fn dropped(written: &Value, typed: &Value, path: String) -> Option<String> {
 }
 
 /// The Secrets a cluster keeps once they exist (their contents are generated once): the
-/// credentials, and the pgBackRest TLS material with `spec.backup`.
+/// credentials, the CA and server certificate, and the pgBackRest TLS material with
+/// `spec.backup`.
 pub(crate) fn kept_secrets(cluster: &PostgresCluster) -> Vec<String> {
     let mut names: Vec<String> = credential_secrets(cluster)
         .into_iter()
         .map(|w| w.secret)
         .collect();
+    let n = Names::new(&cluster.name_any());
+    names.extend([n.ca_secret(), n.tls_secret()]);
     if cluster.spec.backup.is_some() {
-        names.push(Names::new(&cluster.name_any()).pgbackrest_tls());
+        names.push(n.pgbackrest_tls());
     }
     names
 }
@@ -322,6 +338,7 @@ mod tests {
                 cluster: &c,
                 image: "localhost/pgpilot/postgres:17".into(),
                 existing_secrets: &BTreeMap::new(),
+                now: std::time::SystemTime::now(),
             },
             &mut Fixed,
         )

@@ -62,6 +62,7 @@ pub(super) fn secrets(
     ctx: &Ctx<'_>,
     existing: &BTreeMap<String, Secret>,
     passwords: &mut dyn PasswordSource,
+    ca: &str,
 ) -> Result<Vec<Secret>, Error> {
     wanted(ctx.cluster)
         .into_iter()
@@ -73,7 +74,7 @@ pub(super) fn secrets(
             // An AlternatingUsers rotation may have pointed the Secret at one of the role's
             // login alternates: it stays there.
             let user = secret.map_or_else(|| w.user.clone(), |s| user_of(s, &w.user));
-            credential_secret(ctx, &w.secret, &user, &password, &w.dbname)
+            credential_secret(ctx, &w.secret, &user, &password, &w.dbname, ca)
         })
         .collect()
 }
@@ -84,10 +85,12 @@ fn credential_secret(
     user: &str,
     password: &Sensitive,
     dbname: &str,
+    ca: &str,
 ) -> Result<Secret, Error> {
     let endpoint = Endpoint {
         host: ctx.names.rw_host(&ctx.namespace),
         port: POSTGRES_PORT,
+        ca: Some(ca.to_owned()),
     };
     let login = Login {
         user,
@@ -144,7 +147,7 @@ mod tests {
         let owners = |spec: &str| {
             let c = cluster(spec);
             let ctx = Ctx::new(&c).unwrap();
-            secrets(&ctx, &BTreeMap::new(), &mut Counter(0))
+            secrets(&ctx, &BTreeMap::new(), &mut Counter(0), "CA")
                 .unwrap()
                 .iter()
                 .map(|s| {
@@ -166,7 +169,7 @@ mod tests {
     fn superuser_replication_and_each_login_role_get_a_secret() {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
-        let got = secrets(&ctx, &BTreeMap::new(), &mut Counter(0)).unwrap();
+        let got = secrets(&ctx, &BTreeMap::new(), &mut Counter(0), "CA").unwrap();
         let names = names(&got);
         assert_eq!(
             names,
@@ -179,11 +182,16 @@ mod tests {
         assert_eq!(value(app, "port"), "5432");
         assert_eq!(
             value(app, "uri"),
-            "postgresql://app_user:generated3@db-rw.prod.svc:5432/shop"
+            "postgresql://app_user:generated3@db-rw.prod.svc:5432/shop?sslmode=require"
         );
         assert_eq!(
             value(app, "jdbc-uri"),
-            "jdbc:postgresql://db-rw.prod.svc:5432/shop?user=app_user&password=generated3"
+            "jdbc:postgresql://db-rw.prod.svc:5432/shop?user=app_user&password=generated3&sslmode=require"
+        );
+        assert_eq!(
+            value(app, "ca.crt"),
+            "CA",
+            "the cluster's CA, for verify-full"
         );
         assert_eq!(
             value(app, "pgpass"),
@@ -195,7 +203,7 @@ mod tests {
     fn an_existing_password_is_never_replaced() {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
-        let first = secrets(&ctx, &BTreeMap::new(), &mut Counter(0)).unwrap();
+        let first = secrets(&ctx, &BTreeMap::new(), &mut Counter(0), "CA").unwrap();
         let mut existing: BTreeMap<String, Secret> = first
             .iter()
             .map(|s| (s.metadata.name.clone().unwrap(), s.clone()))
@@ -207,7 +215,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .retain(|k, _| k == "password");
-        let again = secrets(&ctx, &existing, &mut Counter(100)).unwrap();
+        let again = secrets(&ctx, &existing, &mut Counter(100), "CA").unwrap();
         for (a, b) in first.iter().zip(&again) {
             assert_eq!(a.data, b.data, "{:?} changed", a.metadata.name);
         }
@@ -218,7 +226,7 @@ mod tests {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
         let mut existing: BTreeMap<String, Secret> =
-            secrets(&ctx, &BTreeMap::new(), &mut Counter(0))
+            secrets(&ctx, &BTreeMap::new(), &mut Counter(0), "CA")
                 .unwrap()
                 .into_iter()
                 .map(|s| (s.metadata.name.clone().unwrap(), s))
@@ -233,11 +241,11 @@ mod tests {
             "password".into(),
             k8s_openapi::ByteString(b"rotated".to_vec()),
         );
-        let again = secrets(&ctx, &existing, &mut Counter(100)).unwrap();
+        let again = secrets(&ctx, &existing, &mut Counter(100), "CA").unwrap();
         assert_eq!(value(&again[2], "username"), "app_user_b");
         assert_eq!(
             value(&again[2], "uri"),
-            "postgresql://app_user_b:rotated@db-rw.prod.svc:5432/shop"
+            "postgresql://app_user_b:rotated@db-rw.prod.svc:5432/shop?sslmode=require"
         );
     }
 
@@ -252,7 +260,7 @@ roles: [{name: readers, login: false}, {name: old, ensure: Absent}, {name: app}]
 ",
         );
         let ctx = Ctx::new(&c).unwrap();
-        let got = secrets(&ctx, &BTreeMap::new(), &mut Counter(0)).unwrap();
+        let got = secrets(&ctx, &BTreeMap::new(), &mut Counter(0), "CA").unwrap();
         let names = names(&got);
         assert_eq!(
             names,

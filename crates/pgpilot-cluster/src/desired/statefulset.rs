@@ -132,11 +132,14 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
     })];
     containers.extend(pgbackrest.server);
     let mut volumes = vec![
-        // patroni.yaml and the credentials' auth.yaml in one directory; group-readable only
-        // (the group is the pod's fsGroup, postgres).
+        // patroni.yaml, the credentials' auth.yaml and the server certificate (tls.crt,
+        // tls.key, ca.crt) in one directory, updated together; group-readable only (the group
+        // is the pod's fsGroup, postgres: PostgreSQL accepts a root-owned key readable by its
+        // group).
         json!({"name": "config", "projected": {"defaultMode": 0o440, "sources": [
             {"configMap": {"name": n.patroni_config()}},
             {"secret": {"name": n.patroni_auth()}},
+            {"secret": {"name": n.tls_secret()}},
         ]}}),
         json!({"name": "run", "emptyDir": {}}),
         json!({"name": "tmp", "emptyDir": {}}),
@@ -292,7 +295,14 @@ mod tests {
                 _ => "other".into(),
             })
             .collect();
-        assert_eq!(sources, ["configMap/db-patroni", "secret/db-patroni-auth"]);
+        assert_eq!(
+            sources,
+            [
+                "configMap/db-patroni",
+                "secret/db-patroni-auth",
+                "secret/db-tls"
+            ]
+        );
         assert_eq!(pod.service_account_name.as_deref(), Some("db-instance"));
     }
 
