@@ -10,7 +10,9 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use pgpilot_api::cluster::ClusterPhase;
 use pgpilot_api::{PostgresCluster, labels};
+use pgpilot_postgres::patroni::{Access, Patroni, PatroniApi};
 use pgpilot_testkit::writer::{WriteLog, Writer, WriterConfig};
+use pgpilot_toolkit::Sensitive;
 use serde_json::{Value, json};
 
 use crate::kube_util::{kubectl, load1, poll, wait_gone};
@@ -248,12 +250,38 @@ async fn pods_by_ip(
     Ok((by_ip, primary))
 }
 
+/// pgpilot's client of the cluster's REST APIs, as the operator has it: HTTPS checked
+/// against the cluster's CA, the API's password.
+async fn patroni_api(client: &Client, ns: &str, name: &str, leader: &Pod) -> Result<PatroniApi> {
+    let ca = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&format!("{name}-ca-cert"))
+        .await?
+        .data
+        .and_then(|d| d.get("ca.crt").cloned())
+        .context("no ca.crt in the CA ConfigMap")?;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{name}-patroni-api"))
+        .await?;
+    let password = secret
+        .data
+        .and_then(|d| d.get("password").cloned())
+        .context("no password in the API Secret")?;
+    let access = Access {
+        ca: Some(ca),
+        domain: format!("{name}-pods.{ns}.svc"),
+        password: Some(Sensitive::new(String::from_utf8(password.0)?)),
+        https: [leader.metadata.name.clone().unwrap_or_default()].into(),
+    };
+    Ok(Patroni::new()?.api(access)?)
+}
+
 async fn disrupt(
     mode: Disruption,
     ns: &str,
     primary: &Pod,
     candidate: Option<&str>,
     containerd: &str,
+    patroni: Option<&PatroniApi>,
 ) -> Result<()> {
     let name = primary.metadata.name.clone().unwrap_or_default();
     match mode {
@@ -296,50 +324,11 @@ async fn disrupt(
                 .as_ref()
                 .and_then(|s| s.pod_ip.clone())
                 .context("the primary has no IP")?;
-            let mut body = json!({"leader": name});
-            if let Some(c) = candidate {
-                body["candidate"] = json!(c);
-            }
-            let body = body.to_string();
-            let (status, text) = http_post(&ip, 8008, "/switchover", &body).await?;
-            if status != 200 {
-                bail!("POST /switchover: {status} {text}");
-            }
+            let patroni = patroni.context("no Patroni client")?;
+            patroni.switchover(&name, &ip, candidate).await?;
         }
     }
     Ok(())
-}
-
-async fn http_post(host: &str, port: u16, path: &str, body: &str) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    .context("connect timed out")??;
-    s.write_all(
-        format!(
-            "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await?;
-    let mut resp = String::new();
-    tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut resp))
-        .await
-        .context("no answer within 60 s")??;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    let text = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, text))
 }
 
 /// Reads back every id of `table` through the -rw Service.
@@ -527,10 +516,23 @@ pub async fn disruption_once(
                 .collect::<Vec<_>>()
         );
     }
+    // Ready before the clock starts: the switchover is one HTTPS request.
+    let patroni = match mode {
+        Disruption::Switchover => Some(patroni_api(client, ns, name, &primary).await?),
+        _ => None,
+    };
     let load = load1();
     let event = Instant::now();
     let watch = milestones::start_event(client, ns, name, &primary_ip, event);
-    disrupt(mode, ns, &primary, candidate.as_deref(), containerd).await?;
+    disrupt(
+        mode,
+        ns,
+        &primary,
+        candidate.as_deref(),
+        containerd,
+        patroni.as_ref(),
+    )
+    .await?;
     // Writes resume: on another server, or (kills) on the same one after a pause.
     let resumed = writer
         .wait_until(Duration::from_secs(120), |acks| {

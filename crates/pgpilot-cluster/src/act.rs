@@ -14,6 +14,7 @@ use pgpilot_api::labels;
 use pgpilot_postgres::credentials::{password_of, user_of};
 use pgpilot_postgres::members::{Members, ordinal};
 use pgpilot_postgres::names::Names;
+use pgpilot_postgres::patroni::PatroniApi;
 use pgpilot_postgres::sql;
 use pgpilot_toolkit::Sensitive;
 use pgpilot_toolkit::children::{Change, ChildSet};
@@ -115,7 +116,12 @@ pub async fn adopt_patroni_state(
 /// Members whose credentials file is not the current one yet are asked to reload it: the
 /// kubelet updates the mounted file within a minute or so, and the reload is a no-op until
 /// then. Returns how many members still hold older credentials.
-pub async fn reload_credentials(ctx: &Context, members: &Members, token: &str) -> usize {
+pub async fn reload_credentials(
+    ctx: &Context,
+    api: &PatroniApi,
+    members: &Members,
+    token: &str,
+) -> usize {
     let stale: Vec<(&str, &str)> = members
         .instances
         .iter()
@@ -125,7 +131,7 @@ pub async fn reload_credentials(ctx: &Context, members: &Members, token: &str) -
         })
         .collect();
     for (pod, ip) in &stale {
-        if let Err(e) = ctx.patroni.reload(pod, ip).await {
+        if let Err(e) = api.reload(pod, ip).await {
             ctx.metrics.call_failed("patroni", e.call);
             tracing::debug!(error = %e, "reload of the credentials failed");
         }
@@ -137,6 +143,7 @@ pub async fn reload_credentials(ctx: &Context, members: &Members, token: &str) -
 /// it through PATCH /config, only when they differ.
 pub async fn configure_patroni(
     ctx: &Context,
+    api: &PatroniApi,
     cluster: &PostgresCluster,
     members: &Members,
     desired: &Value,
@@ -144,7 +151,7 @@ pub async fn configure_patroni(
     let Some((pod, ip)) = members.primary_address() else {
         return;
     };
-    let live = match ctx.patroni.config(&pod, &ip).await {
+    let live = match api.config(&pod, &ip).await {
         Ok(live) => live,
         Err(e) => {
             tracing::debug!(error = %e, "dynamic configuration unknown");
@@ -158,7 +165,7 @@ pub async fn configure_patroni(
         .as_object()
         .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
         .unwrap_or_default();
-    match ctx.patroni.patch_config(&pod, &ip, &patch).await {
+    match api.patch_config(&pod, &ip, &patch).await {
         Ok(()) => {
             ctx.events
                 .normal(
@@ -182,6 +189,7 @@ pub async fn configure_patroni(
 /// tried again on a later reconcile, from a fresh observation.
 pub async fn step(
     ctx: &Context,
+    api: &PatroniApi,
     cluster: &PostgresCluster,
     ns: &str,
     members: &Members,
@@ -211,14 +219,14 @@ pub async fn step(
                     "to restart the old primary as a replica".to_owned(),
                 ),
             };
-            switchover(ctx, cluster, members, to, action, &why).await;
+            switchover(ctx, api, cluster, members, to, action, &why).await;
         }
         Step::Replace { pod, role } => replace(ctx, cluster, ns, pod, role).await?,
         Step::Restart { pod } => {
             let Some(ip) = members.ip(pod) else {
                 return Ok(());
             };
-            let (warning, reason, note) = match ctx.patroni.restart(pod, &ip).await {
+            let (warning, reason, note) = match api.restart(pod, &ip).await {
                 Ok(()) => (
                     false,
                     "RestartingInstance",
@@ -237,7 +245,7 @@ pub async fn step(
             let Some(ip) = members.ip(pod) else {
                 return Ok(());
             };
-            let (reason, note) = match ctx.patroni.reinitialize(pod, &ip).await {
+            let (reason, note) = match api.reinitialize(pod, &ip).await {
                 Ok(()) => (
                     "ReinitializingReplica",
                     format!(
@@ -262,6 +270,7 @@ pub async fn step(
 /// rejoins as a replica; Patroni picks nothing else.
 async fn switchover(
     ctx: &Context,
+    api: &PatroniApi,
     cluster: &PostgresCluster,
     members: &Members,
     candidate: &str,
@@ -272,7 +281,7 @@ async fn switchover(
         return;
     };
     let note = format!("moving the primary from {primary} to {candidate} {why}");
-    let (warning, reason, note) = match ctx.patroni.switchover(&primary, &ip, candidate).await {
+    let (warning, reason, note) = match api.switchover(&primary, &ip, Some(candidate)).await {
         Ok(()) => {
             tracing::info!(%primary, %candidate, "switchover");
             (false, "Switchover", note)

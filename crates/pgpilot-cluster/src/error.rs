@@ -25,6 +25,12 @@ pub enum Error {
     /// pgBackRest's configuration or TLS material could not be built.
     #[error(transparent)]
     Pgbackrest(#[from] pgpilot_postgres::pgbackrest::Error),
+    /// The cluster's CA or server certificate could not be made or read.
+    #[error("TLS: {0}")]
+    Certificate(#[from] pgpilot_postgres::tls::TlsError),
+    /// The client of the members' REST APIs could not be made.
+    #[error(transparent)]
+    Patroni(#[from] pgpilot_postgres::patroni::PatroniError),
     /// A Kubernetes API call failed.
     #[error(transparent)]
     Toolkit(#[from] pgpilot_toolkit::Error),
@@ -51,7 +57,8 @@ impl ReconcileError for Error {
             Error::Invalid { .. } => "invalid_spec",
             Error::Serialize { .. } | Error::UnknownField { .. } => "build",
             Error::Pgbackrest(Invalid { .. }) => "invalid_spec",
-            Error::Pgbackrest(Tls(_)) => "tls",
+            Error::Pgbackrest(Tls(_)) | Error::Certificate(_) => "tls",
+            Error::Patroni(_) => "patroni",
             Error::Toolkit(e) => e.metric_label(),
         }
     }
@@ -66,7 +73,7 @@ impl ReconcileError for Error {
             | Error::Serialize { .. }
             | Error::UnknownField { .. }
             | Error::Pgbackrest(Invalid { .. }) => false,
-            Error::Pgbackrest(Tls(_)) => true,
+            Error::Pgbackrest(Tls(_)) | Error::Certificate(_) | Error::Patroni(_) => true,
             Error::Toolkit(e) => e.is_retryable(),
         }
     }

@@ -94,11 +94,11 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         },
         &mut Csprng,
     )?;
-    let members = members::observe(
-        &ctx.patroni,
-        members::instances(&seen.pods, Timestamp::now()),
-    )
-    .await;
+    let instances = members::instances(&seen.pods, Timestamp::now());
+    let api = ctx
+        .patroni
+        .api(desired.patroni_access(members::https(&instances)))?;
+    let members = members::observe(&api, instances).await;
 
     // Plan: the size the StatefulSet may have now, and the one disruptive step.
     let current = sts
@@ -148,9 +148,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             .await;
     }
     act::adopt_patroni_state(ctx, &cluster, &ns, &seen).await?;
-    act::configure_patroni(ctx, &cluster, &members, &desired.patroni_dcs).await;
-    let stale_credentials = act::reload_credentials(ctx, &members, &desired.auth_token).await;
-    act::step(ctx, &cluster, &ns, &members, &decision.step).await?;
+    act::configure_patroni(ctx, &api, &cluster, &members, &desired.patroni_dcs).await;
+    let stale_credentials = act::reload_credentials(ctx, &api, &members, &desired.auth_token).await;
+    act::step(ctx, &api, &cluster, &ns, &members, &decision.step).await?;
     let mut conditions = vec![pinned.condition];
     // Instances stopped by the limit come back: their volumes stay.
     let keep = match limit {

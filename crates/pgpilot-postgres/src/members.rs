@@ -2,13 +2,13 @@
 //! of a successor for the primary: what every controller that moves the primary or
 //! replaces pods decides from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::patroni::{ClusterView, MemberStatus, Patroni, normalize_role};
+use crate::patroni::{ClusterView, MemberStatus, PatroniApi, normalize_role};
 
 /// What the reconcile knows of one instance.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -26,6 +26,8 @@ pub struct Instance {
     pub role_label: Option<String>,
     /// Seconds since the pod was created.
     pub age_secs: i64,
+    /// Its Patroni answers HTTPS (the pod's readiness probe asks it so).
+    pub api_tls: bool,
     /// The status document of this member (GET /health), when it answered.
     pub member: Option<MemberStatus>,
 }
@@ -188,14 +190,40 @@ pub fn instances(pods: &[impl AsRef<Pod>], now: Timestamp) -> Vec<Instance> {
                 .as_ref()
                 .map(|t| (now - t.0).get_seconds().max(0))
                 .unwrap_or(0),
+            api_tls: api_tls(p),
             member: None,
         })
         .collect()
 }
 
+fn api_tls(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter(|c| c.name == "postgres")
+        .filter_map(|c| {
+            c.readiness_probe
+                .as_ref()?
+                .http_get
+                .as_ref()?
+                .scheme
+                .as_deref()
+        })
+        .any(|scheme| scheme == "HTTPS")
+}
+
+/// The members that answer HTTPS.
+pub fn https(instances: &[Instance]) -> BTreeSet<String> {
+    instances
+        .iter()
+        .filter(|i| i.api_tls)
+        .map(|i| i.pod.clone())
+        .collect()
+}
+
 /// Asks every instance's Patroni about itself, and the primary (or any member that
 /// answers) about the cluster. Members that do not answer stay unknown.
-pub async fn observe(patroni: &Patroni, mut instances: Vec<Instance>) -> Members {
+pub async fn observe(patroni: &PatroniApi, mut instances: Vec<Instance>) -> Members {
     let answers = futures::future::join_all(instances.iter().map(|i| async move {
         let ip = i.ip.as_deref()?;
         match patroni.member(&i.pod, ip).await {
@@ -294,6 +322,7 @@ pub mod fixtures {
             revision: Some("rev-1".into()),
             role_label: None,
             age_secs: 3600,
+            api_tls: true,
             member: Some(MemberStatus {
                 state: Some(state.into()),
                 replication_state,

@@ -94,6 +94,10 @@ impl Names {
     pub fn tls_secret(&self) -> String {
         format!("{}-tls", self.cluster)
     }
+    /// The credentials of Patroni's REST API (its unsafe endpoints).
+    pub fn patroni_api_secret(&self) -> String {
+        format!("{}-patroni-api", self.cluster)
+    }
     /// DNS name of an instance pod (through the headless Service).
     pub fn pod_host(&self, pod: &str, namespace: &str) -> String {
         format!("{pod}.{}.{namespace}.svc", self.pods_service())

@@ -3,14 +3,18 @@
 //! Every call has a short timeout and its own span; a member that does not answer is
 //! reported as unknown, never guessed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use pgpilot_toolkit::Sensitive;
 
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::names::PATRONI_PORT;
+use crate::names::{Names, PATRONI_PORT};
 
 #[derive(Debug, thiserror::Error)]
 #[error("Patroni {call} on {member}: {reason}")]
@@ -54,19 +58,31 @@ impl MemberStatus {
     }
 }
 
-/// Which version of the superuser and replication Secrets and of the server certificate
-/// Patroni must hold: their resource versions (nothing derived from a password or key).
-pub fn auth_token(
-    superuser: Option<&k8s_openapi::api::core::v1::Secret>,
-    replication: Option<&k8s_openapi::api::core::v1::Secret>,
-    server_tls: Option<&k8s_openapi::api::core::v1::Secret>,
-) -> String {
-    let rv = |s: Option<&k8s_openapi::api::core::v1::Secret>| {
-        s.and_then(|s| s.metadata.resource_version.clone())
-            .unwrap_or_else(|| "new".to_owned())
-    };
-    format!("{}.{}.{}", rv(superuser), rv(replication), rv(server_tls))
+/// The Secrets whose versions every member must have loaded: the superuser's and the
+/// replication user's credentials, the server certificate, the REST API's credentials.
+pub fn auth_secrets(names: &Names) -> [String; 4] {
+    [
+        names.superuser_secret(),
+        names.replication_secret(),
+        names.tls_secret(),
+        names.patroni_api_secret(),
+    ]
 }
+
+/// The [`AUTH_TAG`] for the [`auth_secrets`] as they are: their resource versions (nothing
+/// derived from a password or a key), `new` for one not created yet.
+pub fn auth_token(secrets: [Option<&k8s_openapi::api::core::v1::Secret>; 4]) -> String {
+    secrets
+        .map(|s| {
+            s.and_then(|s| s.metadata.resource_version.clone())
+                .unwrap_or_else(|| "new".to_owned())
+        })
+        .join(".")
+}
+
+/// The user pgpilot, the members and patronictl authenticate as on the REST API's unsafe
+/// endpoints.
+pub const API_USER: &str = "pgpilot";
 
 /// One entry of GET /cluster.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -126,28 +142,150 @@ pub fn version_string(server_version: i64) -> String {
 /// when it is done, which takes longer than a read.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client for the members' REST APIs, addressed by pod IP.
+/// How pgpilot reaches one cluster's members.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// The cluster's CA certificate (PEM): members that answer HTTPS must show a
+    /// certificate it signed for their pod's name (`<pod>.<domain>`).
+    pub ca: Option<String>,
+    /// `<pods Service>.<namespace>.svc`.
+    pub domain: String,
+    /// The password of [`API_USER`], for the unsafe endpoints (POST, PATCH).
+    pub password: Option<Sensitive>,
+    /// The members that answer HTTPS (their pod's probes say so); the others get plain HTTP.
+    pub https: BTreeSet<String>,
+}
+
+/// Makes the clients of each cluster's REST APIs. Shared: one plain client, one TLS client
+/// per CA, and the pods' addresses by name (pgpilot does not rely on cluster DNS, so the TLS
+/// clients resolve `<pod>.<domain>` from what the pods' status says).
 #[derive(Clone)]
 pub struct Patroni {
-    http: reqwest::Client,
+    plain: reqwest::Client,
+    by_ca: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    addresses: PodAddresses,
+}
+
+/// Pod names to IP addresses, filled before each request.
+#[derive(Clone, Default)]
+struct PodAddresses(Arc<RwLock<HashMap<String, IpAddr>>>);
+
+impl reqwest::dns::Resolve for PodAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let found = self
+            .0
+            .read()
+            .ok()
+            .and_then(|m| m.get(name.as_str()).copied());
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            let ip = found.ok_or_else(|| format!("no pod address for {name}"))?;
+            let addrs: reqwest::dns::Addrs =
+                Box::new(std::iter::once(SocketAddr::new(ip, PATRONI_PORT as u16)));
+            Ok(addrs)
+        })
+    }
+}
+
+fn client_error(reason: String) -> PatroniError {
+    PatroniError {
+        call: "client",
+        member: String::new(),
+        reason,
+    }
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
 }
 
 impl Patroni {
     pub fn new() -> Result<Self, PatroniError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| PatroniError {
-                call: "client",
-                member: String::new(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self { http })
+        Ok(Self {
+            plain: builder().build().map_err(|e| client_error(e.to_string()))?,
+            by_ca: Arc::default(),
+            addresses: PodAddresses::default(),
+        })
     }
 
-    fn url(ip: &str, path: &str) -> String {
-        format!("http://{ip}:{PATRONI_PORT}{path}")
+    /// The client of one cluster's members.
+    pub fn api(&self, access: Access) -> Result<PatroniApi, PatroniError> {
+        let tls = match &access.ca {
+            None => None,
+            Some(ca) => {
+                let mut by_ca = self
+                    .by_ca
+                    .lock()
+                    .map_err(|_| client_error("poisoned client cache".to_owned()))?;
+                let client = match by_ca.get(ca) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let config = crate::tls::client_config(ca)
+                            .map_err(|e| client_error(e.to_string()))?;
+                        let c = builder()
+                            .tls_backend_preconfigured(config)
+                            .dns_resolver(self.addresses.clone())
+                            .https_only(true)
+                            .build()
+                            .map_err(|e| client_error(e.to_string()))?;
+                        by_ca.insert(ca.clone(), c.clone());
+                        c
+                    }
+                };
+                Some(client)
+            }
+        };
+        Ok(PatroniApi {
+            plain: self.plain.clone(),
+            tls,
+            addresses: self.addresses.clone(),
+            access,
+        })
+    }
+}
+
+/// A client for one cluster's members, addressed by pod name and IP.
+#[derive(Clone)]
+pub struct PatroniApi {
+    plain: reqwest::Client,
+    tls: Option<reqwest::Client>,
+    addresses: PodAddresses,
+    access: Access,
+}
+
+impl PatroniApi {
+    /// A request to `path` on `member` at `ip`: HTTPS by name when the member answers it,
+    /// with the API's credentials on the unsafe methods.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        member: &str,
+        ip: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = match (&self.tls, self.access.https.contains(member), ip.parse()) {
+            (Some(tls), true, Ok(addr)) => {
+                let host = format!("{member}.{}", self.access.domain);
+                if let Ok(mut a) = self.addresses.0.write() {
+                    a.insert(host.clone(), addr);
+                }
+                tls.request(
+                    method.clone(),
+                    format!("https://{host}:{PATRONI_PORT}{path}"),
+                )
+            }
+            _ => self
+                .plain
+                .request(method.clone(), format!("http://{ip}:{PATRONI_PORT}{path}")),
+        };
+        match &self.access.password {
+            Some(password) if method != reqwest::Method::GET => {
+                request.basic_auth(API_USER, Some(password.expose()))
+            }
+            _ => request,
+        }
     }
 
     async fn send(
@@ -202,7 +340,7 @@ impl Patroni {
             .send(
                 "member",
                 member,
-                self.http.get(Self::url(ip, "/health")),
+                self.request(reqwest::Method::GET, member, ip, "/health"),
                 true,
             )
             .await?;
@@ -215,7 +353,7 @@ impl Patroni {
             .send(
                 "cluster",
                 member,
-                self.http.get(Self::url(ip, "/cluster")),
+                self.request(reqwest::Method::GET, member, ip, "/cluster"),
                 false,
             )
             .await?;
@@ -228,7 +366,7 @@ impl Patroni {
             .send(
                 "config",
                 member,
-                self.http.get(Self::url(ip, "/config")),
+                self.request(reqwest::Method::GET, member, ip, "/config"),
                 false,
             )
             .await?;
@@ -245,7 +383,8 @@ impl Patroni {
         self.send(
             "patch-config",
             member,
-            self.http.patch(Self::url(ip, "/config")).json(patch),
+            self.request(reqwest::Method::PATCH, member, ip, "/config")
+                .json(patch),
             false,
         )
         .await
@@ -261,21 +400,24 @@ impl Patroni {
         body: Value,
     ) -> Result<(), PatroniError> {
         let request = self
-            .http
-            .post(Self::url(ip, &format!("/{call}")))
+            .request(reqwest::Method::POST, member, ip, &format!("/{call}"))
             .timeout(ACTION_TIMEOUT)
             .json(&body);
         self.send(call, member, request, false).await.map(drop)
     }
 
-    /// POST /switchover on the leader: hand the primary role to `candidate`.
+    /// POST /switchover on the leader: hand the primary role to `candidate` (or the one
+    /// Patroni picks).
     pub async fn switchover(
         &self,
         leader: &str,
         ip: &str,
-        candidate: &str,
+        candidate: Option<&str>,
     ) -> Result<(), PatroniError> {
-        let body = serde_json::json!({"leader": leader, "candidate": candidate});
+        let mut body = serde_json::json!({"leader": leader});
+        if let Some(candidate) = candidate {
+            body["candidate"] = candidate.into();
+        }
         self.act("switchover", leader, ip, body).await
     }
 

@@ -124,6 +124,9 @@ pub fn issue_server(
     params.distinguished_name = dn(cn);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // Python 3.13's default TLS context (Patroni's members, checking each other) is strict
+    // and refuses a certificate without it.
+    params.use_authority_key_identifier_extension = true;
     valid(&mut params, now, SERVER_VALIDITY);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
@@ -335,6 +338,13 @@ mod tests {
                 .unwrap()
                 .value
                 .server_auth
+        );
+        assert!(
+            cert.extensions().iter().any(|e| matches!(
+                e.parsed_extension(),
+                ParsedExtension::AuthorityKeyIdentifier(_)
+            )),
+            "strict verifiers (Python 3.13) want the issuer's key identifier"
         );
         assert!(
             !cert

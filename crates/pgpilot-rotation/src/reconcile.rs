@@ -243,12 +243,8 @@ fn primary(ctx: &Context, ns: &str, cluster: &str) -> Option<Database> {
 /// replication Secrets hold now (Patroni's member data on the pod carries its tags).
 fn patroni_pending(ctx: &Context, ns: &str, cluster: &str) -> usize {
     let n = Names::new(cluster);
-    let secret = |name: String| ctx.caches.secrets.get(ns, &name);
-    let token = patroni::auth_token(
-        secret(n.superuser_secret()).as_deref(),
-        secret(n.replication_secret()).as_deref(),
-        secret(n.tls_secret()).as_deref(),
-    );
+    let secrets = patroni::auth_secrets(&n).map(|name| ctx.caches.secrets.get(ns, &name));
+    let token = patroni::auth_token([0, 1, 2, 3].map(|i| secrets[i].as_deref()));
     ctx.caches
         .pods
         .list(ns, &[(labels::CLUSTER, cluster)])

@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use pgpilot_postgres::credentials::PasswordSource;
 use pgpilot_postgres::credentials::password_of;
 use pgpilot_postgres::names::{REPLICATION_USER, SUPERUSER};
-use pgpilot_postgres::patroni::{AUTH_TAG, auth_token};
+use pgpilot_postgres::patroni::{API_USER, AUTH_TAG, auth_secrets, auth_token};
 use serde_json::json;
 
 use super::config::CA_FILE;
@@ -44,11 +45,8 @@ pub(super) fn auth_secret(
                 message: format!("Secret {name} has no password"),
             })
     };
-    let token = auth_token(
-        existing.get(&su),
-        existing.get(&repl),
-        existing.get(&ctx.names.tls_secret()),
-    );
+    let api = ctx.names.patroni_api_secret();
+    let token = auth_token(auth_secrets(&ctx.names).each_ref().map(|n| existing.get(n)));
     let mut superuser = json!({"username": SUPERUSER, "password": password(&su)?.expose()});
     let mut replication =
         json!({"username": REPLICATION_USER, "password": password(&repl)?.expose()});
@@ -61,6 +59,7 @@ pub(super) fn auth_secret(
     }
     let yaml = serde_yaml::to_string(&json!({
         "postgresql": {"authentication": {"superuser": superuser, "replication": replication}},
+        "restapi": {"authentication": {"username": API_USER, "password": password(&api)?.expose()}},
         "tags": {AUTH_TAG: token},
     }))
     .map_err(|e| Error::Invalid {
@@ -83,6 +82,35 @@ pub(super) fn auth_secret(
     Ok((secret, token))
 }
 
+/// The REST API's credentials: made once, kept (like the other credentials, a rotation may
+/// change them; auth.yaml follows).
+pub(super) fn api_secret(
+    ctx: &Ctx<'_>,
+    existing: &BTreeMap<String, Secret>,
+    passwords: &mut dyn PasswordSource,
+) -> Result<Secret, Error> {
+    let name = ctx.names.patroni_api_secret();
+    let password = existing
+        .get(&name)
+        .and_then(password_of)
+        .unwrap_or_else(|| passwords.new_password());
+    let mut secret: Secret = typed(
+        "Secret",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": ctx.meta(&name), "type": "Opaque"}),
+    )?;
+    secret.data = Some(BTreeMap::from([
+        (
+            "username".to_owned(),
+            ByteString(API_USER.as_bytes().to_vec()),
+        ),
+        (
+            "password".to_owned(),
+            ByteString(password.expose().as_bytes().to_vec()),
+        ),
+    ]));
+    Ok(secret)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,7 +130,8 @@ mod tests {
     fn patroni_gets_both_passwords_and_the_version_of_their_secrets() {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
-        let creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
+        let mut creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
+        creds.push(api_secret(&ctx, &BTreeMap::new(), &mut Fixed).unwrap());
         let existing: BTreeMap<String, Secret> = creds
             .iter()
             .map(|s| {
@@ -114,7 +143,10 @@ mod tests {
             .collect();
         let (secret, token) = auth_secret(&ctx, &creds, &existing).unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("db-patroni-auth"));
-        assert_eq!(token, "12.14.new", "db-superuser, db-replication, db-tls");
+        assert_eq!(
+            token, "12.14.new.14",
+            "db-superuser, db-replication, db-tls, db-patroni-api"
+        );
         let yaml: serde_json::Value =
             serde_yaml::from_slice(&secret.data.unwrap()[AUTH_FILE].0).unwrap();
         assert_eq!(
@@ -122,17 +154,19 @@ mod tests {
             json!({"postgresql": {"authentication": {
                 "superuser": {"username": "postgres", "password": "pw"},
                 "replication": {"username": "replicator", "password": "pw"}}},
-                "tags": {"pgpilot_auth": "12.14.new"}})
+                "restapi": {"authentication": {"username": "pgpilot", "password": "pw"}},
+                "tags": {"pgpilot_auth": "12.14.new.14"}})
         );
         let (_, before) = auth_secret(&ctx, &creds, &BTreeMap::new()).unwrap();
-        assert_eq!(before, "new.new.new");
+        assert_eq!(before, "new.new.new.new");
     }
 
     #[test]
     fn with_tls_required_patroni_checks_the_primarys_certificate_against_the_ca() {
         let c = cluster(&format!("{THREE}tls: {{mode: Required}}"));
         let ctx = Ctx::new(&c).unwrap();
-        let creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
+        let mut creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
+        creds.push(api_secret(&ctx, &BTreeMap::new(), &mut Fixed).unwrap());
         let (secret, _) = auth_secret(&ctx, &creds, &BTreeMap::new()).unwrap();
         let yaml: serde_json::Value =
             serde_yaml::from_slice(&secret.data.unwrap()[AUTH_FILE].0).unwrap();

@@ -201,7 +201,14 @@ pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
             "follower_label_value": labels::ROLE_REPLICA,
             "standby_leader_label_value": labels::ROLE_PRIMARY,
         },
-        "restapi": {"listen": format!("0.0.0.0:{PATRONI_PORT}")},
+        // HTTPS with the instances' certificate; the unsafe endpoints (POST, PATCH, …) ask
+        // for the credentials in auth.yaml. Members check each other against the CA.
+        "restapi": {
+            "listen": format!("0.0.0.0:{PATRONI_PORT}"),
+            "certfile": TLS_CERT_FILE,
+            "keyfile": TLS_KEY_FILE,
+        },
+        "ctl": {"cacert": CA_FILE},
         "bootstrap": bootstrap(ctx),
         "postgresql": {
             "listen": format!("0.0.0.0:{POSTGRES_PORT}"),
@@ -375,6 +382,14 @@ mod tests {
             );
             serde_json::from_value::<Vec<String>>(dcs["postgresql"]["pg_hba"].clone()).unwrap()
         };
+        let c = cluster(THREE);
+        let y = patroni_yaml(&Ctx::new(&c).unwrap());
+        assert_eq!(
+            y["restapi"]["certfile"], TLS_CERT_FILE,
+            "the REST API over HTTPS"
+        );
+        assert_eq!(y["restapi"]["keyfile"], TLS_KEY_FILE);
+        assert_eq!(y["ctl"]["cacert"], CA_FILE, "members check each other");
         let base = "instances: 2\npostgresql: {version: 17, pgHba: ['host all app 10.0.0.0/8 scram-sha-256']}\nstorage: {size: 1Gi}";
         assert_eq!(
             lines(base),

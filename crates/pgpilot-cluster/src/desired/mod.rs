@@ -12,7 +12,7 @@ mod services;
 mod statefulset;
 mod tls;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use pgpilot_postgres::credentials::PasswordSource;
+use pgpilot_postgres::patroni;
 
 use crate::error::Error;
 use pgpilot_postgres::names::{COMPONENT_INSTANCE, Names};
@@ -94,6 +95,40 @@ impl std::fmt::Debug for Desired {
     }
 }
 
+impl Desired {
+    /// How pgpilot reaches the members' REST APIs: the cluster's CA, the pods' domain, the
+    /// API's password; `https` names the members that answer HTTPS.
+    pub fn patroni_access(&self, https: BTreeSet<String>) -> patroni::Access {
+        let names = Names::new(
+            self.statefulset
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default(),
+        );
+        let namespace = self
+            .statefulset
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_default();
+        let api = self
+            .secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(names.patroni_api_secret().as_str()));
+        patroni::Access {
+            ca: self
+                .ca_config_map
+                .data
+                .as_ref()
+                .and_then(|d| d.get(pgpilot_postgres::tls::CA_CERT).cloned()),
+            domain: format!("{}.{namespace}.svc", names.pods_service()),
+            password: api.and_then(pgpilot_postgres::credentials::password_of),
+            https,
+        }
+    }
+}
+
 /// `Kind/name` of an object, for `Debug` output that carries no data.
 trait ResourceName {
     fn kind_and_name(&self) -> String;
@@ -114,6 +149,7 @@ pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<
     let ctx = Ctx::new(inputs.cluster)?;
     let tls = tls::material(&ctx, inputs.existing_secrets, inputs.now)?;
     let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords, &tls.ca_cert)?;
+    secrets.push(auth::api_secret(&ctx, inputs.existing_secrets, passwords)?);
     let (patroni_auth, auth_token) = auth::auth_secret(&ctx, &secrets, inputs.existing_secrets)?;
     secrets.push(patroni_auth);
     secrets.push(tls.ca_secret);
@@ -239,7 +275,7 @@ pub(crate) fn kept_secrets(cluster: &PostgresCluster) -> Vec<String> {
         .map(|w| w.secret)
         .collect();
     let n = Names::new(&cluster.name_any());
-    names.extend([n.ca_secret(), n.tls_secret()]);
+    names.extend([n.ca_secret(), n.tls_secret(), n.patroni_api_secret()]);
     if cluster.spec.backup.is_some() {
         names.push(n.pgbackrest_tls());
     }

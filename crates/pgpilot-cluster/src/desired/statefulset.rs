@@ -23,7 +23,8 @@ fn env(ctx: &Ctx<'_>) -> Result<Vec<Value>, Error> {
         field("PATRONI_NAME", "metadata.name"),
         field("POD_IP", "status.podIP"),
         json!({"name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(POD_IP):{POSTGRES_PORT}")}),
-        json!({"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(POD_IP):{PATRONI_PORT}")}),
+        // By name: members call each other over HTTPS and check the certificate's name.
+        json!({"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(PATRONI_NAME).{}.{}.svc:{PATRONI_PORT}", ctx.names.pods_service(), ctx.namespace)}),
         json!({"name": "PATRONI_KUBERNETES_POD_IP", "value": "$(POD_IP)"}),
         json!({"name": "PGDATA", "value": PGDATA}),
         json!({"name": "PGHOST", "value": SOCKET_DIR}),
@@ -91,7 +92,7 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
     };
     let sched = scheduling(ctx)?;
     let probe = |path: &str, period: i32, failures: i32| {
-        json!({"httpGet": {"path": path, "port": "patroni"}, "periodSeconds": period,
+        json!({"httpGet": {"path": path, "port": "patroni", "scheme": "HTTPS"}, "periodSeconds": period,
                "timeoutSeconds": 2, "failureThreshold": failures})
     };
     let restricted = json!({
@@ -260,15 +261,20 @@ mod tests {
         assert_eq!(csc.allow_privilege_escalation, Some(false));
         assert_eq!(csc.read_only_root_filesystem, Some(true));
         assert_eq!(csc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        let readiness = c.readiness_probe.clone().unwrap().http_get.unwrap();
+        assert_eq!(readiness.path.as_deref(), Some("/readiness"));
+        assert_eq!(readiness.scheme.as_deref(), Some("HTTPS"));
+        let connect = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "PATRONI_RESTAPI_CONNECT_ADDRESS")
+            .and_then(|e| e.value.clone());
         assert_eq!(
-            c.readiness_probe
-                .clone()
-                .unwrap()
-                .http_get
-                .unwrap()
-                .path
-                .as_deref(),
-            Some("/readiness")
+            connect.as_deref(),
+            Some("$(PATRONI_NAME).db-pods.prod.svc:8008"),
+            "members reach each other by the name their certificate carries"
         );
         // Passwords are in no environment variable (a running Patroni never reads its
         // environment again): auth.yaml, from a Secret, sits beside patroni.yaml.

@@ -27,13 +27,6 @@ pub(super) struct Material {
     pub reissued: Option<Reissue>,
 }
 
-fn invalid(e: tls::TlsError) -> Error {
-    Error::Invalid {
-        field: "spec",
-        message: format!("TLS: {e}"),
-    }
-}
-
 fn secret(ctx: &Ctx<'_>, name: &str, kind: &str, data: Vec<(&str, &str)>) -> Result<Secret, Error> {
     let mut secret: Secret = typed(
         "Secret",
@@ -62,7 +55,7 @@ pub(super) fn material(
     });
     let ca = match kept_ca {
         Some(ca) => ca,
-        None => tls::issue_ca(names, &ctx.namespace, now).map_err(invalid)?,
+        None => tls::issue_ca(names, &ctx.namespace, now)?,
     };
     let ca_secret = secret(
         ctx,
@@ -91,7 +84,7 @@ pub(super) fn material(
         (None, Some(cert), Some(key)) => (cert, Sensitive::new(key)),
         _ => {
             let cn = format!("{}.{}", names.cluster, ctx.namespace);
-            let server = tls::issue_server(&ca, &cn, &wanted, now).map_err(invalid)?;
+            let server = tls::issue_server(&ca, &cn, &wanted, now)?;
             (server.cert, server.key)
         }
     };

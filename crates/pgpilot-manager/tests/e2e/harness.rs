@@ -25,7 +25,9 @@ pub const DEFAULT_IMAGE: &str = "17=localhost/pgpilot/postgres:17";
 /// Port of PostgreSQL in the Services.
 pub const PG_PORT: u16 = 5432;
 /// Patroni's configuration inside an instance pod.
-pub const PATRONI_YAML: &str = "/etc/patroni/patroni.yaml";
+/// Patroni's configuration directory (patroni.yaml, and auth.yaml with the REST API's
+/// credentials, which patronictl needs for a switchover).
+pub const PATRONI_CONFIG: &str = "/etc/patroni";
 
 /// A PostgresCluster manifest, built like a fixture: `ClusterYaml::new("db").instances(3)`.
 /// Small on purpose (1Gi, 50m CPU): the node is shared.
@@ -441,7 +443,7 @@ impl Env {
             "--",
             "patronictl",
             "-c",
-            PATRONI_YAML,
+            PATRONI_CONFIG,
         ];
         all.extend_from_slice(args);
         self.kubectl(&all)
@@ -513,7 +515,7 @@ impl Env {
                                 "--",
                                 "patronictl",
                                 "-c",
-                                PATRONI_YAML,
+                                PATRONI_CONFIG,
                                 what,
                             ],
                         );

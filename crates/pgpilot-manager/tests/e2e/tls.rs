@@ -141,8 +141,9 @@ fn timeline(pg: &PostgresCluster) -> Option<i64> {
 
 /// `tls: {mode: Required}`: verify-full through `-rw` with the published CA (rustls, and
 /// libpq's psql in a pod), another name refused, a plain connection refused, replication
-/// over TLS, pgpilot's own SQL (roles and databases) over TLS, and the credential Secret
-/// carrying the CA and asking for TLS.
+/// over TLS, pgpilot's own SQL (roles and databases) over TLS, the credential Secret
+/// carrying the CA and asking for TLS, and Patroni's API refusing an unauthenticated
+/// switchover (checked against the CA by name from another pod).
 #[tokio::test]
 async fn required_tls_verifies_the_servers_and_refuses_plain_connections() {
     let mut env = Env::start("tls-required").await;
@@ -229,6 +230,48 @@ async fn required(env: &mut Env) -> Result<()> {
         "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
     ])?;
     ensure!(psql.trim() == "t", "psql verify-full: {psql}");
+
+    // Patroni's REST API: HTTPS with the cluster's certificate, and an unsafe call without
+    // the API's credentials is refused, from another pod of the cluster itself.
+    let ns = &env.ns;
+    let call = |auth: &str| {
+        format!(
+            "import ssl, urllib.request, urllib.error\n\
+             ctx = ssl.create_default_context(cafile='/etc/patroni/ca.crt')\n\
+             r = urllib.request.Request('https://db-0.db-pods.{ns}.svc:8008/switchover', \
+             data=b'{{\"leader\": \"db-0\"}}', method='POST', headers={{{auth}}})\n\
+             try:\n    print(urllib.request.urlopen(r, context=ctx, timeout=10).status)\n\
+             except urllib.error.HTTPError as e:\n    print(e.code)\n"
+        )
+    };
+    let refused = env.kubectl(&[
+        "exec",
+        "db-1",
+        "-c",
+        "postgres",
+        "--",
+        "python3",
+        "-c",
+        &call(""),
+    ])?;
+    ensure!(
+        refused.trim() == "401",
+        "an unauthenticated POST /switchover answered {refused}"
+    );
+    let wrong = env.kubectl(&[
+        "exec",
+        "db-1",
+        "-c",
+        "postgres",
+        "--",
+        "python3",
+        "-c",
+        &call("'Authorization': 'Basic cGdwaWxvdDp3cm9uZw=='"),
+    ])?;
+    ensure!(
+        wrong.trim() == "401",
+        "a POST /switchover with a wrong password answered {wrong}"
+    );
 
     // Replication: the standby's WAL receiver connects over TLS too.
     let su = env.superuser("db").await?;

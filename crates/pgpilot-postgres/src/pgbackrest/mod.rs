@@ -442,6 +442,7 @@ pub fn issue_tls(names: &Names, namespace: &str) -> Result<BTreeMap<String, Stri
     server.distinguished_name = dn(&format!("{}.{namespace}", names.cluster));
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.use_authority_key_identifier_extension = true;
     validity(&mut server);
     let server_key = KeyPair::generate()?;
     let server_cert = server.signed_by(&server_key, &issuer)?;
@@ -450,6 +451,7 @@ pub fn issue_tls(names: &Names, namespace: &str) -> Result<BTreeMap<String, Stri
     client.distinguished_name = dn(CLIENT_CN);
     client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.use_authority_key_identifier_extension = true;
     validity(&mut client);
     let client_key = KeyPair::generate()?;
     let client_cert = client.signed_by(&client_key, &issuer)?;
