@@ -19,10 +19,11 @@
 #   $PGPILOT_CACHE/coredns-$COREDNS_VERSION/bin/coredns
 #   $PGPILOT_CACHE/local-path-$LOCAL_PATH_VERSION/bin/local-path-provisioner
 #   $PGPILOT_CACHE/cri-reset-$K8S_VERSION/bin/cri-reset   (node teardown through the CRI)
+#   $PGPILOT_CACHE/kube-router-$KUBE_ROUTER_VERSION/bin/kube-router (NetworkPolicies)
 # Each version directory carries a .stamp (hash of its wrapper module's sources and the Go
 # version); a different stamp means the wrapper changed and the directory is rebuilt.
 # Cold build on 2 cores (empty Go build cache): Kubernetes ~11 min, etcd ~45 s,
-# kwok ~2 min (--node: CoreDNS ~3 min, local-path-provisioner ~1 min); with
+# kwok ~2 min (--node: CoreDNS ~3 min, local-path-provisioner ~1 min, kube-router ~2 min); with
 # everything cached the check takes well under a second.
 set -euo pipefail
 
@@ -43,11 +44,13 @@ COREDNS_BIN=$COREDNS_DIR/bin
 LOCAL_PATH_BIN=$LOCAL_PATH_DIR/bin
 CRI_RESET_DIR=$CACHE/cri-reset-$K8S_VERSION
 CRI_RESET_BIN=$CRI_RESET_DIR/bin
+KUBE_ROUTER_DIR=$CACHE/kube-router-$KUBE_ROUTER_VERSION
+KUBE_ROUTER_BIN=$KUBE_ROUTER_DIR/bin
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 print_dirs() {
-  printf 'K8S_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nCOREDNS_BIN=%s\nLOCAL_PATH_BIN=%s\nCRI_RESET_BIN=%s\n' \
-    "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN" "$COREDNS_BIN" "$LOCAL_PATH_BIN" "$CRI_RESET_BIN"
+  printf 'K8S_BIN=%s\nETCD_BIN=%s\nKWOK_BIN=%s\nCOREDNS_BIN=%s\nLOCAL_PATH_BIN=%s\nCRI_RESET_BIN=%s\nKUBE_ROUTER_BIN=%s\n' \
+    "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN" "$COREDNS_BIN" "$LOCAL_PATH_BIN" "$CRI_RESET_BIN" "$KUBE_ROUTER_BIN"
 }
 
 FORCE=0
@@ -78,6 +81,7 @@ check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
 check_pin local-path github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION"
+check_pin kube-router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION"
 # Every staging module must be replaced by the matching v0.<minor>.<patch> tag.
 k8s_staging=v0.${K8S_VERSION#v1.}
 if grep -E '^[[:space:]]*k8s\.io/[a-z-]+ => ' "$E2E_DIR/k8s/go.mod" | grep -v " $k8s_staging\$" | grep -q .; then
@@ -262,6 +266,28 @@ build_cri_reset() {
   install_dir "$tmp" "$CRI_RESET_DIR"
 }
 
+# kube-router, of which the node runs only the network policy controller.
+build_kube_router() {
+  local stamp tmp start ld
+  # As upstream's Makefile: the version is a package variable.
+  ld="-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+  stamp=$(stamp_of kube-router "$ld")
+  if up_to_date "$KUBE_ROUTER_DIR" "$stamp" bin/kube-router; then
+    log "kube-router $KUBE_ROUTER_VERSION: up to date in $KUBE_ROUTER_DIR"; return
+  fi
+  log "kube-router $KUBE_ROUTER_VERSION: building"
+  start=$SECONDS
+  tmp=$(mktemp -d "$CACHE/.tmp.kube-router.XXXXXX")
+  mkdir "$tmp/bin"
+  (cd "$E2E_DIR/kube-router" && "${GOBUILD[@]}" -ldflags "$ld" -o "$tmp/bin/kube-router" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+  grep -q "$KUBE_ROUTER_VERSION" <<<"$("$tmp/bin/kube-router" --version 2>&1)" ||
+    die "built kube-router does not report $KUBE_ROUTER_VERSION"
+  echo "$stamp" >"$tmp/.stamp"
+  install_dir "$tmp" "$KUBE_ROUTER_DIR"
+  log "kube-router $KUBE_ROUTER_VERSION: built in $((SECONDS - start)) s"
+}
+
 total=$SECONDS
 build_etcd
 build_kwok
@@ -270,6 +296,7 @@ if [[ $NODE == 1 ]]; then
   build_coredns
   build_local_path
   build_cri_reset
+  build_kube_router
 fi
 log "done in $((SECONDS - total)) s"
 print_dirs

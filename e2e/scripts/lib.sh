@@ -240,8 +240,9 @@ EOF
 #   PGPILOT_POD_CIDR            pod addresses on that bridge, /24         (10.245.0.0/24)
 #   PGPILOT_KUBELET_PORT        kubelet API on the node address           (10250)
 #   PGPILOT_KUBELET_HEALTHZ_PORT, PGPILOT_PROXY_METRICS_PORT, PGPILOT_PROXY_HEALTHZ_PORT,
-#   PGPILOT_COREDNS_HEALTH_PORT, PGPILOT_COREDNS_READY_PORT (127.0.0.1: 10248, 10249,
-#                               10256, 20253, 20281)
+#   PGPILOT_COREDNS_HEALTH_PORT, PGPILOT_COREDNS_READY_PORT, PGPILOT_KUBE_ROUTER_HEALTH_PORT
+#                               (127.0.0.1: 10248, 10249, 10256, 20253, 20281; kube-router's
+#                               /healthz on every address: 20244)
 NODE_DIR=$STATE_DIR/node # containerd root and state, kubelet root, CNI config, configs
 NODE_NAME=${PGPILOT_NODE_NAME:-pgpilot-node}
 NODE_BRIDGE=${PGPILOT_NODE_BRIDGE:-pgpilot0}
@@ -255,12 +256,14 @@ PROXY_METRICS_PORT=${PGPILOT_PROXY_METRICS_PORT:-10249}
 PROXY_HEALTHZ_PORT=${PGPILOT_PROXY_HEALTHZ_PORT:-10256}
 COREDNS_HEALTH_PORT=${PGPILOT_COREDNS_HEALTH_PORT:-20253}
 COREDNS_READY_PORT=${PGPILOT_COREDNS_READY_PORT:-20281}
+KUBE_ROUTER_HEALTH_PORT=${PGPILOT_KUBE_ROUTER_HEALTH_PORT:-20244}
 CONTAINERD_SOCK=$NODE_DIR/containerd/containerd.sock
 COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/bin
 LOCAL_PATH_BIN=$CACHE/local-path-$LOCAL_PATH_VERSION/bin
 CRI_RESET_BIN=$CACHE/cri-reset-$K8S_VERSION/bin
+KUBE_ROUTER_BIN=$CACHE/kube-router-$KUBE_ROUTER_VERSION/bin
 # Node processes in start order (stopped in reverse by node-down.sh).
-NODE_COMPONENTS=(containerd kubelet kube-proxy coredns local-path-provisioner)
+NODE_COMPONENTS=(containerd kubelet kube-proxy kube-router coredns local-path-provisioner)
 NODE_MARKER=$NODE_DIR/enabled # present while the cluster runs in node mode
 
 # use_node_mode: switch this script's view to node mode (the API server on the

@@ -4,14 +4,14 @@
 #
 #   e2e/scripts/node-down.sh [--keep-state] [--keep-net]
 #
-#   1. stop local-path-provisioner, CoreDNS, kube-proxy, kubelet
+#   1. stop local-path-provisioner, CoreDNS, kube-router, kube-proxy, kubelet
 #   2. every pod through the CRI (cri-reset: containers get SIGTERM, then each
 #      sandbox is stopped and removed, which runs CNI DEL: veth, IP, hostPort
 #      rules, network namespace), then stop our containerd and its shims
 #   3. unmount everything under $STATE_DIR/node (kubelet volumes, its rshared
 #      root bind mount, overlay rootfs, sandbox shm)
 #   4. remove the kubelet's cgroups (/sys/fs/cgroup/*/kubepods)
-#   5. iptables: kube-proxy --cleanup, then the kubelet's KUBE-* canary chains
+#   5. iptables: kube-router --cleanup-config (its chains and ipsets), kube-proxy --cleanup, then the kubelet's KUBE-* canary chains
 #      and empty CNI portmap chains (IPv4 and IPv6)
 #   6. the kubelet's footprint outside the state dir (/var/log/containers links,
 #      /var/lib/kubelet/device-plugins, /var/lib/cni/results) where we created it
@@ -74,6 +74,7 @@ stop_component() { # NAME COMM
 # comm is cut to 15 characters.
 stop_component local-path-provisioner local-path-prov
 stop_component coredns coredns
+stop_component kube-router kube-router
 stop_component kube-proxy kube-proxy
 stop_component kubelet kubelet
 
@@ -134,7 +135,10 @@ shared_cleanup() {
     if [[ -d $root ]]; then log "ERROR: $root still has processes"; rc=1; fi
   done
 
-  # 5. nftables and iptables: kube-proxy's own cleanup (every mode's rules) first.
+  # 5. nftables and iptables: kube-router's and kube-proxy's own cleanups first.
+  if [[ -x $KUBE_ROUTER_BIN/kube-router ]]; then
+    "$KUBE_ROUTER_BIN/kube-router" --cleanup-config >>"$LOG_DIR/kube-router.log" 2>&1 || true
+  fi
   if [[ -x $K8S_BIN/kube-proxy ]]; then
     "$K8S_BIN/kube-proxy" --cleanup --v=0 >>"$LOG_DIR/kube-proxy.log" 2>&1 || true
   fi

@@ -10,11 +10,13 @@
 #   kubelet      cgroupfs driver, x509 + webhook authn, Webhook authz, its own
 #                serving certificate, root dir $STATE_DIR/node/kubelet
 #   kube-proxy   nftables mode, user system:kube-proxy
+#   kube-router  network policy controller only (iptables + ipsets), user pgpilot-kube-router:
+#                the bridge plugin enforces no NetworkPolicy
 #   coredns      host process on $NODE_IP:53, only cluster.local and reverse zones
 #   local-path-provisioner  host process; StorageClass local-path (default)
 #
 # Host packages it needs (installed with apt-get when missing): containerd,
-# runc, containernetworking-plugins, iptables, nftables, conntrack, jq.
+# runc, containernetworking-plugins, iptables, nftables, conntrack, jq, ipset.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,13 +26,14 @@ lock_cluster
 [[ -f $NODE_MARKER ]] || die "$STATE_DIR is not a node cluster: start it with cluster-up.sh --node"
 "$SCRIPTS/node-net.sh" up # already done by cluster-up.sh; cheap, and repairs a lost route
 apiserver_ready || die "the API server is not ready at $APISERVER_URL"
-[[ -x $COREDNS_BIN/coredns && -x $LOCAL_PATH_BIN/local-path-provisioner && -x $CRI_RESET_BIN/cri-reset ]] ||
+[[ -x $COREDNS_BIN/coredns && -x $LOCAL_PATH_BIN/local-path-provisioner && -x $CRI_RESET_BIN/cri-reset &&
+  -x $KUBE_ROUTER_BIN/kube-router ]] ||
   "$SCRIPTS/build-binaries.sh" --node >/dev/null
 
 # --- host packages ------------------------------------------------------------------
 need=()
 for p in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
-  iptables:iptables nft:nftables conntrack:conntrack jq:jq; do
+  iptables:iptables nft:nftables conntrack:conntrack jq:jq ipset:ipset; do
   f=${p%%:*}
   if [[ $f == /* ]]; then [[ -x $f ]] || need+=("${p#*:}"); else command -v "$f" >/dev/null || need+=("${p#*:}"); fi
 done
@@ -62,7 +65,12 @@ subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
   chmod 600 "$PKI_DIR"/*.key
   log "generated node certificates"
 fi
-for n in kubelet kube-proxy coredns local-path; do write_kubeconfig "$NODE_DIR/$n.kubeconfig" "$n"; done
+# Added later than the others: a node state from before has no certificate for it yet.
+if [[ ! -f $PKI_DIR/kube-router.crt ]]; then
+  client kube-router pgpilot-kube-router
+  chmod 600 "$PKI_DIR/kube-router.key"
+fi
+for n in kubelet kube-proxy kube-router coredns local-path; do write_kubeconfig "$NODE_DIR/$n.kubeconfig" "$n"; done
 
 # --- configuration ------------------------------------------------------------------
 # containerd: everything of ours under $CTRD_DIR; pod network namespaces under
@@ -324,6 +332,24 @@ node_wait "kube-proxy /healthz" 60 kube-proxy curl -fsS --max-time 1 "http://127
 sed -e "s|@DNS_IP@|$DNS_IP|g" -e "s|@NODE_IP@|$NODE_IP|g" -e "s|@NODE_NAME@|$NODE_NAME|g" \
   "$E2E_DIR/manifests/node-addons.yaml" | kctl apply -f - >/dev/null
 log "applied node add-ons (kube-dns Service, local-path StorageClass, RBAC)"
+
+# kube-router: NetworkPolicies as iptables chains and ipsets (iptables-nft here, beside
+# kube-proxy's own nftables table). Pods are filtered as they leave and enter the bridge
+# (bridge-nf-call-iptables, set by node-net.sh); traffic from the node itself (kubelet
+# probes, the host-run manager and tests) is let through, as kube-router does for every
+# node. Policy changes are applied on each event; the full resync runs every minute.
+if ! running kube-router; then
+  launch kube-router "$KUBE_ROUTER_BIN/kube-router" \
+    --kubeconfig="$NODE_DIR/kube-router.kubeconfig" \
+    --hostname-override="$NODE_NAME" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --iptables-sync-period=1m \
+    --health-port="$KUBE_ROUTER_HEALTH_PORT" \
+    --metrics-port=0 \
+    --v=1
+fi
+node_wait "kube-router /healthz" 60 kube-router curl -fsS --max-time 1 "http://127.0.0.1:$KUBE_ROUTER_HEALTH_PORT/healthz"
 
 if ! running coredns; then
   launch coredns "$COREDNS_BIN/coredns" -conf "$NODE_DIR/etc/Corefile"

@@ -47,6 +47,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: manager
 {{- end }}
 
+{{/* The selector labels as KEY=VALUE,... for --operator-pod-labels. */}}
+{{- define "pgpilot.operatorPodLabels" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := include "pgpilot.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}
+
 {{- define "pgpilot.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "pgpilot.selectorLabels" . }}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::{
     CustomResource, KubeSchema,
     core::{Message, Rule},
@@ -184,6 +185,13 @@ pub struct PostgresClusterSpec {
     /// credential Secret); this says whether clients without TLS are still let in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+
+    /// NetworkPolicy for the instances (on by default): PostgreSQL's port open to the pods
+    /// `postgresFrom` names (default: the cluster's namespace); Patroni's API and pgBackRest's
+    /// TLS server only to the cluster's own pods and to pgpilot. NetworkPolicies add up, so
+    /// another policy of yours can open more (e.g. Patroni's `/metrics` to Prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 
     /// pgBackRest repository for backups and the WAL archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -466,6 +474,21 @@ pub struct TlsSpec {
     /// (`hostnossl … reject` before any other pg_hba line), replication included.
     #[serde(default)]
     pub mode: TlsMode,
+    /// The instances' certificate from a Secret you manage (e.g. one cert-manager's
+    /// Certificate writes) instead of pgpilot's CA: `tls.crt`, `tls.key`, and `ca.crt`, the CA
+    /// that signed it, which pgpilot publishes for clients and verifies the servers with. It
+    /// must carry every DNS name the instances answer to (docs/security.md lists them); a
+    /// renewed certificate reaches PostgreSQL and Patroni within a minute, by a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateSecret>,
+}
+
+/// A Secret of the cluster's namespace holding a server certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSecret {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -473,6 +496,22 @@ pub enum TlsMode {
     #[default]
     Preferred,
     Required,
+}
+
+/// The cluster's NetworkPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy. Off: the instances accept connections from anywhere the
+    /// cluster's network lets through.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may connect to PostgreSQL (port 5432) besides the cluster's own pods and pgpilot,
+    /// as NetworkPolicy peers (`podSelector`, `namespaceSelector`, `ipBlock`). Absent: every
+    /// pod of the cluster's namespace. Empty: no one else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub postgres_from: Option<Vec<NetworkPolicyPeer>>,
 }
 
 /// PodDisruptionBudget settings.

@@ -30,7 +30,7 @@ use crate::plan::{self, Step, Why};
 use crate::storage;
 
 /// Applies the children in two waves: everything a pod needs first (identity, Role,
-/// Secrets, configuration, Services, PDB), then what refers to those (the RoleBinding, whose
+/// Secrets, configuration, Services, PDB, NetworkPolicy), then what refers to those (the RoleBinding, whose
 /// Role must exist for RBAC's escalation check, and the StatefulSet, whose pods need the
 /// ServiceAccount, Secrets and ConfigMap). Leftovers carrying the cluster's labels are pruned,
 /// except Secrets (a credential outlives the spec that asked for it: the rotation controller
@@ -63,6 +63,7 @@ pub async fn children(
         .apply(0, &c.secrets, &desired.secrets)
         .apply_and_prune(0, &c.services, &desired.services)
         .apply_and_prune(0, &c.pdbs, &desired.pdb)
+        .apply_and_prune(0, &c.network_policies, &desired.network_policy)
         .apply_and_prune(1, &c.role_bindings, [&desired.role_binding]);
     if workload {
         set.apply_and_prune(1, &c.statefulsets, [&desired.statefulset]);

@@ -22,6 +22,8 @@ pub struct Context {
     pub metrics: ControllerMetrics,
     pub patroni: Patroni,
     pub caches: Caches,
+    /// pgpilot's pods, for the NetworkPolicies.
+    pub operator: Option<crate::OperatorPods>,
 }
 
 #[async_trait::async_trait]

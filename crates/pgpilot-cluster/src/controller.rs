@@ -22,6 +22,8 @@ pub const NAME: &str = "cluster";
 /// The cluster controller.
 pub struct ClusterController {
     pub default_images: DefaultImages,
+    /// The manager's own pods (when it runs in one), let in by every cluster's NetworkPolicy.
+    pub operator: Option<crate::OperatorPods>,
 }
 
 const MANAGE: &[&str] = &[
@@ -48,6 +50,7 @@ impl Controller for ClusterController {
             ),
             rule(&["apps"], &["statefulsets"], MANAGE),
             rule(&["policy"], &["poddisruptionbudgets"], MANAGE),
+            rule(&["networking.k8s.io"], &["networkpolicies"], MANAGE),
             rule(&[""], &["services", "secrets", "serviceaccounts"], MANAGE),
             // ConfigMaps, Pods and Endpoints also with what Patroni's Role grants: RBAC only
             // lets the operator grant rights it holds itself.
@@ -98,6 +101,7 @@ impl Controller for ClusterController {
     async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
         let patroni = Patroni::new()?;
         let default_images = self.default_images.clone();
+        let operator = self.operator.clone();
         runner::run(ctx, NAME, move |scope: &mut Scope<PostgresCluster>| {
             let of_a_cluster = || watcher::Config::default().labels(labels::CLUSTER);
             let caches = Caches {
@@ -108,6 +112,7 @@ impl Controller for ClusterController {
                 roles: scope.owns(),
                 role_bindings: scope.owns(),
                 pdbs: scope.owns(),
+                network_policies: scope.owns(),
                 // Instance pods (not the backup controller's Job pods) carry the role Patroni
                 // gives them (a failover shows here first), and Patroni's DCS ConfigMaps its
                 // leader and synchronous standby; its per-loop writes that decide nothing are
@@ -133,6 +138,7 @@ impl Controller for ClusterController {
                 metrics: scope.ctx.metrics.clone(),
                 patroni: patroni.clone(),
                 caches,
+                operator: operator.clone(),
             })
         })
         .await

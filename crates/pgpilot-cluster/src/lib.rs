@@ -17,4 +17,5 @@ pub mod storage;
 pub mod validate;
 
 pub use controller::ClusterController;
+pub use desired::network::OperatorPods;
 pub use error::Error;

@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
@@ -30,6 +31,7 @@ pub struct Caches {
     pub roles: Cache<Role>,
     pub role_bindings: Cache<RoleBinding>,
     pub pdbs: Cache<PodDisruptionBudget>,
+    pub network_policies: Cache<NetworkPolicy>,
     /// The ConfigMap the controller applies and Patroni's DCS ConfigMaps.
     pub config_maps: Cache<ConfigMap>,
     pub pods: Cache<Pod>,
@@ -89,4 +91,30 @@ pub async fn secrets(
         }
     }
     Ok(found)
+}
+
+/// The user's certificate Secret of `spec.tls.certificate`, if the spec names one: read
+/// from the API (it is not the cluster's, so not cached), with its name.
+pub async fn certificate_secret(
+    caches: &Caches,
+    ns: &str,
+    cluster: &PostgresCluster,
+) -> Result<Option<(String, Option<Secret>)>, Error> {
+    let Some(name) = cluster
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.certificate.as_ref())
+        .map(|c| c.secret_name.clone())
+    else {
+        return Ok(None);
+    };
+    let secret = caches
+        .secrets
+        .api(ns)
+        .get_opt(&name)
+        .instrument(tracing::debug_span!("kube.get", kind = "Secret", name = %name))
+        .await
+        .map_err(Error::api("get", "Secret", &name))?;
+    Ok(Some((name, secret)))
 }

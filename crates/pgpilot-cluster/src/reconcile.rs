@@ -75,6 +75,34 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             return Err(e);
         }
     };
+    // A certificate of the user's that is missing or unfit stops the reconcile like a bad
+    // spec, but is looked at again soon: cert-manager may not have written it yet.
+    let now = std::time::SystemTime::now();
+    let provided = match observe::certificate_secret(&ctx.caches, &ns, &cluster).await? {
+        None => None,
+        Some((name, secret)) => {
+            match desired::provided_certificate(&cluster, &name, secret.as_ref(), now) {
+                Ok(p) => {
+                    if p.expiring {
+                        tracing::warn!(secret = %name, "the provided certificate expires within a month");
+                    }
+                    Some(p)
+                }
+                Err(message) => {
+                    let observed = Observed {
+                        invalid: Some(format!("spec.tls.certificate: {message}")),
+                        ..Observed::of(sts, &seen.pods)
+                    };
+                    if status::write(ctx, &cluster, &observed).await? {
+                        ctx.events
+                            .warning(cluster.as_ref(), "CertificateUnfit", "Validate", message)
+                            .await;
+                    }
+                    return Ok(Action::requeue(Duration::from_secs(10)));
+                }
+            }
+        }
+    };
 
     // Desired children, for what runs: a new version or image in the spec waits for the
     // upgrade controller, and says so.
@@ -90,7 +118,9 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             cluster: &pinned.cluster,
             image: pinned.image.clone(),
             existing_secrets: &secrets,
-            now: std::time::SystemTime::now(),
+            now,
+            operator: ctx.operator.as_ref(),
+            provided_certificate: provided.as_ref(),
         },
         &mut Csprng,
     )?;

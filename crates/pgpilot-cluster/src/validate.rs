@@ -1,5 +1,6 @@
 //! Checks the CRD schema and CEL rules cannot express, and the choice of image.
 
+use kube::ResourceExt;
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::Ensure;
 use pgpilot_postgres::version;
@@ -57,6 +58,21 @@ pub fn validate(cluster: &PostgresCluster) -> Result<(), Error> {
             });
         }
     }
+    // The provided certificate is copied into Secrets pgpilot writes: never one of those.
+    if let Some(cert) = spec.tls.as_ref().and_then(|t| t.certificate.as_ref()) {
+        let names = pgpilot_postgres::names::Names::new(&cluster.name_any());
+        if cert.secret_name == names.patroni_auth()
+            || crate::desired::kept_secrets(cluster).contains(&cert.secret_name)
+        {
+            return Err(Error::Invalid {
+                field: "spec.tls.certificate.secretName",
+                message: format!(
+                    "{} is a Secret pgpilot writes for this cluster; name your own Secret (e.g. {}-server-cert)",
+                    cert.secret_name, names.cluster
+                ),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -83,6 +99,25 @@ mod tests {
             err.starts_with("spec.postgresql.image: no image given"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_provided_certificate_cannot_be_a_secret_pgpilot_writes() {
+        let with = |name: &str| {
+            cluster(&format!(
+                "instances: 1\npostgresql: {{version: 17}}\nstorage: {{size: 1Gi}}\ntls: {{certificate: {{secretName: {name}}}}}"
+            ))
+        };
+        assert!(validate(&with("db-server-cert")).is_ok());
+        for ours in ["db-tls", "db-ca", "db-superuser", "db-patroni-auth"] {
+            let err = validate(&with(ours)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "spec.tls.certificate.secretName: {ours} is a Secret pgpilot writes"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

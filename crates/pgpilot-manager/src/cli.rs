@@ -104,6 +104,17 @@ pub struct RunArgs {
     #[arg(long = "default-image", value_name = "VERSION=IMAGE", value_parser = parse_default_image)]
     pub default_images: Vec<(i32, String)>,
 
+    /// Labels of the manager's own pods, as KEY=VALUE pairs (comma-separated): with the pod's
+    /// namespace (POD_NAMESPACE), every cluster's NetworkPolicy lets these pods reach
+    /// PostgreSQL, Patroni's API and pgBackRest. The Helm chart passes its selector labels.
+    /// Without them (a manager outside the cluster) no such rule is written.
+    #[arg(long, env = "PGPILOT_OPERATOR_POD_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub operator_pod_labels: Vec<(String, String)>,
+
+    /// The manager pod's namespace (from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pub pod_namespace: Option<String>,
+
     /// Give up starting when the API server does not answer within this many seconds.
     #[arg(long, default_value_t = 10)]
     pub startup_timeout: u64,
@@ -113,6 +124,15 @@ pub struct RunArgs {
 pub enum LogFormat {
     Json,
     Text,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!(
+            "'{s}': expected KEY=VALUE, e.g. app.kubernetes.io/name=pgpilot"
+        )),
+    }
 }
 
 fn parse_default_image(s: &str) -> Result<(i32, String), String> {
@@ -166,6 +186,26 @@ mod tests {
             err.contains("cluster, backup, upgrade, secret-rotation"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn operator_pod_labels_are_key_value_pairs() {
+        let cli = parse(&[
+            "--operator-pod-labels",
+            "app.kubernetes.io/name=pgpilot,app.kubernetes.io/instance=ops",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.run.operator_pod_labels,
+            [
+                ("app.kubernetes.io/name".to_owned(), "pgpilot".to_owned()),
+                ("app.kubernetes.io/instance".to_owned(), "ops".to_owned())
+            ]
+        );
+        let err = parse(&["--operator-pod-labels=pgpilot"])
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("expected KEY=VALUE"), "{err}");
     }
 
     #[test]

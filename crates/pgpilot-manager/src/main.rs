@@ -112,8 +112,16 @@ fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let operator = match (&args.pod_namespace, args.operator_pod_labels.is_empty()) {
+        (Some(namespace), false) => Some(pgpilot_cluster::OperatorPods {
+            namespace: namespace.clone(),
+            labels: args.operator_pod_labels.iter().cloned().collect(),
+        }),
+        _ => None,
+    };
     let settings = registry::Settings {
         default_images: args.default_images.iter().cloned().collect(),
+        operator,
     };
     let controllers = registry::select(&args.controllers, &settings).map_err(anyhow::Error::msg)?;
     let telemetry = telemetry::init(args.log_format)?;

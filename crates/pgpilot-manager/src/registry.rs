@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use pgpilot_backup::BackupController;
-use pgpilot_cluster::ClusterController;
 use pgpilot_cluster::validate::DefaultImages;
+use pgpilot_cluster::{ClusterController, OperatorPods};
 use pgpilot_rotation::RotationController;
 use pgpilot_toolkit::runtime::ControllerRef;
 use pgpilot_upgrade::UpgradeController;
@@ -13,6 +13,8 @@ use pgpilot_upgrade::UpgradeController;
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub default_images: DefaultImages,
+    /// The manager's pods, let in by the clusters' NetworkPolicies.
+    pub operator: Option<OperatorPods>,
 }
 
 /// Every controller this build can run, in start order.
@@ -20,6 +22,7 @@ pub fn available(settings: &Settings) -> Vec<ControllerRef> {
     vec![
         Arc::new(ClusterController {
             default_images: settings.default_images.clone(),
+            operator: settings.operator.clone(),
         }),
         Arc::new(BackupController {
             default_images: settings.default_images.clone(),

@@ -24,6 +24,8 @@ mod harness;
 mod major;
 #[path = "e2e/minio.rs"]
 mod minio;
+#[path = "e2e/network.rs"]
+mod network;
 #[path = "e2e/repair.rs"]
 mod repair;
 #[path = "e2e/restore.rs"]

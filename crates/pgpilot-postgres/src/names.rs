@@ -60,6 +60,9 @@ impl Names {
     pub fn pdb(&self) -> String {
         self.cluster.clone()
     }
+    pub fn network_policy(&self) -> String {
+        self.cluster.clone()
+    }
     /// Patroni's credentials file (`auth.yaml`), mounted beside patroni.yaml.
     pub fn patroni_auth(&self) -> String {
         format!("{}-patroni-auth", self.cluster)

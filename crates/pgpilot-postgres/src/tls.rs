@@ -228,7 +228,7 @@ pub fn reissue(
 
 /// Whether the certificate `cert` carries a signature of the CA `ca` (both PEM). Two CAs of
 /// one cluster have the same name, so the name alone cannot tell.
-fn signed_by(cert: &str, ca: &str) -> bool {
+pub fn signed_by(cert: &str, ca: &str) -> bool {
     use x509_parser::prelude::*;
     let (Ok((_, cert)), Ok((_, ca))) = (
         parse_x509_pem(cert.as_bytes()),

@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 mod backup;
 pub(crate) mod config;
+pub(crate) mod network;
 mod rbac;
 pub(crate) mod secrets;
 
@@ -11,11 +12,13 @@ pub(crate) use secrets::wanted as credential_secrets;
 mod services;
 mod statefulset;
 mod tls;
+pub use tls::{Provided, provided as provided_certificate};
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::ObjectMeta;
@@ -41,6 +44,11 @@ pub struct Inputs<'a> {
     pub existing_secrets: &'a BTreeMap<String, Secret>,
     /// When the certificates are checked (and issued).
     pub now: std::time::SystemTime,
+    /// pgpilot's own pods, let in by the NetworkPolicy; unknown when the manager runs
+    /// outside the cluster.
+    pub operator: Option<&'a network::OperatorPods>,
+    /// The server certificate of `spec.tls.certificate`, checked ([`provided_certificate`]).
+    pub provided_certificate: Option<&'a tls::Provided>,
 }
 
 /// Every child of a cluster, in apply order: identity and RBAC first, configuration and
@@ -59,6 +67,7 @@ pub struct Desired {
     pub pgbackrest_config: Option<ConfigMap>,
     pub services: Vec<Service>,
     pub pdb: Option<PodDisruptionBudget>,
+    pub network_policy: Option<NetworkPolicy>,
     pub statefulset: StatefulSet,
     /// Patroni's dynamic configuration (`bootstrap.dcs` at first start, PATCH /config later).
     pub patroni_dcs: Value,
@@ -84,6 +93,7 @@ impl std::fmt::Debug for Desired {
         children.extend(self.secrets.iter().map(|s| s as &dyn ResourceName));
         children.extend(self.services.iter().map(|s| s as &dyn ResourceName));
         children.extend(self.pdb.iter().map(|p| p as &dyn ResourceName));
+        children.extend(self.network_policy.iter().map(|p| p as &dyn ResourceName));
         children.extend(
             self.pgbackrest_config
                 .iter()
@@ -147,7 +157,12 @@ impl<K: Resource<DynamicType = ()>> ResourceName for K {
 /// Builds every child. `passwords` makes new passwords (a CSPRNG in production).
 pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<Desired, Error> {
     let ctx = Ctx::new(inputs.cluster)?;
-    let tls = tls::material(&ctx, inputs.existing_secrets, inputs.now)?;
+    let tls = tls::material(
+        &ctx,
+        inputs.existing_secrets,
+        inputs.now,
+        inputs.provided_certificate,
+    )?;
     let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords, &tls.ca_cert)?;
     secrets.push(auth::api_secret(&ctx, inputs.existing_secrets, passwords)?);
     let (patroni_auth, auth_token) = auth::auth_secret(&ctx, &secrets, inputs.existing_secrets)?;
@@ -167,6 +182,7 @@ pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<
         pgbackrest_config: backup::config_map(&ctx)?,
         services: services::services(&ctx)?,
         pdb: services::pdb(&ctx)?,
+        network_policy: network::network_policy(&ctx, inputs.operator)?,
         statefulset: statefulset::statefulset(&ctx, &inputs.image)?,
         patroni_dcs: config::dcs(&ctx),
     })
@@ -375,6 +391,8 @@ mod tests {
                 image: "localhost/pgpilot/postgres:17".into(),
                 existing_secrets: &BTreeMap::new(),
                 now: std::time::SystemTime::now(),
+                operator: None,
+                provided_certificate: None,
             },
             &mut Fixed,
         )

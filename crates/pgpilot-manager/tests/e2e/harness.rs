@@ -22,6 +22,10 @@ use rand::RngExt;
 pub const MANAGER: &str = env!("CARGO_BIN_EXE_pgpilot-manager");
 /// The image of the node's containerd for PostgreSQL 17 (`images/postgres/build.sh 17`).
 pub const DEFAULT_IMAGE: &str = "17=localhost/pgpilot/postgres:17";
+/// The labels the Helm chart gives the manager's pods, passed to every test's manager: the
+/// clusters' NetworkPolicies let pods with them in, in [`Env::operator_namespace`].
+pub const OPERATOR_POD_LABELS: &str =
+    "app.kubernetes.io/name=pgpilot,app.kubernetes.io/component=manager";
 /// Port of PostgreSQL in the Services.
 pub const PG_PORT: u16 = 5432;
 /// Patroni's configuration inside an instance pod.
@@ -111,6 +115,8 @@ pub struct Env {
     controllers: &'static str,
     pub ns: String,
     rbac_name: String,
+    /// Namespaces the test made besides its own, deleted with it.
+    extra_namespaces: Vec<String>,
     manager: Option<ManagerProcess>,
     started: Instant,
     finished: bool,
@@ -148,6 +154,7 @@ impl Env {
             controllers,
             rbac_name: format!("pgpilot-manager-{ns}"),
             ns,
+            extra_namespaces: Vec::new(),
             manager: None,
             started: Instant::now(),
             finished: false,
@@ -164,18 +171,7 @@ impl Env {
         install_crds(&self.client)
             .await
             .map_err(|e| anyhow!("installing crds/: {e}"))?;
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(self.ns.clone()),
-                labels: Some([("pgpilot.io/test".to_owned(), "e2e".to_owned())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(self.client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .with_context(|| format!("creating namespace {}", self.ns))?;
+        create_namespace(&self.client, &self.ns).await?;
 
         // Exactly what the chart would grant the controllers, bound to the manager's
         // own identity, under a name of this test's (ClusterRoles are shared).
@@ -204,10 +200,25 @@ impl Env {
         self.spawn_manager().await
     }
 
+    /// Where the manager says its pods run (it runs on the host): a namespace no test makes
+    /// unless it asks for it, so only a test of the NetworkPolicy has pods there.
+    pub fn operator_namespace(&self) -> String {
+        format!("{}-operator", self.ns)
+    }
+
+    /// Makes another namespace, `<ns>-<suffix>`, deleted with the test's own.
+    pub async fn extra_namespace(&mut self, suffix: &str) -> Result<String> {
+        let name = format!("{}-{suffix}", self.ns);
+        self.extra_namespaces.push(name.clone());
+        create_namespace(&self.client, &name).await?;
+        Ok(name)
+    }
+
     /// Starts the manager and waits until it is ready.
     async fn spawn_manager(&mut self) -> Result<()> {
         let lease_ns = format!("--leader-election-namespace={}", self.ns);
         let namespace = format!("--namespace={}", self.ns);
+        let operator_ns = format!("--pod-namespace={}", self.operator_namespace());
         let manager = ManagerProcess::spawn(
             Path::new(MANAGER),
             &self.c.manager_kubeconfig,
@@ -217,6 +228,8 @@ impl Env {
                 "--leader-elect",
                 &lease_ns,
                 &format!("--default-image={DEFAULT_IMAGE}"),
+                &format!("--operator-pod-labels={OPERATOR_POD_LABELS}"),
+                &operator_ns,
             ],
         )
         .map_err(|e| anyhow!("spawning {MANAGER}: {e}"))?;
@@ -578,6 +591,11 @@ impl Env {
         self.finished = true;
         // The manager first, so it does not fight the deletion.
         drop(self.manager.take());
+        for extra in &self.extra_namespaces {
+            let _ = Api::<Namespace>::all(self.client.clone())
+                .delete(extra, &DeleteParams::background())
+                .await;
+        }
         let deleted = Api::<Namespace>::all(self.client.clone())
             .delete(&self.ns, &DeleteParams::background())
             .await;
@@ -616,16 +634,18 @@ impl Drop for Env {
         }
         // A panic inside the test: best effort, without waiting.
         drop(self.manager.take());
-        let _ = self.c.kubectl(
-            &[
-                "delete",
-                "namespace",
-                &self.ns,
-                "--wait=false",
-                "--ignore-not-found",
-            ],
-            None,
-        );
+        for ns in self.extra_namespaces.iter().chain([&self.ns]) {
+            let _ = self.c.kubectl(
+                &[
+                    "delete",
+                    "namespace",
+                    ns,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
+        }
         let _ = self.c.kubectl(
             &[
                 "delete",
@@ -640,6 +660,23 @@ impl Drop for Env {
 
 /// Polls `probe` every 500 ms until it returns `Ok`, or fails after `timeout` with the last
 /// reason it gave.
+/// A namespace labelled as the e2e tests' own.
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some([("pgpilot.io/test".to_owned(), "e2e".to_owned())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,

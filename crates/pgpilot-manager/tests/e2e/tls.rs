@@ -407,3 +407,265 @@ async fn renewal(env: &mut Env) -> Result<()> {
     }
     Ok(())
 }
+
+/// A CA of the user's and server certificates it signs, made with openssl as an outside PKI
+/// would (cert-manager's CA issuer writes the same three keys).
+struct UsersPki {
+    dir: std::path::PathBuf,
+    ca: String,
+}
+
+impl UsersPki {
+    fn new(ns: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("pgpilot-{ns}-pki"));
+        std::fs::create_dir_all(&dir)?;
+        let mut pki = UsersPki {
+            dir,
+            ca: String::new(),
+        };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=users CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])?;
+        pki.ca = std::fs::read_to_string(pki.dir.join("ca.crt"))?;
+        Ok(pki)
+    }
+
+    fn openssl(&self, args: &[&str]) -> Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .context("running openssl")?;
+        ensure!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// A new key and certificate for cluster `db` of `ns`, with the DNS names
+    /// docs/security.md asks for: (tls.crt, tls.key).
+    fn server(&self, ns: &str) -> Result<(String, String)> {
+        let mut names = Vec::new();
+        for svc in ["db-rw", "db-ro", "db-r"] {
+            for suffix in [
+                "",
+                &format!(".{ns}"),
+                &format!(".{ns}.svc"),
+                &format!(".{ns}.svc.cluster.local"),
+            ] {
+                names.push(format!("DNS:{svc}{suffix}"));
+            }
+        }
+        names.push(format!("DNS:*.db-pods.{ns}.svc"));
+        names.push(format!("DNS:*.db-pods.{ns}.svc.cluster.local"));
+        std::fs::write(
+            self.dir.join("server.ext"),
+            format!(
+                "subjectAltName={}\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n\
+                 authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n",
+                names.join(",")
+            ),
+        )?;
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            "/CN=db",
+        ])?;
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "20",
+            "-out",
+            "tls.crt",
+            "-extfile",
+            "server.ext",
+        ])?;
+        Ok((
+            std::fs::read_to_string(self.dir.join("tls.crt"))?,
+            std::fs::read_to_string(self.dir.join("tls.key"))?,
+        ))
+    }
+
+    /// Writes (or replaces) the Secret `name` as cert-manager would, from the last
+    /// [`UsersPki::server`].
+    fn secret(&self, env: &Env, name: &str) -> Result<()> {
+        let file = |key: &str| format!("--from-file={key}={}", self.dir.join(key).display());
+        let yaml = env.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            "--type=kubernetes.io/tls",
+            &file("tls.crt"),
+            &file("tls.key"),
+            &file("ca.crt"),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])?;
+        env.apply(&yaml)
+    }
+}
+
+impl Drop for UsersPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `spec.tls.certificate`: a certificate from the user's own CA is served by every instance
+/// and its CA published; pgpilot verifies the servers with it (the cluster gets Ready: roles,
+/// Patroni's API over HTTPS); a renewal written into the user's Secret reaches both instances
+/// by a reload, without a restart.
+#[tokio::test]
+async fn a_certificate_from_the_users_own_ca_is_served_and_its_renewal_followed() {
+    let mut env = Env::start("tls-own").await;
+    let result = own_certificate(&mut env).await;
+    env.finish(result).await;
+}
+
+async fn own_certificate(env: &mut Env) -> Result<()> {
+    let pki = UsersPki::new(&env.ns)?;
+    let (cert, _) = pki.server(&env.ns)?;
+    // The cluster first: it waits, saying why, until the Secret is there.
+    env.apply(
+        &ClusterYaml::new("db")
+            .instances(2)
+            .spec("tls: {certificate: {secretName: db-server-cert}}")
+            .spec("roles: [{name: app}]")
+            .yaml(),
+    )?;
+    env.wait_cluster(
+        "db",
+        "waiting for the Secret",
+        Duration::from_secs(60),
+        |pg| {
+            condition_is(pg, "Ready", "False")?;
+            let ready = pg
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            ready
+                .contains("Secret db-server-cert does not exist")
+                .then_some(())
+                .ok_or(ready)
+        },
+    )
+    .await?;
+    pki.secret(env, "db-server-cert")?;
+    env.wait_ready("db", 2, CREATE).await?;
+
+    ensure!(
+        published_ca(env).await? == pki.ca,
+        "ConfigMap db-ca-cert holds the user's CA"
+    );
+    let app = env.secret("db-app-credentials").await?;
+    ensure!(
+        secret_value(&app, "ca.crt")? == pki.ca,
+        "the credential Secret carries the user's CA"
+    );
+
+    let (tls, seen) = tls_client(&pki.ca)?;
+    let su = env.superuser("db").await?;
+    served_everywhere(env, &tls, &seen, &su, der(&cert)?).await?;
+    let rw = env.service_ip("db-rw").await?;
+    connect_tls(&rw, &format!("db-rw.{}.svc", env.ns), &su, &tls)
+        .await
+        .context("verify-full through -rw with the user's CA")?;
+
+    // Renewal, as cert-manager does it: a new key and certificate in the same Secret.
+    let (renewed, _) = pki.server(&env.ns)?;
+    ensure!(renewed != cert, "openssl made a new certificate");
+    pki.secret(env, "db-server-cert")?;
+    served_everywhere(env, &tls, &seen, &su, der(&renewed)?).await?;
+    for pod in env.pods("db").await? {
+        let restarts: i32 = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|c| c.iter().map(|c| c.restart_count).sum())
+            .unwrap_or_default();
+        ensure!(restarts == 0, "{:?} restarted", pod.metadata.name);
+    }
+    Ok(())
+}
+
+/// Every instance serves the certificate `want` (DER), checked by name with `tls`.
+async fn served_everywhere(
+    env: &Env,
+    tls: &rustls::ClientConfig,
+    seen: &Seen,
+    su: &Credentials,
+    want: Vec<u8>,
+) -> Result<()> {
+    for pod in env.pods("db").await? {
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .context("a pod IP")?;
+        let name = format!(
+            "{}.db-pods.{}.svc",
+            pod.metadata.name.clone().unwrap_or_default(),
+            env.ns
+        );
+        // The kubelet updates the mounted files within a minute or so; the reload follows.
+        eventually(
+            &format!("{name} serving the expected certificate"),
+            Duration::from_secs(180),
+            || async {
+                drop(
+                    connect_tls(&ip, &name, su, tls)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?,
+                );
+                let last = seen.lock().map_err(|e| e.to_string())?.last().cloned();
+                (last.as_ref() == Some(&want))
+                    .then_some(())
+                    .ok_or("another certificate".to_owned())
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
