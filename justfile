@@ -170,6 +170,12 @@ bench-upgrade *ARGS:
 bench-rotation *ARGS:
     e2e/scripts/bench-run.sh rotation {{ARGS}}
 
+# TLS cost (#16): pgbench TPS without and with TLS (verify-full), on persistent connections and
+# with a new connection per transaction, alternating in one run; into docs/benchmarks.md.
+# Arguments: [--repeat N] [--seconds N] [--clients N].
+bench-tls *ARGS:
+    e2e/scripts/bench-run.sh tls {{ARGS}}
+
 # API requests per converged reconcile, this checkout beside a baseline commit (default
 # f79ac22, before the watch caches), from the API server's metrics on the control-plane
 # cluster; written to docs/benchmarks.md. Arguments: [--baseline COMMIT] [--pokes N].

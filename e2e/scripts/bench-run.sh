@@ -9,6 +9,7 @@
 #   bench-run.sh backup [ARGS]   the backup controller's: `pgpilot-bench backup ARGS` (--scale 70)
 #   bench-run.sh upgrade [ARGS]  the upgrade controller's: `pgpilot-bench upgrade ARGS` (--scale 70)
 #   bench-run.sh rotation [ARGS] the secret-rotation controller's: `pgpilot-bench rotation ARGS`
+#   bench-run.sh tls [ARGS]      TLS cost: `pgpilot-bench tls ARGS`
 #
 #   PGPILOT_BENCH_NAMESPACE   namespace of everything measured (bench)
 set -euo pipefail
@@ -31,11 +32,14 @@ elif [[ ${1:-} == upgrade ]]; then
 elif [[ ${1:-} == rotation ]]; then
   AREA=rotation CONTROLLERS=cluster,secret-rotation
   shift
+elif [[ ${1:-} == tls ]]; then
+  AREA=tls CONTROLLERS=cluster
+  shift
 fi
 IMAGES=(localhost/pgpilot/postgres:17)
 [[ $AREA == backup ]] && IMAGES+=(localhost/pgpilot/s3:minio-2026-02-12)
 [[ $AREA == upgrade ]] && IMAGES+=(localhost/pgpilot/postgres:15.18 localhost/pgpilot/postgres:15.20)
-[[ $AREA == rotation ]] && IMAGES+=(localhost/pgpilot/pgclient:17)
+[[ $AREA == rotation || $AREA == tls ]] && IMAGES+=(localhost/pgpilot/pgclient:17)
 
 step() { printf '\n\033[1m== %s\033[0m (+%ss)\n' "$*" "$(elapsed)" >&2; }
 
@@ -122,6 +126,9 @@ if [[ $AREA == backup ]]; then
 elif [[ $AREA == upgrade ]]; then
   step "upgrade benchmarks (one sample of each takes 15-25 min)"
   "$BENCH" upgrade --namespace "$NS" --out docs/benchmarks.md --json target/bench/upgrade.json "$@"
+elif [[ $AREA == tls ]]; then
+  step "TLS cost (12 pgbench runs of 20 s: about 6 min)"
+  "$BENCH" tls --namespace "$NS" --out docs/benchmarks.md --json target/bench/tls.json "$@"
 elif [[ $AREA == rotation ]]; then
   step "secret-rotation benchmarks (three rotations take about 8 min)"
   "$BENCH" rotation --namespace "$NS" --out docs/benchmarks.md --json target/bench/rotation.json "$@"

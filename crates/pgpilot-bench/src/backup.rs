@@ -1000,7 +1000,7 @@ async fn reset_archive_command(db: &tokio_postgres::Client) -> Result<()> {
 }
 
 /// pgbench's `tps = N (without initial connection time)`.
-fn tps(output: &str) -> Option<f64> {
+pub fn tps(output: &str) -> Option<f64> {
     output
         .lines()
         .find(|l| l.starts_with("tps = "))?

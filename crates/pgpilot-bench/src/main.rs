@@ -16,6 +16,7 @@ mod pods;
 mod report;
 mod rotation;
 mod rotation_report;
+mod tls;
 mod upgrade;
 mod upgrade_report;
 
@@ -174,6 +175,26 @@ enum Command {
         #[arg(long)]
         render: bool,
     },
+    /// TLS cost: pgbench TPS without and with TLS, on persistent connections and with a new
+    /// connection per transaction: the TLS section of the report. Needs the cluster controller.
+    Tls {
+        /// Runs of each kind.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// pgbench clients (and threads).
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long, default_value = "target/bench/tls.json")]
+        json: PathBuf,
+        /// Only render the section again from the JSON.
+        #[arg(long)]
+        render: bool,
+    },
     /// Render the report from a results file.
     Render {
         #[arg(long, default_value = "target/bench/results.json")]
@@ -325,6 +346,40 @@ async fn main() -> Result<()> {
             let section = rotation_report::render(&r);
             let page = std::fs::read_to_string(&out).unwrap_or_default();
             std::fs::write(&out, rotation_report::splice(&page, &section))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{section}");
+            println!("wrote {} and {}", out.display(), json.display());
+            Ok(())
+        }
+        Command::Tls {
+            repeat,
+            seconds,
+            clients,
+            out,
+            json,
+            render,
+        } => {
+            let r: tls::TlsResults = if render {
+                serde_json::from_str(
+                    &std::fs::read_to_string(&json)
+                        .with_context(|| format!("reading {}", json.display()))?,
+                )?
+            } else {
+                let client = client(ns).await?;
+                let opts = tls::Options {
+                    repeat,
+                    seconds,
+                    clients,
+                };
+                tls::run(&client, ns, &opts).await
+            };
+            if let Some(dir) = json.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&json, serde_json::to_string_pretty(&r)?)?;
+            let section = tls::render(&r);
+            let page = std::fs::read_to_string(&out).unwrap_or_default();
+            std::fs::write(&out, tls::splice(&page, &section))
                 .with_context(|| format!("writing {}", out.display()))?;
             println!("{section}");
             println!("wrote {} and {}", out.display(), json.display());
@@ -585,7 +640,7 @@ async fn client(ns: &str) -> Result<Client> {
 }
 
 /// Writes the report, keeping the sections other recipes write (`bench-requests.sh`'s and
-/// `pgpilot-bench backup`'s, `upgrade`'s and `rotation`'s).
+/// `pgpilot-bench backup`'s, `upgrade`'s, `rotation`'s and `tls`'s).
 fn write_report(results: &Results, out: &Path) -> Result<()> {
     let mut report = report::render(results).trim_end().to_owned();
     let previous = std::fs::read_to_string(out).unwrap_or_default();
@@ -594,6 +649,7 @@ fn write_report(results: &Results, out: &Path) -> Result<()> {
         (backup_report::BEGIN, backup_report::END),
         (upgrade_report::BEGIN, upgrade_report::END),
         (rotation_report::BEGIN, rotation_report::END),
+        (tls::BEGIN, tls::END),
     ] {
         if let (Some(start), Some(stop)) = (previous.find(begin), previous.find(end))
             && start < stop

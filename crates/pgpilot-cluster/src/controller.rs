@@ -51,7 +51,14 @@ impl Controller for ClusterController {
             rule(&["apps"], &["statefulsets"], MANAGE),
             rule(&["policy"], &["poddisruptionbudgets"], MANAGE),
             rule(&["networking.k8s.io"], &["networkpolicies"], MANAGE),
-            rule(&[""], &["services", "secrets", "serviceaccounts"], MANAGE),
+            rule(&[""], &["services", "serviceaccounts"], MANAGE),
+            // Secrets are applied and never updated whole or deleted: a credential outlives
+            // the spec that asked for it (owner references delete them with the cluster).
+            rule(
+                &[""],
+                &["secrets"],
+                &["get", "list", "watch", "create", "patch"],
+            ),
             // ConfigMaps, Pods and Endpoints also with what Patroni's Role grants: RBAC only
             // lets the operator grant rights it holds itself.
             rule(

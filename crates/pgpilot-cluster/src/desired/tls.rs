@@ -304,17 +304,18 @@ mod tests {
     fn users_secret(dns: &[String], now: SystemTime) -> (Secret, String) {
         let ca = tls::issue_ca(&pgpilot_postgres::names::Names::new("users"), "pki", now).unwrap();
         let server = tls::issue_server(&ca, "db", dns, now).unwrap();
-        let mut s = Secret::default();
-        s.data = Some(
-            [
-                (TLS_CERT, server.cert.clone()),
-                (TLS_KEY, server.key.expose().to_owned()),
-                (CA_CERT, ca.cert.clone()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
-            .collect(),
-        );
+        let data = [
+            (TLS_CERT, server.cert.clone()),
+            (TLS_KEY, server.key.expose().to_owned()),
+            (CA_CERT, ca.cert.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+        .collect();
+        let s = Secret {
+            data: Some(data),
+            ..Default::default()
+        };
         (s, ca.cert)
     }
 

@@ -563,6 +563,11 @@ impl Env {
     /// Ends the test: on failure prints the diagnostics; then stops the manager, deletes the
     /// namespace and the RBAC, and panics with the failure.
     pub async fn finish(mut self, result: Result<()>) {
+        // Every test that passes also shows pgpilot kept the namespace's secrets to itself.
+        let result = match result {
+            Ok(()) => self.no_secret_leaked().await,
+            failed => failed,
+        };
         let diagnostics = match &result {
             Err(_) => Some(self.diagnostics().await),
             Ok(()) => None,
@@ -585,6 +590,64 @@ impl Env {
                 diagnostics.unwrap_or_default()
             ),
         }
+    }
+
+    /// No secret value of the namespace's Secrets (passwords, private keys, the object store's
+    /// secret keys: pgpilot's and the user's) in what pgpilot writes: its log (span fields
+    /// included), the namespace's Events, the status of every pgpilot resource, its metrics.
+    async fn no_secret_leaked(&self) -> Result<()> {
+        let secrets = self.api::<Secret>().list(&ListParams::default()).await?;
+        let mut needles = Vec::new();
+        for secret in &secrets.items {
+            for (key, value) in secret.data.iter().flatten() {
+                let key_lc = key.to_lowercase();
+                if !(key_lc.contains("password")
+                    || key_lc.contains("secret")
+                    || key_lc.ends_with(".key"))
+                {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&value.0).into_owned();
+                // A PEM key by its body lines, which survive any re-wrapping of the whole.
+                let parts: Vec<String> = if text.contains("-----BEGIN") {
+                    text.lines()
+                        .filter(|l| l.len() >= 40 && !l.starts_with("-----"))
+                        .map(str::to_owned)
+                        .collect()
+                } else {
+                    vec![text]
+                };
+                for part in parts.into_iter().filter(|p| p.len() >= 8) {
+                    needles.push((
+                        format!("{}/{key}", secret.metadata.name.clone().unwrap_or_default()),
+                        part,
+                    ));
+                }
+            }
+        }
+        let outputs = [
+            ("manager log", self.manager_log()),
+            ("Events", self.kubectl(&["get", "events", "-o", "yaml"])?),
+            (
+                "pgpilot resources",
+                self.kubectl(&[
+                    "get",
+                    "postgresclusters,postgresbackups,backupschedules,postgresupgrades,secretrotations",
+                    "-o",
+                    "yaml",
+                ])?,
+            ),
+            ("metrics", self.metrics().await.unwrap_or_default()),
+        ];
+        for (secret, needle) in &needles {
+            for (what, text) in &outputs {
+                ensure!(
+                    !text.contains(needle.as_str()),
+                    "a value of Secret {secret} is in the {what}"
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn tear_down(&mut self) {
