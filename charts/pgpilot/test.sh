@@ -293,6 +293,12 @@ for s in sets:
     check(not missing, f"manager flags ({s}): {' '.join(args)}", f"missing {missing}")
     check(sum(a.startswith("--namespace=") for a in args) == len(v["watchNamespaces"]),
           f"one --namespace per watched namespace ({s})")
+    # The clusters' NetworkPolicies let the manager in by these labels: they must select its pods.
+    named = [a.split("=", 1)[1] for a in args if a.startswith("--operator-pod-labels=")]
+    given = dict(kv.split("=", 1) for kv in named[0].split(",")) if named else {}
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    check(given and all(pod_labels.get(k) == val for k, val in given.items()),
+          f"--operator-pod-labels select the manager's pods ({s})", f"{named} vs {pod_labels}")
     env = env_of(c)
     check(env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
           and env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace",

@@ -335,6 +335,25 @@ hairpin() {
 }
 check "hairpin: pod -> its own Service" hairpin
 
+# --- NetworkPolicy (kube-router's firewall) --------------------------------------
+# A policy that lets nothing in shuts the client out of web; deleted, the client gets in again.
+deny_web() {
+  k apply -f - <<'EOF2'
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-deny}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+EOF2
+}
+refused() { ! "$@" >/dev/null 2>&1; }
+check "NetworkPolicy: deny-all applied" deny_web
+check "NetworkPolicy: pod -> pod refused" retry 30 refused http_get "$web_ip" 8080
+check "NetworkPolicy: node -> pod still allowed (probes)" curl -fsS --max-time 5 "http://$web_ip:8080/marker"
+check "NetworkPolicy: deleted" k delete networkpolicy web-deny
+check "NetworkPolicy: pod -> pod again" retry 30 http_get "$web_ip" 8080
+
 # --- DNS ------------------------------------------------------------------------
 resolves_to() { # NAME IP: getent in the client pod answers IP for NAME
   k exec client -- getent hosts "$1" | awk '{print $1}' | grep -x "$2"

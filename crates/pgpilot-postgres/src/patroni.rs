@@ -170,6 +170,19 @@ pub struct Patroni {
 #[derive(Clone, Default)]
 struct PodAddresses(Arc<RwLock<HashMap<String, IpAddr>>>);
 
+impl PodAddresses {
+    /// Records `host`'s address; the write lock only when it is new or moved (a pod's IP
+    /// changes when it is recreated), so steady requests only read.
+    fn learn(&self, host: &str, addr: IpAddr) {
+        let known = self.0.read().ok().and_then(|m| m.get(host).copied());
+        if known != Some(addr)
+            && let Ok(mut m) = self.0.write()
+        {
+            m.insert(host.to_owned(), addr);
+        }
+    }
+}
+
 impl reqwest::dns::Resolve for PodAddresses {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let found = self
@@ -268,9 +281,7 @@ impl PatroniApi {
         let request = match (&self.tls, self.access.https.contains(member), ip.parse()) {
             (Some(tls), true, Ok(addr)) => {
                 let host = format!("{member}.{}", self.access.domain);
-                if let Ok(mut a) = self.addresses.0.write() {
-                    a.insert(host.clone(), addr);
-                }
+                self.addresses.learn(&host, addr);
                 tls.request(
                     method.clone(),
                     format!("https://{host}:{PATRONI_PORT}{path}"),

@@ -769,6 +769,16 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::
 }
 
 /// Instance `name` in the cluster's status.
+/// The highest timeline the instances report (a failover raises it).
+pub fn timeline(pg: &PostgresCluster) -> Option<i64> {
+    pg.status
+        .as_ref()?
+        .instances
+        .iter()
+        .filter_map(|i| i.timeline)
+        .max()
+}
+
 pub fn instance<'a>(pg: &'a PostgresCluster, name: &str) -> Result<&'a InstanceStatus, String> {
     let st = pg.status.as_ref().ok_or("no status yet")?;
     st.instances

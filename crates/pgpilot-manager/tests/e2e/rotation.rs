@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
-use pgpilot_api::{PostgresCluster, SecretRotation, labels};
+use pgpilot_api::{SecretRotation, labels};
 
-use crate::harness::{ClusterYaml, Credentials, Env, connect, eventually, secret_value};
+use crate::harness::{ClusterYaml, Credentials, Env, connect, eventually, secret_value, timeline};
 
 /// From `kubectl apply` to Ready, on a loaded shared node.
 const CREATE: Duration = Duration::from_secs(300);
@@ -272,15 +272,6 @@ spec:
         secret.annotations().get(labels::ROTATION_COUNT)
     );
     Ok(())
-}
-
-fn timeline(pg: &PostgresCluster) -> Option<i64> {
-    pg.status
-        .as_ref()?
-        .instances
-        .iter()
-        .filter_map(|i| i.timeline)
-        .max()
 }
 
 /// The replication user's SCRAM verifier, as the primary stores it.

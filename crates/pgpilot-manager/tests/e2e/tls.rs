@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use pgpilot_api::PostgresCluster;
 use pgpilot_testkit::writer::{Writer, WriterTls};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,7 +17,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::harness::{
     ClusterYaml, Credentials, Env, PG_PORT, condition_is, connect, eventually, lost_writes,
-    secret_value,
+    secret_value, timeline,
 };
 
 const CREATE: Duration = Duration::from_secs(300);
@@ -128,15 +127,6 @@ async fn published_ca(env: &Env) -> Result<String> {
 
 fn der(pem: &str) -> Result<Vec<u8>> {
     Ok(CertificateDer::from_pem_slice(pem.as_bytes())?.to_vec())
-}
-
-fn timeline(pg: &PostgresCluster) -> Option<i64> {
-    pg.status
-        .as_ref()?
-        .instances
-        .iter()
-        .filter_map(|i| i.timeline)
-        .max()
 }
 
 /// `tls: {mode: Required}`: verify-full through `-rw` with the published CA (rustls, and
