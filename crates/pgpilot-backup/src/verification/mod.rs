@@ -112,12 +112,24 @@ pub fn throwaway(
 /// and counts its rows, then runs the user's query; writes a [`plan::Report`]. A table that
 /// cannot be read fails the Job with its name and PostgreSQL's error.
 const SCRIPT: &str = r#"
-import json, os, sys
+import json, os, sys, time
 import psycopg2
 from psycopg2 import sql
 
+# A new pod may be refused for a moment: a NetworkPolicy enforcer lets its address in
+# within a second or two. Unreachable (not a refused login) is tried again for a minute.
+UNREACHABLE = ("Connection refused", "timeout expired", "No route to host")
+
 def connect(db):
-    c = psycopg2.connect(host=os.environ["PGPILOT_HOST"], user="postgres", dbname=db, connect_timeout=10)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            c = psycopg2.connect(host=os.environ["PGPILOT_HOST"], user="postgres", dbname=db, connect_timeout=10)
+            break
+        except psycopg2.OperationalError as e:
+            if time.monotonic() > deadline or not any(u in str(e) for u in UNREACHABLE):
+                raise
+            time.sleep(0.5)
     c.set_session(readonly=True, autocommit=True)
     return c
 

@@ -150,8 +150,12 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
     let mut pod_spec = json!({
         "serviceAccountName": n.instance_identity(),
         "enableServiceLinks": false,
-        // Patroni demotes cleanly on SIGTERM; give it time for a checkpoint.
-        "terminationGracePeriodSeconds": 60,
+        // Patroni stops PostgreSQL (fast) on SIGTERM: a shutdown checkpoint, then the archiver
+        // pushes the last WAL (pgBackRest waits up to its archive-timeout, 60 s, on a slow
+        // store). Killed before the end, the data directory needs crash recovery, which a
+        // major upgrade's pg_upgrade refuses ("in production"): 60 s was seen to be too short
+        // under load. A clean stop ends the wait at once.
+        "terminationGracePeriodSeconds": 300,
         "securityContext": {
             "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID,
             "fsGroup": POSTGRES_UID, "fsGroupChangePolicy": "OnRootMismatch",

@@ -662,6 +662,24 @@ impl Env {
         let deleted = Api::<Namespace>::all(self.client.clone())
             .delete(&self.ns, &DeleteParams::background())
             .await;
+        // The instances' grace period is long (a clean stop waits for the archiver, which
+        // cannot reach an object store deleted with them): the test is over, so its pods go
+        // at once. A terminating namespace takes no new pods, so none come back.
+        for ns in self.extra_namespaces.iter().chain([&self.ns]) {
+            let _ = self.c.kubectl(
+                &[
+                    "delete",
+                    "pods",
+                    "--all",
+                    "-n",
+                    ns,
+                    "--grace-period=0",
+                    "--force",
+                    "--wait=false",
+                ],
+                None,
+            );
+        }
         let _ = self.c.kubectl(
             &[
                 "delete",

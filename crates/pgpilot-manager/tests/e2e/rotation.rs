@@ -57,6 +57,9 @@ spec:
         command: [bash, -c]
         args:
         - |
+          # Logins count from the moment the server is reachable: a new pod's address is let
+          # through the NetworkPolicy within a second or two (pg_isready does not log in).
+          until pg_isready -q -t 1; do sleep 0.1; done
           while true; do
             if out=$(psql -v ON_ERROR_STOP=1 -qAtc \"INSERT INTO ticks (pod) VALUES ('$HOSTNAME')\" 2>&1); then
               touch /tmp/ok
