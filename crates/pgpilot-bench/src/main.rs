@@ -184,8 +184,9 @@ enum Command {
         /// Seconds per run.
         #[arg(long, default_value_t = 20)]
         seconds: u32,
-        /// pgbench clients (and threads).
-        #[arg(long, default_value_t = 4)]
+        /// pgbench clients (and threads). Two cores: one client and its backend leave the
+        /// API server and Patroni room.
+        #[arg(long, default_value_t = 1)]
         clients: u32,
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,

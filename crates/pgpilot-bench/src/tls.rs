@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use pgpilot_api::PostgresCluster;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -82,7 +83,26 @@ pub async fn run(client: &Client, ns: &str, opts: &Options) -> TlsResults {
 }
 
 async fn measure(client: &Client, ns: &str, opts: &Options, r: &mut TlsResults) -> Result<()> {
-    pgc::ensure_cluster(client, ns, CLUSTER, 1).await?;
+    // A fresh cluster (one left from an earlier run may still be shutting down), with
+    // Patroni's default timing: the example's one-second loop and 4 s retry timeout demote a
+    // primary whose API calls starve on a saturated two-core machine, and pgbench at full
+    // speed saturates it.
+    pgc::delete_cluster(client, ns, CLUSTER).await?;
+    let mut spec = pgc::spec(1)?;
+    if let Some(fields) = spec.as_object_mut() {
+        fields.remove("patroni");
+        fields.remove("replication");
+    }
+    let clusters = Api::<PostgresCluster>::namespaced(client.clone(), ns);
+    let cluster = json!({
+        "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresCluster",
+        "metadata": {"name": CLUSTER}, "spec": spec,
+    });
+    clusters
+        .create(&PostParams::default(), &serde_json::from_value(cluster)?)
+        .await
+        .context("creating the benchmark's cluster")?;
+    pgc::wait_ready(&clusters, CLUSTER, Duration::from_secs(300)).await?;
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": CLIENT, "namespace": ns},
@@ -208,10 +228,10 @@ pub fn render(r: &TlsResults) -> String {
     let _ = writeln!(
         o,
         "Measured {} on the node cluster (load {} at the start, {} at the end); {}. One instance \
-         (examples/cluster.yaml), pgbench scale {}, select-only (`-S`), {} clients for {} s per \
+         (examples/cluster.yaml with Patroni's default timing), pgbench scale {}, select-only (`-S`), {} pgbench client(s) for {} s per \
          run, from a pgclient pod on the same node (client and server share the machine's two \
          cores) through the `-rw` Service; `sslmode=disable` and `sslmode=verify-full` \
-         (TLS 1.3, the cluster's ECDSA P-256 certificate) alternate. TPS: median (min–max) of \
+         (the cluster's ECDSA P-256 certificate; a new connection also pays the SCRAM exchange, with or without TLS) alternate. TPS: median (min–max) of \
          the runs.\n",
         r.date,
         r.load_start,

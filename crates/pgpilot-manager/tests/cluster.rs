@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{Grant, Setup, setup, spawn};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -88,6 +89,7 @@ async fn child_versions(s: &Setup) -> BTreeMap<String, String> {
     collect!(ConfigMap);
     collect!(Service);
     collect!(PodDisruptionBudget);
+    collect!(NetworkPolicy);
     collect!(StatefulSet);
     out
 }
@@ -193,6 +195,13 @@ async fn a_cluster_gets_every_child_owned_by_it_and_a_status() {
         (
             "pdb/demo".into(),
             get::<PodDisruptionBudget>(&s, "demo")
+                .await
+                .metadata
+                .owner_references,
+        ),
+        (
+            "netpol/demo".into(),
+            get::<NetworkPolicy>(&s, "demo")
                 .await
                 .metadata
                 .owner_references,
