@@ -19,6 +19,7 @@ use crate::common::{Condition, S3Repository, SecretKeyReference, Time, default_t
 /// replication, failover, archiving or the pod contract, so the API refuses them.
 pub const OPERATOR_OWNED_PARAMETERS: &[&str] = &[
     "archive_command",
+    "archive_library",
     "archive_mode",
     "cluster_name",
     "config_file",

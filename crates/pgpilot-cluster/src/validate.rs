@@ -2,7 +2,7 @@
 
 use kube::ResourceExt;
 use pgpilot_api::PostgresCluster;
-use pgpilot_api::cluster::Ensure;
+use pgpilot_api::cluster::{Ensure, OPERATOR_OWNED_PARAMETERS};
 use pgpilot_postgres::version;
 
 use crate::error::Error;
@@ -54,6 +54,37 @@ pub fn validate(cluster: &PostgresCluster) -> Result<(), Error> {
                 message: format!(
                     "database {} is owned by {owner}, which is marked Absent in spec.roles",
                     db.name
+                ),
+            });
+        }
+    }
+    // What admission cannot see: CEL compares parameter names as given (a padded " port"
+    // slips by), and a cluster admitted before a name joined the operator-owned list still
+    // has it; the message names the key, which the CEL rule cannot within its cost budget.
+    for name in spec.postgresql.parameters.keys() {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !valid {
+            return Err(Error::Invalid {
+                field: "spec.postgresql.parameters",
+                message: format!(
+                    "{name:?} is not a parameter name: letters, digits, '_' and '.', starting with a letter or '_' (no spaces)"
+                ),
+            });
+        }
+        let lower = name.to_ascii_lowercase();
+        if OPERATOR_OWNED_PARAMETERS.contains(&lower.as_str())
+            || lower.starts_with("recovery_target")
+        {
+            return Err(Error::Invalid {
+                field: "spec.postgresql.parameters",
+                message: format!(
+                    "{name} is set by pgpilot; remove it (see docs/cluster.md, operator-owned parameters)"
                 ),
             });
         }
@@ -116,6 +147,35 @@ mod tests {
                     "spec.tls.certificate.secretName: {ours} is a Secret pgpilot writes"
                 )),
                 "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn parameter_names_are_checked_as_postgresql_reads_them_and_the_offender_named() {
+        let with = |name: &str| {
+            cluster(&format!(
+                "instances: 1\npostgresql: {{version: 17, parameters: {{'{name}': '1'}}}}\nstorage: {{size: 1Gi}}"
+            ))
+        };
+        assert!(validate(&with("work_mem")).is_ok());
+        assert!(validate(&with("pg_stat_statements.max")).is_ok());
+        for padded in ["port ", " wal_level", "work mem", "1x", ""] {
+            let err = validate(&with(padded)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "spec.postgresql.parameters: {padded:?} is not a parameter name"
+                )),
+                "{err}"
+            );
+        }
+        for owned in ["archive_library", "Wal_Level", "recovery_target_time"] {
+            let err = validate(&with(owned)).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "spec.postgresql.parameters: {owned} is set by pgpilot; remove it (see docs/cluster.md, operator-owned parameters)"
+                )
             );
         }
     }

@@ -4,6 +4,12 @@
 set -euo pipefail
 export PGUSER=postgres PGCONNECT_TIMEOUT=10
 rm -rf "/var/lib/postgresql/data/pgdata.$OLD_MAJOR" /var/lib/postgresql/data/upgraded-checkpoint
+# A new pod may be refused for a moment: a NetworkPolicy enforcer lets its address in within
+# a second or two. Wait up to a minute for the server to answer (pg_isready does not log in).
+for ((i = 0; i < 120; i++)); do
+  pg_isready -q -t 2 && break
+  sleep 0.5
+done
 psql -XAtc "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1" | while IFS= read -r db; do
   PGDATABASE=$db psql -XAtc "SELECT format('ALTER EXTENSION %I UPDATE;', extname) FROM pg_extension" |
     PGDATABASE=$db psql -X -q -v ON_ERROR_STOP=1
