@@ -347,35 +347,7 @@ async fn renewal(env: &mut Env) -> Result<()> {
     let su = env.superuser("db").await?;
     let rw = env.service_ip("db-rw").await?;
     let name = format!("db-rw.{}.svc", env.ns);
-    let new_der = der(&new)?;
-    for pod in env.pods("db").await? {
-        let ip = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.clone())
-            .context("a pod IP")?;
-        let pod_name = format!(
-            "{}.db-pods.{}.svc",
-            pod.metadata.name.clone().unwrap_or_default(),
-            env.ns
-        );
-        // The kubelet updates the mounted files within a minute or so; the reload follows.
-        eventually(
-            &format!("{pod_name} serving the new certificate"),
-            Duration::from_secs(180),
-            || async {
-                let client = connect_tls(&ip, &pod_name, &su, &tls)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                drop(client);
-                let last = seen.lock().map_err(|e| e.to_string())?.last().cloned();
-                (last.as_ref() == Some(&new_der))
-                    .then_some(())
-                    .ok_or("still the old certificate".to_owned())
-            },
-        )
-        .await?;
-    }
+    served_everywhere(env, &tls, &seen, &su, der(&new)?).await?;
     let log = writer.stop().await;
     let client = connect_tls(&rw, &name, &su, &tls).await?;
     let lost = lost_writes(&client, &log).await?;
@@ -386,15 +358,7 @@ async fn renewal(env: &mut Env) -> Result<()> {
             && timeline(&pg) == before_timeline,
         "a failover happened"
     );
-    for pod in env.pods("db").await? {
-        let restarts: i32 = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .map(|c| c.iter().map(|c| c.restart_count).sum())
-            .unwrap_or_default();
-        ensure!(restarts == 0, "{:?} restarted", pod.metadata.name);
-    }
+    no_restarts(env).await?;
     Ok(())
 }
 
@@ -608,15 +572,7 @@ async fn own_certificate(env: &mut Env) -> Result<()> {
     ensure!(renewed != cert, "openssl made a new certificate");
     pki.secret(env, "db-server-cert")?;
     served_everywhere(env, &tls, &seen, &su, der(&renewed)?).await?;
-    for pod in env.pods("db").await? {
-        let restarts: i32 = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .map(|c| c.iter().map(|c| c.restart_count).sum())
-            .unwrap_or_default();
-        ensure!(restarts == 0, "{:?} restarted", pod.metadata.name);
-    }
+    no_restarts(env).await?;
     Ok(())
 }
 
@@ -656,6 +612,20 @@ async fn served_everywhere(
             },
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// No container of the cluster's pods restarted.
+async fn no_restarts(env: &Env) -> Result<()> {
+    for pod in env.pods("db").await? {
+        let restarts: i32 = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|c| c.iter().map(|c| c.restart_count).sum())
+            .unwrap_or_default();
+        ensure!(restarts == 0, "{:?} restarted", pod.metadata.name);
     }
     Ok(())
 }
