@@ -46,8 +46,8 @@ pub struct MemberStatus {
     pub tags: BTreeMap<String, Value>,
 }
 
-/// Tag in the credentials file pgpilot mounts beside patroni.yaml: which version of the
-/// superuser and replication Secrets it holds ([`auth_token`]). A member that reports the
+/// Tag in the credentials file pgpilot mounts beside patroni.yaml: which passwords and server
+/// certificate it goes with ([`auth_token`]). A member that reports the
 /// current one has loaded the current passwords.
 pub const AUTH_TAG: &str = "pgpilot_auth";
 
@@ -58,7 +58,7 @@ impl MemberStatus {
     }
 }
 
-/// The Secrets whose versions every member must have loaded: the superuser's and the
+/// The Secrets whose contents every member must have loaded: the superuser's and the
 /// replication user's credentials, the server certificate, the REST API's credentials.
 pub fn auth_secrets(names: &Names) -> [String; 4] {
     [
@@ -69,15 +69,43 @@ pub fn auth_secrets(names: &Names) -> [String; 4] {
     ]
 }
 
-/// The [`AUTH_TAG`] for the [`auth_secrets`] as they are: their resource versions (nothing
-/// derived from a password or a key), `new` for one not created yet.
+/// The [`AUTH_TAG`] for the [`auth_secrets`] as they are: a digest of what the members load
+/// from them (the three passwords and the server certificate), so a write that changes none of
+/// these (a re-render, an annotation, a rotation dropping its kept previous password) asks no
+/// member to load anything again. The tag is readable on Patroni's API and the pods, so the
+/// digest is an HMAC keyed with the REST API's password: it tells nothing of the passwords.
 pub fn auth_token(secrets: [Option<&k8s_openapi::api::core::v1::Secret>; 4]) -> String {
-    secrets
-        .map(|s| {
-            s.and_then(|s| s.metadata.resource_version.clone())
-                .unwrap_or_else(|| "new".to_owned())
-        })
-        .join(".")
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Sha256;
+
+    let [su, repl, tls, api] = secrets;
+    let password = |s: Option<&k8s_openapi::api::core::v1::Secret>| {
+        s.and_then(crate::credentials::password_of)
+            .map(|p| p.expose().as_bytes().to_vec())
+    };
+    let certificate = tls.and_then(|s| Some(s.data.as_ref()?.get(crate::tls::TLS_CERT)?.0.clone()));
+    let key = password(api).unwrap_or_default();
+    // HMAC takes a key of any length, an empty one included.
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&key) else {
+        return String::new();
+    };
+    for part in [password(su), password(repl), certificate, password(api)] {
+        // Length-prefixed, and absent apart from empty: no two inputs read the same.
+        match part {
+            Some(bytes) => {
+                mac.update(&[1]);
+                mac.update(&(bytes.len() as u64).to_be_bytes());
+                mac.update(&bytes);
+            }
+            None => mac.update(&[0]),
+        }
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The user pgpilot, the members and patronictl authenticate as on the REST API's unsafe
@@ -500,5 +528,69 @@ mod tests {
         assert_eq!(cluster.members[1].lag_bytes(), Some(0));
         assert_eq!(cluster.members[2].lag_bytes(), None);
         assert!(!cluster.pause);
+    }
+
+    fn secret(
+        password: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> k8s_openapi::api::core::v1::Secret {
+        let mut data: BTreeMap<String, k8s_openapi::ByteString> = extra
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                )
+            })
+            .collect();
+        if let Some(p) = password {
+            data.insert(
+                "password".into(),
+                k8s_openapi::ByteString(p.as_bytes().to_vec()),
+            );
+        }
+        k8s_openapi::api::core::v1::Secret {
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_auth_token_follows_what_members_load_and_nothing_else() {
+        let (su, repl, api) = (
+            secret(Some("su-pw"), &[("uri", "postgres://a")]),
+            secret(Some("repl-pw"), &[]),
+            secret(Some("api-pw"), &[]),
+        );
+        let tls = secret(None, &[("tls.crt", "CERT-1"), ("tls.key", "KEY-1")]);
+        let token = |su: &_, repl: &_, tls: &_, api: &_| {
+            auth_token([Some(su), Some(repl), Some(tls), Some(api)])
+        };
+        let base = token(&su, &repl, &tls, &api);
+        assert_eq!(base.len(), 16);
+        assert!(!base.contains("pw"));
+
+        // Another resource version, annotations, derived keys, a kept previous password: the same.
+        let mut touched = secret(
+            Some("su-pw"),
+            &[("uri", "postgres://b"), ("previous-password", "old")],
+        );
+        touched.metadata.resource_version = Some("99".into());
+        touched.metadata.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
+        assert_eq!(token(&touched, &repl, &tls, &api), base);
+
+        // Any password or the certificate changed: another token.
+        let other = secret(Some("other"), &[]);
+        let renewed = secret(None, &[("tls.crt", "CERT-2"), ("tls.key", "KEY-1")]);
+        for changed in [
+            token(&other, &repl, &tls, &api),
+            token(&su, &other, &tls, &api),
+            token(&su, &repl, &renewed, &api),
+            token(&su, &repl, &tls, &other),
+            token(&repl, &su, &tls, &api),
+            auth_token([Some(&su), Some(&repl), None, Some(&api)]),
+        ] {
+            assert_ne!(changed, base);
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! again). When a rotation changes either Secret, this one follows, the kubelet updates the
 //! file, and a reload of each member (`POST /reload`) makes Patroni use the new passwords —
 //! for replication connections and pg_rewind — without a restart. The tag
-//! [`AUTH_TAG`] says which version of the two Secrets (and of the server certificate, mounted
-//! in the same volume, so updated by the kubelet at the same moment) the file holds, so
+//! [`AUTH_TAG`] is a digest of the passwords and of the server certificate (mounted in the
+//! same volume, so updated by the kubelet at the same moment) the file goes with, so
 //! pgpilot can see which members loaded it; a reload also makes PostgreSQL read a renewed
 //! certificate. With TLS required, Patroni's replication and pg_rewind connections check that
 //! the primary's certificate comes from the cluster's CA.
@@ -27,18 +27,18 @@ use pgpilot_api::cluster::TlsMode;
 /// The file's name in the Secret and in Patroni's configuration directory.
 pub const AUTH_FILE: &str = "auth.yaml";
 
-/// The Secret with Patroni's credentials, from the credential Secrets as they are (`desired`)
-/// and their versions (`existing`), and the token its tag carries.
-pub(super) fn auth_secret(
-    ctx: &Ctx<'_>,
-    desired: &[Secret],
-    existing: &BTreeMap<String, Secret>,
-) -> Result<(Secret, String), Error> {
+/// The Secret with Patroni's credentials, and the token its tag carries, from the credential
+/// and certificate Secrets this reconcile applies (`desired`): the file and the token are of
+/// the same contents, so one write of each Secret is all a change takes.
+pub(super) fn auth_secret(ctx: &Ctx<'_>, desired: &[Secret]) -> Result<(Secret, String), Error> {
     let (su, repl) = (ctx.names.superuser_secret(), ctx.names.replication_secret());
-    let password = |name: &str| {
+    let find = |name: &str| {
         desired
             .iter()
             .find(|s| s.metadata.name.as_deref() == Some(name))
+    };
+    let password = |name: &str| {
+        find(name)
             .and_then(password_of)
             .ok_or_else(|| Error::Invalid {
                 field: "spec",
@@ -46,7 +46,7 @@ pub(super) fn auth_secret(
             })
     };
     let api = ctx.names.patroni_api_secret();
-    let token = auth_token(auth_secrets(&ctx.names).each_ref().map(|n| existing.get(n)));
+    let token = auth_token(auth_secrets(&ctx.names).each_ref().map(|n| find(n)));
     let mut superuser = json!({"username": SUPERUSER, "password": password(&su)?.expose()});
     let mut replication =
         json!({"username": REPLICATION_USER, "password": password(&repl)?.expose()});
@@ -127,26 +127,20 @@ mod tests {
     }
 
     #[test]
-    fn patroni_gets_both_passwords_and_the_version_of_their_secrets() {
+    fn patroni_gets_both_passwords_and_the_token_of_what_is_applied() {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
         let mut creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
         creds.push(api_secret(&ctx, &BTreeMap::new(), &mut Fixed).unwrap());
-        let existing: BTreeMap<String, Secret> = creds
-            .iter()
-            .map(|s| {
-                let mut s = s.clone();
-                s.metadata.resource_version =
-                    Some(format!("{}", s.metadata.name.as_ref().unwrap().len()));
-                (s.metadata.name.clone().unwrap(), s)
-            })
-            .collect();
-        let (secret, token) = auth_secret(&ctx, &creds, &existing).unwrap();
+        let (secret, token) = auth_secret(&ctx, &creds).unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("db-patroni-auth"));
-        assert_eq!(
-            token, "12.14.new.14",
-            "db-superuser, db-replication, db-tls, db-patroni-api"
-        );
+        let applied = auth_secrets(&ctx.names).map(|n| {
+            creds
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(n.as_str()))
+                .cloned()
+        });
+        assert_eq!(token, auth_token(applied.each_ref().map(Option::as_ref)));
         let yaml: serde_json::Value =
             serde_yaml::from_slice(&secret.data.unwrap()[AUTH_FILE].0).unwrap();
         assert_eq!(
@@ -155,10 +149,8 @@ mod tests {
                 "superuser": {"username": "postgres", "password": "pw"},
                 "replication": {"username": "replicator", "password": "pw"}}},
                 "restapi": {"authentication": {"username": "pgpilot", "password": "pw"}},
-                "tags": {"pgpilot_auth": "12.14.new.14"}})
+                "tags": {"pgpilot_auth": token}})
         );
-        let (_, before) = auth_secret(&ctx, &creds, &BTreeMap::new()).unwrap();
-        assert_eq!(before, "new.new.new.new");
     }
 
     #[test]
@@ -167,7 +159,7 @@ mod tests {
         let ctx = Ctx::new(&c).unwrap();
         let mut creds = secrets(&ctx, &BTreeMap::new(), &mut Fixed, "CA").unwrap();
         creds.push(api_secret(&ctx, &BTreeMap::new(), &mut Fixed).unwrap());
-        let (secret, _) = auth_secret(&ctx, &creds, &BTreeMap::new()).unwrap();
+        let (secret, _) = auth_secret(&ctx, &creds).unwrap();
         let yaml: serde_json::Value =
             serde_yaml::from_slice(&secret.data.unwrap()[AUTH_FILE].0).unwrap();
         for user in ["superuser", "replication"] {

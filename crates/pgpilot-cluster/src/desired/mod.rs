@@ -165,10 +165,10 @@ pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<
     )?;
     let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords, &tls.ca_cert)?;
     secrets.push(auth::api_secret(&ctx, inputs.existing_secrets, passwords)?);
-    let (patroni_auth, auth_token) = auth::auth_secret(&ctx, &secrets, inputs.existing_secrets)?;
-    secrets.push(patroni_auth);
     secrets.push(tls.ca_secret);
     secrets.push(tls.server_secret);
+    let (patroni_auth, auth_token) = auth::auth_secret(&ctx, &secrets)?;
+    secrets.push(patroni_auth);
     secrets.extend(backup::tls_secret(&ctx, inputs.existing_secrets)?);
     Ok(Desired {
         auth_token,

@@ -207,14 +207,10 @@ async fn policy(env: &mut Env) -> Result<()> {
 
     // The members still work together under the policy: a failover (the replica asks the
     // other member's API before it takes over), the old primary rejoining (pg_rewind or a
-    // new clone over 5432), the -rw Service serving writes.
-    env.kubectl(&[
-        "delete",
-        "pod",
-        &primary_name,
-        "--grace-period=0",
-        "--force",
-    ])?;
+    // new clone over 5432), the -rw Service serving writes. A graceful delete: Patroni gives
+    // up the leader lock as it stops. (Forced, the pod can be back before the lock expires, and
+    // a member that finds the lock its own keeps it: no failover to see.)
+    env.kubectl(&["delete", "pod", &primary_name, "--wait=false"])?;
     env.wait_cluster("db", "a new primary", Duration::from_secs(120), |pg| {
         let current = pg.status.as_ref().and_then(|s| s.current_primary.clone());
         (current.as_deref() == Some(replica))
