@@ -82,6 +82,8 @@ fn operator_owned_parameters_rule() -> Rule {
     category = "pgpilot",
     derive = "PartialEq",
     cel,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label: lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (it names the cluster's Services and pods)"),
+    validation = Rule::new("size(self.metadata.name) <= 49").message("metadata.name must be at most 49 characters: the longest names pgpilot derives from it (<name>-restore-check) must fit in 63"),
     scale(
         spec_replicas_path = ".spec.instances",
         status_replicas_path = ".status.replicas",
@@ -261,7 +263,7 @@ pub struct PostgresSettings {
 /// Persistent storage of one instance.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(
-    validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("spec.storage.size cannot shrink: volumes can only grow"),
+    validation = Rule::new("!isQuantity(self.size) || !isQuantity(oldSelf.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("spec.storage.size cannot shrink: volumes can only grow"),
     validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("spec.storage.storageClassName is immutable")
 )]
 #[serde(rename_all = "camelCase")]
@@ -270,6 +272,7 @@ pub struct StorageSpec {
     /// expansion), never shrink.
     #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.storage.size must be a positive quantity such as 10Gi"))]
+    #[x_kube(validation = Rule::new("!isQuantity(self) || quantity(self).compareTo(quantity('256Mi')) >= 0 && quantity(self).compareTo(quantity('1Pi')) <= 0").message("spec.storage.size must be between 256Mi (a data directory and its WAL need that much) and 1Pi"))]
     pub size: String,
     /// StorageClass of the volumes. Empty: the cluster's default StorageClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -733,7 +736,7 @@ pub struct RecoveryTarget {
     /// RFC 3339 timestamp, e.g. `2026-11-21T10:15:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("recoveryTarget.time must be an RFC 3339 timestamp such as 2026-11-21T10:15:00Z"))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\\\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$')").message("recoveryTarget.time must be an RFC 3339 timestamp such as 2026-11-21T10:15:00Z"))]
     pub time: Option<String>,
     /// WAL location, e.g. `0/3000060`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

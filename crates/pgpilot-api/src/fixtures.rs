@@ -87,8 +87,18 @@ pub fn validation_cases() -> Vec<Case> {
                 .bases
                 .get(&raw.kind)
                 .unwrap_or_else(|| panic!("case {}: no base for kind {}", raw.name, raw.kind));
+            // Named after the case (each its own object on a server), unless the case is
+            // about the name.
+            let named = raw
+                .patch
+                .as_ref()
+                .and_then(|p| p.pointer("/metadata/name"))
+                .is_some();
             let patched = |patch: &Option<Value>| {
                 let mut v = base.clone();
+                if !named {
+                    v["metadata"]["name"] = Value::from(raw.name.as_str());
+                }
                 if let Some(p) = patch {
                     json_patch::merge(&mut v, p);
                 }

@@ -613,6 +613,64 @@ async fn an_unusable_spec_is_reported_in_status_and_events() {
     s.ns.delete().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers_message() {
+    let s = setup("refused").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "refused");
+    // Admission lets an extended resource through (the API server decides which need a
+    // limit); the StatefulSet's validation refuses a request without one.
+    create_demo(&s, "  resources: {requests: {example.com/gpu: \"1\"}}\n");
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let reconciled = |c: &PostgresCluster| {
+        c.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ClusterReconciled")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let pg = wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
+        reconciled(c).is_some_and(|(s, _, _)| s == "False")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    let (_, reason, message) = reconciled(&pg).unwrap();
+    assert_eq!(reason, "ApiInvalid", "{message}");
+    assert!(
+        message.contains("StatefulSet") && message.contains("Limit must be set"),
+        "the message names the child and the server's reason: {message}"
+    );
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns.name);
+    assert!(
+        wait_for_event(&events, "ApiInvalid").await,
+        "no Warning Event\n{}",
+        m.log()
+    );
+
+    // Fixed: the StatefulSet is made and the condition says so.
+    clusters
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"resources": {"limits": {"example.com/gpu": "1"}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    wait_for(&statefulsets, "demo", Duration::from_secs(30), |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
+        reconciled(c).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    s.ns.delete().await.unwrap();
+}
+
 async fn wait_for_event(events: &Api<Event>, reason: &str) -> bool {
     for _ in 0..50 {
         let list = events.list(&ListParams::default()).await.unwrap();

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use pgpilot_api::fixtures::{Case, validation_cases};
@@ -27,10 +28,8 @@ fn resource(kind: &str) -> ApiResource {
     )
 }
 
-fn object(value: &Value, name: &str) -> DynamicObject {
-    let mut v = value.clone();
-    v["metadata"]["name"] = Value::from(name);
-    serde_json::from_value(v).unwrap()
+fn object(value: &Value) -> DynamicObject {
+    serde_json::from_value(value.clone()).unwrap()
 }
 
 /// Sends one case; returns the API server's verdict as Ok or the rejection message.
@@ -39,17 +38,17 @@ async fn send(api: &Api<DynamicObject>, case: &Case) -> Result<(), String> {
         dry_run: true,
         ..Default::default()
     };
-    let new = object(&case.object, &case.name);
+    let new = object(&case.object);
     match &case.old {
         None => api.create(&dry_run, &new).await.map(|_| ()),
         Some(old) => {
             let stored = api
-                .create(&PostParams::default(), &object(old, &case.name))
+                .create(&PostParams::default(), &object(old))
                 .await
                 .map_err(|e| format!("the old object of {} was refused: {e}", case.name))?;
             let mut replacement = new;
             replacement.metadata.resource_version = stored.metadata.resource_version;
-            api.replace(&case.name, &dry_run, &replacement)
+            api.replace(&replacement.name_any(), &dry_run, &replacement)
                 .await
                 .map(|_| ())
         }

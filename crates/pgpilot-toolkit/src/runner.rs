@@ -413,7 +413,10 @@ async fn reconcile<R: Reconciler>(
         };
         let condition = match &result {
             Ok(_) => {
-                let failed_before = shared.backoff.failures(&key) > 0;
+                // A permanent error is not counted by the backoff (it waits for a change), so
+                // the condition it left says so too.
+                let failed_before = shared.backoff.failures(&key) > 0
+                    || shows_failure(object.as_ref(), &outcome_condition(shared.name));
                 shared.backoff.succeeded(&key);
                 timer.success();
                 failed_before.then(|| (Status::True, "Succeeded".to_owned(), String::new()))
@@ -472,6 +475,19 @@ fn pascal_case(s: &str) -> String {
 }
 
 /// Writes the outcome condition when it changes (one condition, its own field manager).
+/// Whether `object`'s status carries condition `type_` as `False`.
+fn shows_failure<K: Serialize>(object: &K, type_: &str) -> bool {
+    serde_json::to_value(object)
+        .ok()
+        .and_then(|v| {
+            let conditions = v.pointer("/status/conditions")?.as_array()?.clone();
+            conditions
+                .into_iter()
+                .find(|c| c.get("type").and_then(serde_json::Value::as_str) == Some(type_))
+        })
+        .is_some_and(|c| c.get("status").and_then(serde_json::Value::as_str) == Some("False"))
+}
+
 async fn show_outcome<R: Reconciler>(
     shared: &Loop<R>,
     object: &R::Object,
@@ -511,10 +527,21 @@ async fn show_outcome<R: Reconciler>(
     let desired = serde_json::json!({"conditions": [condition]});
     let fm = outcome_field_manager(shared.name);
     match apply_status(&api, &fm, &part, object, &desired).await {
-        Ok(true) => shared
-            .ctx
-            .metrics
-            .wrote(&format!("{}/status", R::Object::kind(&()))),
+        Ok(true) => {
+            shared
+                .ctx
+                .metrics
+                .wrote(&format!("{}/status", R::Object::kind(&())));
+            // A failure is also an Event, once per new reason or message (the condition
+            // changed), so `kubectl describe` shows it where users look first.
+            if status == Status::False {
+                shared
+                    .ctx
+                    .events
+                    .warning(object, reason, "Reconcile", condition.message.clone())
+                    .await;
+            }
+        }
         Ok(false) => {}
         Err(e) => tracing::debug!(error = %e, "could not show the reconcile outcome in status"),
     }
@@ -523,6 +550,19 @@ async fn show_outcome<R: Reconciler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_shown_is_found_in_the_status() {
+        let with = |status: &str| {
+            serde_json::json!({"status": {"conditions": [
+                {"type": "Ready", "status": "False"},
+                {"type": "ClusterReconciled", "status": status}]}})
+        };
+        assert!(shows_failure(&with("False"), "ClusterReconciled"));
+        assert!(!shows_failure(&with("True"), "ClusterReconciled"));
+        assert!(!shows_failure(&with("False"), "BackupReconciled"));
+        assert!(!shows_failure(&serde_json::json!({}), "ClusterReconciled"));
+    }
 
     #[test]
     fn condition_names_follow_the_controller() {

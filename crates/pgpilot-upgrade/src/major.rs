@@ -55,8 +55,22 @@ pub enum Method {
     Copy,
 }
 
+/// `<upgrade>-<suffix>`, in at most 63 characters (a Job's name becomes a label value): a
+/// longer upgrade name is cut and a digest of the whole name added, to keep it unique.
 pub fn job_name(upgrade: &str, kind: Kind) -> String {
-    format!("{upgrade}-{}", kind.suffix())
+    use sha2::{Digest, Sha256};
+    const MAX: usize = 63;
+    let suffix = kind.suffix();
+    if upgrade.len() + 1 + suffix.len() <= MAX {
+        return format!("{upgrade}-{suffix}");
+    }
+    let digest: String = Sha256::digest(upgrade.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Names are ASCII (DNS subdomains), so any byte index is a character boundary.
+    let cut = &upgrade[..MAX - suffix.len() - digest.len() - 2];
+    format!("{}-{digest}-{suffix}", cut.trim_end_matches(['-', '.']))
 }
 
 /// What the Jobs are made from.
@@ -206,6 +220,23 @@ pub fn limit(n: i32) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_names_fit_in_a_label_value_and_stay_distinct() {
+        assert_eq!(
+            job_name("db-upgrade-1", Kind::Finish),
+            "db-upgrade-1-finish"
+        );
+        // The longest cluster name, with the upgrade the cluster controller names after it.
+        let long = format!("{}-upgrade-0123abcd", "a".repeat(49));
+        let other = format!("{}-upgrade-4567ef01", "a".repeat(49));
+        for kind in [Kind::PgUpgrade, Kind::Revert, Kind::Finish] {
+            let (a, b) = (job_name(&long, kind), job_name(&other, kind));
+            assert!(a.len() <= 63, "{a}");
+            assert!(a.ends_with(kind.suffix()) && !a.contains("--"), "{a}");
+            assert_ne!(a, b);
+        }
+    }
 
     fn upgrade() -> PostgresUpgrade {
         serde_json::from_value(json!({
