@@ -14,6 +14,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod status;
 pub mod storage;
+pub mod trouble;
 pub mod validate;
 
 pub use controller::ClusterController;

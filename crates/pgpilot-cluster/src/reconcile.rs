@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use pgpilot_api::cluster::{ClusterPhase, condition};
+use pgpilot_api::cluster::{ClusterPhase, PostgresClusterStatus, condition};
 use pgpilot_api::{PostgresCluster, labels};
 use pgpilot_postgres::credentials::Csprng;
 use pgpilot_postgres::members;
@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::observe;
 use crate::plan::{self, Facts};
 use crate::status::{self, Observed};
-use crate::{act, storage, validate};
+use crate::{act, storage, trouble, validate};
 
 /// The condition for declared roles and databases.
 pub const ROLES_AND_DATABASES: &str = "RolesAndDatabasesReady";
@@ -218,6 +218,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         ..Observed::of(sts, &seen.pods)
     };
     let status = status::compute(&cluster, &observed, Time(Timestamp::now()));
+    troubles_to_events(ctx, &cluster, &seen.pods, &status).await;
     let ready = status.phase == Some(ClusterPhase::Ready);
     let streaming_soon = conditions::find(&status.conditions, status::READY)
         .is_some_and(|c| c.reason == "ReplicasNotStreaming");
@@ -450,5 +451,39 @@ mod tests {
         let mut c = cluster(THREE);
         c.spec.maintenance = true;
         assert_eq!(hold(&c).as_deref(), Some("spec.maintenance"));
+    }
+}
+
+/// A Warning Event for each instance trouble the Ready condition did not show before (so
+/// once per new trouble, not once per reconcile).
+async fn troubles_to_events(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    pods: &[Arc<Pod>],
+    status: &PostgresClusterStatus,
+) {
+    let before = cluster
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, status::READY))
+        .map(|c| c.message.as_str())
+        .unwrap_or_default();
+    let now = conditions::find(&status.conditions, status::READY)
+        .map(|c| c.message.as_str())
+        .unwrap_or_default();
+    for trouble in pods.iter().filter_map(|p| trouble::of(p)) {
+        let note = trouble.to_string();
+        if now.contains(&note) && !before.contains(&note) {
+            ctx.events
+                .about_pod(
+                    cluster,
+                    &trouble.pod,
+                    true,
+                    &trouble.reason,
+                    "Observe",
+                    note,
+                )
+                .await;
+        }
     }
 }

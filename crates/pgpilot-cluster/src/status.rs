@@ -253,6 +253,12 @@ pub fn compute(
             st.observed_generation == s.metadata.generation && st.replicas == desired
         })
     });
+    // What the scheduler or kubelet says of pods that do not run, for the messages below.
+    let troubles: String = pods
+        .iter()
+        .filter_map(|p| crate::trouble::of(p))
+        .map(|t| format!("; {t}"))
+        .collect();
     let (phase, ready_cond, progressing, degraded) = if let Some(message) = &observed.invalid {
         (
             status.phase.unwrap_or(ClusterPhase::Creating),
@@ -339,7 +345,7 @@ pub fn compute(
             (
                 Status::False,
                 "InstancesNotReady",
-                format!("{ready}/{desired} instances ready; the primary serves"),
+                format!("{ready}/{desired} instances ready; the primary serves{troubles}"),
             ),
             (
                 Status::True,
@@ -363,7 +369,7 @@ pub fn compute(
             (
                 Status::False,
                 "NoPrimary",
-                format!("no primary is ready ({ready}/{desired} instances ready)"),
+                format!("no primary is ready ({ready}/{desired} instances ready){troubles}"),
             ),
             (
                 Status::True,
@@ -540,6 +546,34 @@ mod tests {
             Some("pgpilot.io/cluster=db,pgpilot.io/component=instance")
         );
         assert_eq!(s.endpoints.unwrap().read_write, "db-rw.prod.svc:5432");
+    }
+
+    #[test]
+    fn ready_says_why_an_instance_does_not_run() {
+        let c = cluster(THREE);
+        let mut stuck = pod("db-2", None, false);
+        stuck.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/1 nodes are available"}))
+            .unwrap(),
+        ]);
+        let pods = [
+            pod("db-0", Some("primary"), true),
+            pod("db-1", Some("replica"), true),
+            stuck,
+        ];
+        let s = observe(&c, &pods);
+        let ready = conditions::find(&s.conditions, READY).unwrap();
+        assert_eq!(
+            ready.message,
+            "2/3 instances ready; the primary serves; db-2: Unschedulable: 0/1 nodes are available"
+        );
+        let s = observe(&c, &pods[2..]);
+        let ready = conditions::find(&s.conditions, READY).unwrap();
+        assert_eq!(
+            ready.message,
+            "no primary is ready (0/3 instances ready); db-2: Unschedulable: 0/1 nodes are available"
+        );
     }
 
     #[test]

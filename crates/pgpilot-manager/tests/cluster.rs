@@ -671,6 +671,48 @@ async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers
     s.ns.delete().await.unwrap();
 }
 
+#[tokio::test]
+async fn an_instance_that_cannot_be_scheduled_is_explained_on_the_cluster() {
+    let s = setup("unschedulable").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "unschedulable");
+    // This tier has no volume provisioner: the claims stay unbound and the scheduler says so,
+    // as it would to a user whose cluster has no default StorageClass.
+    create_demo(&s, "");
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let pg = wait_for(&clusters, "demo", Duration::from_secs(60), |c| {
+        c.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.message.contains("Unschedulable"))
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    let ready = pg
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+    // The scheduler's own words, for the pod it could not place.
+    assert!(
+        ready.message.contains("demo-0: Unschedulable: ")
+            && ready.message.contains("unbound immediate PersistentVolumeClaims"),
+        "{}",
+        ready.message
+    );
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns.name);
+    assert!(
+        wait_for_event(&events, "Unschedulable").await,
+        "no Warning Event\n{}",
+        m.log()
+    );
+    s.ns.delete().await.unwrap();
+}
+
 async fn wait_for_event(events: &Api<Event>, reason: &str) -> bool {
     for _ in 0..50 {
         let list = events.list(&ListParams::default()).await.unwrap();

@@ -130,6 +130,8 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
         "resources": resources,
         "securityContext": restricted,
         "volumeMounts": volume_mounts,
+        // A failed start leaves its last log lines where the cluster's status finds them.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     })];
     containers.extend(pgbackrest.server);
     let mut volumes = vec![
