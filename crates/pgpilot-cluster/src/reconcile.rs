@@ -369,6 +369,40 @@ fn update_revision(sts: Option<&StatefulSet>) -> Option<&str> {
         .flatten()
 }
 
+/// A Warning Event for each instance trouble the Ready condition did not show before (so
+/// once per new trouble, not once per reconcile).
+async fn troubles_to_events(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    pods: &[Arc<Pod>],
+    status: &PostgresClusterStatus,
+) {
+    let before = cluster
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, status::READY))
+        .map(|c| c.message.as_str())
+        .unwrap_or_default();
+    let now = conditions::find(&status.conditions, status::READY)
+        .map(|c| c.message.as_str())
+        .unwrap_or_default();
+    for trouble in pods.iter().filter_map(|p| trouble::of(p)) {
+        let note = trouble.to_string();
+        if now.contains(&note) && !before.contains(&note) {
+            ctx.events
+                .about_pod(
+                    cluster,
+                    &trouble.pod,
+                    true,
+                    &trouble.reason,
+                    "Observe",
+                    note,
+                )
+                .await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,39 +485,5 @@ mod tests {
         let mut c = cluster(THREE);
         c.spec.maintenance = true;
         assert_eq!(hold(&c).as_deref(), Some("spec.maintenance"));
-    }
-}
-
-/// A Warning Event for each instance trouble the Ready condition did not show before (so
-/// once per new trouble, not once per reconcile).
-async fn troubles_to_events(
-    ctx: &Context,
-    cluster: &PostgresCluster,
-    pods: &[Arc<Pod>],
-    status: &PostgresClusterStatus,
-) {
-    let before = cluster
-        .status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, status::READY))
-        .map(|c| c.message.as_str())
-        .unwrap_or_default();
-    let now = conditions::find(&status.conditions, status::READY)
-        .map(|c| c.message.as_str())
-        .unwrap_or_default();
-    for trouble in pods.iter().filter_map(|p| trouble::of(p)) {
-        let note = trouble.to_string();
-        if now.contains(&note) && !before.contains(&note) {
-            ctx.events
-                .about_pod(
-                    cluster,
-                    &trouble.pod,
-                    true,
-                    &trouble.reason,
-                    "Observe",
-                    note,
-                )
-                .await;
-        }
     }
 }

@@ -102,11 +102,21 @@ fn last_exit(c: &ContainerStatus) -> String {
                 && !lower.starts_with("statement:")
         })
         .collect();
-    let tail = &errors[errors.len().saturating_sub(3)..];
+    // The first error is usually the cause (initdb's), the last ones how the process ended.
+    let shown: Vec<&str> = if errors.len() <= 3 {
+        errors
+    } else {
+        vec![
+            errors[0],
+            "…",
+            errors[errors.len() - 2],
+            errors[errors.len() - 1],
+        ]
+    };
     let mut out = format!("exit code {}", t.exit_code);
-    if !tail.is_empty() {
+    if !shown.is_empty() {
         out.push_str(": ");
-        out.push_str(&tail.join(" | "));
+        out.push_str(&shown.join(" | "));
     }
     out
 }
@@ -184,6 +194,23 @@ mod tests {
             "container postgres: exit code 1: initdb: error: invalid locale name \"xx_XX\" | CRITICAL: failed to bootstrap cluster"
         );
         assert!(!t.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn of_many_error_lines_the_first_and_the_last_two_are_shown() {
+        let log = "initdb: error: invalid locale name \"xx\"\nERROR: Initdb failed\n\
+                   INFO: removing initialize key after failed attempt\n\
+                   Traceback: raise PatroniFatalException\nPatroniFatalException: 'Failed to bootstrap cluster'";
+        let p = pod(
+            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": log}}}]}),
+        );
+        assert_eq!(
+            of(&p).unwrap().message,
+            "container postgres: exit code 1: initdb: error: invalid locale name \"xx\" | … | Traceback: raise PatroniFatalException | PatroniFatalException: 'Failed to bootstrap cluster'"
+        );
     }
 
     #[test]

@@ -700,7 +700,9 @@ async fn an_instance_that_cannot_be_scheduled_is_explained_on_the_cluster() {
     // The scheduler's own words, for the pod it could not place.
     assert!(
         ready.message.contains("demo-0: Unschedulable: ")
-            && ready.message.contains("unbound immediate PersistentVolumeClaims"),
+            && ready
+                .message
+                .contains("unbound immediate PersistentVolumeClaims"),
         "{}",
         ready.message
     );

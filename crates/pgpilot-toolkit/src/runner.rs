@@ -474,7 +474,6 @@ fn pascal_case(s: &str) -> String {
         .collect()
 }
 
-/// Writes the outcome condition when it changes (one condition, its own field manager).
 /// Whether `object`'s status carries condition `type_` as `False`.
 fn shows_failure<K: Serialize>(object: &K, type_: &str) -> bool {
     serde_json::to_value(object)
@@ -488,6 +487,7 @@ fn shows_failure<K: Serialize>(object: &K, type_: &str) -> bool {
         .is_some_and(|c| c.get("status").and_then(serde_json::Value::as_str) == Some("False"))
 }
 
+/// Writes the outcome condition when it changes (one condition, its own field manager).
 async fn show_outcome<R: Reconciler>(
     shared: &Loop<R>,
     object: &R::Object,

@@ -816,3 +816,55 @@ fn patroni_view_complete(pg: &PostgresCluster) -> Result<(), String> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_initdb_locale_the_image_lacks_is_explained_on_the_cluster() {
+    let env = Env::start("bad-locale").await;
+    let result = bad_locale(&env).await;
+    env.finish(result).await;
+}
+
+/// Patroni gives up when initdb fails and the container restarts until the kubelet backs off:
+/// the cluster's Ready condition carries the kubelet's reason and initdb's own error line
+/// (from the container's last log lines), and a Warning Event says it once.
+async fn bad_locale(env: &Env) -> Result<()> {
+    env.apply(
+        &ClusterYaml::new("db")
+            .spec("bootstrap: {initdb: {locale: xx_XX.UTF-8}}")
+            .yaml(),
+    )?;
+    env.wait_cluster(
+        "db",
+        "Ready=False explaining the crash loop with initdb's error",
+        SETTLE,
+        |pg| {
+            let c = pg
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .ok_or("no Ready")?;
+            (c.status == "False"
+                && c.message
+                    .contains("db-0: CrashLoopBackOff: container postgres: exit code")
+                && c.message.contains("xx_XX"))
+            .then_some(())
+            .ok_or(format!("Ready={} {}: {}", c.status, c.reason, c.message))
+        },
+    )
+    .await?;
+    let events = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=CrashLoopBackOff",
+        "-o",
+        "name",
+    ])?;
+    ensure!(
+        !events.trim().is_empty(),
+        "no CrashLoopBackOff Event on the cluster"
+    );
+    Ok(())
+}
