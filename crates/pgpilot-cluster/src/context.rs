@@ -24,6 +24,7 @@ pub struct Context {
     pub caches: Caches,
     /// pgpilot's pods, for the NetworkPolicies.
     pub operator: Option<crate::OperatorPods>,
+    pub crash_logs: Arc<crate::trouble::CrashLogs>,
 }
 
 #[async_trait::async_trait]

@@ -82,6 +82,8 @@ impl Controller for ClusterController {
                 &["get", "list", "watch", "patch", "update", "delete"],
             ),
             rule(&[""], &["pods/eviction"], &["create"]),
+            // The previous log of an instance that crash-loops without saying why on exit.
+            rule(&[""], &["pods/log"], &["get"]),
             rule(
                 &[""],
                 &["endpoints"],
@@ -146,6 +148,7 @@ impl Controller for ClusterController {
                 patroni: patroni.clone(),
                 caches,
                 operator: operator.clone(),
+                crash_logs: Default::default(),
             })
         })
         .await

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -215,10 +215,11 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             })
         },
         conditions,
+        crash_logs: ctx.crash_logs.read(&ctx.client, &seen.pods).await,
         ..Observed::of(sts, &seen.pods)
     };
     let status = status::compute(&cluster, &observed, Time(Timestamp::now()));
-    troubles_to_events(ctx, &cluster, &seen.pods, &status).await;
+    troubles_to_events(ctx, &cluster, &observed, &status).await;
     let ready = status.phase == Some(ClusterPhase::Ready);
     let streaming_soon = conditions::find(&status.conditions, status::READY)
         .is_some_and(|c| c.reason == "ReplicasNotStreaming");
@@ -374,7 +375,7 @@ fn update_revision(sts: Option<&StatefulSet>) -> Option<&str> {
 async fn troubles_to_events(
     ctx: &Context,
     cluster: &PostgresCluster,
-    pods: &[Arc<Pod>],
+    observed: &Observed<'_>,
     status: &PostgresClusterStatus,
 ) {
     let before = cluster
@@ -386,7 +387,11 @@ async fn troubles_to_events(
     let now = conditions::find(&status.conditions, status::READY)
         .map(|c| c.message.as_str())
         .unwrap_or_default();
-    for trouble in pods.iter().filter_map(|p| trouble::of(p)) {
+    let troubles = observed
+        .pods
+        .iter()
+        .filter_map(|p| trouble::of(p, observed.crash_logs.get(&p.name_any()).map(AsRef::as_ref)));
+    for trouble in troubles {
         let note = trouble.to_string();
         if now.contains(&note) && !before.contains(&note) {
             ctx.events

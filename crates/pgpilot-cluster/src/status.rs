@@ -3,6 +3,7 @@
 //! server-side apply under the cluster controller's field manager, only its own part
 //! ([`PART`]) and only when that part changed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -89,6 +90,8 @@ pub struct Observed<'a> {
     pub progress: Option<Progress>,
     /// Further conditions the reconcile's steps decided (type, status, reason, message).
     pub conditions: Vec<(&'static str, Status, &'static str, String)>,
+    /// Previous logs of crash-looping instances that said nothing on exit, by pod name.
+    pub crash_logs: BTreeMap<String, Arc<str>>,
 }
 
 impl<'a> Observed<'a> {
@@ -256,7 +259,9 @@ pub fn compute(
     // What the scheduler or kubelet says of pods that do not run, for the messages below.
     let troubles: String = pods
         .iter()
-        .filter_map(|p| crate::trouble::of(p))
+        .filter_map(|p| {
+            crate::trouble::of(p, observed.crash_logs.get(&p.name_any()).map(AsRef::as_ref))
+        })
         .map(|t| format!("; {t}"))
         .collect();
     let (phase, ready_cond, progressing, degraded) = if let Some(message) = &observed.invalid {

@@ -1,10 +1,14 @@
 //! Why an instance pod does not run, as the scheduler and the kubelet report it: shown on the
 //! cluster (Ready's message, a Warning Event) so nobody has to find the pod to learn it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use kube::ResourceExt;
+use kube::api::{Api, LogParams};
+use kube::{Client, ResourceExt};
+use tracing::Instrument;
 
 /// Waiting reasons that do not resolve by themselves.
 const STUCK: &[&str] = &[
@@ -40,8 +44,10 @@ impl fmt::Display for Trouble {
     }
 }
 
-/// What keeps `pod` from running, if the scheduler or the kubelet said.
-pub fn of(pod: &Pod) -> Option<Trouble> {
+/// What keeps `pod` from running, if the scheduler or the kubelet said. `previous_log` is the
+/// crash-looping container's previous log, read when its termination message is empty
+/// ([`CrashLogs`]).
+pub fn of(pod: &Pod, previous_log: Option<&str>) -> Option<Trouble> {
     let status = pod.status.as_ref()?;
     let trouble = |reason: &str, message: String| Trouble {
         pod: pod.name_any(),
@@ -71,7 +77,7 @@ pub fn of(pod: &Pod) -> Option<Trouble> {
             continue;
         };
         let message = if reason == "CrashLoopBackOff" {
-            last_exit(c)
+            last_exit(c, previous_log)
         } else {
             waiting.message.clone().unwrap_or_default()
         };
@@ -81,27 +87,16 @@ pub fn of(pod: &Pod) -> Option<Trouble> {
 }
 
 /// How the container last ended: its exit code and the error lines of its termination
-/// message (the log's last lines, with FallbackToLogsOnError). Only lines that report an
-/// error, and none that mentions a password: a log may quote a statement.
-fn last_exit(c: &ContainerStatus) -> String {
+/// message (the log's last lines, with FallbackToLogsOnError, after a non-zero exit) or else of
+/// its previous log.
+fn last_exit(c: &ContainerStatus, previous_log: Option<&str>) -> String {
     let Some(t) = c.last_state.as_ref().and_then(|s| s.terminated.as_ref()) else {
         return "restarting".to_owned();
     };
-    let errors: Vec<&str> = t
-        .message
-        .as_deref()
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| {
-            let lower = l.to_lowercase();
-            ["error", "fatal", "panic", "critical"]
-                .iter()
-                .any(|w| lower.contains(w))
-                && !lower.contains("password")
-                && !lower.starts_with("statement:")
-        })
-        .collect();
+    let mut errors = error_lines(t.message.as_deref().unwrap_or_default());
+    if errors.is_empty() {
+        errors = error_lines(previous_log.unwrap_or_default());
+    }
     // The first error is usually the cause (initdb's), the last ones how the process ended.
     let shown: Vec<&str> = if errors.len() <= 3 {
         errors
@@ -119,6 +114,92 @@ fn last_exit(c: &ContainerStatus) -> String {
         out.push_str(&shown.join(" | "));
     }
     out
+}
+
+/// The lines of a log that report an error, and none that mentions a password: a log may
+/// quote a statement.
+fn error_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .map(str::trim)
+        .filter(|l| {
+            let lower = l.to_lowercase();
+            ["error", "fatal", "panic", "critical"]
+                .iter()
+                .any(|w| lower.contains(w))
+                && !lower.contains("password")
+                && !lower.starts_with("statement:")
+        })
+        .collect()
+}
+
+/// The crash-looping container of `pod` whose termination message names no error (a process
+/// that exits 0, as Patroni does when bootstrapping fails, gets none), and its restart count.
+fn log_wanted(pod: &Pod) -> Option<(String, i32)> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let terminated = c.last_state.as_ref()?.terminated.as_ref()?;
+        (waiting.reason.as_deref() == Some("CrashLoopBackOff")
+            && error_lines(terminated.message.as_deref().unwrap_or_default()).is_empty())
+        .then(|| (c.name.clone(), c.restart_count))
+    })
+}
+
+/// Previous logs of crash-looping containers, read once per restart (by pod uid and restart
+/// count) rather than on every reconcile.
+#[derive(Default)]
+pub struct CrashLogs(Mutex<HashMap<String, (i32, Arc<str>)>>);
+
+impl CrashLogs {
+    /// The previous log's last lines of each pod that [`log_wanted`], by pod name. A log that
+    /// cannot be read is left out (the trouble is still shown, without its lines).
+    pub async fn read(&self, client: &Client, pods: &[Arc<Pod>]) -> BTreeMap<String, Arc<str>> {
+        let mut found = BTreeMap::new();
+        for pod in pods {
+            let Some((container, restarts)) = log_wanted(pod) else {
+                continue;
+            };
+            let (name, uid) = (pod.name_any(), pod.uid().unwrap_or_default());
+            let cached = self.cache().get(&uid).cloned();
+            if let Some((_, text)) = cached.filter(|(at, _)| *at == restarts) {
+                found.insert(name, text);
+                continue;
+            }
+            let api: Api<Pod> =
+                Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+            let params = LogParams {
+                container: Some(container),
+                previous: true,
+                tail_lines: Some(60),
+                limit_bytes: Some(32 * 1024),
+                ..Default::default()
+            };
+            match api
+                .logs(&name, &params)
+                .instrument(tracing::debug_span!("kube.logs", pod = %name))
+                .await
+            {
+                Ok(log) => {
+                    let text: Arc<str> = Arc::from(log.as_str());
+                    let mut cache = self.cache();
+                    // Pods come and go; a crash-looping pod's entry is small. Bounded anyway.
+                    if cache.len() > 10_000 {
+                        cache.clear();
+                    }
+                    cache.insert(uid, (restarts, text.clone()));
+                    found.insert(name, text);
+                }
+                Err(e) => tracing::debug!(pod = %name, error = %e, "previous log not readable"),
+            }
+        }
+        found
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i32, Arc<str>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn shorten(s: &str) -> String {
@@ -141,12 +222,12 @@ mod tests {
 
     #[test]
     fn a_running_or_starting_pod_has_no_trouble() {
-        assert_eq!(of(&pod(json!({"phase": "Running"}))), None);
+        assert_eq!(of(&pod(json!({"phase": "Running"})), None), None);
         let creating = pod(
             json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
             "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
         );
-        assert_eq!(of(&creating), None);
+        assert_eq!(of(&creating, None), None);
     }
 
     #[test]
@@ -156,7 +237,7 @@ mod tests {
             "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."}]}),
         );
         assert_eq!(
-            of(&p).unwrap().to_string(),
+            of(&p, None).unwrap().to_string(),
             "db-1: Unschedulable: 0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
         );
     }
@@ -168,7 +249,7 @@ mod tests {
             "ready": false, "restartCount": 0,
             "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image \"x\" is not present"}}}]}),
         );
-        let t = of(&p).unwrap();
+        let t = of(&p, None).unwrap();
         assert_eq!(t.reason, "ErrImageNeverPull");
         assert_eq!(t.message, "container postgres: image \"x\" is not present");
     }
@@ -187,7 +268,7 @@ mod tests {
             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
             "lastState": {"terminated": {"exitCode": 1, "message": log}}}]}),
         );
-        let t = of(&p).unwrap();
+        let t = of(&p, None).unwrap();
         assert_eq!(t.reason, "CrashLoopBackOff");
         assert_eq!(
             t.message,
@@ -208,9 +289,46 @@ mod tests {
             "lastState": {"terminated": {"exitCode": 1, "message": log}}}]}),
         );
         assert_eq!(
-            of(&p).unwrap().message,
+            of(&p, None).unwrap().message,
             "container postgres: exit code 1: initdb: error: invalid locale name \"xx\" | … | Traceback: raise PatroniFatalException | PatroniFatalException: 'Failed to bootstrap cluster'"
         );
+    }
+
+    #[test]
+    fn a_crash_loop_that_exits_0_takes_its_lines_from_the_previous_log() {
+        let p = pod(
+            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 0}}}]}),
+        );
+        assert_eq!(log_wanted(&p), Some(("postgres".to_owned(), 4)));
+        let log =
+            "INFO: trying to bootstrap a new cluster\ninitdb: error: invalid locale name \"xx\"\n";
+        assert_eq!(
+            of(&p, Some(log)).unwrap().message,
+            "container postgres: exit code 0: initdb: error: invalid locale name \"xx\""
+        );
+        assert_eq!(
+            of(&p, None).unwrap().message,
+            "container postgres: exit code 0"
+        );
+        // With error lines in its termination message, no log is read.
+        let mut said = p.clone();
+        said.status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .last_state
+            .as_mut()
+            .unwrap()
+            .terminated
+            .as_mut()
+            .unwrap()
+            .message = Some("FATAL: boom".into());
+        assert_eq!(log_wanted(&said), None);
     }
 
     #[test]
@@ -219,6 +337,9 @@ mod tests {
             json!({"conditions": [{"type": "PodScheduled", "status": "False",
             "reason": "Unschedulable", "message": "x".repeat(1000)}]}),
         );
-        assert_eq!(of(&p).unwrap().message.chars().count(), MAX_MESSAGE + 1);
+        assert_eq!(
+            of(&p, None).unwrap().message.chars().count(),
+            MAX_MESSAGE + 1
+        );
     }
 }
