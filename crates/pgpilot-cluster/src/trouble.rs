@@ -151,8 +151,8 @@ fn log_wanted(pod: &Pod) -> Option<(String, i32)> {
 pub struct CrashLogs(Mutex<HashMap<String, (i32, Arc<str>)>>);
 
 impl CrashLogs {
-    /// The previous log's last lines of each pod that [`log_wanted`], by pod name. A log that
-    /// cannot be read is left out (the trouble is still shown, without its lines).
+    /// The error lines of the previous log's last lines of each pod that [`log_wanted`], by pod
+    /// name. A log that cannot be read is left out (the trouble is still shown, without them).
     pub async fn read(&self, client: &Client, pods: &[Arc<Pod>]) -> BTreeMap<String, Arc<str>> {
         let mut found = BTreeMap::new();
         for pod in pods {
@@ -180,7 +180,9 @@ impl CrashLogs {
                 .await
             {
                 Ok(log) => {
-                    let text: Arc<str> = Arc::from(log.as_str());
+                    // Only the lines that can be shown are kept (small, and no other log line
+                    // stays in memory).
+                    let text: Arc<str> = Arc::from(error_lines(&log).join("\n"));
                     let mut cache = self.cache();
                     // Pods come and go; a crash-looping pod's entry is small. Bounded anyway.
                     if cache.len() > 10_000 {
