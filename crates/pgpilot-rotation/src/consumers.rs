@@ -76,13 +76,20 @@ impl Workload for Deployment {
             s.replicas.unwrap_or(0),
             s.available_replicas.unwrap_or(0),
         );
+        // Pods on their way out still run their containers (a graceful shutdown, or a kubelet
+        // slow to stop them) and may still use the old credentials; `replicas` leaves them
+        // out. Kubernetes 1.35 counts them (older servers leave the field unset).
+        let terminating = s.terminating_replicas.unwrap_or(0);
         let done = caught_up(self.metadata.generation, s.observed_generation)
             && updated >= want
             && total == updated
-            && available >= want;
+            && available >= want
+            && terminating == 0;
         (
             done,
-            format!("{updated}/{want} updated, {available} available, {total} running"),
+            format!(
+                "{updated}/{want} updated, {available} available, {total} running, {terminating} terminating"
+            ),
         )
     }
 }
@@ -309,9 +316,22 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            find(&by_name("api"), &[Arc::new(rolling)], "rot", "h1")[0].state,
+            find(&by_name("api"), &[Arc::new(rolling.clone())], "rot", "h1")[0].state,
             RolloutState::Rolling,
             "an old pod still runs"
+        );
+        rolling.status = Some(DeploymentStatus {
+            observed_generation: Some(3),
+            replicas: Some(2),
+            updated_replicas: Some(2),
+            available_replicas: Some(2),
+            terminating_replicas: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(
+            find(&by_name("api"), &[Arc::new(rolling)], "rot", "h1")[0].state,
+            RolloutState::Rolling,
+            "an old pod is still stopping"
         );
     }
 
