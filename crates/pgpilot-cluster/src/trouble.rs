@@ -222,12 +222,22 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "db-1"}, "status": status})).unwrap()
     }
 
+    /// A pod whose `postgres` container is in `state`, after `restarts` restarts ending in
+    /// `last_state`.
+    fn postgres(restarts: i32, state: serde_json::Value, last_state: serde_json::Value) -> Pod {
+        pod(
+            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
+            "ready": false, "restartCount": restarts, "state": state, "lastState": last_state}]}),
+        )
+    }
+
     #[test]
     fn a_running_or_starting_pod_has_no_trouble() {
         assert_eq!(of(&pod(json!({"phase": "Running"})), None), None);
-        let creating = pod(
-            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        let creating = postgres(
+            0,
+            json!({"waiting": {"reason": "ContainerCreating"}}),
+            json!({}),
         );
         assert_eq!(of(&creating, None), None);
     }
@@ -246,10 +256,10 @@ mod tests {
 
     #[test]
     fn an_image_error_is_shown_with_the_kubelets_message() {
-        let p = pod(
-            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 0,
-            "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image \"x\" is not present"}}}]}),
+        let p = postgres(
+            0,
+            json!({"waiting": {"reason": "ErrImageNeverPull", "message": "image \"x\" is not present"}}),
+            json!({}),
         );
         let t = of(&p, None).unwrap();
         assert_eq!(t.reason, "ErrImageNeverPull");
@@ -264,11 +274,10 @@ mod tests {
                    ERROR: syntax error near PASSWORD 'secret'\n\
                    STATEMENT: ALTER ROLE error\n\
                    CRITICAL: failed to bootstrap cluster";
-        let p = pod(
-            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 3,
-            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
-            "lastState": {"terminated": {"exitCode": 1, "message": log}}}]}),
+        let p = postgres(
+            3,
+            json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}),
+            json!({"terminated": {"exitCode": 1, "message": log}}),
         );
         let t = of(&p, None).unwrap();
         assert_eq!(t.reason, "CrashLoopBackOff");
@@ -284,11 +293,10 @@ mod tests {
         let log = "initdb: error: invalid locale name \"xx\"\nERROR: Initdb failed\n\
                    INFO: removing initialize key after failed attempt\n\
                    Traceback: raise PatroniFatalException\nPatroniFatalException: 'Failed to bootstrap cluster'";
-        let p = pod(
-            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 3,
-            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": {"exitCode": 1, "message": log}}}]}),
+        let p = postgres(
+            3,
+            json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+            json!({"terminated": {"exitCode": 1, "message": log}}),
         );
         assert_eq!(
             of(&p, None).unwrap().message,
@@ -298,11 +306,10 @@ mod tests {
 
     #[test]
     fn a_crash_loop_that_exits_0_takes_its_lines_from_the_previous_log() {
-        let p = pod(
-            json!({"containerStatuses": [{"name": "postgres", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 4,
-            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": {"exitCode": 0}}}]}),
+        let p = postgres(
+            4,
+            json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+            json!({"terminated": {"exitCode": 0}}),
         );
         assert_eq!(log_wanted(&p), Some(("postgres".to_owned(), 4)));
         let log =

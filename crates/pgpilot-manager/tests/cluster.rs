@@ -622,14 +622,6 @@ async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers
     // limit); the StatefulSet's validation refuses a request without one.
     create_demo(&s, "  resources: {requests: {example.com/gpu: \"1\"}}\n");
     let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
-    let reconciled = |c: &PostgresCluster| {
-        c.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "ClusterReconciled")
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
     let pg = wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
         reconciled(c).is_some_and(|(s, _, _)| s == "False")
     })
@@ -713,6 +705,16 @@ async fn an_instance_that_cannot_be_scheduled_is_explained_on_the_cluster() {
         m.log()
     );
     s.ns.delete().await.unwrap();
+}
+
+/// The runner's `ClusterReconciled` condition: status, reason, message.
+fn reconciled(c: &PostgresCluster) -> Option<(String, String, String)> {
+    c.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ClusterReconciled")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 async fn wait_for_event(events: &Api<Event>, reason: &str) -> bool {
@@ -939,16 +941,6 @@ async fn a_missing_permission_is_retried_shown_on_the_cluster_and_converges_once
     );
     create_demo(&s, "");
     let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
-    let reconciled = |c: &PostgresCluster| {
-        c.status
-            .as_ref()
-            .and_then(|st| {
-                st.conditions
-                    .iter()
-                    .find(|c| c.type_ == "ClusterReconciled")
-            })
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
     let pg = wait_for(&clusters, "demo", Duration::from_secs(60), |c| {
         reconciled(c).is_some_and(|(s, _, _)| s == "False")
     })
