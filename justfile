@@ -95,6 +95,12 @@ lint:
 crds:
     cargo run -q -p pgpilot-manager -- crds --out-dir crds
 
+# Regenerate the PostgreSQL parameter tables (crates/pgpilot-postgres/src/parameters/) from
+# the images themselves: every parameter, its type, range and accepted values.
+pg-parameters:
+    images/postgres-parameters.sh 17
+    images/postgres-parameters.sh 15.20
+
 # Copy crds/ into the chart and regenerate its RBAC files from the manager.
 chart-sync:
     charts/pgpilot/sync.sh
