@@ -95,7 +95,7 @@ lint:
 crds:
     cargo run -q -p pgpilot-manager -- crds --out-dir crds
 
-# Regenerate the PostgreSQL parameter tables (crates/pgpilot-postgres/src/parameters/) from
+# Regenerate the PostgreSQL parameter tables (crates/pgpilot-api/src/parameters/) from
 # the images themselves: every parameter, its type, range and accepted values.
 pg-parameters:
     images/postgres-parameters.sh 17

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes crates/pgpilot-postgres/src/parameters/pg<major>.tsv: every parameter the
+# Writes crates/pgpilot-api/src/parameters/pg<major>.tsv: every parameter the
 # PostgreSQL of our image knows, asked of that PostgreSQL itself. The operator checks
 # spec.postgresql.parameters against it (CEL at admission, the controller before Patroni).
 #
@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 
 TAG=${1:?usage: $0 17|15.20}
 MAJOR=${TAG%%.*}
-OUT=$IMAGES_DIR/../crates/pgpilot-postgres/src/parameters/pg$MAJOR.tsv
+OUT=$IMAGES_DIR/../crates/pgpilot-api/src/parameters/pg$MAJOR.tsv
 # Contrib modules with parameters (sepgsql needs SELinux; plpgsql is always there).
 LIBS=(auth_delay auto_explain basebackup_to_shell basic_archive isn passwordcheck pg_prewarm
   pg_stat_statements pg_trgm plpgsql postgres_fdw)

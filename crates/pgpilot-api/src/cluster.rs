@@ -67,6 +67,98 @@ fn operator_owned_parameters_rule() -> Rule {
     )))
 }
 
+/// CEL over the parameter tables of [`crate::parameters`], for the majors that have one:
+/// names PostgreSQL and Patroni know (any case; a dotted name only under an extension prefix
+/// of the image), booleans and enums with a value both accept. Numbers (units, ranges) are
+/// checked by the cluster controller, which says so in a condition.
+fn parameter_table_rules() -> [Rule; 4] {
+    let tables = crate::parameters::tables();
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let majors = tables
+        .iter()
+        .map(|t| t.major.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // `(self.version == 15 ? A : B)`, over every table.
+    let by_version = |f: &dyn Fn(&crate::parameters::Table) -> String| {
+        let mut expr = String::new();
+        for (i, t) in tables.iter().enumerate() {
+            if i + 1 < tables.len() {
+                expr.push_str(&format!("self.version == {} ? {} : ", t.major, f(t)));
+            } else {
+                expr.push_str(&f(t));
+            }
+        }
+        format!("({expr})")
+    };
+    let set = |names: Vec<&str>| {
+        let entries: Vec<String> = names
+            .iter()
+            .map(|n| format!("{}: true", quote(n)))
+            .collect();
+        format!("{{{}}}", entries.join(", "))
+    };
+    let known = by_version(&|t| set(t.names().collect()));
+    let prefixes = by_version(&|t| {
+        let p: Vec<String> = t.prefixes().iter().map(|p| quote(p)).collect();
+        format!("[{}]", p.join(", "))
+    });
+    let bools = by_version(&|t| {
+        set(t
+            .parameters()
+            .filter(|p| p.kind == crate::parameters::Kind::Bool)
+            .map(|p| p.name)
+            .collect())
+    });
+    let bool_values: Vec<String> = crate::parameters::BOOL_VALUES
+        .iter()
+        .map(|v| quote(v))
+        .collect();
+    let enums = by_version(&|t| {
+        let entries: Vec<String> = t
+            .parameters()
+            .filter(|p| p.kind == crate::parameters::Kind::Enum)
+            .map(|p| {
+                // A set rather than a list: cheaper to look up, for the API server's estimate.
+                let v: Vec<String> = p
+                    .values()
+                    .iter()
+                    .map(|v| format!("{}: true", quote(v)))
+                    .collect();
+                format!(
+                    "{}: {{{}}}",
+                    quote(&p.name.to_ascii_lowercase()),
+                    v.join(", ")
+                )
+            })
+            .collect();
+        format!("{{{}}}", entries.join(", "))
+    });
+    let tabled = format!("!has(self.parameters) || !(self.version in [{majors}])");
+    [
+        // Fixed messages: the API server estimates a map key's length from the request size,
+        // and any messageExpression naming the key (a filter over the map) takes these rules
+        // past the CRD's total cost budget. The admission webhook will name it.
+        Rule::new(format!(
+            "{tabled} || self.parameters.all(k, k.contains('.') || k.lowerAscii() in {known})"
+        ))
+        .message("spec.postgresql.parameters: a name is not a parameter of this PostgreSQL major version (compared case-insensitively): a typo, or one this major removed?"),
+        Rule::new(format!(
+            "{tabled} || self.parameters.all(k, !k.contains('.') || k.lowerAscii() in {known} || !{prefixes}.exists(p, k.lowerAscii().startsWith(p)))"
+        ))
+        .message("spec.postgresql.parameters: a name under the prefix of an extension of the image (auto_explain., pg_stat_statements., …) that the extension does not define (other dotted names are free-form)"),
+        Rule::new(format!(
+            "{tabled} || self.parameters.all(k, !(k.lowerAscii() in {bools}) || self.parameters[k].lowerAscii() in [{}])",
+            bool_values.join(", ")
+        ))
+        .message("spec.postgresql.parameters: a boolean parameter has a value other than on or off (or true/false, yes/no, 1/0)"),
+        Rule::new(format!(
+            "{tabled} || self.parameters.all(k, !(k.lowerAscii() in {enums}) || self.parameters[k].lowerAscii() in {enums}[k.lowerAscii()])"
+        ))
+        .message("spec.postgresql.parameters: an enumerated parameter has a value PostgreSQL (or Patroni, which writes postgresql.conf) does not take; values compare case-insensitively with pg_settings.enumvals"),
+    ]
+}
+
 /// A highly available PostgreSQL cluster: one primary and zero or more streaming replicas,
 /// run by Patroni with Kubernetes as its consensus store.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -233,7 +325,11 @@ fn default_instances() -> i32 {
 /// PostgreSQL version, image and configuration.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(
-    validation = operator_owned_parameters_rule()
+    validation = operator_owned_parameters_rule(),
+    validation = parameter_table_rules()[0].clone(),
+    validation = parameter_table_rules()[1].clone(),
+    validation = parameter_table_rules()[2].clone(),
+    validation = parameter_table_rules()[3].clone()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresSettings {
@@ -250,7 +346,7 @@ pub struct PostgresSettings {
 
     /// postgresql.conf parameters. Values are strings, as in postgresql.conf.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 256))]
+    #[schemars(extend("maxProperties" = 256, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub parameters: BTreeMap<String, String>,
 
     /// Extra pg_hba.conf lines, placed after pgpilot's own (which allow replication and

@@ -13,6 +13,7 @@ pub mod crds;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod labels;
+pub mod parameters;
 pub mod rotation;
 pub mod schedule;
 pub mod upgrade;
