@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::observe::Seen;
 use crate::plan::{self, Step, Why};
 use crate::storage;
+use crate::validate::ParameterCheck;
 
 /// Applies the children in two waves: everything a pod needs first (identity, Role,
 /// Secrets, configuration, Services, PDB, NetworkPolicy), then what refers to those (the RoleBinding, whose
@@ -148,6 +149,7 @@ pub async fn configure_patroni(
     cluster: &PostgresCluster,
     members: &Members,
     desired: &Value,
+    parameters: &ParameterCheck,
 ) {
     let Some((pod, ip)) = members.primary_address() else {
         return;
@@ -159,13 +161,29 @@ pub async fn configure_patroni(
             return;
         }
     };
-    let Some(patch) = plan::config_patch(desired, &live) else {
+    let held: Vec<&str> = parameters.refused.keys().map(String::as_str).collect();
+    let Some(patch) = plan::config_patch(desired, &live, &held) else {
         return;
     };
-    let keys = patch
+    let mut keys = patch
         .as_object()
         .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
         .unwrap_or_default();
+    let changed = patch
+        .pointer("/postgresql/parameters")
+        .and_then(Value::as_object);
+    let restart: Vec<&str> = parameters
+        .on_restart
+        .iter()
+        .filter(|p| changed.is_some_and(|c| c.contains_key(p.as_str())))
+        .map(String::as_str)
+        .collect();
+    if !restart.is_empty() {
+        keys.push_str(&format!(
+            " ({} take effect on a restart: one instance at a time, replicas first)",
+            restart.join(", ")
+        ));
+    }
     match api.patch_config(&pod, &ip, &patch).await {
         Ok(()) => {
             ctx.events

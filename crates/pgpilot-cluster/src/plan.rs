@@ -10,9 +10,10 @@ use pgpilot_postgres::roll::{Ordered, Roll, ordered, roll};
 
 /// The JSON merge patch that makes Patroni's dynamic configuration `live` carry `desired`,
 /// or `None` when it already does. Parameters pgpilot no longer wants are removed (`null`):
-/// the spec owns the whole `postgresql.parameters` map (and `recovery_conf`, `spec.backup`'s).
-pub fn config_patch(desired: &Value, live: &Value) -> Option<Value> {
-    fn diff(desired: &Value, live: &Value, path: &[&str]) -> Option<Value> {
+/// the spec owns the whole `postgresql.parameters` map (and `recovery_conf`, `spec.backup`'s)
+/// — except the `held` ones, refused in the spec, whose live value stays as it is.
+pub fn config_patch(desired: &Value, live: &Value, held: &[&str]) -> Option<Value> {
+    fn diff(desired: &Value, live: &Value, path: &[&str], held: &[&str]) -> Option<Value> {
         match (desired, live) {
             (Value::Object(d), Value::Object(l)) => {
                 let mut out = Map::new();
@@ -20,12 +21,15 @@ pub fn config_patch(desired: &Value, live: &Value) -> Option<Value> {
                     let lv = l.get(k).unwrap_or(&Value::Null);
                     let mut p = path.to_vec();
                     p.push(k);
-                    if let Some(v) = diff(dv, lv, &p) {
+                    if let Some(v) = diff(dv, lv, &p, held) {
                         out.insert(k.clone(), v);
                     }
                 }
                 if path == ["postgresql", "parameters"] {
-                    for k in l.keys().filter(|k| !d.contains_key(*k)) {
+                    let wanted = |k: &str| {
+                        d.contains_key(k) || held.iter().any(|h| h.eq_ignore_ascii_case(k))
+                    };
+                    for k in l.keys().filter(|k| !wanted(k)) {
                         out.insert(k.clone(), Value::Null);
                     }
                 }
@@ -43,7 +47,7 @@ pub fn config_patch(desired: &Value, live: &Value) -> Option<Value> {
             (d, _) => Some(d.clone()),
         }
     }
-    diff(desired, live, &[])
+    diff(desired, live, &[], held)
 }
 
 fn same_scalar(a: &Value, b: &Value) -> bool {
@@ -342,7 +346,7 @@ mod tests {
             "postgresql": {"parameters": {"max_connections": "200", "wal_level": "replica"}}});
         let live = json!({"ttl": 20, "synchronous_mode": true, "check_timeline": true,
             "postgresql": {"parameters": {"max_connections": 200, "wal_level": "replica"}}});
-        assert_eq!(config_patch(&desired, &live), None);
+        assert_eq!(config_patch(&desired, &live, &[]), None);
     }
 
     #[test]
@@ -352,9 +356,21 @@ mod tests {
         let live = json!({"ttl": 30, "pause": false,
             "postgresql": {"parameters": {"work_mem": "8MB", "shared_buffers": "1GB"}}});
         assert_eq!(
-            config_patch(&desired, &live),
+            config_patch(&desired, &live, &[]),
             Some(json!({"ttl": 20, "pause": true,
                 "postgresql": {"parameters": {"shared_buffers": null}}}))
+        );
+    }
+
+    #[test]
+    fn a_refused_parameter_keeps_its_live_value() {
+        // The spec changed shared_buffers to something invalid: the running value stays.
+        let desired = json!({"postgresql": {"parameters": {"work_mem": "16MB"}}});
+        let live =
+            json!({"postgresql": {"parameters": {"work_mem": "8MB", "shared_buffers": "1GB"}}});
+        assert_eq!(
+            config_patch(&desired, &live, &["Shared_Buffers"]),
+            Some(json!({"postgresql": {"parameters": {"work_mem": "16MB"}}}))
         );
     }
 
@@ -364,12 +380,12 @@ mod tests {
             "recovery_conf": {"restore_command": "pgbackrest --stanza=prod-db archive-get %f \"%p\""}}});
         let desired = json!({"postgresql": {"parameters": {}}});
         assert_eq!(
-            config_patch(&desired, &live),
+            config_patch(&desired, &live, &[]),
             Some(
                 json!({"postgresql": {"parameters": {"archive_mode": null}, "recovery_conf": null}})
             )
         );
-        assert_eq!(config_patch(&live, &live), None);
+        assert_eq!(config_patch(&live, &live, &[]), None);
     }
 
     #[test]

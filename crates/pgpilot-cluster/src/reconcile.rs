@@ -111,7 +111,18 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         .iter()
         .filter(|p| version::pod_image(p).is_some_and(|i| i != image))
         .count();
-    let pinned = pin(&cluster, sts.and_then(version::running), image, stale);
+    let mut pinned = pin(&cluster, sts.and_then(version::running), image, stale);
+    // Parameters PostgreSQL or Patroni would not take stay out of what Patroni is given.
+    let parameters = validate::parameters(&pinned.cluster);
+    if !parameters.refused.is_empty() {
+        let mut effective = pinned.cluster.as_ref().clone();
+        effective
+            .spec
+            .postgresql
+            .parameters
+            .retain(|name, _| !parameters.refused.contains_key(name));
+        pinned.cluster = Arc::new(effective);
+    }
     let secrets = observe::secrets(&ctx.caches, &ns, &cluster).await?;
     let mut desired = desired::build(
         &Inputs {
@@ -178,10 +189,19 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             .await;
     }
     act::adopt_patroni_state(ctx, &cluster, &ns, &seen).await?;
-    act::configure_patroni(ctx, &api, &cluster, &members, &desired.patroni_dcs).await;
+    act::configure_patroni(
+        ctx,
+        &api,
+        &cluster,
+        &members,
+        &desired.patroni_dcs,
+        &parameters,
+    )
+    .await;
     let stale_credentials = act::reload_credentials(ctx, &api, &members, &desired.auth_token).await;
     act::step(ctx, &api, &cluster, &ns, &members, &decision.step).await?;
-    let mut conditions = vec![pinned.condition];
+    let parameters_condition = parameters.condition(pinned.cluster.spec.postgresql.version);
+    let mut conditions = vec![pinned.condition, parameters_condition.clone()];
     // Instances stopped by the limit come back: their volumes stay.
     let keep = match limit {
         Some(_) => cluster.spec.instances.max(current),
@@ -220,6 +240,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     };
     let status = status::compute(&cluster, &observed, Time(Timestamp::now()));
     troubles_to_events(ctx, &cluster, &observed, &status).await;
+    refusals_to_events(ctx, &cluster, &parameters_condition).await;
     let ready = status.phase == Some(ClusterPhase::Ready);
     let streaming_soon = conditions::find(&status.conditions, status::READY)
         .is_some_and(|c| c.reason == "ReplicasNotStreaming");
@@ -406,6 +427,27 @@ async fn troubles_to_events(
                 .await;
         }
     }
+}
+
+/// A Warning Event when the parameters refused change (not once per reconcile).
+async fn refusals_to_events(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    (kind, status, reason, message): &(&'static str, Status, &'static str, String),
+) {
+    if *status != Status::False {
+        return;
+    }
+    let before = cluster
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, kind));
+    if before.is_some_and(|c| &c.message == message) {
+        return;
+    }
+    ctx.events
+        .warning(cluster, reason, "Validate", message.clone())
+        .await;
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         crate::reconcile::VERSION_CURRENT,
         crate::storage::CONDITION,
         crate::reconcile::ROLES_AND_DATABASES,
+        crate::validate::PARAMETERS_ACCEPTED,
     ],
 };
 

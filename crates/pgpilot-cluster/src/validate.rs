@@ -3,7 +3,10 @@
 use kube::ResourceExt;
 use pgpilot_api::PostgresCluster;
 use pgpilot_api::cluster::{Ensure, OPERATOR_OWNED_PARAMETERS};
+use pgpilot_api::parameters::Applies;
 use pgpilot_postgres::version;
+use pgpilot_toolkit::conditions::Status;
+use std::collections::BTreeMap;
 
 use crate::error::Error;
 
@@ -107,6 +110,86 @@ pub fn validate(cluster: &PostgresCluster) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the parameter tables say of the spec's parameters (see [`parameters`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ParameterCheck {
+    /// The parameters not passed to Patroni, with why: the instances keep the value they run.
+    pub refused: BTreeMap<String, String>,
+    /// The valid ones that take effect only on a restart.
+    pub on_restart: Vec<String>,
+    /// Whether pgpilot has a table for the major version (else nothing is checked).
+    pub checked: bool,
+}
+
+impl ParameterCheck {
+    /// The `ParametersAccepted` condition.
+    pub fn condition(&self, major: i32) -> (&'static str, Status, &'static str, String) {
+        if !self.checked {
+            return (
+                PARAMETERS_ACCEPTED,
+                Status::Unknown,
+                "NoParameterTable",
+                format!(
+                    "pgpilot has no parameter table for PostgreSQL {major}: Patroni drops what PostgreSQL does not know, with a line in the pod log"
+                ),
+            );
+        }
+        if self.refused.is_empty() {
+            let restart = match self.on_restart.as_slice() {
+                [] => String::new(),
+                names => format!(
+                    "; {} take effect on a restart, which pgpilot makes one instance at a time",
+                    names.join(", ")
+                ),
+            };
+            return (
+                PARAMETERS_ACCEPTED,
+                Status::True,
+                "Valid",
+                format!("checked against PostgreSQL {major}{restart}"),
+            );
+        }
+        let problems: Vec<&str> = self.refused.values().map(String::as_str).collect();
+        (
+            PARAMETERS_ACCEPTED,
+            Status::False,
+            "InvalidParameters",
+            format!(
+                "{}; not passed to Patroni: the instances keep their current value",
+                problems.join("; ")
+            ),
+        )
+    }
+}
+
+/// The condition saying whether every spec parameter reaches PostgreSQL as given.
+pub const PARAMETERS_ACCEPTED: &str = "ParametersAccepted";
+
+/// Every spec parameter against the table of the major the instances run: admission's CEL
+/// catches names, booleans and enums; numbers (units, ranges), values spanning lines and
+/// clusters admitted before a rule existed are caught here, before Patroni would drop or
+/// clamp them.
+pub fn parameters(cluster: &PostgresCluster) -> ParameterCheck {
+    let spec = &cluster.spec.postgresql;
+    let Some(table) = pgpilot_api::parameters::table(spec.version) else {
+        return ParameterCheck::default();
+    };
+    let mut check = ParameterCheck {
+        checked: true,
+        ..ParameterCheck::default()
+    };
+    for (name, value) in &spec.parameters {
+        match table.check(name, value) {
+            Ok(Applies::OnRestart) => check.on_restart.push(name.clone()),
+            Ok(Applies::OnReload) => {}
+            Err(problem) => {
+                check.refused.insert(name.clone(), problem.to_string());
+            }
+        }
+    }
+    check
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +289,41 @@ mod tests {
             err.contains("database shop is owned by app, which is marked Absent"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn parameters_are_checked_against_the_major_that_runs() {
+        let c = cluster(
+            "instances: 1\npostgresql: {version: 17, parameters: {shared_buffers: 1GB, work_mem: 64MB, max_connections: '0', shared_buffer: 1GB}}\nstorage: {size: 1Gi}",
+        );
+        let check = parameters(&c);
+        assert_eq!(check.on_restart, ["shared_buffers"]);
+        assert_eq!(
+            check.refused.keys().collect::<Vec<_>>(),
+            ["max_connections", "shared_buffer"]
+        );
+        let (_, status, reason, message) = check.condition(17);
+        assert_eq!((status, reason), (Status::False, "InvalidParameters"));
+        assert_eq!(
+            message,
+            "max_connections: \"0\" is not valid: at least 1; shared_buffer is not a PostgreSQL 17 parameter (did you mean shared_buffers?); not passed to Patroni: the instances keep their current value"
+        );
+
+        let c = cluster(
+            "instances: 1\npostgresql: {version: 17, parameters: {shared_buffers: 1GB, max_connections: '200', work_mem: 64MB}}\nstorage: {size: 1Gi}",
+        );
+        let (_, status, reason, message) = parameters(&c).condition(17);
+        assert_eq!((status, reason), (Status::True, "Valid"));
+        assert_eq!(
+            message,
+            "checked against PostgreSQL 17; max_connections, shared_buffers take effect on a restart, which pgpilot makes one instance at a time"
+        );
+
+        let c = cluster(
+            "instances: 1\npostgresql: {version: 16, parameters: {shared_buffer: 1GB}}\nstorage: {size: 1Gi}",
+        );
+        let check = parameters(&c);
+        assert!(check.refused.is_empty());
+        assert_eq!(check.condition(16).1, Status::Unknown);
     }
 }

@@ -966,3 +966,63 @@ async fn a_missing_permission_is_retried_shown_on_the_cluster_and_converges_once
     .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     s.ns.delete().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_parameter_value_postgresql_would_refuse_is_named_on_the_cluster() {
+    let s = setup("parameters").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "parameters");
+    create_demo(&s, "");
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let accepted = |c: &PostgresCluster| {
+        c.status
+            .as_ref()
+            .and_then(|st| {
+                st.conditions
+                    .iter()
+                    .find(|c| c.type_ == "ParametersAccepted")
+            })
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let pg = wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
+        accepted(c).is_some()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(
+        accepted(&pg).unwrap(),
+        (
+            "True".to_owned(),
+            "Valid".to_owned(),
+            "checked against PostgreSQL 17; max_connections, shared_buffers take effect on a restart, which pgpilot makes one instance at a time".to_owned()
+        )
+    );
+
+    // Admission passes numbers to the controller, which names the parameter and the rule.
+    clusters
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"postgresql": {"parameters": {"max_connections": "0"}}}})),
+        )
+        .await
+        .unwrap();
+    let pg = wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
+        accepted(c).is_some_and(|(s, _, _)| s == "False")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    let (_, reason, message) = accepted(&pg).unwrap();
+    assert_eq!(reason, "InvalidParameters");
+    assert_eq!(
+        message,
+        "max_connections: \"0\" is not valid: at least 1; not passed to Patroni: the instances keep their current value"
+    );
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns.name);
+    assert!(
+        wait_for_event(&events, "InvalidParameters").await,
+        "no Warning Event\n{}",
+        m.log()
+    );
+    s.ns.delete().await.unwrap();
+}

@@ -868,3 +868,114 @@ async fn bad_locale(env: &Env) -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. Parameters PostgreSQL or Patroni would not take
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_parameter_postgresql_would_refuse_is_held_back_and_explained() {
+    let env = Env::start("parameters").await;
+    let result = refused_parameters(&env).await;
+    env.finish(result).await;
+}
+
+/// A typo in a name never gets past `kubectl apply`. A value out of range gets past it
+/// (numbers are the controller's to check): Patroni would clamp max_connections=0 to 1 and
+/// restart every instance; instead the cluster says which parameter and why, with a Warning
+/// Event, the instance keeps its value, and the valid change beside it applies.
+async fn refused_parameters(env: &Env) -> Result<()> {
+    env.apply(
+        &ClusterYaml::new("db")
+            .spec("postgresql: {version: 17, parameters: {work_mem: 8MB}}")
+            .yaml(),
+    )?;
+    env.wait_ready("db", 1, CREATE).await?;
+    env.wait_cluster("db", "ParametersAccepted=True", SETTLE, |pg| {
+        condition_is(pg, "ParametersAccepted", "True")
+    })
+    .await?;
+
+    let typo = ClusterYaml::new("db")
+        .spec("postgresql: {version: 17, parameters: {work_mem: 8MB, shared_buffer: 1GB}}")
+        .yaml();
+    let Err(refused) = env.apply(&typo) else {
+        bail!("a misspelled parameter was admitted");
+    };
+    ensure!(
+        format!("{refused:#}")
+            .contains("a name is not a parameter of this PostgreSQL major version"),
+        "kubectl apply said: {refused:#}"
+    );
+
+    env.patch_spec(
+        "db",
+        serde_json::json!({"postgresql": {"parameters": {"work_mem": "16MB", "max_connections": "0"}}}),
+    )
+    .await?;
+    env.wait_cluster(
+        "db",
+        "ParametersAccepted=False naming max_connections",
+        SETTLE,
+        |pg| {
+            let c =
+                crate::harness::condition(pg, "ParametersAccepted").map_err(|e| e.to_string())?;
+            (c.status == "False"
+                && c.reason == "InvalidParameters"
+                && c.message
+                    .starts_with("max_connections: \"0\" is not valid: at least 1;"))
+            .then_some(())
+            .ok_or(format!("{} {}: {}", c.status, c.reason, c.message))
+        },
+    )
+    .await?;
+    let events = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=InvalidParameters,involvedObject.kind=PostgresCluster",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    ensure!(
+        events.contains("max_connections"),
+        "no InvalidParameters Event naming max_connections: {events:?}"
+    );
+
+    let creds = env.superuser("db").await?;
+    let client = env.connect("db-rw", &creds, SETTLE).await?;
+    // A reload reaches new sessions: each probe asks through a fresh one.
+    eventually("work_mem to reach 16MB", SETTLE, || async {
+        let fresh = env
+            .connect("db-rw", &creds, SETTLE)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let now: String = fresh
+            .query_one("select current_setting('work_mem')", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        (now == "16MB")
+            .then_some(())
+            .ok_or(format!("work_mem {now}"))
+    })
+    .await?;
+    let row = client
+        .query_one(
+            "select current_setting('max_connections'), \
+             exists (select from pg_settings where pending_restart)",
+            &[],
+        )
+        .await?;
+    let (max_connections, pending): (String, bool) = (row.get(0), row.get(1));
+    ensure!(
+        max_connections == "100" && !pending,
+        "max_connections {max_connections}, pending restart {pending}: the refused value reached PostgreSQL"
+    );
+    let live = env.patronictl("db-0", &["show-config"])?;
+    ensure!(
+        !live.contains("max_connections"),
+        "Patroni's dynamic configuration carries max_connections: {live}"
+    );
+    Ok(())
+}
