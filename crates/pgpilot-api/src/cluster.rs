@@ -159,6 +159,30 @@ fn parameter_table_rules() -> [Rule; 4] {
     ]
 }
 
+/// pg_hba.conf records as PostgreSQL reads them (a token may be double-quoted), so a line
+/// PostgreSQL would refuse — which fails a reload silently, or a start — is refused here.
+fn pg_hba_rule() -> Rule {
+    const TOKEN: &str = r##"("[^"]*"|[^\s"#]+)"##;
+    const METHODS: &str =
+        "trust|reject|scram-sha-256|md5|password|gss|sspi|ident|peer|pam|ldap|radius|cert|oauth";
+    let record = format!(
+        r"^\s*(local\s+{TOKEN}\s+{TOKEN}|host(ssl|nossl|gssenc|nogssenc)?\s+{TOKEN}\s+{TOKEN}\s+{TOKEN}(\s+[0-9a-fA-F.:]+)?)\s+({METHODS})(\s+[a-zA-Z_]+={TOKEN})*\s*(#.*)?$"
+    );
+    let blank = r"^\s*(#.*)?$";
+    let matches = |re: &str| format!("l.matches('{}')", re.replace('\\', "\\\\"));
+    Rule::new(format!(
+        "self.all(l, {} || {})",
+        matches(&record),
+        matches(blank)
+    ))
+    .message(Message::Expression(format!(
+        "'spec.postgresql.pgHba: not a pg_hba.conf record: ' + self.filter(l, !({} || {}))[0] + ' (TYPE DATABASE USER [ADDRESS [MASK]] METHOD [OPTION=VALUE ...]; TYPE local, host, hostssl, hostnossl, hostgssenc or hostnogssenc; METHOD {})'",
+        matches(&record),
+        matches(blank),
+        METHODS.replace('|', ", ")
+    )))
+}
+
 /// A highly available PostgreSQL cluster: one primary and zero or more streaming replicas,
 /// run by Patroni with Kubernetes as its consensus store.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -352,7 +376,8 @@ pub struct PostgresSettings {
     /// Extra pg_hba.conf lines, placed after pgpilot's own (which allow replication and
     /// password logins over TLS inside the cluster network).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[x_kube(validation = pg_hba_rule())]
     pub pg_hba: Vec<String>,
 }
 
