@@ -183,6 +183,10 @@ fn pg_hba_rule() -> Rule {
     )))
 }
 
+/// A Kubernetes label key, as a CEL string: `[prefix/]name`, the prefix a DNS subdomain of at
+/// most 253 characters, the name at most 63.
+const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+
 /// A highly available PostgreSQL cluster: one primary and zero or more streaming replicas,
 /// run by Patroni with Kubernetes as its consensus store.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -244,6 +248,7 @@ fn pg_hba_rule() -> Rule {
 #[x_kube(
     validation = Rule::new("self.postgresql.version >= oldSelf.postgresql.version").message("spec.postgresql.version cannot go down: major downgrades are not possible; restore a backup into a new cluster instead"),
     validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode != 'Required' || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous: mode Required needs more instances than numberOfStandbys, or writes would block"),
+    validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode == 'Required' || self.instances == 1 || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous.numberOfStandbys must be less than spec.instances: there are only instances - 1 standbys to confirm a commit"),
     validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),
     validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || (self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket && self.backup.repository.s3.path == oldSelf.backup.repository.s3.path)").message("spec.backup.repository.s3 bucket and path are immutable: existing backups and the WAL archive live there; restore into a new cluster to move"),
     validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || has(self.backup.repository.encryption) == has(oldSelf.backup.repository.encryption) && (!has(self.backup.repository.encryption) || self.backup.repository.encryption == oldSelf.backup.repository.encryption)").message("spec.backup.repository.encryption cannot be added, changed or removed: the repository's backups and WAL are encrypted with it; use a new repository path in a new cluster"),
@@ -578,12 +583,25 @@ pub struct SchedulingSpec {
     pub affinity: Option<Affinity>,
     /// Tolerations of the instance pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new("self.all(t, !has(t.operator) || t.operator in ['Exists', 'Equal'])").message("spec.scheduling.tolerations: operator must be Exists or Equal"),
+        validation = Rule::new("self.all(t, !has(t.effect) || t.effect in ['', 'NoSchedule', 'PreferNoSchedule', 'NoExecute'])").message("spec.scheduling.tolerations: effect must be NoSchedule, PreferNoSchedule or NoExecute (or empty: all)"),
+        validation = Rule::new("self.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')").message("spec.scheduling.tolerations: operator Exists takes no value"),
+        validation = Rule::new("self.all(t, has(t.key) && t.key != '' || has(t.operator) && t.operator == 'Exists')").message("spec.scheduling.tolerations: an empty key needs operator Exists (it then tolerates every taint)"),
+        validation = Rule::new("self.all(t, !has(t.tolerationSeconds) || has(t.effect) && t.effect == 'NoExecute')").message("spec.scheduling.tolerations: tolerationSeconds applies to effect NoExecute only")
+    )]
     pub tolerations: Vec<Toleration>,
     /// Topology spread constraints; pgpilot fills in the label selector when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     /// Node labels the instances require.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(k, k.matches('{LABEL_KEY}'))")).message("spec.scheduling.nodeSelector: a key is not a label key: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+        validation = Rule::new("self.all(k, self[k] == '' || self[k].matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'))").message("spec.scheduling.nodeSelector: a value is not a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (or empty)")
+    )]
     pub node_selector: BTreeMap<String, String>,
     /// PriorityClass of the instance pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
