@@ -1021,6 +1021,15 @@ pub struct RestoreStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterBackupStatus {
+    /// Where this cluster's backups and WAL archive are (`s3://<bucket>/<path>`),
+    /// recorded once its stanza there was created, and kept when `spec.backup` is removed:
+    /// another repository in `spec.backup` waits for the annotation
+    /// `pgpilot.io/backup-repository` naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The repository left by the last accepted change of repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_repository: Option<String>,
     /// pgBackRest stanza of this cluster in the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stanza: Option<String>,
@@ -1042,6 +1051,47 @@ pub struct ClusterBackupStatus {
     /// Latest point a restore can reach: the last archived WAL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recoverability_point: Option<Time>,
+}
+
+/// A change of backup repository not accepted yet: `spec.backup` names `to`, the cluster's
+/// backups and WAL archive are in `from` (`status.backup.repository`), and the annotation
+/// [`labels::BACKUP_REPOSITORY`](crate::labels::BACKUP_REPOSITORY) does not name `to`.
+/// Until it does, neither archiving nor backups move: the old backups would silently stop
+/// covering the cluster (whatever the order of the applies that changed it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepositoryChange {
+    pub from: String,
+    pub to: String,
+}
+
+impl RepositoryChange {
+    pub fn of(cluster: &PostgresCluster) -> Option<RepositoryChange> {
+        let to = cluster.spec.backup.as_ref()?.repository.s3.location();
+        let from = cluster
+            .status
+            .as_ref()?
+            .backup
+            .as_ref()?
+            .repository
+            .clone()?;
+        let accepted = cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::labels::BACKUP_REPOSITORY))
+            == Some(&to);
+        (from != to && !accepted).then_some(RepositoryChange { from, to })
+    }
+
+    /// What to do, for a condition.
+    pub fn message(&self, cluster: &str) -> String {
+        format!(
+            "spec.backup names repository {to}, but this cluster's backups and WAL archive are in {from} (status.backup.repository); nothing is archived or backed up until you accept that they no longer cover it: kubectl annotate pgc {cluster} {key}={to} --overwrite",
+            to = self.to,
+            from = self.from,
+            key = crate::labels::BACKUP_REPOSITORY,
+        )
+    }
 }
 
 /// Summary phase of a cluster.
@@ -1127,6 +1177,49 @@ mod tests {
     fn a_named_standby_and_a_quorum_voter_may_be_promoted_a_plain_replica_not() {
         assert!(is_synchronous_standby("sync_standby") && is_synchronous_standby("quorum_standby"));
         assert!(!is_synchronous_standby("replica"));
+    }
+
+    #[test]
+    fn another_repository_than_the_recorded_one_waits_for_the_annotation_naming_it() {
+        let cluster = |bucket: &str, recorded: Option<&str>, accepted: Option<&str>| {
+            let mut c: PostgresCluster = serde_json::from_value(serde_json::json!({
+                "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresCluster",
+                "metadata": {"name": "db", "annotations": accepted.map(|a| serde_json::json!({"pgpilot.io/backup-repository": a}))},
+                "spec": {"postgresql": {"version": 17}, "storage": {"size": "1Gi"},
+                    "backup": {"repository": {"s3": {"endpoint": "s3.example.com", "bucket": bucket,
+                        "region": "eu", "path": "/pg/", "credentials": {"secretName": "s3"}}}}},
+            }))
+            .unwrap();
+            c.status = Some(PostgresClusterStatus {
+                backup: recorded.map(|r| ClusterBackupStatus {
+                    repository: Some(r.to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            c
+        };
+        assert_eq!(RepositoryChange::of(&cluster("one", None, None)), None);
+        assert_eq!(
+            RepositoryChange::of(&cluster("one", Some("s3://one/pg"), None)),
+            None
+        );
+        let change = RepositoryChange::of(&cluster("two", Some("s3://one/pg"), None));
+        assert_eq!(
+            change,
+            Some(RepositoryChange {
+                from: "s3://one/pg".into(),
+                to: "s3://two/pg".into()
+            })
+        );
+        assert!(change.unwrap().message("db").ends_with(
+            "kubectl annotate pgc db pgpilot.io/backup-repository=s3://two/pg --overwrite"
+        ));
+        // An acceptance of another change does not accept this one.
+        let stale = cluster("two", Some("s3://one/pg"), Some("s3://three/pg"));
+        assert!(RepositoryChange::of(&stale).is_some());
+        let accepted = cluster("two", Some("s3://one/pg"), Some("s3://two/pg"));
+        assert_eq!(RepositoryChange::of(&accepted), None);
     }
 }
 

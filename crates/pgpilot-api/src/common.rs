@@ -61,6 +61,20 @@ pub struct S3Repository {
     pub credentials: S3Credentials,
 }
 
+impl S3Repository {
+    /// Which repository this is, as one string: `s3://<bucket>/<path>` (the path without its
+    /// slashes at either end). The endpoint is left out: it may change (a new DNS name for the
+    /// same store), as the API allows.
+    pub fn location(&self) -> String {
+        let path = self.path.trim_matches('/');
+        if path.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{path}", self.bucket)
+        }
+    }
+}
+
 fn default_region() -> String {
     "us-east-1".into()
 }

@@ -33,6 +33,12 @@ pub const ROLL_HOLD: &str = "pgpilot.io/roll-hold";
 /// on ordinal 0, switching over first if needed, `0` then stops it too).
 pub const INSTANCE_LIMIT: &str = "pgpilot.io/instance-limit";
 
+/// Annotation on a PostgresCluster accepting a new backup repository: its value is the new
+/// repository's location (`s3://<bucket>/<path>`, see `S3Repository::location`), as
+/// the `ContinuousArchiving` condition asks for when `spec.backup` names another repository
+/// than the one holding the cluster's backups.
+pub const BACKUP_REPOSITORY: &str = "pgpilot.io/backup-repository";
+
 /// Annotation on a SecretRotation asking for a rotation now: any new value (a timestamp, a
 /// ticket) is one request.
 pub const ROTATE_NOW: &str = "pgpilot.io/rotate-now";

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use pgpilot_api::cluster::{ClusterPhase, PostgresClusterStatus, condition};
+use pgpilot_api::cluster::{ClusterPhase, PostgresClusterStatus, RepositoryChange, condition};
 use pgpilot_api::{PostgresCluster, labels};
 use pgpilot_postgres::credentials::Csprng;
 use pgpilot_postgres::members;
@@ -112,15 +112,21 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         .filter(|p| version::pod_image(p).is_some_and(|i| i != image))
         .count();
     let mut pinned = pin(&cluster, sts.and_then(version::running), image, stale);
-    // Parameters PostgreSQL or Patroni would not take stay out of what Patroni is given.
+    // Parameters PostgreSQL or Patroni would not take stay out of what Patroni is given; WAL
+    // goes to another repository than the one holding the backups only once that is accepted
+    // (the backup controller's ContinuousArchiving says how).
     let parameters = validate::parameters(&pinned.cluster);
-    if !parameters.refused.is_empty() {
+    let repository_change = RepositoryChange::of(&cluster);
+    if !parameters.refused.is_empty() || repository_change.is_some() {
         let mut effective = pinned.cluster.as_ref().clone();
         effective
             .spec
             .postgresql
             .parameters
             .retain(|name, _| !parameters.refused.contains_key(name));
+        if repository_change.is_some() {
+            effective.spec.backup = None;
+        }
         pinned.cluster = Arc::new(effective);
     }
     let secrets = observe::secrets(&ctx.caches, &ns, &cluster).await?;

@@ -255,3 +255,136 @@ async fn a_restored_cluster_gets_no_instance_until_a_backup_is_chosen() {
         "{yaml}"
     );
 }
+
+/// A cluster's backups live in one repository (`status.backup.repository`): CEL refuses to
+/// change it in one apply, and removing `spec.backup` then adding it back with another bucket
+/// does not move archiving or backups either until the annotation accepts the new one.
+#[tokio::test]
+async fn a_new_backup_repository_waits_for_acceptance_whatever_the_apply_order() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use pgpilot_api::PostgresCluster;
+
+    let s = setup("repo-change").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = spawn(s.c, &s.ns.name, "repo", &["--controllers=cluster,backup"]);
+    let with_bucket = |bucket: &str| {
+        format!(
+            "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresCluster\nmetadata: {{name: db}}\nspec:\n  instances: 1\n  postgresql: {{version: 17, image: localhost/pgpilot/postgres:17}}\n  storage: {{size: 1Gi}}\n  backup:\n    repository: {{s3: {{endpoint: 'minio.storage.svc:9000', bucket: {bucket}, path: /pg, credentials: {{secretName: s3}}}}}}\n"
+        )
+    };
+    apply(&s, &with_bucket("one"));
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let config_maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let timeout = Duration::from_secs(30);
+    wait_for(&clusters, "db", timeout, |pg| {
+        condition(pg, "ContinuousArchiving").is_some()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()));
+    // Backups exist in bucket one (recorded here as the stanza Job's success would; kwok runs
+    // no pgBackRest).
+    clusters
+        .patch_status(
+            "db",
+            &PatchParams::apply("test-earlier-stanza").force(),
+            &Patch::Apply(serde_json::json!({"apiVersion": "pgpilot.io/v1alpha1",
+                "kind": "PostgresCluster", "status": {"backup": {
+                    "repository": "s3://one/pg"}}})),
+        )
+        .await
+        .unwrap();
+    let refused =
+        s.c.kubectl(
+            &["apply", "-n", &s.ns.name, "-f", "-"],
+            Some(&with_bucket("two")),
+        )
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("bucket and path are immutable"),
+        "{refused}"
+    );
+
+    // Removed, then added back with another bucket.
+    let merge = |spec: serde_json::Value| {
+        let clusters = clusters.clone();
+        async move {
+            clusters
+                .patch(
+                    "db",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": spec})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    merge(serde_json::json!({"backup": null})).await;
+    let recorded = |pg: &PostgresCluster| {
+        pg.status
+            .as_ref()
+            .and_then(|s| s.backup.as_ref())
+            .and_then(|b| b.repository.clone())
+    };
+    let pg = wait_for(&clusters, "db", timeout, |pg| {
+        condition(pg, "ContinuousArchiving").is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()));
+    assert_eq!(recorded(&pg).as_deref(), Some("s3://one/pg"));
+    apply(&s, &with_bucket("two"));
+    let pg = wait_for(&clusters, "db", timeout, |pg| {
+        condition(pg, "ContinuousArchiving")
+            .is_some_and(|c| c.reason == "RepositoryChangeNotAccepted")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()));
+    let message = &condition(&pg, "ContinuousArchiving").unwrap().message;
+    assert!(
+        message.ends_with(
+            "kubectl annotate pgc db pgpilot.io/backup-repository=s3://two/pg --overwrite"
+        ),
+        "{message}"
+    );
+    let pgbackrest_conf = || async {
+        config_maps
+            .get_opt("db-pgbackrest")
+            .await
+            .unwrap()
+            .and_then(|cm| cm.data)
+            .map(|d| d.values().cloned().collect::<String>())
+            .unwrap_or_default()
+    };
+    assert!(
+        !pgbackrest_conf().await.contains("repo1-s3-bucket=two"),
+        "WAL would go to bucket two"
+    );
+
+    // Accepted: archiving moves to bucket two.
+    s.c.kubectl(
+        &[
+            "annotate",
+            "-n",
+            &s.ns.name,
+            "pgc",
+            "db",
+            "pgpilot.io/backup-repository=s3://two/pg",
+        ],
+        None,
+    )
+    .unwrap();
+    wait_for(&clusters, "db", timeout, |pg| {
+        condition(pg, "ContinuousArchiving")
+            .is_some_and(|c| c.reason != "RepositoryChangeNotAccepted")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()));
+    wait_for(&config_maps, "db-pgbackrest", timeout, |cm| {
+        cm.data
+            .as_ref()
+            .is_some_and(|d| d.values().any(|v| v.contains("repo1-s3-bucket=two")))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()));
+}

@@ -34,12 +34,13 @@ use crate::error::Error;
 use crate::metrics::BackupMetrics;
 use crate::restores;
 use observe::Caches;
+use pgpilot_api::cluster::RepositoryChange;
 use pgpilot_api::cluster::condition::RESTORE_SOURCE_READY;
 use pgpilot_api::labels;
 use pgpilot_postgres::pgbackrest::restore::Source;
 use pgpilot_postgres::version::{self, DefaultImages};
 use pgpilot_toolkit::apply::{create_once, delete_if_present};
-use plan::{CONTINUOUS_ARCHIVING, JobOutcome, StanzaStep};
+use plan::{Archiving, CONTINUOUS_ARCHIVING, JobOutcome, StanzaStep};
 
 /// How often a cluster with backups is looked at again: the archive moves without any
 /// Kubernetes object changing.
@@ -121,21 +122,32 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         _ => None,
     };
 
-    // Plan.
-    let step = plan::stanza_step(seen.stanza_job.as_ref(), &hash, seen.primary.is_some());
+    // Plan. Another repository than the one holding the backups waits for its acceptance.
+    let change = RepositoryChange::of(&cluster);
+    let step = match change {
+        Some(_) => StanzaStep::Wait,
+        None => plan::stanza_step(seen.stanza_job.as_ref(), &hash, seen.primary.is_some()),
+    };
     let live = cluster
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, CONTINUOUS_ARCHIVING));
     let previous = live.map(|c| (status_of(&c.status), c.reason.as_str(), c.message.as_str()));
-    let archiving = plan::archiving(
-        backup,
-        &stanza_name,
-        seen.stanza_job.as_ref(),
-        &hash,
-        archiver.as_ref(),
-        previous,
-    );
+    let archiving = match &change {
+        Some(change) => Archiving {
+            status: Status::False,
+            reason: "RepositoryChangeNotAccepted",
+            message: change.message(&name),
+        },
+        None => plan::archiving(
+            backup,
+            &stanza_name,
+            seen.stanza_job.as_ref(),
+            &hash,
+            archiver.as_ref(),
+            previous,
+        ),
+    };
 
     // Act.
     let jobs = ctx.caches.jobs.api(&ns);
@@ -187,7 +199,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         ctx.backup_metrics
             .last_backup(&ns, &name, stop.0.as_second(), None);
     }
-    let status = status::compute(
+    let mut status = status::compute(
         &cluster,
         &stanza_name,
         restore.as_ref(),
@@ -196,9 +208,14 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         seen.last_backup.clone(),
         now(),
     );
+    if stanza_ready && change.is_none() {
+        status::record_repository(&mut status, backup.repository.s3.location());
+    }
     status::write(ctx, &cluster, &status).await?;
-    let before = live.map(|c| status_of(&c.status));
-    if before != Some(archiving.status) {
+    let before = live.map(|c| (status_of(&c.status), c.reason.as_str()));
+    if before.map(|(s, _)| s) != Some(archiving.status)
+        || (change.is_some() && before.map(|(_, r)| r) != Some(archiving.reason))
+    {
         match archiving.status {
             Status::True => {
                 ctx.events

@@ -69,10 +69,20 @@ pub fn compute(
         );
         status.restore.clone_from(&step.chosen);
     }
+    let previous = cluster.status.as_ref().and_then(|s| s.backup.clone());
     let Some(archiving) = archiving else {
         status
             .conditions
             .retain(|c| c.type_ != CONTINUOUS_ARCHIVING);
+        // Where the backups are stays known without spec.backup: adding another repository
+        // later must be accepted explicitly.
+        status.backup = previous
+            .filter(|b| b.repository.is_some())
+            .map(|b| ClusterBackupStatus {
+                repository: b.repository,
+                previous_repository: b.previous_repository,
+                ..Default::default()
+            });
         return status;
     };
     let recoverable_from = last_backup.as_ref().and_then(|(_, from)| from.clone());
@@ -88,7 +98,6 @@ pub fn compute(
         },
         now,
     );
-    let previous = cluster.status.as_ref().and_then(|s| s.backup.clone());
     let time = |micros: Option<i64>| {
         micros
             .and_then(|m| Timestamp::from_microsecond(m).ok())
@@ -114,6 +123,16 @@ pub fn compute(
         b.first_recoverability_point = Some(from);
     }
     status
+}
+
+/// Records `location` as the repository holding the cluster's backups (its stanza is there);
+/// an accepted change keeps the one it left.
+pub fn record_repository(status: &mut PostgresClusterStatus, location: String) {
+    let backup = status.backup.get_or_insert_with(Default::default);
+    if let Some(old) = backup.repository.take().filter(|old| *old != location) {
+        backup.previous_repository = Some(old);
+    }
+    backup.repository = Some(location);
 }
 
 /// Writes this controller's part when it differs from the live one; returns whether it wrote.
@@ -207,6 +226,30 @@ mod tests {
         assert_eq!(conditions[0]["type"], "ContinuousArchiving");
         assert_eq!(conditions[0]["observedGeneration"], 3);
         assert!(part.get("phase").is_none());
+    }
+
+    #[test]
+    fn the_repository_is_recorded_and_outlives_spec_backup() {
+        let mut status = PostgresClusterStatus::default();
+        record_repository(&mut status, "s3://one/db".into());
+        record_repository(&mut status, "s3://one/db".into());
+        let b = status.backup.clone().unwrap();
+        assert_eq!(b.repository.as_deref(), Some("s3://one/db"));
+        assert_eq!(b.previous_repository, None);
+        record_repository(&mut status, "s3://two/db".into());
+        let b = status.backup.clone().unwrap();
+        assert_eq!(
+            (b.repository.as_deref(), b.previous_repository.as_deref()),
+            (Some("s3://two/db"), Some("s3://one/db"))
+        );
+
+        let live = cluster(
+            json!({"backup": {"stanza": "prod-db", "repository": "s3://two/db",
+            "lastArchivedWal": "000000010000000000000003"}}),
+        );
+        let status = compute(&live, "prod-db", None, None, None, None, now());
+        let part = PART.project(&serde_json::to_value(&status).unwrap());
+        assert_eq!(part, json!({"backup": {"repository": "s3://two/db"}}));
     }
 
     #[test]
