@@ -138,6 +138,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             now,
             operator: ctx.operator.as_ref(),
             provided_certificate: provided.as_ref(),
+            volumes_exist: !seen.claims.is_empty(),
         },
         &mut Csprng,
     )?;

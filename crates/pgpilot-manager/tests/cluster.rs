@@ -550,6 +550,16 @@ async fn deleting_the_cluster_garbage_collects_its_children() {
     let m = manager(&s, "gc");
     create_demo(&s, "");
     converged(&s, &m).await;
+    // The claims exist (unbound here): the credentials now outlive the cluster.
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
+    wait_for(&secrets, "demo-superuser", Duration::from_secs(30), |s| {
+        s.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
     clusters
         .delete("demo", &DeleteParams::foreground())
@@ -568,7 +578,6 @@ async fn deleting_the_cluster_garbage_collects_its_children() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(left, 0, "children left after the cluster was deleted");
-    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
     assert!(
         secrets.get_opt("demo-superuser").await.unwrap().is_some(),
         "the superuser's password went, though the volumes holding it are retained"
@@ -1024,5 +1033,53 @@ async fn a_parameter_value_postgresql_would_refuse_is_named_on_the_cluster() {
         "no Warning Event\n{}",
         m.log()
     );
+    s.ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_credentials_of_a_cluster_that_never_had_a_volume_go_with_it() {
+    let s = setup("no-volume").await;
+    let _grant = Grant::new(s.c, &s.ns.name);
+    let m = manager(&s, "no-volume");
+    // The StatefulSet is refused (an extended resource without a limit): no claim is made.
+    create_demo(&s, "  resources: {requests: {example.com/gpu: \"1\"}}\n");
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let secret = wait_for(&secrets, "demo-superuser", Duration::from_secs(30), |_| {
+        true
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(
+        secret
+            .labels()
+            .get("pgpilot.io/cluster")
+            .map(String::as_str),
+        Some("demo")
+    );
+    assert_eq!(
+        secret.metadata.owner_references.unwrap_or_default()[0].kind,
+        "PostgresCluster"
+    );
+    let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
+    clusters
+        .delete("demo", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let mut left = Vec::new();
+    for _ in 0..150 {
+        left = secrets
+            .list(&ListParams::default().labels("pgpilot.io/cluster=demo"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| s.name_any())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(left.is_empty(), "Secrets left behind: {left:?}");
     s.ns.delete().await.unwrap();
 }

@@ -49,6 +49,9 @@ pub struct Inputs<'a> {
     pub operator: Option<&'a network::OperatorPods>,
     /// The server certificate of `spec.tls.certificate`, checked ([`provided_certificate`]).
     pub provided_certificate: Option<&'a tls::Provided>,
+    /// Some PersistentVolumeClaim of the cluster exists: with `whenDeleted: Retain` its
+    /// credential Secrets then outlive the cluster.
+    pub volumes_exist: bool,
 }
 
 /// Every child of a cluster, in apply order: identity and RBAC first, configuration and
@@ -156,7 +159,8 @@ impl<K: Resource<DynamicType = ()>> ResourceName for K {
 
 /// Builds every child. `passwords` makes new passwords (a CSPRNG in production).
 pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<Desired, Error> {
-    let ctx = Ctx::new(inputs.cluster)?;
+    let mut ctx = Ctx::new(inputs.cluster)?;
+    ctx.volumes_exist = inputs.volumes_exist;
     let tls = tls::material(
         &ctx,
         inputs.existing_secrets,
@@ -194,6 +198,8 @@ pub(crate) struct Ctx<'a> {
     pub names: Names,
     pub namespace: String,
     owner: Value,
+    /// Some volume of the cluster exists (see [`Inputs::volumes_exist`]).
+    pub volumes_exist: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -213,6 +219,7 @@ impl<'a> Ctx<'a> {
             cluster,
             namespace,
             owner: serde_json::to_value(owner).map_err(Error::serialize("ownerReference"))?,
+            volumes_exist: false,
         })
     }
 
@@ -390,6 +397,7 @@ mod tests {
                 cluster: &c,
                 image: "localhost/pgpilot/postgres:17".into(),
                 existing_secrets: &BTreeMap::new(),
+                volumes_exist: false,
                 now: std::time::SystemTime::now(),
                 operator: None,
                 provided_certificate: None,

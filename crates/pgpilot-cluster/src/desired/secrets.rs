@@ -100,8 +100,10 @@ fn credential_secret(
     let mut metadata = ctx.meta(name);
     // Volumes kept after the cluster is deleted are of use only with the passwords stored in
     // them: the Secrets stay too (no owner), and a cluster created again with this name adopts
-    // both.
-    let retained = ctx.cluster.spec.pvc_retention().when_deleted == PvcPolicy::Retain;
+    // both. Until a volume exists they go with the cluster (the claim's creation is a watched
+    // event: they lose their owner within a reconcile, long before initdb writes a password).
+    let retained =
+        ctx.cluster.spec.pvc_retention().when_deleted == PvcPolicy::Retain && ctx.volumes_exist;
     if retained && let Some(m) = metadata.as_object_mut() {
         m.remove("ownerReferences");
     }
@@ -144,9 +146,10 @@ mod tests {
 
     #[test]
     fn secrets_outlive_the_cluster_exactly_when_its_volumes_do() {
-        let owners = |spec: &str| {
+        let owners = |spec: &str, volumes_exist: bool| {
             let c = cluster(spec);
-            let ctx = Ctx::new(&c).unwrap();
+            let mut ctx = Ctx::new(&c).unwrap();
+            ctx.volumes_exist = volumes_exist;
             secrets(&ctx, &BTreeMap::new(), &mut Counter(0), "CA")
                 .unwrap()
                 .iter()
@@ -159,10 +162,15 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(owners(THREE), [0, 0, 0], "whenDeleted defaults to Retain");
+        assert_eq!(
+            owners(THREE, true),
+            [0, 0, 0],
+            "whenDeleted defaults to Retain"
+        );
+        assert_eq!(owners(THREE, false), [1, 1, 1], "no volume was ever made");
         let deleted =
             format!("{THREE}persistentVolumeClaimRetentionPolicy: {{whenDeleted: Delete}}\n");
-        assert_eq!(owners(&deleted), [1, 1, 1]);
+        assert_eq!(owners(&deleted, true), [1, 1, 1]);
     }
 
     #[test]
