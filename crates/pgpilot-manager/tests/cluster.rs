@@ -648,6 +648,25 @@ async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers
         "no Warning Event\n{}",
         m.log()
     );
+    // No hot loop: a refusal retrying cannot fix waits for a change. Five seconds of watching
+    // (an observation window, not a synchronisation) see at most a couple of reconciles.
+    let reconciles = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(r#"pgpilot_reconcile_total{controller="cluster""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = reconciles(&http_get(m.metrics_port, "/metrics").await.unwrap().1);
+    assert!(before > 0, "no reconcile counted");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = reconciles(&http_get(m.metrics_port, "/metrics").await.unwrap().1);
+    assert!(
+        after - before <= 2,
+        "{} reconciles in 5 s after the refusal\n{}",
+        after - before,
+        m.log()
+    );
 
     // Fixed: the StatefulSet is made and the condition says so.
     clusters
