@@ -249,8 +249,7 @@ const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*
     validation = Rule::new("self.postgresql.version >= oldSelf.postgresql.version").message("spec.postgresql.version cannot go down: major downgrades are not possible; restore a backup into a new cluster instead"),
     validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode != 'Required' || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous: mode Required needs more instances than numberOfStandbys, or writes would block"),
     validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode == 'Required' || self.instances == 1 || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous.numberOfStandbys must be less than spec.instances: there are only instances - 1 standbys to confirm a commit"),
-    validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),
-    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || (self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket && self.backup.repository.s3.path == oldSelf.backup.repository.s3.path)").message("spec.backup.repository.s3 bucket and path are immutable: existing backups and the WAL archive live there; restore into a new cluster to move"),
+    validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || (self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket && self.backup.repository.s3.path == oldSelf.backup.repository.s3.path)").message("spec.backup.repository.s3 bucket and path are immutable: existing backups and the WAL archive live there; restore into a new cluster to move"),
     validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || has(self.backup.repository.encryption) == has(oldSelf.backup.repository.encryption) && (!has(self.backup.repository.encryption) || self.backup.repository.encryption == oldSelf.backup.repository.encryption)").message("spec.backup.repository.encryption cannot be added, changed or removed: the repository's backups and WAL are encrypted with it; use a new repository path in a new cluster"),
     validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)").message("spec.bootstrap cannot be added or removed after creation")
 )]
@@ -403,6 +402,7 @@ pub struct StorageSpec {
     /// StorageClass of the volumes. Empty: the cluster's default StorageClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(crate::common::DNS_SUBDOMAIN).message("spec.storage.storageClassName must be a StorageClass name: lower-case letters, digits, '-' and '.'"))]
     pub storage_class_name: Option<String>,
 }
 
@@ -627,10 +627,11 @@ pub struct TlsSpec {
 }
 
 /// A Secret of the cluster's namespace holding a server certificate.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateSecret {
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(crate::common::DNS_SUBDOMAIN).message("spec.tls.certificate.secretName must be a Secret name: lower-case letters, digits, '-' and '.'"))]
     pub secret_name: String,
 }
 

@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+/// CEL: the string names a Secret, StorageClass or other object (a DNS subdomain).
+pub(crate) const DNS_SUBDOMAIN: &str =
+    r"self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
+/// CEL: the string is a key of a Secret's data.
+pub(crate) const SECRET_KEY: &str = r"self.matches('^[-._a-zA-Z0-9]+$')";
+
 /// Names a PostgresCluster in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 pub struct ClusterReference {
@@ -19,9 +25,11 @@ pub struct ClusterReference {
 pub struct SecretKeyReference {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN).message("must be a Secret name: lower-case letters, digits, '-' and '.'"))]
     pub name: String,
     /// Key within the Secret.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_KEY).message("must be a Secret key: letters, digits, '-', '_' and '.'"))]
     pub key: String,
 }
 
@@ -100,12 +108,17 @@ pub enum UriStyle {
 pub struct S3Credentials {
     /// Name of a Secret in this namespace.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN).message("credentials.secretName must be a Secret name: lower-case letters, digits, '-' and '.'"))]
     pub secret_name: String,
     /// Key of the access key id in that Secret.
     #[serde(default = "default_access_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_KEY).message("credentials.accessKeyIdKey must be a Secret key: letters, digits, '-', '_' and '.'"))]
     pub access_key_id_key: String,
     /// Key of the secret access key in that Secret.
     #[serde(default = "default_secret_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(SECRET_KEY).message("credentials.secretAccessKeyKey must be a Secret key: letters, digits, '-', '_' and '.'"))]
     pub secret_access_key_key: String,
 }
 

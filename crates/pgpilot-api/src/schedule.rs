@@ -10,7 +10,7 @@ use crate::common::{
 
 /// A cron schedule in the 5-field form or a `@daily`-style macro, as CEL can check it.
 /// The controller still parses it fully and reports a bad field in status.
-pub(crate) const CRON_RULE: &str = "self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$')";
+pub(crate) const CRON_RULE: &str = "self.matches('^\\\\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?-]+(\\\\s+[0-9A-Za-z*/,?-]+){4})\\\\s*$')";
 
 /// Creates a PostgresBackup of one cluster on a cron schedule and prunes old ones.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -25,7 +25,8 @@ impl Calendar {
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build()
-            .parse(schedule)
+            // Spaces around the fields are no error (YAML block scalars leave a newline).
+            .parse(schedule.trim())
             .map_err(|e| format!("schedule {schedule:?} is not a cron schedule: {e}"))?;
         let tz = match time_zone {
             None => Tz::UTC,
@@ -68,6 +69,13 @@ impl Calendar {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spaces_around_and_between_fields_are_no_error() {
+        let plain = super::Calendar::parse("0 3 * * *", None).unwrap();
+        let padded = super::Calendar::parse(" 0  3 * *\t*  \n", None).unwrap();
+        assert_eq!(plain.next_after(0), padded.next_after(0));
+    }
+
     use super::*;
 
     /// Unix seconds of a UTC wall-clock time.
