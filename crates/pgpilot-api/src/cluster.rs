@@ -183,6 +183,32 @@ fn pg_hba_rule() -> Rule {
     )))
 }
 
+/// `ResourceRequirements` with bounds the API server's CEL cost estimate needs: at most 16
+/// resources each, values at most 64 characters.
+fn bounded_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Option<ResourceRequirements>>();
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for map in ["requests", "limits"] {
+            if let Some(m) = properties
+                .get_mut(map)
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                m.insert("maxProperties".into(), 16.into());
+                if let Some(v) = m
+                    .get_mut("additionalProperties")
+                    .and_then(serde_json::Value::as_object_mut)
+                {
+                    v.insert("maxLength".into(), 64.into());
+                }
+            }
+        }
+    }
+    schema
+}
+
 /// A Kubernetes label key, as a CEL string: `[prefix/]name`, the prefix a DNS subdomain of at
 /// most 253 characters, the name at most 63.
 const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
@@ -269,6 +295,13 @@ pub struct PostgresClusterSpec {
 
     /// CPU and memory for the PostgreSQL container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "bounded_resources")]
+    #[x_kube(
+        validation = Rule::new("!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])))").message("spec.resources.requests: every value must be a quantity such as 500m, 2 or 4Gi"),
+        validation = Rule::new("!has(self.limits) || self.limits.all(k, isQuantity(string(self.limits[k])))").message("spec.resources.limits: every value must be a quantity such as 500m, 2 or 4Gi"),
+        validation = Rule::new("!has(self.requests) || self.requests.all(k, !isQuantity(string(self.requests[k])) || !quantity(string(self.requests[k])).isLessThan(quantity('0')))").message("spec.resources.requests: a quantity cannot be negative"),
+        validation = Rule::new("!has(self.limits) || !has(self.requests) || self.limits.all(k, !(k in self.requests) || !isQuantity(string(self.limits[k])) || !isQuantity(string(self.requests[k])) || quantity(string(self.limits[k])).compareTo(quantity(string(self.requests[k]))) >= 0)").message("spec.resources: a limit is below its request; a limit must be at least the request")
+    )]
     pub resources: Option<ResourceRequirements>,
 
     /// Roles (users) pgpilot creates and keeps as declared. Each gets a Secret
