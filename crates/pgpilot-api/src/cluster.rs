@@ -16,8 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Condition, S3Repository, SecretKeyReference, Time, default_true};
 
 /// PostgreSQL parameters that pgpilot and Patroni set themselves. Setting them would break
-/// replication, failover, archiving or the pod contract, so the API refuses them.
+/// replication, failover, archiving or the pod contract, so the API refuses them. Also the
+/// recovery parameters Patroni takes only from its own recovery configuration (it drops them
+/// from `parameters`).
 pub const OPERATOR_OWNED_PARAMETERS: &[&str] = &[
+    "archive_cleanup_command",
     "archive_command",
     "archive_library",
     "archive_mode",
@@ -34,6 +37,8 @@ pub const OPERATOR_OWNED_PARAMETERS: &[&str] = &[
     "primary_conninfo",
     "primary_slot_name",
     "promote_trigger_file",
+    "recovery_end_command",
+    "recovery_min_apply_delay",
     "restore_command",
     "ssl",
     "ssl_ca_file",
@@ -159,28 +164,45 @@ fn parameter_table_rules() -> [Rule; 4] {
     ]
 }
 
-/// pg_hba.conf records as PostgreSQL reads them (a token may be double-quoted), so a line
+/// pg_hba.conf records as PostgreSQL reads them (a token may be double-quoted, a list of
+/// tokens comma-separated; fields separated by spaces or tabs, never a line break), so a line
 /// PostgreSQL would refuse — which fails a reload silently, or a start — is refused here.
+/// What only some majors take (`oauth` from 18, `include` lines from 16) is refused for the
+/// others by [`pg_hba_version_rules`].
 fn pg_hba_rule() -> Rule {
-    const TOKEN: &str = r##"("[^"]*"|[^\s"#]+)"##;
-    const METHODS: &str =
-        "trust|reject|scram-sha-256|md5|password|gss|sspi|ident|peer|pam|ldap|radius|cert|oauth";
+    const ONE: &str = r##"("[^"]*"|[^ \t"#,]+)"##;
+    let list = format!("{ONE}(,{ONE})*");
     let record = format!(
-        r"^\s*(local\s+{TOKEN}\s+{TOKEN}|host(ssl|nossl|gssenc|nogssenc)?\s+{TOKEN}\s+{TOKEN}\s+{TOKEN}(\s+[0-9a-fA-F.:]+)?)\s+({METHODS})(\s+[a-zA-Z_]+={TOKEN})*\s*(#.*)?$"
+        r"^[ \t]*(local[ \t]+{list}[ \t]+{list}|host(ssl|nossl|gssenc|nogssenc)?[ \t]+{list}[ \t]+{list}[ \t]+{ONE}([ \t]+[0-9a-fA-F.:]+)?)[ \t]+({HBA_METHODS})([ \t]+[a-zA-Z_]+={ONE})*[ \t]*(#.*)?$"
     );
-    let blank = r"^\s*(#.*)?$";
+    let include = format!(r"^[ \t]*include(_if_exists|_dir)?[ \t]+{ONE}[ \t]*(#.*)?$");
+    let blank = r"^[ \t]*(#.*)?$";
     let matches = |re: &str| format!("l.matches('{}')", re.replace('\\', "\\\\"));
-    Rule::new(format!(
-        "self.all(l, {} || {})",
-        matches(&record),
-        matches(blank)
-    ))
-    .message(Message::Expression(format!(
-        "'spec.postgresql.pgHba: not a pg_hba.conf record: ' + self.filter(l, !({} || {}))[0] + ' (TYPE DATABASE USER [ADDRESS [MASK]] METHOD [OPTION=VALUE ...]; TYPE local, host, hostssl, hostnossl, hostgssenc or hostnogssenc; METHOD {})'",
+    let valid = format!(
+        "{} || {} || {}",
         matches(&record),
         matches(blank),
-        METHODS.replace('|', ", ")
+        matches(&include)
+    );
+    Rule::new(format!("self.all(l, {valid})")).message(Message::Expression(format!(
+        "'spec.postgresql.pgHba: not a pg_hba.conf record: ' + self.filter(l, !({valid}))[0].replace('\\n', ' ').replace('\\r', ' ') + ' (TYPE DATABASE USER [ADDRESS [MASK]] METHOD [OPTION=VALUE ...]; TYPE local, host, hostssl, hostnossl, hostgssenc or hostnogssenc; METHOD {})'",
+        HBA_METHODS.replace('|', ", ")
     )))
+}
+
+/// The authentication methods of pg_hba.conf (`oauth` from PostgreSQL 18).
+const HBA_METHODS: &str =
+    "trust|reject|scram-sha-256|md5|password|gss|sspi|ident|peer|pam|ldap|radius|cert|oauth";
+
+/// pg_hba.conf lines only some majors read. (A message naming the line would exceed the
+/// CRD's cost budget at this level, where the version is.)
+fn pg_hba_version_rules() -> [Rule; 2] {
+    [
+        Rule::new(r"self.version >= 18 || !has(self.pgHba) || !self.pgHba.exists(l, l.matches('[ \\t]oauth([ \\t#]|$)'))")
+            .message("spec.postgresql.pgHba: the oauth method needs PostgreSQL 18"),
+        Rule::new(r"self.version >= 16 || !has(self.pgHba) || !self.pgHba.exists(l, l.matches('^[ \\t]*include'))")
+            .message("spec.postgresql.pgHba: include lines need PostgreSQL 16"),
+    ]
 }
 
 /// `ResourceRequirements` with bounds the API server's CEL cost estimate needs: at most 16
@@ -275,7 +297,8 @@ const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*
     validation = Rule::new("self.postgresql.version >= oldSelf.postgresql.version").message("spec.postgresql.version cannot go down: major downgrades are not possible; restore a backup into a new cluster instead"),
     validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode != 'Required' || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous: mode Required needs more instances than numberOfStandbys, or writes would block"),
     validation = Rule::new("!has(self.replication) || !has(self.replication.synchronous) || self.replication.synchronous.mode == 'Required' || self.instances == 1 || self.replication.synchronous.numberOfStandbys < self.instances").message("spec.replication.synchronous.numberOfStandbys must be less than spec.instances: there are only instances - 1 standbys to confirm a commit"),
-    validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || (self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket && self.backup.repository.s3.path == oldSelf.backup.repository.s3.path)").message("spec.backup.repository.s3 bucket and path are immutable: existing backups and the WAL archive live there; restore into a new cluster to move"),
+    validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.roles) && self.roles.exists(r, r.name == d.owner)))").message("spec.databases: every owner must be 'postgres' or a role declared in spec.roles"),
+    validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || (self.backup.repository.s3.bucket == oldSelf.backup.repository.s3.bucket && self.backup.repository.s3.path == oldSelf.backup.repository.s3.path)").message("spec.backup.repository.s3 bucket and path are immutable: existing backups and the WAL archive live there; restore into a new cluster to move"),
     validation = Rule::new("!has(self.backup) || !has(oldSelf.backup) || has(self.backup.repository.encryption) == has(oldSelf.backup.repository.encryption) && (!has(self.backup.repository.encryption) || self.backup.repository.encryption == oldSelf.backup.repository.encryption)").message("spec.backup.repository.encryption cannot be added, changed or removed: the repository's backups and WAL are encrypted with it; use a new repository path in a new cluster"),
     validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)").message("spec.bootstrap cannot be added or removed after creation")
 )]
@@ -390,7 +413,9 @@ fn default_instances() -> i32 {
     validation = parameter_table_rules()[0].clone(),
     validation = parameter_table_rules()[1].clone(),
     validation = parameter_table_rules()[2].clone(),
-    validation = parameter_table_rules()[3].clone()
+    validation = parameter_table_rules()[3].clone(),
+    validation = pg_hba_version_rules()[0].clone(),
+    validation = pg_hba_version_rules()[1].clone()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresSettings {
@@ -1118,9 +1143,9 @@ impl RepositoryChange {
     }
 
     /// What to do, for a condition.
-    pub fn message(&self, cluster: &str) -> String {
+    pub fn message(&self, namespace: &str, cluster: &str) -> String {
         format!(
-            "spec.backup names repository {to}, but this cluster's backups and WAL archive are in {from} (status.backup.repository); nothing is archived or backed up until you accept that they no longer cover it: kubectl annotate pgc {cluster} {key}={to} --overwrite",
+            "spec.backup names repository {to}, but this cluster's backups and WAL archive are in {from} (status.backup.repository); nothing is archived or backed up until you accept that they no longer cover it: kubectl -n {namespace} annotate pgc {cluster} {key}={to} --overwrite",
             to = self.to,
             from = self.from,
             key = crate::labels::BACKUP_REPOSITORY,
@@ -1246,8 +1271,8 @@ mod tests {
                 to: "s3://two/pg".into()
             })
         );
-        assert!(change.unwrap().message("db").ends_with(
-            "kubectl annotate pgc db pgpilot.io/backup-repository=s3://two/pg --overwrite"
+        assert!(change.unwrap().message("prod", "db").ends_with(
+            "kubectl -n prod annotate pgc db pgpilot.io/backup-repository=s3://two/pg --overwrite"
         ));
         // An acceptance of another change does not accept this one.
         let stale = cluster("two", Some("s3://one/pg"), Some("s3://three/pg"));

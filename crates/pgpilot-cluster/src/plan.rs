@@ -17,7 +17,11 @@ pub fn config_patch(desired: &Value, live: &Value, held: &[&str]) -> Option<Valu
         match (desired, live) {
             (Value::Object(d), Value::Object(l)) => {
                 let mut out = Map::new();
-                for (k, dv) in d {
+                let parameters = path == ["postgresql", "parameters"];
+                let is_held =
+                    |k: &str| parameters && held.iter().any(|h| h.eq_ignore_ascii_case(k));
+                // A held parameter is left as it runs: neither removed nor set to a default.
+                for (k, dv) in d.iter().filter(|(k, _)| !is_held(k)) {
                     let lv = l.get(k).unwrap_or(&Value::Null);
                     let mut p = path.to_vec();
                     p.push(k);
@@ -25,11 +29,8 @@ pub fn config_patch(desired: &Value, live: &Value, held: &[&str]) -> Option<Valu
                         out.insert(k.clone(), v);
                     }
                 }
-                if path == ["postgresql", "parameters"] {
-                    let wanted = |k: &str| {
-                        d.contains_key(k) || held.iter().any(|h| h.eq_ignore_ascii_case(k))
-                    };
-                    for k in l.keys().filter(|k| !wanted(k)) {
+                if parameters {
+                    for k in l.keys().filter(|k| !d.contains_key(*k) && !is_held(k)) {
                         out.insert(k.clone(), Value::Null);
                     }
                 }
@@ -364,12 +365,14 @@ mod tests {
 
     #[test]
     fn a_refused_parameter_keeps_its_live_value() {
-        // The spec changed shared_buffers to something invalid: the running value stays.
-        let desired = json!({"postgresql": {"parameters": {"work_mem": "16MB"}}});
-        let live =
-            json!({"postgresql": {"parameters": {"work_mem": "8MB", "shared_buffers": "1GB"}}});
+        // The spec changed shared_buffers to something invalid, and archive_timeout, which
+        // pgpilot defaults to 60s: the running values stay.
+        let desired =
+            json!({"postgresql": {"parameters": {"work_mem": "16MB", "archive_timeout": "60s"}}});
+        let live = json!({"postgresql": {"parameters": {"work_mem": "8MB", "shared_buffers": "1GB",
+            "archive_timeout": "5min"}}});
         assert_eq!(
-            config_patch(&desired, &live, &["Shared_Buffers"]),
+            config_patch(&desired, &live, &["Shared_Buffers", "archive_timeout"]),
             Some(json!({"postgresql": {"parameters": {"work_mem": "16MB"}}}))
         );
     }

@@ -138,7 +138,12 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             now,
             operator: ctx.operator.as_ref(),
             provided_certificate: provided.as_ref(),
-            volumes_exist: !seen.claims.is_empty(),
+            volumes_exist: volumes_exist(
+                &cluster,
+                sts.is_some(),
+                !seen.claims.is_empty(),
+                &secrets,
+            ),
         },
         &mut Csprng,
     )?;
@@ -434,6 +439,26 @@ async fn troubles_to_events(
                 .await;
         }
     }
+}
+
+/// Whether the cluster's credentials outlive it (with `whenDeleted: Retain`): some volume
+/// exists or is about to (the StatefulSet makes its claims at once), or the superuser's Secret
+/// already outlived an earlier cluster of this name — once handed over, never taken back, so a
+/// cache that has not listed the claims yet cannot make a deletion take the passwords.
+fn volumes_exist(
+    cluster: &PostgresCluster,
+    statefulset: bool,
+    claims: bool,
+    secrets: &std::collections::BTreeMap<String, k8s_openapi::api::core::v1::Secret>,
+) -> bool {
+    let superuser = Names::new(&cluster.name_any()).superuser_secret();
+    let handed_over = secrets.get(&superuser).is_some_and(|s| {
+        s.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+    });
+    statefulset || claims || handed_over
 }
 
 /// A Warning Event when the parameters refused change (not once per reconcile).

@@ -342,9 +342,10 @@ async fn a_new_backup_repository_waits_for_acceptance_whatever_the_apply_order()
     .unwrap_or_else(|e| panic!("{e}\n--- manager log ---\n{}", m.log()));
     let message = &condition(&pg, "ContinuousArchiving").unwrap().message;
     assert!(
-        message.ends_with(
-            "kubectl annotate pgc db pgpilot.io/backup-repository=s3://two/pg --overwrite"
-        ),
+        message.ends_with(&format!(
+            "kubectl -n {} annotate pgc db pgpilot.io/backup-repository=s3://two/pg --overwrite",
+            s.ns.name
+        )),
         "{message}"
     );
     let pgbackrest_conf = || async {

@@ -550,7 +550,7 @@ async fn deleting_the_cluster_garbage_collects_its_children() {
     let m = manager(&s, "gc");
     create_demo(&s, "");
     converged(&s, &m).await;
-    // The claims exist (unbound here): the credentials now outlive the cluster.
+    // The StatefulSet and its claims exist (unbound here): the credentials outlive the cluster.
     let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
     wait_for(&secrets, "demo-superuser", Duration::from_secs(30), |s| {
         s.metadata

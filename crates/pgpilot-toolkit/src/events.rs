@@ -85,7 +85,7 @@ impl Events {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(fit_note(note)),
             action: action.to_owned(),
             secondary: related,
         };
@@ -93,5 +93,35 @@ impl Events {
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
+    }
+}
+
+/// The API server refuses an Event whose note is over 1 KiB: a longer one is cut, on a
+/// character boundary, and says so.
+fn fit_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    const CUT: &str = " …(cut)";
+    if note.len() > MAX {
+        let mut end = MAX - CUT.len();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str(CUT);
+    }
+    note
+}
+
+#[cfg(test)]
+mod note_tests {
+    #[test]
+    fn a_long_note_is_cut_to_what_the_api_server_takes() {
+        assert_eq!(super::fit_note("short".into()), "short");
+        let cut = super::fit_note("é".repeat(600));
+        assert!(
+            cut.len() <= 1024 && cut.ends_with(" …(cut)"),
+            "{}",
+            cut.len()
+        );
     }
 }

@@ -120,7 +120,12 @@ impl fmt::Display for Problem {
                 name,
                 value,
                 expected,
-            } => write!(f, "{name}: {value:?} is not valid: {expected}"),
+            } => {
+                // Values can be long (4096 characters): the start says which one is meant.
+                let shown: String = value.chars().take(64).collect();
+                let more = if shown.len() < value.len() { "…" } else { "" };
+                write!(f, "{name}: {shown:?}{more} is not valid: {expected}")
+            }
         }
     }
 }
@@ -199,7 +204,14 @@ impl Table {
                 "one line expected (postgresql.conf has one value per line)".into(),
             ));
         }
-        p.check(value).map_err(invalid)?;
+        // Patroni checks the names it knows (not the extensions' dotted ones, which only
+        // PostgreSQL reads) and drops what its reader does not take.
+        let reader = if p.name.contains('.') {
+            Reader::Postgres
+        } else {
+            Reader::PatroniAndPostgres
+        };
+        p.check(value, reader).map_err(invalid)?;
         Ok(match p.context {
             Context::Postmaster => Applies::OnRestart,
             _ => Applies::OnReload,
@@ -266,15 +278,16 @@ impl Parameter {
         &self.values
     }
 
-    /// The value as PostgreSQL's parser (guc.c) reads it, after Patroni's own check; `Err`
-    /// says what was expected.
-    fn check(&self, value: &str) -> Result<(), String> {
+    /// The value as PostgreSQL's parser (guc.c) reads it, and Patroni's before it when it
+    /// checks the parameter; `Err` says what was expected.
+    fn check(&self, value: &str, reader: Reader) -> Result<(), String> {
+        let lower = value.to_ascii_lowercase();
         match self.kind {
             Kind::String => Ok(()),
-            Kind::Bool => BOOL_VALUES
-                .contains(&value.to_ascii_lowercase().as_str())
-                .then_some(())
-                .ok_or_else(|| "on or off (or true/false, yes/no, 1/0)".to_owned()),
+            Kind::Bool => (BOOL_VALUES.contains(&lower.as_str())
+                || reader == Reader::Postgres && postgres_bool(&lower))
+            .then_some(())
+            .ok_or_else(|| "on or off (or true/false, yes/no, 1/0)".to_owned()),
             Kind::Enum => self
                 .values
                 .contains(&value.to_ascii_lowercase())
@@ -283,11 +296,11 @@ impl Parameter {
                     [] => "nothing: Patroni does not pass it to PostgreSQL".to_owned(),
                     values => format!("one of {}", values.join(", ")),
                 }),
-            Kind::Integer | Kind::Real => self.check_number(value),
+            Kind::Integer | Kind::Real => self.check_number(value, reader),
         }
     }
 
-    fn check_number(&self, value: &str) -> Result<(), String> {
+    fn check_number(&self, value: &str, reader: Reader) -> Result<(), String> {
         let integer = self.kind == Kind::Integer;
         let what = if integer { "an integer" } else { "a number" };
         let units = unit_family(self.unit);
@@ -303,11 +316,13 @@ impl Parameter {
             ),
             None => format!("{what}, without a unit"),
         };
-        let (number, rest) = match number::parse(value, integer) {
+        let (number, rest) = match number::parse(value, integer, reader) {
             number::Parsed::Number(n, rest) => (n, rest),
             number::Parsed::Garbage => return Err(expected()),
-            // A form of strtod's this parser does not follow (hex floats): PostgreSQL judges.
-            number::Parsed::Unsure => return Ok(()),
+            // A form of strtod's this parser does not follow (hex floats): Patroni's reader
+            // drops it; PostgreSQL alone judges an extension's parameter.
+            number::Parsed::Unsure if reader == Reader::Postgres => return Ok(()),
+            number::Parsed::Unsure => return Err(expected()),
         };
         let rest = rest.trim_matches(number::is_space);
         let mut base = number;
@@ -315,10 +330,16 @@ impl Parameter {
             let (Some(family), Some(base_size)) = (units, unit_size(self.unit)) else {
                 return Err(expected());
             };
-            let Some((_, size)) = family.iter().find(|(u, _)| *u == rest) else {
+            let Some(i) = family.iter().position(|(u, _)| *u == rest) else {
                 return Err(expected());
             };
-            base = number * size / base_size;
+            base = number * family[i].1 / base_size;
+            // As guc.c's convert_to_base_unit: "30.1GB" is first rounded to a whole number of
+            // the next smaller unit (MB), then to the parameter's own.
+            if let Some((_, smaller)) = i.checked_sub(1).map(|j| family[j]) {
+                let step = smaller / base_size;
+                base = (base / step).round_ties_even() * step;
+            }
         }
         if integer {
             base = base.round_ties_even();
@@ -326,8 +347,15 @@ impl Parameter {
                 return Err(format!("{what} within 32 bits"));
             }
         }
-        // Reals' bounds are printed with six significant digits: allow for the rounding.
-        let slack = |b: f64| if integer { 0.0 } else { b.abs() * 1e-5 };
+        // Large bounds of reals are printed with six significant digits (1.79769e+308):
+        // allow for that rounding.
+        let slack = |b: f64| {
+            if !integer && b.abs() >= 1e6 {
+                b.abs() * 1e-5
+            } else {
+                0.0
+            }
+        };
         let in_units = if self.unit.is_empty() {
             String::new()
         } else {
@@ -343,6 +371,25 @@ impl Parameter {
     }
 }
 
+/// Who reads a value on its way to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reader {
+    /// Patroni's validator, then PostgreSQL: the values both take.
+    PatroniAndPostgres,
+    /// PostgreSQL alone (an extension's parameter, which Patroni passes through).
+    Postgres,
+}
+
+/// guc.c's parse_bool: a prefix of true, false, yes or no, `on`, `of`/`off`, `1` or `0`.
+fn postgres_bool(lower: &str) -> bool {
+    !lower.is_empty()
+        && (["true", "false", "yes", "no"]
+            .iter()
+            .any(|w| w.starts_with(lower))
+            || matches!(lower, "on" | "of" | "off" | "1" | "0"))
+}
+
+/// Units in ascending size (each one's "next smaller" is the one before).
 const MEMORY: &[(&str, f64)] = &[
     ("B", 1.0),
     ("kB", 1024.0),
@@ -388,6 +435,8 @@ fn unit_size(unit: &str) -> Option<f64> {
 /// The numbers PostgreSQL's `parse_int` and `parse_real` read: C's `strtol` (base 0:
 /// decimal, `0x` hex, leading-`0` octal), falling back to `strtod` at a `.` or exponent.
 mod number {
+    use super::Reader;
+
     pub enum Parsed<'a> {
         Number(f64, &'a str),
         Garbage,
@@ -398,9 +447,10 @@ mod number {
         matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
     }
 
-    pub fn parse(value: &str, integer: bool) -> Parsed<'_> {
+    pub fn parse(value: &str, integer: bool, reader: Reader) -> Parsed<'_> {
+        let strict = reader == Reader::PatroniAndPostgres;
         if !integer {
-            return strtod(value);
+            return strtod(value, strict);
         }
         let s = value.trim_start_matches(is_space);
         let (sign, body) = match s.as_bytes().first() {
@@ -408,9 +458,9 @@ mod number {
             Some(b'+') => (1.0, &s[1..]),
             _ => (1.0, s),
         };
-        let (radix, digits) = if (body.starts_with("0x") || body.starts_with("0X"))
-            && body[2..].starts_with(|c: char| c.is_ascii_hexdigit())
-        {
+        // Patroni's reader takes a lower-case 0x only.
+        let hex = body.starts_with("0x") || !strict && body.starts_with("0X");
+        let (radix, digits) = if hex && body[2..].starts_with(|c: char| c.is_ascii_hexdigit()) {
             (16, &body[2..])
         } else if body.starts_with('0') {
             (8, body)
@@ -426,7 +476,7 @@ mod number {
             return if radix == 16 {
                 Parsed::Unsure
             } else {
-                strtod(value)
+                strtod(value, strict)
             };
         }
         match parsed {
@@ -435,7 +485,7 @@ mod number {
         }
     }
 
-    fn strtod(value: &str) -> Parsed<'_> {
+    fn strtod(value: &str, strict: bool) -> Parsed<'_> {
         let s = value.trim_start_matches(is_space);
         let unsigned = s.trim_start_matches(['+', '-']);
         if s.len() - unsigned.len() > 1 {
@@ -465,7 +515,7 @@ mod number {
         let mut end = int;
         let mut frac = 0;
         // "100." is a number to strtod; Patroni's reader wants a digit after the point.
-        if b.get(end) == Some(&b'.') && digits(end + 1) > 0 {
+        if b.get(end) == Some(&b'.') && (digits(end + 1) > 0 || !strict) {
             frac = digits(end + 1);
             end += 1 + frac;
         }
@@ -480,9 +530,14 @@ mod number {
             }
         }
         let sign_len = s.len() - unsigned.len();
+        let nonzero = unsigned[..end]
+            .split(['e', 'E'])
+            .next()
+            .is_some_and(|m| m.bytes().any(|c| (b'1'..=b'9').contains(&c)));
         match s[..sign_len + end].parse::<f64>() {
-            // strtod's ERANGE: PostgreSQL refuses an overflow.
+            // strtod's ERANGE: PostgreSQL refuses an overflow or an underflow.
             Ok(n) if n.is_infinite() => Parsed::Garbage,
+            Ok(n) if nonzero && n.abs() < f64::MIN_POSITIVE => Parsed::Garbage,
             Ok(n) => Parsed::Number(n, &unsigned[end..]),
             Err(_) => Parsed::Garbage,
         }
@@ -545,6 +600,13 @@ mod tests {
         assert!(t.check("pg_stat_statements.maxx", "10000").is_err());
         assert!(t.check("pg_stat_statements.max", "lots").is_err());
         assert_eq!(t.check("myapp.tenant", "anything"), Ok(Applies::OnReload));
+        // Patroni passes an extension's parameters through: PostgreSQL's own reading applies.
+        assert!(t.check("auto_explain.log_analyze", "t").is_ok());
+        assert!(t.check("pg_stat_statements.max", "100.").is_ok());
+        assert!(
+            t.check("pg_stat_statements.max", "0X64").is_ok(),
+            "strtol reads 0X"
+        );
     }
 
     #[test]
@@ -615,6 +677,7 @@ mod tests {
             ("100 connections", "an integer, without a unit"),
             ("08", "an integer, without a unit"),
             ("100.", "an integer, without a unit"),
+            ("0X64", "an integer, without a unit"),
             ("0x", "an integer, without a unit"),
             ("lots", "an integer, without a unit"),
             ("", "an integer, without a unit"),
@@ -659,6 +722,26 @@ mod tests {
         );
         assert!(t.check("work_mem", "63.5").is_ok(), "rounds to 64");
         assert!(t.check("work_mem", "63.4").is_err());
+        // Rounded to the next smaller unit (ms) first, as guc.c and Patroni do: 29.5 s → 30.
+        assert!(t.check("checkpoint_timeout", "29.4999s").is_ok());
+        assert!(t.check("autovacuum_naptime", "2147483.4999s").is_err());
+        for (name, ok) in [
+            ("shared_buffers", "1048576B"),
+            ("shared_buffers", "131072B"),
+            ("shared_buffers", "1.5MB"),
+            ("statement_timeout", "1.0000004ms"),
+            ("statement_timeout", "0.5us"),
+            ("work_mem", "63.9999kB"),
+            ("work_mem", "0.06249MB"),
+        ] {
+            assert!(t.check(name, ok).is_ok(), "{name} = {ok}");
+        }
+        for (name, bad) in [
+            ("shared_buffers", "0.0001GB"),
+            ("checkpoint_timeout", "29.4s"),
+        ] {
+            assert!(t.check(name, bad).is_err(), "{name} = {bad}");
+        }
     }
 
     #[test]
@@ -670,7 +753,9 @@ mod tests {
                 "{ok:?}"
             );
         }
-        for bad in ["1.5", "-0.1", "inf", "half", "0.5s"] {
+        for bad in [
+            "1.5", "-0.1", "inf", "half", "0.5s", "1.000005", "1e-400", "0x1p-1",
+        ] {
             assert!(
                 t.check("checkpoint_completion_target", bad).is_err(),
                 "{bad:?}"

@@ -137,7 +137,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         Some(change) => Archiving {
             status: Status::False,
             reason: "RepositoryChangeNotAccepted",
-            message: change.message(&name),
+            message: change.message(&ns, &name),
         },
         None => plan::archiving(
             backup,

@@ -49,8 +49,8 @@ pub struct Inputs<'a> {
     pub operator: Option<&'a network::OperatorPods>,
     /// The server certificate of `spec.tls.certificate`, checked ([`provided_certificate`]).
     pub provided_certificate: Option<&'a tls::Provided>,
-    /// Some PersistentVolumeClaim of the cluster exists: with `whenDeleted: Retain` its
-    /// credential Secrets then outlive the cluster.
+    /// Some volume of the cluster exists or is about to (see `reconcile::volumes_exist`):
+    /// with `whenDeleted: Retain` its credential Secrets then outlive the cluster.
     pub volumes_exist: bool,
 }
 

@@ -100,8 +100,8 @@ fn credential_secret(
     let mut metadata = ctx.meta(name);
     // Volumes kept after the cluster is deleted are of use only with the passwords stored in
     // them: the Secrets stay too (no owner), and a cluster created again with this name adopts
-    // both. Until a volume exists they go with the cluster (the claim's creation is a watched
-    // event: they lose their owner within a reconcile, long before initdb writes a password).
+    // both. Until a volume exists (or its StatefulSet, which makes the claims) they go with
+    // the cluster.
     let retained =
         ctx.cluster.spec.pvc_retention().when_deleted == PvcPolicy::Retain && ctx.volumes_exist;
     if retained && let Some(m) = metadata.as_object_mut() {
