@@ -106,10 +106,14 @@ chart-sync:
     charts/pgpilot/sync.sh
 
 # Lint and render the Helm chart (helm built from its Go module) and check it against the
-# manager's own CRDs and RBAC.
-chart-test:
+# manager's own CRDs and RBAC; its alerts checked and unit-tested with promtool.
+chart-test: alerts-test
     charts/pgpilot/sync.sh --check
     charts/pgpilot/test.sh
+
+# The chart's alert rules: `promtool check rules`, their unit tests, their runbooks exist.
+alerts-test:
+    e2e/scripts/alerts-test.sh
 
 # Build the Kubernetes, etcd and kwok binaries (cached in ~/.cache/pgpilot).
 k8s-binaries:

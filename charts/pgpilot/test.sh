@@ -56,6 +56,11 @@ metrics:
     enabled: true
     labels:
       release: prometheus
+  prometheusRule:
+    enabled: true
+    runbookBaseUrl: https://runbooks.example.com/pgpilot/
+    labels:
+      release: prometheus
 EOF
 SETS=(default watch)
 
@@ -329,6 +334,18 @@ for s in sets:
               f"ServiceMonitor scrapes the metrics Service ({s})")
     else:
         check(sm is None, f"no ServiceMonitor by default ({s})")
+    rule = one(objs, "PrometheusRule")
+    if v["metrics"]["prometheusRule"]["enabled"]:
+        with open("charts/pgpilot/files/alerts.yaml") as f:
+            groups = yaml.safe_load(f)["groups"]
+        alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]] if rule else []
+        base = v["metrics"]["prometheusRule"]["runbookBaseUrl"].rstrip("/")
+        check(rule and len(alerts) == sum(len(g["rules"]) for g in groups)
+              and all(a["annotations"]["runbook_url"].startswith(base + "/") for a in alerts)
+              and rule["metadata"]["labels"].get("release") == "prometheus",
+              f"PrometheusRule with the {len(alerts)} alerts of files/alerts.yaml, runbooks under {base} ({s})")
+    else:
+        check(rule is None, f"no PrometheusRule by default ({s})")
     pdb = one(objs, "PodDisruptionBudget")
     if v["replicaCount"] > 1:
         check(pdb and pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"],
