@@ -122,8 +122,36 @@ impl<'a> Grant<'a> {
             yaml.push_str(&serde_yaml::to_string(&doc).unwrap());
         }
         cluster.kubectl(&["apply", "-f", "-"], Some(&yaml)).unwrap();
+        // The authorizer learns of new bindings from a watch: a manager started at once can
+        // be refused its Lease. Wait until the grantee may read it (every manager needs to).
+        if let Some(user) = impersonated(grantee) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while !cluster
+                .can_i(
+                    &user,
+                    &["get", "leases.coordination.k8s.io", "-n", namespace],
+                )
+                .unwrap_or(false)
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{grantee} still may not get leases in {namespace} 15 s after the grant"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
         Grant { cluster, name }
     }
+}
+
+/// `kubectl --as` for a grantee of `pgpilot-manager rbac --bind` (`user:NAME` or
+/// `serviceaccount:NS/NAME`); groups cannot be impersonated alone.
+fn impersonated(grantee: &str) -> Option<String> {
+    if let Some(user) = grantee.strip_prefix("user:") {
+        return Some(user.to_owned());
+    }
+    let (ns, name) = grantee.strip_prefix("serviceaccount:")?.split_once('/')?;
+    Some(format!("system:serviceaccount:{ns}:{name}"))
 }
 
 impl Drop for Grant<'_> {
