@@ -34,6 +34,15 @@ fn manager(s: &Setup, identity: &str) -> ManagerProcess {
     )
 }
 
+/// The sum of the samples whose line starts with `prefix` (a metric and some of its labels).
+fn metric_sum(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn create_demo(s: &Setup, extra_spec: &str) {
     let example =
         std::fs::read_to_string(pgpilot_testkit::repo_root().join("examples/cluster.yaml"))
@@ -309,22 +318,13 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
     let clusters: Api<PostgresCluster> = Api::namespaced(s.client.clone(), &s.ns.name);
     let status_before = clusters.get("demo").await.unwrap().status;
     let reconciles = |metrics: &str| {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(r#"pgpilot_reconcile_total{controller="cluster",result="success"}"#)
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
+        metric_sum(
+            metrics,
+            r#"pgpilot_reconcile_total{controller="cluster",result="success"}"#,
+        )
     };
-    let writes = |metrics: &str| -> u64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(r#"pgpilot_api_writes_total{controller="cluster""#))
-            .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
-            .sum()
-    };
+    let writes =
+        |metrics: &str| metric_sum(metrics, r#"pgpilot_api_writes_total{controller="cluster""#);
     // Requests other than watches (which start once and stay open).
     let requests = |metrics: &str| -> BTreeMap<String, u64> {
         metrics
@@ -650,13 +650,8 @@ async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers
     );
     // No hot loop: a refusal retrying cannot fix waits for a change. Five seconds of watching
     // (an observation window, not a synchronisation) see at most a couple of reconciles.
-    let reconciles = |metrics: &str| -> u64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(r#"pgpilot_reconcile_total{controller="cluster""#))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let reconciles =
+        |metrics: &str| metric_sum(metrics, r#"pgpilot_reconcile_total{controller="cluster""#);
     let before = reconciles(&http_get(m.metrics_port, "/metrics").await.unwrap().1);
     assert!(before > 0, "no reconcile counted");
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -44,10 +44,8 @@ pub enum Context {
     Internal,
     /// On a restart.
     Postmaster,
-    /// On a reload (or a new session, for the backend contexts).
+    /// On a reload (some also per session, or for new sessions).
     Reload,
-    /// Also settable per session.
-    Session,
 }
 
 /// One parameter of one major.
@@ -70,6 +68,8 @@ pub struct Table {
     pub major: u32,
     /// By lower-case name: PostgreSQL's names are case-insensitive.
     by_name: BTreeMap<String, Parameter>,
+    /// The extensions' prefixes (`auto_explain.`, …), see [`Table::prefixes`].
+    prefixes: Vec<String>,
 }
 
 /// Where a valid value takes effect.
@@ -140,17 +140,22 @@ impl Table {
     /// Parses a generated table; a line that does not parse is left out (the unit tests
     /// check none is).
     fn parse(major: u32, text: &'static str) -> Table {
-        let by_name = text
+        let by_name: BTreeMap<String, Parameter> = text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(Parameter::parse)
             .map(|p| (p.name.to_ascii_lowercase(), p))
             .collect();
-        Table { major, by_name }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Parameter> {
-        self.by_name.get(&name.to_ascii_lowercase())
+        let mut prefixes: Vec<String> = by_name
+            .keys()
+            .filter_map(|n| n.split_once('.').map(|(p, _)| format!("{p}.")))
+            .collect();
+        prefixes.dedup();
+        Table {
+            major,
+            by_name,
+            prefixes,
+        }
     }
 
     /// Lower-case names, sorted.
@@ -164,13 +169,8 @@ impl Table {
 
     /// The prefixes (`auto_explain.`, …) of the extensions in the table: PostgreSQL drops an
     /// unknown name under a loaded extension's prefix; other dotted names are free-form.
-    pub fn prefixes(&self) -> Vec<String> {
-        let mut p: Vec<String> = self
-            .names()
-            .filter_map(|n| n.split_once('.').map(|(p, _)| format!("{p}.")))
-            .collect();
-        p.dedup();
-        p
+    pub fn prefixes(&self) -> &[String] {
+        &self.prefixes
     }
 
     /// Whether `name = value` reaches PostgreSQL as given, and when it takes effect.
@@ -179,7 +179,7 @@ impl Table {
         let Some(p) = self.by_name.get(&lower) else {
             let free_form = lower
                 .split_once('.')
-                .is_some_and(|(prefix, _)| !self.prefixes().contains(&format!("{prefix}.")));
+                .is_some_and(|(prefix, _)| !self.prefixes.contains(&format!("{prefix}.")));
             if free_form {
                 return Ok(Applies::OnReload);
             }
@@ -252,8 +252,7 @@ impl Parameter {
         let context = match *context {
             "internal" => Context::Internal,
             "postmaster" => Context::Postmaster,
-            "sighup" | "superuser-backend" | "backend" => Context::Reload,
-            "superuser" | "user" => Context::Session,
+            "sighup" | "superuser-backend" | "backend" | "superuser" | "user" => Context::Reload,
             _ => return None,
         };
         let bound = |s: &str| s.parse::<f64>().ok();
