@@ -79,6 +79,12 @@ pub async fn serve(
         .with_state(ready);
     let metrics_listener = bind(metrics_addr, "metrics").await?;
     let probes_listener = bind(probes_addr, "health probe").await?;
+    // The bound addresses, not the flags: with port 0 the kernel picks one.
+    tracing::info!(
+        metrics = %metrics_listener.local_addr()?,
+        probes = %probes_listener.local_addr()?,
+        "serving metrics and health probes"
+    );
     Ok(async move {
         let s1 = shutdown.clone();
         let s2 = shutdown.clone();

@@ -72,7 +72,10 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only on a terminal: a log file or a pod log keeps plain text.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)

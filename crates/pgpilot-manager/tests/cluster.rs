@@ -267,7 +267,7 @@ async fn a_cluster_gets_every_child_owned_by_it_and_a_status() {
     );
 
     // The controller that was named runs, and reports it.
-    let (_, metrics) = http_get(m.metrics_port, "/metrics").await.unwrap();
+    let (_, metrics) = http_get(m.metrics_port(), "/metrics").await.unwrap();
     assert!(
         metrics.contains(r#"pgpilot_controller_running{controller="cluster"} 1"#),
         "{metrics}"
@@ -339,7 +339,7 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
             .filter(|(verb, _)| !verb.starts_with("watch"))
             .collect()
     };
-    let metrics_before = http_get(m.metrics_port, "/metrics").await.unwrap().1;
+    let metrics_before = http_get(m.metrics_port(), "/metrics").await.unwrap().1;
     let count_before = reconciles(&metrics_before);
     let writes_before = writes(&metrics_before);
     let requests_before = requests(&metrics_before);
@@ -361,7 +361,7 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    let metrics_after = http_get(m.metrics_port, "/metrics").await.unwrap().1;
+    let metrics_after = http_get(m.metrics_port(), "/metrics").await.unwrap().1;
     let count_after = reconciles(&metrics_after);
     assert!(
         count_after >= count_before + 3,
@@ -404,7 +404,7 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
 
 /// Reconciles so far (every result), from the manager's metrics.
 async fn reconcile_count(m: &ManagerProcess) -> u64 {
-    let metrics = http_get(m.metrics_port, "/metrics").await.unwrap().1;
+    let metrics = http_get(m.metrics_port(), "/metrics").await.unwrap().1;
     metrics
         .lines()
         .filter(|l| l.starts_with(r#"pgpilot_reconcile_total{controller="cluster""#))
@@ -652,10 +652,10 @@ async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers
     // (an observation window, not a synchronisation) see at most a couple of reconciles.
     let reconciles =
         |metrics: &str| metric_sum(metrics, r#"pgpilot_reconcile_total{controller="cluster""#);
-    let before = reconciles(&http_get(m.metrics_port, "/metrics").await.unwrap().1);
+    let before = reconciles(&http_get(m.metrics_port(), "/metrics").await.unwrap().1);
     assert!(before > 0, "no reconcile counted");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = reconciles(&http_get(m.metrics_port, "/metrics").await.unwrap().1);
+    let after = reconciles(&http_get(m.metrics_port(), "/metrics").await.unwrap().1);
     assert!(
         after - before <= 2,
         "{} reconciles in 5 s after the refusal\n{}",

@@ -71,8 +71,8 @@ async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
 
     let mut m = spawn(c, &ns.name, "solo", &[]);
     m.wait_ready(Duration::from_secs(20)).await.unwrap();
-    assert_eq!(http_get(m.probes_port, "/healthz").await.unwrap().0, 200);
-    let (status, metrics) = http_get(m.metrics_port, "/metrics").await.unwrap();
+    assert_eq!(http_get(m.probes_port(), "/healthz").await.unwrap().0, 200);
+    let (status, metrics) = http_get(m.metrics_port(), "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("pgpilot_build_info{version="), "{metrics}");
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
@@ -80,7 +80,7 @@ async fn serves_probes_and_metrics_with_only_its_generated_rbac() {
     wait_for_holder(&leases, "solo", Duration::from_secs(20), &[&m]).await;
     let mut metrics = String::new();
     for _ in 0..20 {
-        metrics = http_get(m.metrics_port, "/metrics")
+        metrics = http_get(m.metrics_port(), "/metrics")
             .await
             .map(|(_, body)| body)
             .unwrap_or_default();
@@ -161,7 +161,7 @@ async fn exactly_one_of_two_managers_leads_and_a_standby_takes_over() {
         "b leads too:\n{}",
         b.log()
     );
-    let (_, b_metrics) = http_get(b.metrics_port, "/metrics").await.unwrap();
+    let (_, b_metrics) = http_get(b.metrics_port(), "/metrics").await.unwrap();
     assert!(b_metrics.contains("pgpilot_leader 0"), "{b_metrics}");
 
     // Hard kill: a never renews; b leads once the lease term runs out.

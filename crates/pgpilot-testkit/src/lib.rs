@@ -373,15 +373,11 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 pub struct ManagerProcess {
     child: std::process::Child,
     pub log_path: PathBuf,
-    pub metrics_port: u16,
-    pub probes_port: u16,
 }
 
 impl ManagerProcess {
     /// Starts `binary` with `args` as the least-privilege `pgpilot-manager` user.
     pub fn spawn(binary: &Path, kubeconfig: &Path, args: &[&str]) -> Result<Self> {
-        let metrics_port = free_port()?;
-        let probes_port = free_port()?;
         let suffix: u32 = rand::rng().random();
         let log_path = std::env::temp_dir().join(format!("pgpilot-manager-{suffix:08x}.log"));
         let log = std::fs::File::create(&log_path)?;
@@ -391,19 +387,36 @@ impl ManagerProcess {
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .args([
                 "--log-format=text",
-                &format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
-                &format!("--health-probe-bind-address=127.0.0.1:{probes_port}"),
+                // Port 0: the kernel picks free ports and the manager logs them (a port
+                // found free and released here could be taken before the manager binds it).
+                "--metrics-bind-address=127.0.0.1:0",
+                "--health-probe-bind-address=127.0.0.1:0",
             ])
             .args(args)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        Ok(Self {
-            child,
-            log_path,
-            metrics_port,
-            probes_port,
-        })
+        Ok(Self { child, log_path })
+    }
+
+    /// The metrics port the manager logged it serves on; 0 until it has.
+    pub fn metrics_port(&self) -> u16 {
+        self.served_port("metrics=")
+    }
+
+    /// The health probe port the manager logged it serves on; 0 until it has.
+    pub fn probes_port(&self) -> u16 {
+        self.served_port("probes=")
+    }
+
+    fn served_port(&self, key: &str) -> u16 {
+        self.log()
+            .lines()
+            .find(|l| l.contains("serving metrics and health probes"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(key)))
+            .and_then(|addr| addr.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn pid(&self) -> u32 {
@@ -448,7 +461,10 @@ impl ManagerProcess {
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
-            if let Ok((200, _)) = http_get(self.probes_port, "/readyz").await {
+            let port = self.probes_port();
+            if port != 0
+                && let Ok((200, _)) = http_get(port, "/readyz").await
+            {
                 return Ok(());
             }
             if start.elapsed() > timeout {

@@ -370,7 +370,7 @@ impl Env {
     /// The value of series `name{namespace="<ns>",cluster="<cluster>"}` on the manager's
     /// `/metrics`, once it is there (a controller sets it right after its status write).
     pub async fn cluster_metric(&self, name: &str, cluster: &str) -> Result<f64> {
-        let port = self.manager.as_ref().context("no manager")?.metrics_port;
+        let port = self.manager.as_ref().context("no manager")?.metrics_port();
         let series = format!("{name}{{namespace=\"{}\",cluster=\"{cluster}\"}} ", self.ns);
         eventually(&series, Duration::from_secs(30), || async {
             let out = tokio::process::Command::new("curl")
@@ -394,7 +394,7 @@ impl Env {
 
     /// Everything the manager's `/metrics` serves now.
     pub async fn metrics(&self) -> Result<String> {
-        let port = self.manager.as_ref().context("no manager")?.metrics_port;
+        let port = self.manager.as_ref().context("no manager")?.metrics_port();
         let out = tokio::process::Command::new("curl")
             .args(["-fsS", "--max-time", "5"])
             .arg(format!("http://127.0.0.1:{port}/metrics"))
