@@ -13,6 +13,7 @@ BUILDS=(
   "postgres/build.sh 15.18"
   "postgres/build.sh 15.20"
   "pgclient/build.sh"
+  "postgres-exporter/build.sh"
   "prometheus/build.sh"
   "s3/build.sh"
   "otelcol/build.sh"

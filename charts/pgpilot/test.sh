@@ -56,6 +56,10 @@ metrics:
     enabled: true
     labels:
       release: prometheus
+  podMonitor:
+    enabled: true
+    labels:
+      release: prometheus
   prometheusRule:
     enabled: true
     runbookBaseUrl: https://runbooks.example.com/pgpilot/
@@ -334,6 +338,19 @@ for s in sets:
               f"ServiceMonitor scrapes the metrics Service ({s})")
     else:
         check(sm is None, f"no ServiceMonitor by default ({s})")
+    pm = one(objs, "PodMonitor")
+    if v["metrics"]["podMonitor"]["enabled"]:
+        # The labels every instance pod carries (pgpilot-cluster's desired pods).
+        watched = v["watchNamespaces"]
+        check(pm and pm["spec"]["selector"]["matchLabels"] == {
+                  "app.kubernetes.io/managed-by": "pgpilot", "pgpilot.io/component": "instance"}
+              and pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+              and (pm["spec"]["namespaceSelector"] == {"matchNames": watched} if watched
+                   else pm["spec"]["namespaceSelector"] == {"any": True})
+              and {r["targetLabel"] for r in pm["spec"]["podMetricsEndpoints"][0]["relabelings"]} == {"cluster", "pod"},
+              f"PodMonitor scrapes the exporters of the watched namespaces ({s})")
+    else:
+        check(pm is None, f"no PodMonitor by default ({s})")
     rule = one(objs, "PrometheusRule")
     if v["metrics"]["prometheusRule"]["enabled"]:
         with open("charts/pgpilot/files/alerts.yaml") as f:

@@ -36,7 +36,7 @@ elif [[ ${1:-} == tls ]]; then
   AREA=tls CONTROLLERS=cluster
   shift
 fi
-IMAGES=(localhost/pgpilot/postgres:17)
+IMAGES=(localhost/pgpilot/postgres:17 localhost/pgpilot/postgres-exporter:0.17.1)
 [[ $AREA == backup ]] && IMAGES+=(localhost/pgpilot/s3:minio-2026-02-12)
 [[ $AREA == upgrade ]] && IMAGES+=(localhost/pgpilot/postgres:15.18 localhost/pgpilot/postgres:15.20)
 [[ $AREA == rotation || $AREA == tls ]] && IMAGES+=(localhost/pgpilot/pgclient:17)
@@ -48,6 +48,7 @@ step "binaries, images"
 "$REPO/images/pause/build.sh" >/dev/null
 "$REPO/images/pgclient/build.sh" >/dev/null
 "$REPO/images/postgres/build.sh" 17 >/dev/null
+"$REPO/images/postgres-exporter/build.sh" >/dev/null
 if [[ $AREA == backup ]]; then "$REPO/images/s3/build.sh" >/dev/null; fi
 if [[ $AREA == upgrade ]]; then
   "$REPO/images/postgres/build.sh" 15.18 >/dev/null

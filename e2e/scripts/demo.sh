@@ -18,10 +18,12 @@ step "images from Debian packages (cached by content)"
 "$REPO/images/pause/build.sh" >/dev/null
 "$REPO/images/postgres/build.sh" 17 >/dev/null
 "$REPO/images/pgclient/build.sh" >/dev/null
+"$REPO/images/postgres-exporter/build.sh" >/dev/null
 
 step "local Kubernetes with a real node"
 "$E2E_DIR/scripts/cluster-up.sh" --node >/dev/null
-"$E2E_DIR/scripts/import-images.sh" localhost/pgpilot/postgres:17 localhost/pgpilot/pgclient:17 >/dev/null
+"$E2E_DIR/scripts/import-images.sh" localhost/pgpilot/postgres:17 localhost/pgpilot/pgclient:17 \
+  localhost/pgpilot/postgres-exporter:0.17.1 >/dev/null
 
 step "CRDs, and the manager's least-privilege RBAC"
 (cd "$REPO" && cargo build -q -p pgpilot-manager)

@@ -2,11 +2,12 @@
 # Build (or find in the cache) everything the node tier (`just e2e`) needs: the node
 # binaries (build-binaries.sh --node: Kubernetes, etcd, kwok, CoreDNS,
 # local-path-provisioner, cri-reset) and only the images it runs: pause, postgres 17,
-# postgres 15.18 and 15.20 (the minor upgrade), pgclient 17, s3 (MinIO), otelcol. Everything is cached by content in
+# postgres 15.18 and 15.20 (the minor upgrade), pgclient 17, postgres-exporter (the
+# metrics sidecar), prometheus (scrapes the tests' clusters), s3 (MinIO), otelcol. Everything is cached by content in
 # $PGPILOT_CACHE (~/.cache/pgpilot): a warm run takes ~15 s (apt look-ups of the
 # Debian images), a cold one is dominated by the Go compiles.
 #
-#   e2e/scripts/e2e-build.sh     # prints the seven image tarballs, one a line
+#   e2e/scripts/e2e-build.sh     # prints the nine image tarballs, one a line
 #
 # Two lanes run side by side, because they are bound by different things: the
 # Debian images (mmdebstrap: downloads and dpkg, network/IO) and the Go compiles
@@ -61,7 +62,10 @@ image() {
 }
 
 # Lane 1 (network/IO): the Debian images, and pause (a C compile of one file).
-debian_lane() { image pause && image postgres 17 && image pgclient && image postgres 15.18 && image postgres 15.20; }
+debian_lane() {
+  image pause && image postgres 17 && image pgclient && image postgres-exporter && image prometheus &&
+    image postgres 15.18 && image postgres 15.20
+}
 # Lane 2 (CPU): the Go compiles. The node binaries last: build-binaries.sh takes the
 # cache's build lock, which the control-plane tier's own build-binaries.sh may hold
 # while it compiles Kubernetes; MinIO and the collector need no lock meanwhile.
@@ -82,4 +86,4 @@ if ((lane1_rc != 0 || lane2_rc != 0)); then
   exit 1
 fi
 log "done in $((SECONDS - t0)) s"
-cat "$OUT"/{pause,postgres-17,postgres-15.18,postgres-15.20,pgclient,s3,otelcol}
+cat "$OUT"/{pause,postgres-17,postgres-15.18,postgres-15.20,pgclient,postgres-exporter,prometheus,s3,otelcol}

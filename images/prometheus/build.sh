@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# localhost/pgpilot/prometheus:<version>: Prometheus from Debian bookworm.
+# localhost/pgpilot/prometheus:<version>: Prometheus from Debian trixie (bookworm's
+# 2.42 is built without Kubernetes service discovery; trixie's 2.53 has it).
 #
 #   FROM        scratch + Debian's ca-certificates bundle, users root/nonroot
 #   ADD         the files of these .debs (unpacked, no maintainer scripts):
-#               prometheus (/usr/bin/prometheus, promtool, /etc/prometheus with
+#               prometheus and promtool (/usr/bin/prometheus, promtool, /etc/prometheus with
 #               consoles + console_libraries, web UI), libc6 (the binary is
 #               dynamically linked against glibc only), and the JavaScript/font
 #               packages the web UI links to
@@ -15,11 +16,11 @@
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
-SUITE=bookworm
+SUITE=trixie
 need_pkgs jq ca-certificates
 # The .debs to unpack: prometheus, glibc and the web UI's static assets; not
 # adduser/perl/passwd, which exist only for the package's postinst.
-PKGS=$(apt_resolve "$SUITE" prometheus | grep -E '^(prometheus|libc6|libjs-[^=]+|fonts-[^=]+|javascript-common)=')
+PKGS=$(apt_resolve "$SUITE" prometheus promtool | grep -E '^(prometheus|promtool|libc6|libjs-[^=]+|fonts-[^=]+|javascript-common)=')
 VERSION=$(sed -n 's/^prometheus=\([0-9.]*\).*/\1/p' <<<"$PKGS")
 HASH=$( { echo "$PKGS"; dpkg_versions ca-certificates; } | content_hash "$IMAGES_DIR/prometheus")
 image_begin prometheus "$VERSION" "$HASH"
@@ -29,6 +30,8 @@ ROOT=$WORK/rootfs
 scratch_rootfs "$ROOT"
 mapfile -t DEBS <<<"$PKGS"
 deb_extract "$SUITE" "$ROOT" "${DEBS[@]}"
+# trixie's libc6 ships only under /usr; the merged-/usr links come from base-files.
+for d in lib lib64; do [[ -e $ROOT/$d ]] || ln -s "usr/$d" "$ROOT/$d"; done
 # moment-timezone's data/ holds every historical tz database as raw JSON
 # (~210 MB); the web UI only loads the prebuilt moment-timezone*.js bundles.
 rm -rf "$ROOT"/usr/share/javascript/moment-timezone/data

@@ -205,6 +205,21 @@ fn pg_hba_version_rules() -> [Rule; 2] {
     ]
 }
 
+/// Quantities that parse, none negative, no limit below its request: what the API server
+/// would refuse on the pod, said at `path` on the cluster.
+fn resources_rules(path: &str) -> [Rule; 4] {
+    [
+        Rule::new("!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])))")
+            .message(Message::Message(format!("{path}.requests: every value must be a quantity such as 500m, 2 or 4Gi"))),
+        Rule::new("!has(self.limits) || self.limits.all(k, isQuantity(string(self.limits[k])))")
+            .message(Message::Message(format!("{path}.limits: every value must be a quantity such as 500m, 2 or 4Gi"))),
+        Rule::new("!has(self.requests) || self.requests.all(k, !isQuantity(string(self.requests[k])) || !quantity(string(self.requests[k])).isLessThan(quantity('0')))")
+            .message(Message::Message(format!("{path}.requests: a quantity cannot be negative"))),
+        Rule::new("!has(self.limits) || !has(self.requests) || self.limits.all(k, !(k in self.requests) || !isQuantity(string(self.limits[k])) || !isQuantity(string(self.requests[k])) || quantity(string(self.limits[k])).compareTo(quantity(string(self.requests[k]))) >= 0)")
+            .message(Message::Message(format!("{path}: a limit is below its request; a limit must be at least the request"))),
+    ]
+}
+
 /// `ResourceRequirements` with bounds the API server's CEL cost estimate needs: at most 16
 /// resources each, values at most 64 characters.
 fn bounded_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -320,10 +335,10 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "bounded_resources")]
     #[x_kube(
-        validation = Rule::new("!has(self.requests) || self.requests.all(k, isQuantity(string(self.requests[k])))").message("spec.resources.requests: every value must be a quantity such as 500m, 2 or 4Gi"),
-        validation = Rule::new("!has(self.limits) || self.limits.all(k, isQuantity(string(self.limits[k])))").message("spec.resources.limits: every value must be a quantity such as 500m, 2 or 4Gi"),
-        validation = Rule::new("!has(self.requests) || self.requests.all(k, !isQuantity(string(self.requests[k])) || !quantity(string(self.requests[k])).isLessThan(quantity('0')))").message("spec.resources.requests: a quantity cannot be negative"),
-        validation = Rule::new("!has(self.limits) || !has(self.requests) || self.limits.all(k, !(k in self.requests) || !isQuantity(string(self.limits[k])) || !isQuantity(string(self.requests[k])) || quantity(string(self.limits[k])).compareTo(quantity(string(self.requests[k]))) >= 0)").message("spec.resources: a limit is below its request; a limit must be at least the request")
+        validation = resources_rules("spec.resources")[0].clone(),
+        validation = resources_rules("spec.resources")[1].clone(),
+        validation = resources_rules("spec.resources")[2].clone(),
+        validation = resources_rules("spec.resources")[3].clone()
     )]
     pub resources: Option<ResourceRequirements>,
 
@@ -371,6 +386,10 @@ pub struct PostgresClusterSpec {
     /// another policy of yours can open more (e.g. Patroni's `/metrics` to Prometheus).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
+
+    /// Database metrics: the PostgreSQL exporter beside each instance (on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
 
     /// pgBackRest repository for backups and the WAL archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,7 +499,7 @@ pub struct RoleSpec {
     /// Role name: lower-case letters, digits and underscores, starting with a letter.
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9_]*$')").message("role name must be lower-case letters, digits and underscores, starting with a letter"))]
-    #[x_kube(validation = Rule::new("!(self in ['postgres', 'replicator', 'pgpilot', 'public']) && !self.startsWith('pg_')").message("role name is reserved (postgres, replicator, pgpilot, public and pg_*)"))]
+    #[x_kube(validation = Rule::new("!(self in ['postgres', 'replicator', 'pgpilot', 'public']) && !self.startsWith('pg_') && !self.startsWith('pgpilot_')").message("role name is reserved (postgres, replicator, pgpilot, public, pg_* and pgpilot_*)"))]
     pub name: String,
     /// Present (default) or Absent.
     #[serde(default)]
@@ -714,6 +733,54 @@ pub struct NetworkPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub postgres_from: Option<Vec<NetworkPolicyPeer>>,
+    /// Who may scrape the exporter (port 9187), as NetworkPolicy peers. Absent: every pod
+    /// of every namespace (Prometheus usually runs in its own). Empty: no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub metrics_from: Option<Vec<NetworkPolicyPeer>>,
+}
+
+/// Database metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// The Prometheus community's PostgreSQL exporter as a sidecar of every instance, on
+    /// port 9187 (`metrics`): connections, transactions, replication, WAL, archiving,
+    /// checkpoints and database sizes, from the instance's own view. It logs in as
+    /// `pgpilot_monitor` (a member of `pg_monitor` only) with the password in
+    /// `<cluster>-monitor-credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterSpec>,
+}
+
+/// The exporter sidecar.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Run the exporter. Turning it on or off restarts the instances (replicas first).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// CPU and memory for the exporter container (default: requests 10m and 32Mi, a
+    /// 128Mi memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "bounded_resources")]
+    #[x_kube(
+        validation = resources_rules("spec.monitoring.exporter.resources")[0].clone(),
+        validation = resources_rules("spec.monitoring.exporter.resources")[1].clone(),
+        validation = resources_rules("spec.monitoring.exporter.resources")[2].clone(),
+        validation = resources_rules("spec.monitoring.exporter.resources")[3].clone()
+    )]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl PostgresClusterSpec {
+    /// Whether the instances run the exporter (the default).
+    pub fn exporter_enabled(&self) -> bool {
+        self.monitoring
+            .as_ref()
+            .and_then(|m| m.exporter.as_ref())
+            .is_none_or(|e| e.enabled)
+    }
 }
 
 /// PodDisruptionBudget settings.

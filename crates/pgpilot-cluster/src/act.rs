@@ -13,7 +13,7 @@ use pgpilot_api::cluster::Ensure;
 use pgpilot_api::labels;
 use pgpilot_postgres::credentials::{password_of, user_of};
 use pgpilot_postgres::members::{Members, ordinal};
-use pgpilot_postgres::names::Names;
+use pgpilot_postgres::names::{MONITOR_USER, Names};
 use pgpilot_postgres::patroni::PatroniApi;
 use pgpilot_postgres::sql;
 use pgpilot_toolkit::Sensitive;
@@ -23,7 +23,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::context::Context;
-use crate::desired::Desired;
+use crate::desired::{self, Desired};
 use crate::error::Error;
 use crate::observe::Seen;
 use crate::plan::{self, Step, Why};
@@ -553,7 +553,11 @@ pub async fn roles_and_databases(
     desired: &Desired,
 ) -> Option<(Status, &'static str, String)> {
     let spec = &cluster.spec;
-    if spec.roles.is_empty() && spec.databases.is_empty() {
+    let mut roles = spec.roles.clone();
+    if spec.exporter_enabled() {
+        roles.push(desired::monitor_role());
+    }
+    if roles.is_empty() && spec.databases.is_empty() {
         return None;
     }
     let Some((pod, ip)) = members.primary_address() else {
@@ -570,8 +574,7 @@ pub async fn roles_and_databases(
         sql::Target::superuser(&names, &ns, &pod, &ip, secret(&names.superuser_secret())?)?;
     // A role whose Secret an AlternatingUsers rotation pointed at a login alternate keeps no
     // password of its own: the rotation controller manages the alternates.
-    let passwords: BTreeMap<String, Sensitive> = spec
-        .roles
+    let passwords: BTreeMap<String, Sensitive> = roles
         .iter()
         .filter(|r| r.login && r.ensure == Ensure::Present)
         .filter_map(|r| {
@@ -579,7 +582,7 @@ pub async fn roles_and_databases(
             (user_of(s, &r.name) == r.name).then_some((r.name.clone(), password_of(s)?))
         })
         .collect();
-    match sql::converge(&target, &spec.roles, &spec.databases, &passwords).await {
+    match sql::converge(&target, &roles, &spec.databases, &passwords).await {
         Ok(n) => {
             if n > 0 {
                 ctx.events
@@ -595,9 +598,14 @@ pub async fn roles_and_databases(
                 Status::True,
                 "Applied",
                 format!(
-                    "{} role(s) and {} database(s) as declared",
+                    "{} role(s) and {} database(s) as declared{}",
                     spec.roles.len(),
-                    spec.databases.len()
+                    spec.databases.len(),
+                    if spec.exporter_enabled() {
+                        format!(", and the exporter's role {MONITOR_USER}")
+                    } else {
+                        String::new()
+                    }
                 ),
             ))
         }

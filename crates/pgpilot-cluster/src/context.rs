@@ -18,6 +18,7 @@ pub struct Context {
     pub client: Client,
     pub field_manager: String,
     pub default_images: DefaultImages,
+    pub exporter_image: String,
     pub events: Events,
     pub metrics: ControllerMetrics,
     pub patroni: Patroni,

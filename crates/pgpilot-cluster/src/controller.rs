@@ -22,8 +22,12 @@ pub const NAME: &str = "cluster";
 /// The cluster controller.
 pub struct ClusterController {
     pub default_images: DefaultImages,
+    /// Image of the metrics exporter sidecar.
+    pub exporter_image: String,
     /// The manager's own pods (when it runs in one), let in by every cluster's NetworkPolicy.
     pub operator: Option<crate::OperatorPods>,
+    /// Each cluster's health, from the cache at scrape time.
+    pub metrics: crate::metrics::ClusterMetrics,
 }
 
 const MANAGE: &[&str] = &[
@@ -107,9 +111,14 @@ impl Controller for ClusterController {
         ]
     }
 
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
     async fn run(&self, ctx: RunContext) -> Result<(), RunError> {
         let patroni = Patroni::new()?;
         let default_images = self.default_images.clone();
+        let exporter_image = self.exporter_image.clone();
         let operator = self.operator.clone();
         runner::run(ctx, NAME, move |scope: &mut Scope<PostgresCluster>| {
             let of_a_cluster = || watcher::Config::default().labels(labels::CLUSTER);
@@ -139,10 +148,12 @@ impl Controller for ClusterController {
                 config_maps: scope.watches(of_a_cluster(), triggers::config_map, cluster_of),
                 claims: scope.watches(of_a_cluster(), runner::every_change, cluster_of),
             };
+            self.metrics.watch(scope.objects.clone());
             Ok(Context {
                 client: scope.ctx.client.clone(),
                 field_manager: labels::field_manager(NAME),
                 default_images: default_images.clone(),
+                exporter_image: exporter_image.clone(),
                 events: scope.ctx.events.clone(),
                 metrics: scope.ctx.metrics.clone(),
                 patroni: patroni.clone(),

@@ -9,6 +9,7 @@ pub mod context;
 pub mod controller;
 pub mod desired;
 pub mod error;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;

@@ -134,6 +134,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
         &Inputs {
             cluster: &pinned.cluster,
             image: pinned.image.clone(),
+            exporter_image: &ctx.exporter_image,
             existing_secrets: &secrets,
             now,
             operator: ctx.operator.as_ref(),

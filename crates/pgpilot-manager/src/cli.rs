@@ -104,6 +104,15 @@ pub struct RunArgs {
     #[arg(long = "default-image", value_name = "VERSION=IMAGE", value_parser = parse_default_image)]
     pub default_images: Vec<(i32, String)>,
 
+    /// Image of the PostgreSQL exporter run beside every instance (`spec.monitoring`); built
+    /// by images/postgres-exporter/build.sh.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "localhost/pgpilot/postgres-exporter:0.17.1"
+    )]
+    pub exporter_image: String,
+
     /// Labels of the manager's own pods, as KEY=VALUE pairs (comma-separated): with the pod's
     /// namespace (POD_NAMESPACE), every cluster's NetworkPolicy lets these pods reach
     /// PostgreSQL, Patroni's API and pgBackRest. The Helm chart passes its selector labels.

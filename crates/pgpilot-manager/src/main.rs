@@ -121,6 +121,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let settings = registry::Settings {
         default_images: args.default_images.iter().cloned().collect(),
+        exporter_image: args.exporter_image.clone(),
         operator,
     };
     let controllers = registry::select(&args.controllers, &settings).map_err(anyhow::Error::msg)?;

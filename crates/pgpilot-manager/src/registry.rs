@@ -13,6 +13,8 @@ use pgpilot_upgrade::UpgradeController;
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub default_images: DefaultImages,
+    /// Image of the clusters' metrics exporter sidecar.
+    pub exporter_image: String,
     /// The manager's pods, let in by the clusters' NetworkPolicies.
     pub operator: Option<OperatorPods>,
 }
@@ -22,7 +24,9 @@ pub fn available(settings: &Settings) -> Vec<ControllerRef> {
     vec![
         Arc::new(ClusterController {
             default_images: settings.default_images.clone(),
+            exporter_image: settings.exporter_image.clone(),
             operator: settings.operator.clone(),
+            metrics: Default::default(),
         }),
         Arc::new(BackupController {
             default_images: settings.default_images.clone(),

@@ -22,10 +22,14 @@ mod cluster;
 mod harness;
 #[path = "e2e/major.rs"]
 mod major;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/minio.rs"]
 mod minio;
 #[path = "e2e/network.rs"]
 mod network;
+#[path = "e2e/prometheus.rs"]
+mod prometheus;
 #[path = "e2e/repair.rs"]
 mod repair;
 #[path = "e2e/restore.rs"]

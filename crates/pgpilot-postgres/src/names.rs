@@ -8,6 +8,10 @@ pub const PATRONI_PORT: i32 = 8008;
 pub const SUPERUSER: &str = "postgres";
 /// Role Patroni uses for streaming replication.
 pub const REPLICATION_USER: &str = "replicator";
+/// Role the metrics exporter logs in as: a member of `pg_monitor` only.
+pub const MONITOR_USER: &str = "pgpilot_monitor";
+/// Port of the metrics exporter beside each instance.
+pub const EXPORTER_PORT: i32 = 9187;
 /// Value of `pgpilot.io/component` on instance pods.
 pub const COMPONENT_INSTANCE: &str = "instance";
 /// Where the data volume is mounted in instance pods, and the data directory inside it (a

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Ctx, backup, typed};
 use crate::error::Error;
-use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER};
+use pgpilot_postgres::names::{MONITOR_USER, PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER};
 use pgpilot_postgres::pgbackrest;
 
 pub use pgpilot_postgres::names::{DATA_MOUNT, PGDATA, SOCKET_DIR};
@@ -133,6 +133,13 @@ fn pg_hba(ctx: &Ctx<'_>) -> Vec<String> {
     hba.push(format!(
         "{host} replication {REPLICATION_USER} all scram-sha-256"
     ));
+    // The exporter's login works from its own pod only, whatever the user's lines say.
+    if ctx.cluster.spec.exporter_enabled() {
+        hba.push(format!(
+            "{host} all {MONITOR_USER} 127.0.0.1/32 scram-sha-256"
+        ));
+        hba.push(format!("{host} all {MONITOR_USER} all reject"));
+    }
     hba.extend(ctx.cluster.spec.postgresql.pg_hba.iter().cloned());
     hba.push(format!("{host} all all all scram-sha-256"));
     hba
@@ -396,6 +403,8 @@ mod tests {
             [
                 "local all all peer",
                 "host replication replicator all scram-sha-256",
+                "host all pgpilot_monitor 127.0.0.1/32 scram-sha-256",
+                "host all pgpilot_monitor all reject",
                 "host all app 10.0.0.0/8 scram-sha-256",
                 "host all all all scram-sha-256",
             ]
@@ -407,9 +416,23 @@ mod tests {
                 "hostnossl all all all reject",
                 "hostnossl replication all all reject",
                 "hostssl replication replicator all scram-sha-256",
+                "hostssl all pgpilot_monitor 127.0.0.1/32 scram-sha-256",
+                "hostssl all pgpilot_monitor all reject",
                 "host all app 10.0.0.0/8 scram-sha-256",
                 "hostssl all all all scram-sha-256",
             ]
+        );
+        assert_eq!(
+            lines(&format!(
+                "{base}\nmonitoring: {{exporter: {{enabled: false}}}}"
+            )),
+            [
+                "local all all peer",
+                "host replication replicator all scram-sha-256",
+                "host all app 10.0.0.0/8 scram-sha-256",
+                "host all all all scram-sha-256",
+            ],
+            "no exporter, no monitor login"
         );
     }
 

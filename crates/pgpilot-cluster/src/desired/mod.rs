@@ -8,7 +8,7 @@ pub(crate) mod network;
 mod rbac;
 pub(crate) mod secrets;
 
-pub(crate) use secrets::wanted as credential_secrets;
+pub(crate) use secrets::{monitor_role, wanted as credential_secrets};
 mod services;
 mod statefulset;
 mod tls;
@@ -40,6 +40,8 @@ pub struct Inputs<'a> {
     pub cluster: &'a PostgresCluster,
     /// Image of the instances (the spec's, or the manager's default for the version).
     pub image: String,
+    /// Image of the metrics exporter sidecar (`spec.monitoring.exporter`).
+    pub exporter_image: &'a str,
     /// Secrets of this cluster that exist, by name: their passwords are kept forever.
     pub existing_secrets: &'a BTreeMap<String, Secret>,
     /// When the certificates are checked (and issued).
@@ -187,7 +189,7 @@ pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<
         services: services::services(&ctx)?,
         pdb: services::pdb(&ctx)?,
         network_policy: network::network_policy(&ctx, inputs.operator)?,
-        statefulset: statefulset::statefulset(&ctx, &inputs.image)?,
+        statefulset: statefulset::statefulset(&ctx, &inputs.image, inputs.exporter_image)?,
         patroni_dcs: config::dcs(&ctx),
     })
 }
@@ -396,6 +398,7 @@ mod tests {
             &Inputs {
                 cluster: &c,
                 image: "localhost/pgpilot/postgres:17".into(),
+                exporter_image: "localhost/pgpilot/postgres-exporter:0.17.1",
                 existing_secrets: &BTreeMap::new(),
                 volumes_exist: false,
                 now: std::time::SystemTime::now(),

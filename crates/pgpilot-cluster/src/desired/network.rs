@@ -5,11 +5,13 @@
 //!   (members replicate, rewind and call each other; its Jobs back up through pgBackRest)
 //!   and from pgpilot's pods, when the manager knows who they are (it runs in a pod).
 //! - PostgreSQL alone: from `spec.networkPolicy.postgresFrom` (default: the namespace).
+//! - The exporter's metrics: from `spec.networkPolicy.metricsFrom` (default: every pod of
+//!   every namespace, for Prometheus wherever it runs).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT};
+use pgpilot_postgres::names::{EXPORTER_PORT, PATRONI_PORT, POSTGRES_PORT};
 use pgpilot_postgres::pgbackrest;
 use serde_json::{Value, json};
 
@@ -46,17 +48,33 @@ pub(super) fn network_policy(
         })
     }));
     let mut ingress = vec![json!({"from": internal, "ports": internal_ports})];
-    let clients: Vec<Value> = match spec.and_then(|n| n.postgres_from.as_ref()) {
-        // The namespace's pods (a podSelector without namespaceSelector).
-        None => vec![json!({"podSelector": {}})],
+    let peers = |given: Option<&Vec<_>>, default: Value, field: &'static str| match given {
+        None => Ok(vec![default]),
         Some(peers) => peers
             .iter()
-            .map(|p| serde_json::to_value(p).map_err(Error::serialize("postgresFrom")))
-            .collect::<Result<_, _>>()?,
+            .map(|p| serde_json::to_value(p).map_err(Error::serialize(field)))
+            .collect::<Result<Vec<Value>, _>>(),
     };
+    // The namespace's pods (a podSelector without namespaceSelector).
+    let clients = peers(
+        spec.and_then(|n| n.postgres_from.as_ref()),
+        json!({"podSelector": {}}),
+        "postgresFrom",
+    )?;
     // A rule without peers would let everyone in: an empty list adds no rule at all.
     if !clients.is_empty() {
         ingress.push(json!({"from": clients, "ports": [tcp(POSTGRES_PORT)]}));
+    }
+    if ctx.cluster.spec.exporter_enabled() {
+        // Every pod of every namespace.
+        let scrapers = peers(
+            spec.and_then(|n| n.metrics_from.as_ref()),
+            json!({"namespaceSelector": {}}),
+            "metricsFrom",
+        )?;
+        if !scrapers.is_empty() {
+            ingress.push(json!({"from": scrapers, "ports": [tcp(EXPORTER_PORT)]}));
+        }
     }
     typed(
         "NetworkPolicy",
@@ -117,7 +135,7 @@ mod tests {
     fn patroni_and_pgbackrest_are_open_to_the_cluster_and_pgpilot_only() {
         let op = operator();
         let rules = rules(BACKED_UP, Some(&op));
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
         assert_eq!(ports(&rules[0]), [5432, 8008, 8432]);
         let from = rules[0].from.clone().unwrap();
         assert_eq!(
@@ -147,8 +165,9 @@ mod tests {
             from[1].pod_selector.clone().unwrap().match_labels.unwrap(),
             op.labels
         );
-        // Everyone else: PostgreSQL only.
+        // Everyone else: PostgreSQL, and the exporter's metrics.
         assert_eq!(ports(&rules[1]), [5432]);
+        assert_eq!(ports(&rules[2]), [9187]);
     }
 
     #[test]
@@ -184,11 +203,46 @@ mod tests {
         );
         // `from: []` would mean "from anywhere": the rule is left out instead.
         let closed = rules(
-            &format!("{THREE}networkPolicy: {{postgresFrom: []}}\n"),
+            &format!("{THREE}networkPolicy: {{postgresFrom: [], metricsFrom: []}}\n"),
             None,
         );
         assert_eq!(closed.len(), 1);
         assert_eq!(ports(&closed[0]), [5432, 8008]);
+    }
+
+    #[test]
+    fn metrics_are_open_to_every_namespace_unless_narrowed_and_closed_without_an_exporter() {
+        let open = rules(THREE, None);
+        assert_eq!(ports(&open[2]), [9187]);
+        assert_eq!(
+            open[2].from.clone().unwrap(),
+            [NetworkPolicyPeer {
+                namespace_selector: Some(Default::default()),
+                ..Default::default()
+            }]
+        );
+        let narrowed = rules(
+            &format!(
+                "{THREE}networkPolicy: {{metricsFrom: [{{namespaceSelector: {{matchLabels: {{team: obs}}}}}}]}}\n"
+            ),
+            None,
+        );
+        let peer = narrowed[2].from.clone().unwrap();
+        assert_eq!(
+            peer[0]
+                .namespace_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap(),
+            BTreeMap::from([("team".into(), "obs".into())])
+        );
+        let without = rules(
+            &format!("{THREE}monitoring: {{exporter: {{enabled: false}}}}\n"),
+            None,
+        );
+        assert_eq!(without.len(), 2);
+        assert!(without.iter().all(|r| !ports(r).contains(&9187)));
     }
 
     #[test]

@@ -15,9 +15,9 @@ use super::{Ctx, typed};
 use crate::error::Error;
 use kube::ResourceExt;
 use pgpilot_api::PostgresCluster;
-use pgpilot_api::cluster::{Ensure, PvcPolicy};
+use pgpilot_api::cluster::{Ensure, PvcPolicy, RoleSpec};
 use pgpilot_postgres::names::Names;
-use pgpilot_postgres::names::{POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
+use pgpilot_postgres::names::{MONITOR_USER, POSTGRES_PORT, REPLICATION_USER, SUPERUSER};
 
 /// A credential Secret to exist: its name, the role and the database it connects to.
 pub(crate) struct Wanted {
@@ -26,8 +26,8 @@ pub(crate) struct Wanted {
     pub dbname: String,
 }
 
-/// The credential Secrets a cluster has: superuser, replication, and one per declared
-/// login role.
+/// The credential Secrets a cluster has: superuser, replication, one per declared login
+/// role, and the exporter's.
 pub(crate) fn wanted(cluster: &PostgresCluster) -> Vec<Wanted> {
     let names = Names::new(&cluster.name_any());
     let spec = &cluster.spec;
@@ -54,7 +54,29 @@ pub(crate) fn wanted(cluster: &PostgresCluster) -> Vec<Wanted> {
             .unwrap_or("postgres");
         wanted.push(login(names.role_secret(&role.name), &role.name, dbname));
     }
+    if spec.exporter_enabled() {
+        wanted.push(login(
+            names.role_secret(MONITOR_USER),
+            MONITOR_USER,
+            "postgres",
+        ));
+    }
     wanted
+}
+
+/// The role the exporter logs in as: reads every statistics view (`pg_monitor`), nothing
+/// else; a few connections at most (the exporter holds one).
+pub(crate) fn monitor_role() -> RoleSpec {
+    RoleSpec {
+        name: MONITOR_USER.to_owned(),
+        ensure: Ensure::Present,
+        login: true,
+        create_db: false,
+        create_role: false,
+        superuser: false,
+        connection_limit: 3,
+        in_roles: vec!["pg_monitor".to_owned()],
+    }
 }
 
 /// The Secrets of a cluster, each with its existing password or a new one.
@@ -164,25 +186,45 @@ mod tests {
         };
         assert_eq!(
             owners(THREE, true),
-            [0, 0, 0],
+            [0, 0, 0, 0],
             "whenDeleted defaults to Retain"
         );
-        assert_eq!(owners(THREE, false), [1, 1, 1], "no volume was ever made");
+        assert_eq!(
+            owners(THREE, false),
+            [1, 1, 1, 1],
+            "no volume was ever made"
+        );
         let deleted =
             format!("{THREE}persistentVolumeClaimRetentionPolicy: {{whenDeleted: Delete}}\n");
-        assert_eq!(owners(&deleted, true), [1, 1, 1]);
+        assert_eq!(owners(&deleted, true), [1, 1, 1, 1]);
     }
 
     #[test]
-    fn superuser_replication_and_each_login_role_get_a_secret() {
+    fn superuser_replication_each_login_role_and_the_exporter_get_a_secret() {
         let c = cluster(THREE);
         let ctx = Ctx::new(&c).unwrap();
         let got = secrets(&ctx, &BTreeMap::new(), &mut Counter(0), "CA").unwrap();
         let names = names(&got);
         assert_eq!(
             names,
-            ["db-superuser", "db-replication", "db-app-user-credentials"]
+            [
+                "db-superuser",
+                "db-replication",
+                "db-app-user-credentials",
+                "db-pgpilot-monitor-credentials"
+            ]
         );
+        assert_eq!(value(&got[3], "username"), "pgpilot_monitor");
+        let without = cluster(&format!(
+            "{THREE}monitoring: {{exporter: {{enabled: false}}}}\n"
+        ));
+        let without = secrets(
+            &Ctx::new(&without).unwrap(),
+            &BTreeMap::new(),
+            &mut Counter(0),
+            "CA",
+        );
+        assert_eq!(without.unwrap().len(), 3, "no exporter, no monitor login");
         let app = &got[2];
         assert_eq!(value(app, "username"), "app_user");
         assert_eq!(value(app, "dbname"), "shop");
@@ -265,6 +307,7 @@ instances: 1
 postgresql: {version: 17}
 storage: {size: 1Gi}
 roles: [{name: readers, login: false}, {name: old, ensure: Absent}, {name: app}]
+monitoring: {exporter: {enabled: false}}
 ",
         );
         let ctx = Ctx::new(&c).unwrap();

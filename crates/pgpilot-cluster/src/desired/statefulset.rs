@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::config::{CONFIG_DIR, DATA_MOUNT, PGDATA, SOCKET_DIR};
 use super::{Ctx, backup, typed};
 use crate::error::Error;
-use pgpilot_postgres::names::{PATRONI_PORT, POSTGRES_PORT};
+use pgpilot_postgres::names::{EXPORTER_PORT, MONITOR_USER, PATRONI_PORT, POSTGRES_PORT};
 
 /// The image's postgres user (see docs/images.md).
 pub const POSTGRES_UID: i64 = 999;
@@ -81,7 +81,60 @@ fn scheduling(ctx: &Ctx<'_>) -> Result<Value, Error> {
     }))
 }
 
-pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Error> {
+/// Where the exporter finds its password (the monitor Secret's `password` key alone).
+const MONITOR_CREDENTIALS_DIR: &str = "/etc/pgpilot/monitor";
+
+/// The Prometheus community's exporter beside PostgreSQL: over TCP to this instance (TLS,
+/// password auth as the `pg_monitor` role), so it needs neither the socket nor the data.
+/// Collectors whose labels grow with the schema (per table, per setting) stay off: series
+/// per instance stay bounded.
+fn exporter(ctx: &Ctx<'_>, image: &str, restricted: &Value) -> Result<Option<Value>, Error> {
+    let spec = &ctx.cluster.spec;
+    if !spec.exporter_enabled() {
+        return Ok(None);
+    }
+    let resources = match spec
+        .monitoring
+        .as_ref()
+        .and_then(|m| m.exporter.as_ref())
+        .and_then(|e| e.resources.as_ref())
+    {
+        Some(r) => serde_json::to_value(r).map_err(Error::serialize("exporter resources"))?,
+        None => {
+            json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
+        }
+    };
+    Ok(Some(json!({
+        "name": "exporter",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            format!("--web.listen-address=:{EXPORTER_PORT}"),
+            "--disable-settings-metrics",
+            "--no-collector.stat_user_tables",
+            "--no-collector.statio_user_tables",
+            "--collector.stat_checkpointer",
+            "--collector.postmaster",
+            "--collector.long_running_transactions",
+            "--collector.database_wraparound",
+        ],
+        "env": [
+            {"name": "DATA_SOURCE_URI", "value": format!("127.0.0.1:{POSTGRES_PORT}/postgres?sslmode=require")},
+            {"name": "DATA_SOURCE_USER", "value": MONITOR_USER},
+            {"name": "DATA_SOURCE_PASS_FILE", "value": format!("{MONITOR_CREDENTIALS_DIR}/password")},
+        ],
+        "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "securityContext": restricted,
+        "volumeMounts": [{"name": "monitor-credentials", "mountPath": MONITOR_CREDENTIALS_DIR, "readOnly": true}],
+    })))
+}
+
+pub(super) fn statefulset(
+    ctx: &Ctx<'_>,
+    image: &str,
+    exporter_image: &str,
+) -> Result<StatefulSet, Error> {
     let spec = &ctx.cluster.spec;
     let n = &ctx.names;
     let mut pod_labels = ctx.labels();
@@ -134,6 +187,7 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
         "terminationMessagePolicy": "FallbackToLogsOnError",
     })];
     containers.extend(pgbackrest.server);
+    let exporter = exporter(ctx, exporter_image, &restricted)?;
     let mut volumes = vec![
         // patroni.yaml, the credentials' auth.yaml and the server certificate (tls.crt,
         // tls.key, ca.crt) in one directory, updated together; group-readable only (the group
@@ -149,6 +203,13 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
         json!({"name": "shm", "emptyDir": {"medium": "Memory"}}),
     ];
     volumes.extend(pgbackrest.volumes);
+    if let Some(exporter) = exporter {
+        containers.push(exporter);
+        volumes.push(json!({"name": "monitor-credentials", "secret": {
+            "secretName": n.role_secret(MONITOR_USER), "defaultMode": 0o440,
+            "items": [{"key": "password", "path": "password"}],
+        }}));
+    }
     let mut pod_spec = json!({
         "serviceAccountName": n.instance_identity(),
         "enableServiceLinks": false,
@@ -217,10 +278,18 @@ pub(super) fn statefulset(ctx: &Ctx<'_>, image: &str) -> Result<StatefulSet, Err
 mod tests {
     use super::*;
     use crate::desired::fixtures::{BACKED_UP, THREE, cluster};
+    use std::collections::BTreeMap;
+
+    const EXPORTER: &str = "localhost/pgpilot/postgres-exporter:0.17.1";
 
     fn sts(spec: &str) -> StatefulSet {
         let c = cluster(spec);
-        statefulset(&Ctx::new(&c).unwrap(), "localhost/pgpilot/postgres:17").unwrap()
+        statefulset(
+            &Ctx::new(&c).unwrap(),
+            "localhost/pgpilot/postgres:17",
+            EXPORTER,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -322,7 +391,7 @@ mod tests {
     fn a_backed_up_cluster_runs_the_pgbackrest_server_beside_postgres() {
         let pod = sts(BACKED_UP).spec.unwrap().template.spec.unwrap();
         let names: Vec<_> = pod.containers.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["postgres", "pgbackrest"]);
+        assert_eq!(names, ["postgres", "pgbackrest", "exporter"]);
         let server = &pod.containers[1];
         assert_eq!(server.command.as_deref().unwrap(), ["pgbackrest", "server"]);
         assert_eq!(server.ports.as_deref().unwrap()[0].container_port, 8432);
@@ -364,9 +433,92 @@ mod tests {
 
     #[test]
     fn without_backups_the_pod_is_as_before() {
-        let pod = sts(THREE).spec.unwrap().template.spec.unwrap();
+        let pod = sts(&format!(
+            "{THREE}monitoring: {{exporter: {{enabled: false}}}}\n"
+        ))
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
         assert_eq!(pod.containers.len(), 1);
         assert_eq!(pod.volumes.unwrap().len(), 4);
+    }
+
+    #[test]
+    fn the_exporter_reads_this_instance_as_the_monitor_role_with_its_password_file_only() {
+        let pod = sts(THREE).spec.unwrap().template.spec.unwrap();
+        let exporter = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "exporter")
+            .unwrap();
+        assert_eq!(exporter.image.as_deref(), Some(EXPORTER));
+        let env: BTreeMap<String, String> = exporter
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap()))
+            .collect();
+        assert_eq!(
+            env,
+            BTreeMap::from([
+                (
+                    "DATA_SOURCE_URI".into(),
+                    "127.0.0.1:5432/postgres?sslmode=require".into()
+                ),
+                ("DATA_SOURCE_USER".into(), "pgpilot_monitor".into()),
+                (
+                    "DATA_SOURCE_PASS_FILE".into(),
+                    "/etc/pgpilot/monitor/password".into()
+                ),
+            ]),
+            "no password in the environment"
+        );
+        let args = exporter.args.clone().unwrap();
+        assert!(
+            args.contains(&"--no-collector.stat_user_tables".to_owned()),
+            "{args:?}"
+        );
+        assert_eq!(exporter.ports.as_deref().unwrap()[0].container_port, 9187);
+        let mounts = exporter.volume_mounts.clone().unwrap();
+        assert_eq!(
+            mounts.len(),
+            1,
+            "neither the data nor the socket: {mounts:?}"
+        );
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == mounts[0].name)
+            .unwrap()
+            .secret
+            .unwrap();
+        assert_eq!(
+            volume.secret_name.as_deref(),
+            Some("db-pgpilot-monitor-credentials")
+        );
+        let items = volume.items.unwrap();
+        assert_eq!((items.len(), items[0].key.as_str()), (1, "password"));
+        let sc = exporter.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let limits = exporter.resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits["memory"].0, "128Mi");
+
+        let sized = sts(&format!(
+            "{THREE}monitoring: {{exporter: {{resources: {{limits: {{memory: 64Mi}}}}}}}}\n"
+        ));
+        let pod = sized.spec.unwrap().template.spec.unwrap();
+        let exporter = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "exporter")
+            .unwrap();
+        let resources = exporter.resources.clone().unwrap();
+        assert_eq!(resources.limits.unwrap()["memory"].0, "64Mi");
+        assert!(resources.requests.is_none(), "the spec's, not merged");
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! Database metrics: the exporter beside every instance, scraped by a real Prometheus.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::harness::{ClusterYaml, Env, connect, eventually};
+use crate::prometheus::{Prometheus, Sample};
+
+/// From `kubectl apply` to Ready, on a loaded shared node.
+const CREATE: Duration = Duration::from_secs(300);
+/// Prometheus scrapes every 2 s; the monitor role appears once the primary runs.
+const SCRAPED: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn every_instance_exports_its_own_view_to_a_real_prometheus() {
+    let env = Env::start("metrics").await;
+    let result = exported(&env).await;
+    env.finish(result).await;
+}
+
+fn by_pod(samples: &[Sample]) -> std::collections::BTreeMap<String, f64> {
+    samples
+        .iter()
+        .map(|s| (s.label("pod").to_owned(), s.value))
+        .collect()
+}
+
+async fn exported(env: &Env) -> Result<()> {
+    env.apply(
+        &ClusterYaml::new("db")
+            .instances(2)
+            .spec("roles: [{name: app}]")
+            .spec("databases: [{name: shop, owner: app}]")
+            .yaml(),
+    )?;
+    let prometheus = Prometheus::start(env).await?;
+    let pg = env.wait_ready("db", 2, CREATE).await?;
+    let primary = pg
+        .status
+        .as_ref()
+        .and_then(|s| s.current_primary.clone())
+        .context("no currentPrimary")?;
+    let names = || async {
+        prometheus
+            .query(r#"count by (__name__) ({cluster="db"})"#)
+            .await
+            .map(|s| {
+                s.iter()
+                    .map(|s| s.label("__name__").to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+
+    // Both instances up, each reporting its own role: the exporter reached its own
+    // PostgreSQL as the monitor role.
+    let up = prometheus
+        .wait_for(
+            "pg_up = 1 on both instances",
+            SCRAPED,
+            r#"pg_up{cluster="db"}"#,
+            |s| match by_pod(s).values().filter(|v| **v == 1.0).count() {
+                2 => Ok(()),
+                n => Err(format!("{n} of 2 up")),
+            },
+        )
+        .await;
+    if let Err(e) = up {
+        let logs = env
+            .kubectl(&["logs", "db-0", "-c", "exporter", "--tail=20"])
+            .unwrap_or_default();
+        anyhow::bail!("{e:#}\nexporter log of db-0:\n{logs}");
+    }
+    let replica = by_pod(
+        &prometheus
+            .query(r#"pg_replication_is_replica{cluster="db"}"#)
+            .await?,
+    );
+    ensure!(
+        replica.len() == 2
+            && replica
+                .iter()
+                .all(|(pod, v)| (*v == 0.0) == (*pod == primary)),
+        "pg_replication_is_replica by pod {replica:?}, primary {primary}"
+    );
+
+    // What an on-call engineer reads: sizes, connections, transactions, WAL position,
+    // archiving and checkpoints, present on every instance.
+    let wanted = [
+        r#"pg_database_size_bytes{cluster="db",datname="shop"}"#,
+        r#"pg_stat_activity_count{cluster="db",datname="postgres"}"#,
+        r#"pg_stat_database_xact_commit{cluster="db",datname="postgres"}"#,
+        r#"pg_stat_archiver_archived_count{cluster="db"}"#,
+        r#"pg_stat_checkpointer_num_timed_total{cluster="db"}"#,
+        r#"pg_postmaster_start_time_seconds{cluster="db"}"#,
+    ];
+    for promql in wanted {
+        let found = prometheus
+            .wait_for(promql, SCRAPED, promql, |s| {
+                (by_pod(s).len() == 2)
+                    .then_some(())
+                    .ok_or_else(|| "not from both instances".to_owned())
+            })
+            .await;
+        if let Err(e) = found {
+            anyhow::bail!("{e:#}\nmetric names seen: {:?}", names().await);
+        }
+    }
+    // The WAL position moves on the primary as it is written to (what it reports beside each
+    // replica it streams to).
+    let lsn = |v: Vec<Sample>| v.first().map(|s| s.value);
+    let promql = format!(
+        r#"max by (pod) (pg_stat_replication_pg_current_wal_lsn_bytes{{cluster="db",pod="{primary}"}})"#
+    );
+    let Some(before) = lsn(prometheus.query(&promql).await?) else {
+        anyhow::bail!(
+            "{promql}: no series; metric names seen: {:?}",
+            names().await
+        );
+    };
+    let su = env.superuser("db").await?;
+    let rw = env.connect("db-rw", &su, Duration::from_secs(60)).await?;
+    rw.batch_execute("create table t as select g from generate_series(1, 100000) g")
+        .await?;
+    eventually("the WAL position to move", SCRAPED, || async {
+        match lsn(prometheus.query(&promql).await.map_err(|e| e.to_string())?) {
+            Some(after) if after > before => Ok(()),
+            other => Err(format!("{other:?}, was {before}")),
+        }
+    })
+    .await?;
+
+    // Series stay bounded: nothing labelled per table or per setting.
+    let per_table = prometheus
+        .query(r#"count({cluster="db", relname!=""})"#)
+        .await?;
+    ensure!(per_table.is_empty(), "per-table series: {per_table:?}");
+
+    // The monitor role logs in from its own pod only, and reads statistics, nothing else.
+    let monitor = env.credentials("db-pgpilot-monitor-credentials").await?;
+    let config = env.pg_config("db-rw", &monitor).await?;
+    let outside = connect(&config).await;
+    ensure!(
+        outside
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("pg_hba.conf rejects")),
+        "pgpilot_monitor through db-rw: {:?}",
+        outside.map(drop)
+    );
+    // Its privileges, assumed by the superuser: statistics yes, data and DDL no.
+    rw.batch_execute("set role pgpilot_monitor").await?;
+    let sessions: i64 = rw
+        .query_one(
+            "select count(*) from pg_stat_activity
+             where pid <> pg_backend_pid() and usename = 'postgres'
+               and query not in ('', '<insufficient privilege>')",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        sessions > 0,
+        "pgpilot_monitor does not see the queries of the superuser's sessions"
+    );
+    for refused in ["select count(*) from t", "create table mine (x int)"] {
+        let outcome = rw.simple_query(refused).await;
+        ensure!(
+            outcome.as_ref().is_err_and(|e| e
+                .as_db_error()
+                .is_some_and(|d| d.message().starts_with("permission denied"))),
+            "{refused} as pgpilot_monitor: {:?}",
+            outcome.map(drop)
+        );
+    }
+    Ok(())
+}
