@@ -65,6 +65,9 @@ metrics:
     runbookBaseUrl: https://runbooks.example.com/pgpilot/
     labels:
       release: prometheus
+dashboards:
+  enabled: true
+  folder: Databases
 EOF
 SETS=(default watch)
 
@@ -144,6 +147,7 @@ done
 # --- everything else, on the parsed objects -------------------------------------------------
 python3 - "$WORK" "${SETS[@]}" <<'PY' || failures=$((failures + $?))
 import glob
+import json
 import os
 import sys
 
@@ -351,6 +355,19 @@ for s in sets:
               f"PodMonitor scrapes the exporters of the watched namespaces ({s})")
     else:
         check(pm is None, f"no PodMonitor by default ({s})")
+    boards = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
+    if v["dashboards"]["enabled"]:
+        shipped = sorted(os.path.basename(f) for f in glob.glob("charts/pgpilot/files/dashboards/*.json"))
+        loaded = {k: json.loads(val) for b in boards for k, val in b["data"].items()}
+        check(sorted(loaded) == shipped and len(shipped) == 3
+              and all(b["metadata"]["labels"].get("grafana_dashboard") == "1"
+                      and b["metadata"]["annotations"]["grafana_folder"] == "Databases" for b in boards)
+              and all(d["uid"] and d["panels"] and all(t["expr"] for p in d["panels"] for t in p["targets"])
+                      for d in loaded.values()),
+              f"one labelled ConfigMap per dashboard, each the JSON of files/dashboards ({s})",
+              f"{sorted(loaded)} vs {shipped}")
+    else:
+        check(not boards, f"no dashboards by default ({s})")
     rule = one(objs, "PrometheusRule")
     if v["metrics"]["prometheusRule"]["enabled"]:
         with open("charts/pgpilot/files/alerts.yaml") as f:

@@ -378,6 +378,17 @@ pub struct ManagerProcess {
 impl ManagerProcess {
     /// Starts `binary` with `args` as the least-privilege `pgpilot-manager` user.
     pub fn spawn(binary: &Path, kubeconfig: &Path, args: &[&str]) -> Result<Self> {
+        Self::spawn_serving_on(binary, kubeconfig, args, "127.0.0.1")
+    }
+
+    /// Like [`ManagerProcess::spawn`], with `/metrics` on `metrics_host` (the node's address,
+    /// for a Prometheus in the cluster to scrape).
+    pub fn spawn_serving_on(
+        binary: &Path,
+        kubeconfig: &Path,
+        args: &[&str],
+        metrics_host: &str,
+    ) -> Result<Self> {
         let suffix: u32 = rand::rng().random();
         let log_path = std::env::temp_dir().join(format!("pgpilot-manager-{suffix:08x}.log"));
         let log = std::fs::File::create(&log_path)?;
@@ -389,7 +400,7 @@ impl ManagerProcess {
                 "--log-format=text",
                 // Port 0: the kernel picks free ports and the manager logs them (a port
                 // found free and released here could be taken before the manager binds it).
-                "--metrics-bind-address=127.0.0.1:0",
+                &format!("--metrics-bind-address={metrics_host}:0"),
                 "--health-probe-bind-address=127.0.0.1:0",
             ])
             .args(args)
@@ -397,6 +408,11 @@ impl ManagerProcess {
             .stderr(log)
             .spawn()?;
         Ok(Self { child, log_path })
+    }
+
+    /// The address the manager serves `/metrics` on, as it logged it.
+    pub fn metrics_address(&self) -> Option<String> {
+        self.served("metrics=")
     }
 
     /// The metrics port the manager logged it serves on; 0 until it has.
@@ -409,13 +425,17 @@ impl ManagerProcess {
         self.served_port("probes=")
     }
 
-    fn served_port(&self, key: &str) -> u16 {
+    fn served(&self, key: &str) -> Option<String> {
         self.log()
             .lines()
             .find(|l| l.contains("serving metrics and health probes"))
             .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(key)))
-            .and_then(|addr| addr.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse().ok())
+            .map(str::to_owned)
+    }
+
+    fn served_port(&self, key: &str) -> u16 {
+        self.served(key)
+            .and_then(|addr| addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
             .unwrap_or(0)
     }
 

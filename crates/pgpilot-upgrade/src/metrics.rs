@@ -44,6 +44,15 @@ impl Default for UpgradeMetrics {
 impl UpgradeMetrics {
     /// Registers the families under `pgpilot_`.
     pub fn register(&self, registry: &mut Registry) {
+        // Every outcome from the start, at 0: `increase()` and alerts see the first upgrade.
+        for kind in ["minor", "major"] {
+            for result in ["succeeded", "failed", "aborted"] {
+                let _ = self.ended.get_or_create(&EndLabels {
+                    kind: kind.to_owned(),
+                    result: result.to_owned(),
+                });
+            }
+        }
         let r = registry.sub_registry_with_prefix("pgpilot");
         r.register(
             "upgrades",
@@ -149,6 +158,12 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(
             out.contains("pgpilot_upgrades_total{kind=\"minor\",result=\"succeeded\"} 1"),
+            "{out}"
+        );
+        // Every other outcome is there from the start, at 0.
+        assert_eq!(out.matches("pgpilot_upgrades_total{").count(), 6, "{out}");
+        assert!(
+            out.contains("pgpilot_upgrades_total{kind=\"major\",result=\"failed\"} 0"),
             "{out}"
         );
         assert!(

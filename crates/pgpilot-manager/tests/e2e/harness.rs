@@ -118,6 +118,9 @@ pub struct Env {
     /// Namespaces the test made besides its own, deleted with it.
     extra_namespaces: Vec<String>,
     manager: Option<ManagerProcess>,
+    /// Where the manager serves `/metrics`: loopback, or the node's address for a
+    /// Prometheus in the cluster ([`Env::start_scraped`]).
+    metrics_host: String,
     started: Instant,
     finished: bool,
 }
@@ -134,6 +137,16 @@ impl Env {
     /// Like [`Env::start`], with the manager running `controllers` (e.g. `cluster,backup`)
     /// and holding exactly their RBAC.
     pub async fn start_controllers(prefix: &str, controllers: &'static str) -> Env {
+        Self::start_with(prefix, controllers, false).await
+    }
+
+    /// Like [`Env::start`], with the manager's `/metrics` on the node's address, where pods
+    /// (a Prometheus) reach it.
+    pub async fn start_scraped(prefix: &str) -> Env {
+        Self::start_with(prefix, "cluster,backup,upgrade,secret-rotation", true).await
+    }
+
+    async fn start_with(prefix: &str, controllers: &'static str, scraped: bool) -> Env {
         let c = running_cluster();
         assert!(
             c.node,
@@ -156,6 +169,16 @@ impl Env {
             ns,
             extra_namespaces: Vec::new(),
             manager: None,
+            metrics_host: if scraped {
+                // The API server listens on the node's address in a node cluster.
+                c.apiserver_url
+                    .trim_start_matches("https://")
+                    .rsplit_once(':')
+                    .map_or("127.0.0.1", |(host, _)| host)
+                    .to_owned()
+            } else {
+                "127.0.0.1".to_owned()
+            },
             started: Instant::now(),
             finished: false,
         };
@@ -219,7 +242,7 @@ impl Env {
         let lease_ns = format!("--leader-election-namespace={}", self.ns);
         let namespace = format!("--namespace={}", self.ns);
         let operator_ns = format!("--pod-namespace={}", self.operator_namespace());
-        let manager = ManagerProcess::spawn(
+        let manager = ManagerProcess::spawn_serving_on(
             Path::new(MANAGER),
             &self.c.manager_kubeconfig,
             &[
@@ -231,6 +254,7 @@ impl Env {
                 &format!("--operator-pod-labels={OPERATOR_POD_LABELS}"),
                 &operator_ns,
             ],
+            &self.metrics_host,
         )
         .map_err(|e| anyhow!("spawning {MANAGER}: {e}"))?;
         let ready = manager.wait_ready(Duration::from_secs(60)).await;
@@ -365,17 +389,15 @@ impl Env {
         self.credentials(&format!("{cluster}-superuser")).await
     }
 
-    /// The ClusterIP of a Service (the host reaches the Service CIDR directly; it cannot
-    /// resolve cluster DNS names).
     /// The value of series `name{namespace="<ns>",cluster="<cluster>"}` on the manager's
     /// `/metrics`, once it is there (a controller sets it right after its status write).
     pub async fn cluster_metric(&self, name: &str, cluster: &str) -> Result<f64> {
-        let port = self.manager.as_ref().context("no manager")?.metrics_port();
+        let address = self.metrics_address()?;
         let series = format!("{name}{{namespace=\"{}\",cluster=\"{cluster}\"}} ", self.ns);
         eventually(&series, Duration::from_secs(30), || async {
             let out = tokio::process::Command::new("curl")
                 .args(["-fsS", "--max-time", "5"])
-                .arg(format!("http://127.0.0.1:{port}/metrics"))
+                .arg(format!("http://{address}/metrics"))
                 .output()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -394,10 +416,10 @@ impl Env {
 
     /// Everything the manager's `/metrics` serves now.
     pub async fn metrics(&self) -> Result<String> {
-        let port = self.manager.as_ref().context("no manager")?.metrics_port();
+        let address = self.metrics_address()?;
         let out = tokio::process::Command::new("curl")
             .args(["-fsS", "--max-time", "5"])
-            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .arg(format!("http://{address}/metrics"))
             .output()
             .await?;
         ensure!(
@@ -408,6 +430,17 @@ impl Env {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// Where the manager serves `/metrics` (`host:port`).
+    pub fn metrics_address(&self) -> Result<String> {
+        self.manager
+            .as_ref()
+            .context("no manager")?
+            .metrics_address()
+            .context("the manager has not logged its metrics address")
+    }
+
+    /// The ClusterIP of a Service (the host reaches the Service CIDR directly; it cannot
+    /// resolve cluster DNS names).
     pub async fn service_ip(&self, service: &str) -> Result<String> {
         let svc = self
             .api::<Service>()

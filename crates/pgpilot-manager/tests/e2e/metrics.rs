@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::harness::{ClusterYaml, Env, connect, eventually};
+use crate::minio::Minio;
 use crate::prometheus::{Prometheus, Sample};
 
 /// From `kubectl apply` to Ready, on a loaded shared node.
@@ -174,4 +175,129 @@ async fn exported(env: &Env) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Every dashboard the chart ships, every panel's query and every variable's: run against a
+/// real Prometheus scraping a manager and a cluster that archives, has a backup and a
+/// rotation, each must parse and return at least one series.
+#[tokio::test]
+async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let env = Env::start_scraped("dashboards").await;
+    let result = dashboards(&env).await;
+    env.finish(result).await;
+}
+
+/// The dashboards' queries with their variables: `(dashboard, panel, PromQL)`.
+fn dashboard_queries() -> Result<Vec<(String, String, String)>> {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../charts/pgpilot/files/dashboards"
+    );
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let board: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let title = board["title"].as_str().unwrap_or_default().to_owned();
+        for var in board["templating"]["list"].as_array().into_iter().flatten() {
+            if let Some(q) = var["query"]["query"].as_str() {
+                // label_values(<selector>, <label>): the selector must find series.
+                let selector = q
+                    .strip_prefix("label_values(")
+                    .and_then(|rest| rest.rsplit_once(','))
+                    .map_or(q, |(selector, _)| selector);
+                let name = format!("${}", var["name"].as_str().unwrap_or_default());
+                queries.push((title.clone(), name, selector.to_owned()));
+            }
+        }
+        for panel in board["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().context("a target without expr")?;
+                let name = panel["title"].as_str().unwrap_or_default().to_owned();
+                queries.push((title.clone(), name, expr.to_owned()));
+            }
+        }
+    }
+    ensure!(
+        queries.len() > 30,
+        "only {} queries found in {dir}",
+        queries.len()
+    );
+    Ok(queries)
+}
+
+async fn dashboards(env: &Env) -> Result<()> {
+    let queries = dashboard_queries()?;
+    let minio = Minio::start(env).await?;
+    minio.create_bucket(env, "backups").await?;
+    minio.credentials_secret(env, "s3", false)?;
+    env.apply(
+        &ClusterYaml::new("db")
+            .instances(2)
+            .spec(&format!(
+                "backup: {{repository: {{s3: {}}}, retention: {{full: 1}}}}",
+                minio.repository("backups", "s3")
+            ))
+            .yaml(),
+    )?;
+    env.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: api}\nstringData: {token: old}\n---\n\
+         apiVersion: pgpilot.io/v1alpha1\nkind: SecretRotation\nmetadata: {name: api-keys}\nspec:\n\
+         \x20 target: {secret: {name: api, keys: [{key: token, generator: Hex, length: 16}]}}\n\
+         \x20 rotateEvery: {interval: 720h}\n",
+    )?;
+    let prometheus = Prometheus::start(env).await?;
+    env.wait_ready("db", 2, CREATE).await?;
+    crate::backup::backup_of(env, "db", "first", "Full").await?;
+    // Some WAL to archive and to stream, for the rates.
+    let su = env.superuser("db").await?;
+    let rw = env.connect("db-rw", &su, Duration::from_secs(60)).await?;
+    rw.batch_execute(
+        "create table t as select g from generate_series(1, 100000) g; select pg_switch_wal()",
+    )
+    .await?;
+
+    let vars = [
+        ("$namespace", env.ns.as_str()),
+        ("$cluster", "db"),
+        ("$__rate_interval", "1m"),
+        ("$__range", "10m"),
+    ];
+    let mut pending: Vec<(String, String)> = queries
+        .iter()
+        .map(|(board, panel, expr)| {
+            let promql = vars
+                .iter()
+                .fold(expr.clone(), |q, (var, value)| q.replace(var, value));
+            (format!("{board} / {panel}"), promql)
+        })
+        .collect();
+    // Rates need two scrapes, a backup's series a reconcile after it: one deadline for all.
+    let deadline = std::time::Instant::now() + SCRAPED;
+    loop {
+        let mut missing = Vec::new();
+        for (what, promql) in pending {
+            match prometheus.query(&promql).await {
+                Ok(samples) if !samples.is_empty() => {}
+                Ok(_) => missing.push((what, promql, "no series".to_owned())),
+                Err(e) => missing.push((what, promql, format!("{e:#}"))),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let lines: Vec<String> = missing
+                .iter()
+                .map(|(what, promql, why)| format!("{what}: {why}: {promql}"))
+                .collect();
+            anyhow::bail!(
+                "{} of {} dashboard queries return nothing:\n{}",
+                lines.len(),
+                queries.len(),
+                lines.join("\n")
+            );
+        }
+        pending = missing.into_iter().map(|(w, q, _)| (w, q)).collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }

@@ -1,6 +1,7 @@
 //! A real Prometheus (localhost/pgpilot/prometheus, Debian's) in the test's namespace,
 //! finding the instances' exporters as the chart's PodMonitor does: pods managed by pgpilot,
-//! port `metrics`, labelled with namespace, cluster and pod.
+//! port `metrics`, labelled with namespace, cluster and pod; and scraping the test's manager
+//! when it serves `/metrics` where pods reach it ([`Env::start_scraped`]).
 
 use std::time::Duration;
 
@@ -34,7 +35,15 @@ impl Prometheus {
     /// ready.
     pub async fn start(env: &Env) -> Result<Prometheus> {
         let ns = &env.ns;
-        let config = format!(
+        let manager = env.metrics_address()?;
+        let manager_job = if manager.starts_with("127.") {
+            String::new()
+        } else {
+            format!(
+                "  - {{job_name: pgpilot-manager, static_configs: [{{targets: ['{manager}']}}]}}\n"
+            )
+        };
+        let mut config = format!(
             r#"
 global: {{scrape_interval: 2s, evaluation_interval: 2s}}
 scrape_configs:
@@ -49,6 +58,7 @@ scrape_configs:
       - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
 "#
         );
+        config.push_str(&manager_job);
         let config = serde_json::to_string(&config)?;
         env.apply(&format!(
             r#"
