@@ -1,11 +1,16 @@
 //! Logs (JSON or text, `RUST_LOG` filter) and OpenTelemetry traces.
 //!
 //! The OpenTelemetry layer is always installed so every reconcile span has a trace id that
-//! logs can carry; spans leave the process only when an OTLP endpoint is configured.
+//! logs can carry; spans leave the process only when an OTLP endpoint is configured. Each
+//! layer has its own filter: `RUST_LOG` decides what is logged, and a trace holds pgpilot's
+//! spans down to `debug` (one per Kubernetes API, Patroni, SQL, pgBackRest and S3 call)
+//! whatever the log level, other crates' down to `info`.
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -77,10 +82,19 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .boxed(),
     };
+    // Without an exporter the spans only carry the trace id into logs: the call spans would
+    // cost without being seen.
+    let call_spans = if exporting { Level::DEBUG } else { Level::INFO };
+    let traced = Targets::new()
+        .with_default(Level::INFO)
+        .with_target("pgpilot", call_spans);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(traced),
+        )
         .try_init()
         .context("installing the log subscriber")?;
     Ok(Telemetry {

@@ -530,9 +530,9 @@ async fn a_manager_killed_mid_reconcile_is_replaced_without_duplicates_or_new_pa
     let lp = ListParams::default().labels("pgpilot.io/cluster=demo");
     let services: Api<Service> = Api::namespaced(s.client.clone(), &s.ns.name);
     assert_eq!(services.list(&lp).await.unwrap().items.len(), 4);
-    // Superuser, replication, a role's, Patroni's credentials file and its REST API's, the
-    // CA and the server certificate.
-    assert_eq!(secrets.list(&lp).await.unwrap().items.len(), 7);
+    // Superuser, replication, a role's, the exporter's, Patroni's credentials file and its
+    // REST API's, the CA and the server certificate.
+    assert_eq!(secrets.list(&lp).await.unwrap().items.len(), 8);
     let statefulsets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &s.ns.name);
     assert_eq!(statefulsets.list(&lp).await.unwrap().items.len(), 1);
     assert_eq!(

@@ -40,5 +40,7 @@ mod roll;
 mod rotation;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/traces.rs"]
+mod traces;
 #[path = "e2e/upgrade.rs"]
 mod upgrade;

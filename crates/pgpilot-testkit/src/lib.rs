@@ -378,16 +378,17 @@ pub struct ManagerProcess {
 impl ManagerProcess {
     /// Starts `binary` with `args` as the least-privilege `pgpilot-manager` user.
     pub fn spawn(binary: &Path, kubeconfig: &Path, args: &[&str]) -> Result<Self> {
-        Self::spawn_serving_on(binary, kubeconfig, args, "127.0.0.1")
+        Self::spawn_with(binary, kubeconfig, args, "127.0.0.1", &[])
     }
 
     /// Like [`ManagerProcess::spawn`], with `/metrics` on `metrics_host` (the node's address,
-    /// for a Prometheus in the cluster to scrape).
-    pub fn spawn_serving_on(
+    /// for a Prometheus in the cluster to scrape) and more environment (`OTEL_*`).
+    pub fn spawn_with(
         binary: &Path,
         kubeconfig: &Path,
         args: &[&str],
         metrics_host: &str,
+        env: &[(String, String)],
     ) -> Result<Self> {
         let suffix: u32 = rand::rng().random();
         let log_path = std::env::temp_dir().join(format!("pgpilot-manager-{suffix:08x}.log"));
@@ -396,6 +397,7 @@ impl ManagerProcess {
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube_lease_manager=debug")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args([
                 "--log-format=text",
                 // Port 0: the kernel picks free ports and the manager logs them (a port

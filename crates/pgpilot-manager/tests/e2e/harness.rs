@@ -121,6 +121,8 @@ pub struct Env {
     /// Where the manager serves `/metrics`: loopback, or the node's address for a
     /// Prometheus in the cluster ([`Env::start_scraped`]).
     metrics_host: String,
+    /// More environment for the manager ([`Env::restart_manager_with`]).
+    manager_env: Vec<(String, String)>,
     started: Instant,
     finished: bool,
 }
@@ -179,6 +181,7 @@ impl Env {
             } else {
                 "127.0.0.1".to_owned()
             },
+            manager_env: Vec::new(),
             started: Instant::now(),
             finished: false,
         };
@@ -242,7 +245,7 @@ impl Env {
         let lease_ns = format!("--leader-election-namespace={}", self.ns);
         let namespace = format!("--namespace={}", self.ns);
         let operator_ns = format!("--pod-namespace={}", self.operator_namespace());
-        let manager = ManagerProcess::spawn_serving_on(
+        let manager = ManagerProcess::spawn_with(
             Path::new(MANAGER),
             &self.c.manager_kubeconfig,
             &[
@@ -255,11 +258,21 @@ impl Env {
                 &operator_ns,
             ],
             &self.metrics_host,
+            &self.manager_env,
         )
         .map_err(|e| anyhow!("spawning {MANAGER}: {e}"))?;
         let ready = manager.wait_ready(Duration::from_secs(60)).await;
         self.manager = Some(manager);
         ready.map_err(|e| anyhow!("manager: {e}"))
+    }
+
+    /// Restarts the manager with `env` added to its environment (e.g. `OTEL_*`).
+    pub async fn restart_manager_with(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.manager_env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.restart_manager().await
     }
 
     /// Kills the manager (its Lease runs out) and starts a new one.

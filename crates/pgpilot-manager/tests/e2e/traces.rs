@@ -1,0 +1,251 @@
+//! Traces in a real backend: the manager exports OTLP (gRPC) to an OpenTelemetry Collector
+//! (localhost/pgpilot/otelcol) in the test's namespace, whose file exporter writes every
+//! batch as OTLP JSON to its log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+
+use crate::harness::{ClusterYaml, Env, eventually};
+
+const IMAGE: &str = "localhost/pgpilot/otelcol:0.161.0";
+/// From `kubectl apply` to Ready, on a loaded shared node.
+const CREATE: Duration = Duration::from_secs(300);
+
+/// One span as the collector received it.
+#[derive(Debug, Clone)]
+struct Span {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    attributes: BTreeMap<String, String>,
+}
+
+/// Every span in the collector's log so far.
+fn spans(log: &str) -> Vec<Span> {
+    let mut out = Vec::new();
+    for line in log.lines().filter(|l| l.starts_with("{\"resourceSpans\"")) {
+        let Ok(batch) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let resource_spans = batch["resourceSpans"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for scope in resource_spans
+            .iter()
+            .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+        {
+            for s in scope["spans"].as_array().into_iter().flatten() {
+                let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+                let attributes = s["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        let v = &a["value"];
+                        let value = v["stringValue"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .or_else(|| v["intValue"].as_str().map(str::to_owned))
+                            .or_else(|| v["boolValue"].as_bool().map(|b| b.to_string()))
+                            .unwrap_or_else(|| v.to_string());
+                        (a["key"].as_str().unwrap_or_default().to_owned(), value)
+                    })
+                    .collect();
+                out.push(Span {
+                    trace: text("traceId"),
+                    id: text("spanId"),
+                    parent: text("parentSpanId"),
+                    name: text("name"),
+                    attributes,
+                });
+            }
+        }
+    }
+    out
+}
+
+async fn start_collector(env: &Env) -> Result<String> {
+    env.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: otelcol}}
+data:
+  config.yaml: |
+    receivers:
+      otlp:
+        protocols:
+          grpc: {{endpoint: "0.0.0.0:4317"}}
+    processors:
+      batch: {{timeout: 200ms}}
+    exporters:
+      file: {{path: /dev/stdout}}
+    service:
+      telemetry:
+        metrics: {{level: none}}
+        logs: {{level: warn}}
+      pipelines:
+        traces: {{receivers: [otlp], processors: [batch], exporters: [file]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: otelcol, labels: {{app: otelcol}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+  containers:
+    - name: otelcol
+      image: {IMAGE}
+      imagePullPolicy: Never
+      args: [--config=/etc/otelcol-e2e/config.yaml]
+      ports: [{{name: otlp-grpc, containerPort: 4317}}]
+      readinessProbe: {{tcpSocket: {{port: 4317}}, periodSeconds: 1}}
+      securityContext: {{readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+      volumeMounts: [{{name: config, mountPath: /etc/otelcol-e2e}}]
+  volumes: [{{name: config, configMap: {{name: otelcol}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: otelcol}}
+spec:
+  selector: {{app: otelcol}}
+  ports: [{{name: otlp-grpc, port: 4317, targetPort: otlp-grpc}}]
+"#
+    ))?;
+    env.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/otelcol",
+        "--timeout=120s",
+    ])
+    .context("the collector did not become ready")?;
+    env.service_ip("otelcol").await
+}
+
+#[tokio::test]
+async fn a_cluster_reconcile_is_one_trace_with_api_patroni_and_sql_spans_and_no_secret() {
+    let mut env = Env::start("traces").await;
+    let result = traced(&mut env).await;
+    env.finish(result).await;
+}
+
+async fn traced(env: &mut Env) -> Result<()> {
+    let collector = start_collector(env).await?;
+    let endpoint = format!("http://{collector}:4317");
+    env.restart_manager_with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "pgpilot-e2e"),
+    ])
+    .await?;
+    env.apply(&ClusterYaml::new("db").spec("roles: [{name: app}]").yaml())?;
+    env.wait_ready("db", 1, CREATE).await?;
+
+    // A reconcile of the Ready cluster: its trace holds the calls it made.
+    let wanted = ["kube.", "patroni.call", "sql.query"];
+    let (reconcile, family) = eventually(
+        "a cluster reconcile traced with Kubernetes API, Patroni and SQL spans",
+        Duration::from_secs(120),
+        || async {
+            let log = env
+                .kubectl(&["logs", "otelcol"])
+                .map_err(|e| e.to_string())?;
+            let all = spans(&log);
+            let reconciles: Vec<&Span> = all
+                .iter()
+                .filter(|s| {
+                    s.name == "reconcile"
+                        && s.attributes.get("controller").map(String::as_str) == Some("cluster")
+                        && s.attributes.get("name").map(String::as_str) == Some("db")
+                })
+                .collect();
+            for r in reconciles.iter().rev() {
+                let family: Vec<Span> = descendants(&all, r);
+                let names: BTreeSet<&str> = family.iter().map(|s| s.name.as_str()).collect();
+                if wanted
+                    .iter()
+                    .all(|w| names.iter().any(|n| n.starts_with(w)))
+                {
+                    return Ok(((*r).clone(), family));
+                }
+            }
+            Err(format!(
+                "{} spans, {} cluster reconciles of db, none with all of {wanted:?}",
+                all.len(),
+                reconciles.len()
+            ))
+        },
+    )
+    .await?;
+
+    // What an on-call engineer needs on the reconcile: the object and where it ran.
+    for key in ["namespace", "name", "controller", "generation", "trace_id"] {
+        ensure!(
+            reconcile.attributes.contains_key(key),
+            "the reconcile span has no {key}: {:?}",
+            reconcile.attributes
+        );
+    }
+    ensure!(
+        reconcile.attributes["namespace"] == env.ns,
+        "{:?}",
+        reconcile.attributes
+    );
+    // The log line's trace_id is the trace's.
+    ensure!(
+        reconcile.attributes["trace_id"] == reconcile.trace,
+        "trace_id field {} vs trace {}",
+        reconcile.attributes["trace_id"],
+        reconcile.trace
+    );
+    ensure!(
+        env.manager_log().contains(&reconcile.trace),
+        "no log line carries trace {}",
+        reconcile.trace
+    );
+    // No secret in any span of the test.
+    let log = env.kubectl(&["logs", "otelcol"])?;
+    for secret in [
+        "db-superuser",
+        "db-app-credentials",
+        "db-pgpilot-monitor-credentials",
+    ] {
+        let password = env.credentials(secret).await?.password;
+        ensure!(
+            !log.contains(&password),
+            "the password of {secret} is in an exported span"
+        );
+    }
+    println!(
+        "reconcile trace {} with {} spans: {:?}",
+        reconcile.trace,
+        family.len(),
+        family
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<BTreeSet<_>>()
+    );
+    Ok(())
+}
+
+/// The spans under `root` (itself excluded), in the order received.
+fn descendants(all: &[Span], root: &Span) -> Vec<Span> {
+    let mut ids = BTreeSet::from([root.id.clone()]);
+    let mut out = Vec::new();
+    // Parents may arrive after children (a batch per export): iterate to a fixed point.
+    loop {
+        let before = ids.len();
+        for s in all.iter().filter(|s| s.trace == root.trace) {
+            if ids.contains(&s.parent) && ids.insert(s.id.clone()) {
+                out.push(s.clone());
+            }
+        }
+        if ids.len() == before {
+            return out;
+        }
+    }
+}
