@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `just demo`: a real node, images built from Debian packages, pgpilot's manager, and a
 # three-instance PostgreSQL 17 cluster run by Patroni — from nothing to a query through
-# the read-write Service. Everything is built or reused from ~/.cache/pgpilot.
+# the read-write Service, watched by a real Prometheus (the exporters, the manager, the
+# chart's alerts) and an OpenTelemetry Collector receiving the manager's traces. Everything
+# is built or reused from ~/.cache/pgpilot.
 # `just demo-down` ends it.
 set -euo pipefail
 # shellcheck source=demo-env.sh
@@ -19,11 +21,14 @@ step "images from Debian packages (cached by content)"
 "$REPO/images/postgres/build.sh" 17 >/dev/null
 "$REPO/images/pgclient/build.sh" >/dev/null
 "$REPO/images/postgres-exporter/build.sh" >/dev/null
+"$REPO/images/prometheus/build.sh" >/dev/null
+"$REPO/images/otelcol/build.sh" >/dev/null
 
 step "local Kubernetes with a real node"
 "$E2E_DIR/scripts/cluster-up.sh" --node >/dev/null
 "$E2E_DIR/scripts/import-images.sh" localhost/pgpilot/postgres:17 localhost/pgpilot/pgclient:17 \
-  localhost/pgpilot/postgres-exporter:0.17.1 >/dev/null
+  localhost/pgpilot/postgres-exporter:0.17.1 localhost/pgpilot/prometheus:2.53.3 \
+  localhost/pgpilot/otelcol:0.161.0 >/dev/null
 
 step "CRDs, and the manager's least-privilege RBAC"
 (cd "$REPO" && cargo build -q -p pgpilot-manager)
@@ -32,15 +37,30 @@ kctl apply --server-side --force-conflicts -f "$REPO/crds/" >/dev/null
 kctl create namespace "$NS" --dry-run=client -o yaml | kctl apply -f - >/dev/null
 "$MANAGER" rbac --controllers cluster --namespace "$NS" --bind user:pgpilot-manager | kctl apply -f - >/dev/null
 
+step "an OpenTelemetry Collector for the manager's traces"
+kctl apply -n "$NS" -f "$E2E_DIR/manifests/otelcol.yaml" >/dev/null
+kctl wait -n "$NS" --for=condition=Ready pod/otelcol --timeout=120s >/dev/null
+OTEL_IP=$(kctl get svc otelcol -n "$NS" -o jsonpath='{.spec.clusterIP}')
+
 step "pgpilot-manager (log: $LOG_DIR/pgpilot-manager.log)"
 if ! alive pgpilot-manager; then
   # The demo's own copy of the binary: its path names the state dir, so cleanup finds it.
   cp "$MANAGER" "$STATE_DIR/pgpilot-manager"
-  KUBECONFIG=$STATE_DIR/pgpilot-manager.kubeconfig launch pgpilot-manager "$STATE_DIR/pgpilot-manager" \
+  # /metrics on the node's address, where Prometheus (a pod) reaches it.
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://$OTEL_IP:4317 OTEL_SERVICE_NAME=pgpilot-demo \
+    KUBECONFIG=$STATE_DIR/pgpilot-manager.kubeconfig launch pgpilot-manager "$STATE_DIR/pgpilot-manager" \
     --controllers=cluster --namespace="$NS" --leader-elect --leader-election-namespace="$NS" \
     --default-image=17=localhost/pgpilot/postgres:17 --log-format=text \
-    --metrics-bind-address=127.0.0.1:18080 --health-probe-bind-address=127.0.0.1:18081
+    --metrics-bind-address="$NODE_IP:18080" --health-probe-bind-address=127.0.0.1:18081
 fi
+
+step "Prometheus: the exporters, the manager and the chart's alerts"
+kctl create configmap prometheus-rules -n "$NS" --from-file=alerts.yaml="$REPO/charts/pgpilot/files/alerts.yaml" \
+  --dry-run=client -o yaml | kctl apply -f - >/dev/null
+sed -e "s/__NAMESPACE__/$NS/g" -e "s/__MANAGER__/$NODE_IP:18080/g" "$E2E_DIR/manifests/prometheus.yaml" |
+  kctl apply -n "$NS" -f - >/dev/null
+kctl wait -n "$NS" --for=condition=Ready pod/prometheus --timeout=120s >/dev/null
+PROM=http://$(kctl get svc prometheus -n "$NS" -o jsonpath='{.spec.clusterIP}'):9090
 
 step "PostgresCluster examples/cluster.yaml"
 kctl apply -n "$NS" -f "$REPO/examples/cluster.yaml" >/dev/null
@@ -76,6 +96,16 @@ kctl exec -n "$NS" psql -- psql -h demo-rw -U postgres -c \
   "select inet_server_addr() as primary_ip, pg_is_in_recovery() as in_recovery, version()"
 kctl exec -n "$NS" demo-0 -- patronictl -c /etc/patroni list
 
+step "what Prometheus sees"
+query() { curl -sS --get --data-urlencode "query=$1" "$PROM/api/v1/query" |
+  jq -r '.data.result[] | "  \(.metric.pod // .metric.cluster // "-")  \(.value[1])"'; }
+deadline=$((SECONDS + 60))
+until [[ $(query 'pg_up{cluster="demo"} == 1' | wc -l) -ge 3 ]] || ((SECONDS > deadline)); do sleep 2; done
+echo "pg_up (each instance's exporter reads its PostgreSQL):" >&2
+query 'pg_up{cluster="demo"}' >&2
+echo "pgpilot_cluster_ready (from the manager):" >&2
+query 'pgpilot_cluster_ready' >&2
+
 cat >&2 <<EOT
 
 pgpilot runs a highly available PostgreSQL 17 cluster (ready in $(elapsed) s since start).
@@ -85,5 +115,10 @@ pgpilot runs a highly available PostgreSQL 17 cluster (ready in $(elapsed) s sin
   kubectl -n $NS exec -it psql -- psql -h demo-ro -U postgres       # read-only replicas
   kubectl -n $NS get secret demo-app-credentials -o jsonpath='{.data.uri}' | base64 -d
   kubectl -n $NS delete pod \$(kubectl -n $NS get pgc demo -o jsonpath='{.status.currentPrimary}')   # failover
+Prometheus (metrics, alerts): $PROM   (from this host; the graph UI and /alerts)
+  curl -s $PROM/api/v1/query --data-urlencode 'query=pgpilot_cluster_replication_lag_bytes' | jq .
+Traces (OTLP JSON, one line per batch) in the collector's log:
+  kubectl -n $NS logs otelcol | grep '^{' | jq -c '.resourceSpans[].scopeSpans[].spans[] | {name, traceId}' | tail
+Dashboards: charts/pgpilot/files/dashboards/*.json (import into a Grafana with $PROM as its data source)
 Stop everything: just demo-down
 EOT

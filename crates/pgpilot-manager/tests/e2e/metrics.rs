@@ -15,7 +15,7 @@ const SCRAPED: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn every_instance_exports_its_own_view_to_a_real_prometheus() {
-    let env = Env::start("metrics").await;
+    let env = Env::start_scraped("metrics").await;
     let result = exported(&env).await;
     env.finish(result).await;
 }
@@ -129,6 +129,25 @@ async fn exported(env: &Env) -> Result<()> {
             Some(after) if after > before => Ok(()),
             other => Err(format!("{other:?}, was {before}")),
         }
+    })
+    .await?;
+
+    // The chart's alerts are loaded, and a healthy cluster makes none of them fire.
+    let shipped = include_str!("../../../../charts/pgpilot/files/alerts.yaml")
+        .matches("- alert: ")
+        .count();
+    eventually("every alert loaded and quiet", SCRAPED, || async {
+        let alerts = prometheus.alerts().await.map_err(|e| e.to_string())?;
+        let loud: Vec<_> = alerts
+            .iter()
+            .filter(|(_, state)| state != "inactive")
+            .collect();
+        (alerts.len() == shipped && loud.is_empty())
+            .then_some(())
+            .ok_or(format!(
+                "{} of {shipped} alerts loaded; not inactive: {loud:?}",
+                alerts.len()
+            ))
     })
     .await?;
 

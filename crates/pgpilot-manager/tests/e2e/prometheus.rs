@@ -1,7 +1,7 @@
-//! A real Prometheus (localhost/pgpilot/prometheus, Debian's) in the test's namespace,
-//! finding the instances' exporters as the chart's PodMonitor does: pods managed by pgpilot,
-//! port `metrics`, labelled with namespace, cluster and pod; and scraping the test's manager
-//! when it serves `/metrics` where pods reach it ([`Env::start_scraped`]).
+//! A real Prometheus in the test's namespace (`e2e/manifests/prometheus.yaml`, shared with
+//! the demo): it finds the instances' exporters as the chart's PodMonitor does, scrapes the
+//! test's manager (which must serve `/metrics` where pods reach it: [`Env::start_scraped`])
+//! and evaluates the chart's alerts.
 
 use std::time::Duration;
 
@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use crate::harness::{Env, eventually};
 
-pub const IMAGE: &str = "localhost/pgpilot/prometheus:2.53.3";
 const NAME: &str = "prometheus";
 
 pub struct Prometheus {
@@ -31,82 +30,20 @@ impl Sample {
 }
 
 impl Prometheus {
-    /// Starts Prometheus (Service `prometheus`, scraping every 2 s) and waits until it is
-    /// ready.
+    /// Starts Prometheus (`e2e/manifests/prometheus.yaml`, Service `prometheus`, scraping
+    /// every 2 s) with the chart's alerts, and waits until it is ready.
     pub async fn start(env: &Env) -> Result<Prometheus> {
-        let ns = &env.ns;
-        let manager = env.metrics_address()?;
-        let manager_job = if manager.starts_with("127.") {
-            String::new()
-        } else {
-            format!(
-                "  - {{job_name: pgpilot-manager, static_configs: [{{targets: ['{manager}']}}]}}\n"
-            )
-        };
-        let mut config = format!(
-            r#"
-global: {{scrape_interval: 2s, evaluation_interval: 2s}}
-scrape_configs:
-  - job_name: pgpilot-instances
-    kubernetes_sd_configs: [{{role: pod, namespaces: {{names: [{ns}]}}}}]
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_managed_by, __meta_kubernetes_pod_container_port_name]
-        regex: pgpilot;metrics
-        action: keep
-      - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
-      - {{source_labels: [__meta_kubernetes_pod_label_pgpilot_io_cluster], target_label: cluster}}
-      - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
-"#
-        );
-        config.push_str(&manager_job);
-        let config = serde_json::to_string(&config)?;
-        env.apply(&format!(
-            r#"
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {NAME}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: {NAME}}}
-rules: [{{apiGroups: [""], resources: [pods], verbs: [get, list, watch]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: {NAME}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {NAME}}}
-subjects: [{{kind: ServiceAccount, name: {NAME}, namespace: {ns}}}]
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: {NAME}}}
-data: {{prometheus.yml: {config}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: {NAME}, labels: {{app: {NAME}}}}}
-spec:
-  serviceAccountName: {NAME}
-  securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
-  containers:
-    - name: prometheus
-      image: {IMAGE}
-      imagePullPolicy: Never
-      args: [--config.file=/etc/prometheus-e2e/prometheus.yml, --storage.tsdb.path=/prometheus]
-      ports: [{{name: web, containerPort: 9090}}]
-      readinessProbe: {{httpGet: {{path: /-/ready, port: web}}, periodSeconds: 1}}
-      securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
-      volumeMounts: [{{name: config, mountPath: /etc/prometheus-e2e}}, {{name: data, mountPath: /prometheus}}]
-  volumes: [{{name: config, configMap: {{name: {NAME}}}}}, {{name: data, emptyDir: {{}}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {NAME}}}
-spec:
-  selector: {{app: {NAME}}}
-  ports: [{{name: web, port: 9090, targetPort: web}}]
-"#
-        ))?;
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let manifest = std::fs::read_to_string(format!("{root}/e2e/manifests/prometheus.yaml"))?
+            .replace("__NAMESPACE__", &env.ns)
+            .replace("__MANAGER__", &env.metrics_address()?);
+        env.kubectl(&[
+            "create",
+            "configmap",
+            "prometheus-rules",
+            &format!("--from-file=alerts.yaml={root}/charts/pgpilot/files/alerts.yaml"),
+        ])?;
+        env.apply(&manifest)?;
         env.kubectl(&[
             "wait",
             "--for=condition=Ready",
@@ -116,6 +53,39 @@ spec:
         .context("Prometheus did not become ready")?;
         Ok(Prometheus {
             ip: env.service_ip(NAME).await?,
+        })
+    }
+
+    /// The alerting rules Prometheus evaluates, by name, with their state (`inactive`,
+    /// `pending`, `firing`).
+    pub async fn alerts(&self) -> Result<Vec<(String, String)>> {
+        let body = self.get("/api/v1/rules?type=alert").await?;
+        Ok(body["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap_or_default().to_owned(),
+                    r["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{}:9090{path}", self.ip))
+            .output()
+            .await?;
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            anyhow!(
+                "GET {path}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
     }
 

@@ -1,6 +1,6 @@
 //! Traces in a real backend: the manager exports OTLP (gRPC) to an OpenTelemetry Collector
-//! (localhost/pgpilot/otelcol) in the test's namespace, whose file exporter writes every
-//! batch as OTLP JSON to its log.
+//! in the test's namespace (`e2e/manifests/otelcol.yaml`, shared with the demo), whose file
+//! exporter writes every batch as OTLP JSON to its log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use crate::harness::{ClusterYaml, Env, eventually};
 
-const IMAGE: &str = "localhost/pgpilot/otelcol:0.161.0";
 /// From `kubectl apply` to Ready, on a loaded shared node.
 const CREATE: Duration = Duration::from_secs(300);
 
@@ -69,54 +68,13 @@ fn spans(log: &str) -> Vec<Span> {
     out
 }
 
+/// Starts the collector (`e2e/manifests/otelcol.yaml`); its Service's address.
 async fn start_collector(env: &Env) -> Result<String> {
-    env.apply(&format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: otelcol}}
-data:
-  config.yaml: |
-    receivers:
-      otlp:
-        protocols:
-          grpc: {{endpoint: "0.0.0.0:4317"}}
-    processors:
-      batch: {{timeout: 200ms}}
-    exporters:
-      file: {{path: /dev/stdout}}
-    service:
-      telemetry:
-        metrics: {{level: none}}
-        logs: {{level: warn}}
-      pipelines:
-        traces: {{receivers: [otlp], processors: [batch], exporters: [file]}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: otelcol, labels: {{app: otelcol}}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
-  containers:
-    - name: otelcol
-      image: {IMAGE}
-      imagePullPolicy: Never
-      args: [--config=/etc/otelcol-e2e/config.yaml]
-      ports: [{{name: otlp-grpc, containerPort: 4317}}]
-      readinessProbe: {{tcpSocket: {{port: 4317}}, periodSeconds: 1}}
-      securityContext: {{readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
-      volumeMounts: [{{name: config, mountPath: /etc/otelcol-e2e}}]
-  volumes: [{{name: config, configMap: {{name: otelcol}}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: otelcol}}
-spec:
-  selector: {{app: otelcol}}
-  ports: [{{name: otlp-grpc, port: 4317, targetPort: otlp-grpc}}]
-"#
-    ))?;
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../e2e/manifests/otelcol.yaml"
+    );
+    env.apply(&std::fs::read_to_string(manifest)?)?;
     env.kubectl(&[
         "wait",
         "--for=condition=Ready",
