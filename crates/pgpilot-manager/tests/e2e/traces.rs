@@ -160,11 +160,36 @@ async fn traced(env: &mut Env) -> Result<()> {
         reconcile.attributes["trace_id"],
         reconcile.trace
     );
-    ensure!(
-        env.manager_log().contains(&reconcile.trace),
-        "no log line carries trace {}",
-        reconcile.trace
-    );
+    // A reconcile's log lines carry its trace's id: the first reconcile logged the children
+    // it created, and that trace is in the collector too.
+    eventually(
+        "a logged reconcile's trace_id among the collector's traces",
+        Duration::from_secs(60),
+        || async {
+            let log = env
+                .kubectl(&["logs", "otelcol"])
+                .map_err(|e| e.to_string())?;
+            let traced: BTreeSet<String> = spans(&log)
+                .into_iter()
+                .filter(|s| s.name == "reconcile")
+                .map(|s| s.trace)
+                .collect();
+            let logged: BTreeSet<String> = env
+                .manager_log()
+                .split("trace_id=")
+                .skip(1)
+                .filter_map(|rest| rest.get(..32).map(str::to_owned))
+                .collect();
+            (!logged.is_empty() && logged.iter().any(|t| traced.contains(t)))
+                .then_some(())
+                .ok_or(format!(
+                    "{} trace ids in the manager's log, {} reconcile traces, none shared",
+                    logged.len(),
+                    traced.len()
+                ))
+        },
+    )
+    .await?;
     // No secret in any span of the test.
     let log = env.kubectl(&["logs", "otelcol"])?;
     for secret in [
