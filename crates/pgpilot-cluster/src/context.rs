@@ -26,6 +26,8 @@ pub struct Context {
     /// pgpilot's pods, for the NetworkPolicies.
     pub operator: Option<crate::OperatorPods>,
     pub crash_logs: Arc<crate::trouble::CrashLogs>,
+    /// The clusters' health series; the reconcile notes the certificate's expiry there.
+    pub health: crate::metrics::ClusterMetrics,
 }
 
 #[async_trait::async_trait]

@@ -160,6 +160,7 @@ impl Controller for ClusterController {
                 caches,
                 operator: operator.clone(),
                 crash_logs: Default::default(),
+                health: self.metrics.clone(),
             })
         })
         .await

@@ -1,8 +1,10 @@
 //! Each PostgresCluster's health as Prometheus series, computed at scrape time from the
 //! controller's own cache of the clusters' status (what Patroni reported at the last
-//! reconcile): a deleted cluster leaves no series behind, and a scrape costs no API call.
+//! reconcile) and from what the last reconcile noted (the server certificate's expiry): a
+//! deleted cluster leaves no series behind, and a scrape costs no API call.
 //! Labels: namespace and cluster, bounded by the clusters there are.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
@@ -23,9 +25,13 @@ struct ClusterLabels {
     cluster: String,
 }
 
-/// The clusters the controller watches (one cache per watched namespace).
+/// The clusters the controller watches (one cache per watched namespace), and the expiry
+/// of each one's server certificate (Unix time) by namespace and name.
 #[derive(Clone, Default)]
-pub struct ClusterMetrics(Arc<Mutex<Vec<Cache<PostgresCluster>>>>);
+pub struct ClusterMetrics {
+    caches: Arc<Mutex<Vec<Cache<PostgresCluster>>>>,
+    certificates: Arc<Mutex<BTreeMap<(String, String), i64>>>,
+}
 
 impl std::fmt::Debug for ClusterMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,10 +48,41 @@ impl ClusterMetrics {
 
     /// The cache of one watched namespace, read at scrape time.
     pub fn watch(&self, cache: Cache<PostgresCluster>) {
-        if let Ok(mut caches) = self.0.lock() {
+        if let Ok(mut caches) = self.caches.lock() {
             caches.push(cache);
         }
     }
+
+    /// When the server certificate the cluster's instances serve expires (Unix time).
+    pub fn certificate_expires(&self, namespace: &str, cluster: &str, not_after: i64) {
+        if let Ok(mut certificates) = self.certificates.lock() {
+            certificates.insert((namespace.to_owned(), cluster.to_owned()), not_after);
+        }
+    }
+}
+
+/// The certificate expiries of the clusters that still exist; the others are forgotten.
+fn certificate_expiries(
+    clusters: &[Arc<PostgresCluster>],
+    certificates: &mut BTreeMap<(String, String), i64>,
+) -> Vec<(ClusterLabels, i64)> {
+    let live: std::collections::BTreeSet<(String, String)> = clusters
+        .iter()
+        .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    certificates.retain(|key, _| live.contains(key));
+    certificates
+        .iter()
+        .map(|((namespace, cluster), not_after)| {
+            (
+                ClusterLabels {
+                    namespace: namespace.clone(),
+                    cluster: cluster.clone(),
+                },
+                *not_after,
+            )
+        })
+        .collect()
 }
 
 /// One gauge family: name, help, unit, and a value per cluster (absent: no sample).
@@ -129,7 +166,7 @@ const FAMILIES: &[Family] = &[
 
 impl Collector for ClusterMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let caches = self.0.lock().map(|c| c.clone()).unwrap_or_default();
+        let caches = self.caches.lock().map(|c| c.clone()).unwrap_or_default();
         let clusters: Vec<_> = caches.iter().flat_map(|c| c.all()).collect();
         for f in FAMILIES {
             let mut family =
@@ -143,6 +180,19 @@ impl Collector for ClusterMetrics {
                     ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
                 }
             }
+        }
+        let expiries = match self.certificates.lock() {
+            Ok(mut certificates) => certificate_expiries(&clusters, &mut certificates),
+            Err(_) => Vec::new(),
+        };
+        let mut family = encoder.encode_descriptor(
+            "cluster_certificate_expiry_timestamp",
+            "When the server certificate the cluster's instances serve expires (Unix time)",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (labels, not_after) in expiries {
+            ConstGauge::new(not_after).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -163,6 +213,31 @@ mod tests {
 
     fn values(c: &PostgresCluster) -> Vec<(&'static str, Option<f64>)> {
         FAMILIES.iter().map(|f| (f.name, (f.value)(c))).collect()
+    }
+
+    #[test]
+    fn certificate_expiries_are_kept_for_existing_clusters_only() {
+        let live = cluster(THREE);
+        let mut certificates = BTreeMap::from([
+            (("prod".to_owned(), "db".to_owned()), 1_900_000_000),
+            (("prod".to_owned(), "gone".to_owned()), 1_800_000_000),
+        ]);
+        let samples = certificate_expiries(&[Arc::new(live)], &mut certificates);
+        assert_eq!(
+            samples,
+            [(
+                ClusterLabels {
+                    namespace: "prod".into(),
+                    cluster: "db".into()
+                },
+                1_900_000_000
+            )]
+        );
+        assert_eq!(
+            certificates.len(),
+            1,
+            "the deleted cluster's entry is dropped"
+        );
     }
 
     #[test]

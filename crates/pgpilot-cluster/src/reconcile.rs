@@ -187,6 +187,10 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
 
     // Act: children, housekeeping, then the step.
     act::children(ctx, &cluster, &ns, &desired, !awaiting_restore).await?;
+    if let Some(not_after) = desired.certificate_expiry {
+        ctx.health
+            .certificate_expires(&ns, &cluster.name_any(), not_after);
+    }
     if let Some(why) = desired.certificate_issued {
         ctx.events
             .normal(

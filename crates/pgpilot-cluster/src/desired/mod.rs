@@ -80,6 +80,8 @@ pub struct Desired {
     pub auth_token: String,
     /// Why the server certificate was issued in this build, if it was.
     pub certificate_issued: Option<pgpilot_postgres::tls::Reissue>,
+    /// When the server certificate expires (Unix time).
+    pub certificate_expiry: Option<i64>,
 }
 
 impl std::fmt::Debug for Desired {
@@ -169,6 +171,7 @@ pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<
         inputs.now,
         inputs.provided_certificate,
     )?;
+    let certificate_expiry = tls::not_after(&tls.server_secret);
     let mut secrets = secrets::secrets(&ctx, inputs.existing_secrets, passwords, &tls.ca_cert)?;
     secrets.push(auth::api_secret(&ctx, inputs.existing_secrets, passwords)?);
     secrets.push(tls.ca_secret);
@@ -179,6 +182,7 @@ pub fn build(inputs: &Inputs<'_>, passwords: &mut dyn PasswordSource) -> Result<
     Ok(Desired {
         auth_token,
         certificate_issued: tls.reissued,
+        certificate_expiry,
         service_account: rbac::service_account(&ctx)?,
         role: rbac::role(&ctx)?,
         role_binding: rbac::role_binding(&ctx)?,
@@ -408,6 +412,15 @@ mod tests {
             &mut Fixed,
         )
         .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let expiry = desired.certificate_expiry.expect("the issued certificate's expiry");
+        assert!(
+            (now + 89 * 86400..=now + 91 * 86400).contains(&expiry),
+            "a new server certificate lasts 90 days: {expiry} vs {now}"
+        );
         let printed = format!("{desired:?} {desired:#?}");
         assert!(printed.contains("Secret/db-superuser"), "{printed}");
         assert!(printed.contains("StatefulSet/db"), "{printed}");

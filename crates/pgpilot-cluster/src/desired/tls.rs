@@ -193,6 +193,13 @@ pub(super) fn material(
     })
 }
 
+/// When the server certificate in `secret` expires (Unix time).
+pub(super) fn not_after(secret: &Secret) -> Option<i64> {
+    tls::inspect(&text_of(secret, TLS_CERT)?)
+        .ok()
+        .map(|facts| facts.not_after)
+}
+
 /// The CA certificate clients trust, for them to mount.
 fn ca_config_map(ctx: &Ctx<'_>, ca_cert: &str) -> Result<ConfigMap, Error> {
     typed(
