@@ -11,6 +11,10 @@ pub const INSTANCE: &str = "pgpilot.io/instance";
 pub const COMPONENT: &str = "pgpilot.io/component";
 /// On PostgresBackups a BackupSchedule created: its name.
 pub const SCHEDULE: &str = "pgpilot.io/schedule";
+/// Annotation on an object a reconcile created for another controller (a scheduled
+/// PostgresBackup): the creating span as a W3C `traceparent`, which that controller's
+/// reconciles link to.
+pub const TRACEPARENT: &str = "pgpilot.io/traceparent";
 /// Standard `app.kubernetes.io/managed-by` label.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY`].

@@ -138,6 +138,10 @@ pub fn derived_name(backup: &PostgresBackup, suffix: &str, max: usize) -> String
 }
 
 async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action, Error> {
+    // A scheduled backup's reconciles lead back to the schedule's reconcile that created it.
+    if let Some(parent) = backup.annotations().get(labels::TRACEPARENT) {
+        pgpilot_toolkit::telemetry::link_to(parent);
+    }
     if backup.metadata.deletion_timestamp.is_some() {
         if expire::has_finalizer(&backup) {
             return deleting(ctx, &backup).await;

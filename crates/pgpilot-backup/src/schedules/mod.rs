@@ -302,7 +302,15 @@ async fn create(
                     labels::MANAGED_BY_VALUE.to_owned(),
                 ),
             ])),
-            annotations: Some(BTreeMap::from([(SCHEDULED_AT.to_owned(), fmt(at))])),
+            annotations: Some(
+                [(SCHEDULED_AT.to_owned(), fmt(at))]
+                    .into_iter()
+                    .chain(
+                        pgpilot_toolkit::telemetry::traceparent()
+                            .map(|t| (labels::TRACEPARENT.to_owned(), t)),
+                    )
+                    .collect(),
+            ),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

@@ -416,7 +416,9 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let expiry = desired.certificate_expiry.expect("the issued certificate's expiry");
+        let expiry = desired
+            .certificate_expiry
+            .expect("the issued certificate's expiry");
         assert!(
             (now + 89 * 86400..=now + 91 * 86400).contains(&expiry),
             "a new server certificate lasts 90 days: {expiry} vs {now}"

@@ -8,7 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
+use kube::ResourceExt;
+use kube::api::ListParams;
+use pgpilot_api::PostgresBackup;
+
 use crate::harness::{ClusterYaml, Env, eventually};
+use crate::minio::Minio;
 
 /// From `kubectl apply` to Ready, on a loaded shared node.
 const CREATE: Duration = Duration::from_secs(300);
@@ -21,6 +26,8 @@ struct Span {
     parent: String,
     name: String,
     attributes: BTreeMap<String, String>,
+    /// `(trace, span)` of each linked span.
+    links: Vec<(String, String)>,
 }
 
 /// Every span in the collector's log so far.
@@ -55,7 +62,17 @@ fn spans(log: &str) -> Vec<Span> {
                         (a["key"].as_str().unwrap_or_default().to_owned(), value)
                     })
                     .collect();
+                let links = s["links"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        let text = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+                        (text("traceId"), text("spanId"))
+                    })
+                    .collect();
                 out.push(Span {
+                    links,
                     trace: text("traceId"),
                     id: text("spanId"),
                     parent: text("parentSpanId"),
@@ -86,7 +103,7 @@ async fn start_collector(env: &Env) -> Result<String> {
 }
 
 #[tokio::test]
-async fn a_cluster_reconcile_is_one_trace_with_api_patroni_and_sql_spans_and_no_secret() {
+async fn reconciles_are_traced_with_their_calls_and_a_scheduled_backup_links_to_its_schedule() {
     let mut env = Env::start("traces").await;
     let result = traced(&mut env).await;
     env.finish(result).await;
@@ -100,7 +117,18 @@ async fn traced(env: &mut Env) -> Result<()> {
         ("OTEL_SERVICE_NAME", "pgpilot-e2e"),
     ])
     .await?;
-    env.apply(&ClusterYaml::new("db").spec("roles: [{name: app}]").yaml())?;
+    let minio = Minio::start(env).await?;
+    minio.create_bucket(env, "backups").await?;
+    minio.credentials_secret(env, "s3", false)?;
+    env.apply(
+        &ClusterYaml::new("db")
+            .spec("roles: [{name: app}]")
+            .spec(&format!(
+                "backup: {{repository: {{s3: {}}}}}",
+                minio.repository("backups", "s3")
+            ))
+            .yaml(),
+    )?;
     env.wait_ready("db", 1, CREATE).await?;
 
     // A reconcile of the Ready cluster: its trace holds the calls it made.
@@ -203,6 +231,7 @@ async fn traced(env: &mut Env) -> Result<()> {
             "the password of {secret} is in an exported span"
         );
     }
+    scheduled_backup_links_to_its_schedule(env).await?;
     println!(
         "reconcile trace {} with {} spans: {:?}",
         reconcile.trace,
@@ -213,6 +242,65 @@ async fn traced(env: &mut Env) -> Result<()> {
             .collect::<BTreeSet<_>>()
     );
     Ok(())
+}
+
+/// A BackupSchedule's backup carries the creating reconcile's `traceparent`, that span is in
+/// the backend, and the backup's own reconcile (a trace of its own) links to it.
+async fn scheduled_backup_links_to_its_schedule(env: &Env) -> Result<()> {
+    env.apply(
+        "apiVersion: pgpilot.io/v1alpha1\nkind: BackupSchedule\nmetadata: {name: minutely}\n\
+         spec: {cluster: {name: db}, schedule: '* * * * *', type: Full}\n",
+    )?;
+    let backups = env.api::<PostgresBackup>();
+    let (backup, parent) = eventually(
+        "a PostgresBackup of the schedule with a traceparent",
+        Duration::from_secs(150),
+        || async {
+            let list = backups
+                .list(&ListParams::default().labels("pgpilot.io/schedule=minutely"))
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .find_map(|b| {
+                    let parent = b.annotations().get("pgpilot.io/traceparent")?;
+                    Some((b.name_any(), parent.clone()))
+                })
+                .ok_or(format!("{} backups, none annotated", list.items.len()))
+        },
+    )
+    .await?;
+    let mut parts = parent.split('-').skip(1);
+    let (trace, span) = (
+        parts.next().unwrap_or_default().to_owned(),
+        parts.next().unwrap_or_default().to_owned(),
+    );
+    eventually(
+        "the schedule's reconcile and the backup's reconcile linking to it, in the backend",
+        Duration::from_secs(60),
+        || async {
+            let log = env
+                .kubectl(&["logs", "otelcol"])
+                .map_err(|e| e.to_string())?;
+            let all = spans(&log);
+            let creator = all.iter().any(|s| {
+                s.trace == trace
+                    && s.id == span
+                    && s.name == "reconcile"
+                    && s.attributes.get("name").map(String::as_str) == Some("minutely")
+            });
+            let linked = all.iter().any(|s| {
+                s.name == "reconcile"
+                    && s.attributes.get("name") == Some(&backup)
+                    && s.trace != trace
+                    && s.links.contains(&(trace.clone(), span.clone()))
+            });
+            (creator && linked).then_some(()).ok_or(format!(
+                "creator span found: {creator}; backup reconcile linking to it: {linked}"
+            ))
+        },
+    )
+    .await
 }
 
 /// The spans under `root` (itself excluded), in the order received.
