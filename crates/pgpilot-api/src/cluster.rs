@@ -748,7 +748,7 @@ pub struct MonitoringSpec {
     /// port 9187 (`metrics`): connections, transactions, replication, WAL, archiving,
     /// checkpoints and database sizes, from the instance's own view. It logs in as
     /// `pgpilot_monitor` (a member of `pg_monitor` only) with the password in
-    /// `<cluster>-monitor-credentials`.
+    /// `<cluster>-pgpilot-monitor-credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exporter: Option<ExporterSpec>,
 }
