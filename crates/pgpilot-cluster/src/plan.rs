@@ -184,6 +184,20 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// What the step does, for the reconcile's span: `switchover to db-1`, `replace db-0
+    /// (replica)`, `nothing`.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Nothing => "nothing".to_owned(),
+            Step::Switchover { to, .. } => format!("switchover to {to}"),
+            Step::Replace { pod, role } => format!("replace {pod} ({role})"),
+            Step::Restart { pod } => format!("restart {pod}"),
+            Step::Reinitialize { pod } => format!("reinitialize {pod}"),
+        }
+    }
+}
+
 /// What `Progressing` says while a roll or a rolling restart is under way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -576,6 +590,19 @@ mod tests {
 
     fn step(m: &Members) -> Step {
         next_step(&facts(m)).step
+    }
+
+    #[test]
+    fn a_step_describes_itself_for_the_reconcile_span() {
+        assert_eq!(Step::Nothing.describe(), "nothing");
+        assert_eq!(
+            replace("db-0", "replica").describe(),
+            "replace db-0 (replica)"
+        );
+        assert_eq!(
+            Step::Restart { pod: "db-1".into() }.describe(),
+            "restart db-1"
+        );
     }
 
     fn replace(pod: &str, role: &'static str) -> Step {

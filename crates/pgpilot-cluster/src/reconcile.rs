@@ -216,6 +216,7 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     )
     .await;
     let stale_credentials = act::reload_credentials(ctx, &api, &members, &desired.auth_token).await;
+    tracing::Span::current().record("step", decision.step.describe());
     act::step(ctx, &api, &cluster, &ns, &members, &decision.step).await?;
     let parameters_condition = parameters.condition(pinned.cluster.spec.postgresql.version);
     let mut conditions = vec![pinned.condition, parameters_condition.clone()];

@@ -411,6 +411,13 @@ async fn reconcile<R: Reconciler>(
             show_outcome(&shared, object.as_ref(), Status::False, "Timeout", message).await;
             return Ok(Action::requeue(shared.backoff.failed(&key)));
         };
+        let span = tracing::Span::current();
+        match &result {
+            Ok(_) => span.record("result", "success"),
+            Err(e) => span
+                .record("result", e.metric_label())
+                .record("otel.status_code", "ERROR"),
+        };
         let condition = match &result {
             Ok(_) => {
                 // A permanent error is not counted by the backoff (it waits for a change), so

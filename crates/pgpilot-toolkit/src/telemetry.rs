@@ -8,7 +8,9 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Opens the span of one reconcile of `namespace/name` by `controller`.
+/// Opens the span of one reconcile of `namespace/name` by `controller`. The runner records
+/// its `result` (`success` or the error's metric label); a controller may record the `step`
+/// it took.
 pub fn reconcile_span(
     controller: &str,
     namespace: Option<&str>,
@@ -22,6 +24,8 @@ pub fn reconcile_span(
         name,
         generation = generation.unwrap_or_default(),
         trace_id = tracing::field::Empty,
+        step = tracing::field::Empty,
+        result = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
     record_trace_id(&span);

@@ -169,7 +169,15 @@ async fn traced(env: &mut Env) -> Result<()> {
     .await?;
 
     // What an on-call engineer needs on the reconcile: the object and where it ran.
-    for key in ["namespace", "name", "controller", "generation", "trace_id"] {
+    for key in [
+        "namespace",
+        "name",
+        "controller",
+        "generation",
+        "trace_id",
+        "step",
+        "result",
+    ] {
         ensure!(
             reconcile.attributes.contains_key(key),
             "the reconcile span has no {key}: {:?}",
