@@ -94,7 +94,7 @@ YAML
 kctl wait -n "$NS" --for=condition=Ready pod/psql --timeout=120s >/dev/null
 kctl exec -n "$NS" psql -- psql -h demo-rw -U postgres -c \
   "select inet_server_addr() as primary_ip, pg_is_in_recovery() as in_recovery, version()"
-kctl exec -n "$NS" demo-0 -- patronictl -c /etc/patroni list
+kctl exec -n "$NS" demo-0 -c postgres -- patronictl -c /etc/patroni list
 
 step "what Prometheus sees"
 query() { curl -sS --get --data-urlencode "query=$1" "$PROM/api/v1/query" |
