@@ -163,4 +163,15 @@ mod tests {
         let now = utc("2026-12-05T13:20:00Z");
         assert_eq!(c.due(utc("2025-01-01T00:00:00Z"), now), Some(now));
     }
+
+    proptest::proptest! {
+        // Schedules and time zones come from users: any text gets an answer, never a panic.
+        #[test]
+        fn any_schedule_and_time_zone_get_an_answer(
+            schedule in "[0-9*/,\\- a-zA-Z@]{0,40}",
+            zone in proptest::option::of("[A-Za-z_/+-]{0,30}"),
+        ) {
+            let _ = Calendar::parse(&schedule, zone.as_deref());
+        }
+    }
 }

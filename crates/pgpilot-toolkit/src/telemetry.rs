@@ -181,4 +181,24 @@ mod tests {
         assert_eq!(trace_id.len(), 32, "trace_id missing from {line}");
         assert!(trace_id.chars().all(|c| c.is_ascii_hexdigit()));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn a_traceparent_reads_back_as_the_span_it_names(
+            trace in 1u128..,
+            span in 1u64..,
+            flags in proptest::num::u8::ANY,
+        ) {
+            let text = format!("00-{trace:032x}-{span:016x}-{flags:02x}");
+            let sc = parse_traceparent(&text).expect("a valid traceparent");
+            proptest::prop_assert_eq!(sc.trace_id(), TraceId::from(trace));
+            proptest::prop_assert_eq!(sc.span_id(), SpanId::from(span));
+            proptest::prop_assert_eq!(sc.trace_flags().to_u8(), flags);
+        }
+
+        #[test]
+        fn any_annotation_value_is_read_without_panicking(value in ".{0,80}") {
+            let _ = parse_traceparent(&value);
+        }
+    }
 }

@@ -765,4 +765,31 @@ mod tests {
         assert!(t.check("vacuum_cost_delay", "0.05s").is_ok());
         assert!(t.check("vacuum_cost_delay", "1s").is_err());
     }
+
+    proptest::proptest! {
+        // Whatever a user writes in spec.postgresql.parameters gets an answer, never a panic.
+        #[test]
+        fn any_name_and_value_get_an_answer(name in "[a-zA-Z_.]{0,40}", value in ".{0,40}") {
+            for t in tables() {
+                let _ = t.check(&name, &value);
+            }
+        }
+
+        // Every whole number in an integer parameter's range, written plainly, is accepted.
+        #[test]
+        fn every_integer_in_range_is_accepted(pick in proptest::num::u64::ANY) {
+            for t in tables() {
+                let settable = |p: &&Parameter| p.kind == Kind::Integer && p.context != Context::Internal;
+                for p in t.by_name.values().filter(settable) {
+                    let (Some(min), Some(max)) = (p.min, p.max) else { continue };
+                    let span = (max - min) as u64;
+                    let value = min as i64 + (pick % span.saturating_add(1)) as i64;
+                    proptest::prop_assert!(
+                        t.check(p.name, &value.to_string()).is_ok(),
+                        "{} = {value} refused on {}", p.name, t.major
+                    );
+                }
+            }
+        }
+    }
 }

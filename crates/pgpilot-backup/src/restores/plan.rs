@@ -258,7 +258,9 @@ fn rfc3339(secs: i64) -> String {
 /// `X/Y` (hex) as a 64-bit position.
 pub fn parse_lsn(lsn: &str) -> Option<u64> {
     let (hi, lo) = lsn.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+    // Each half is 32 bits: a longer one would spill into the other.
+    let half = |h: &str| u32::from_str_radix(h, 16).ok().map(u64::from);
+    Some((half(hi)? << 32) | half(lo)?)
 }
 
 /// The position just past a WAL segment (`TTTTTTTTXXXXXXXXYYYYYYYY`, 16 MiB segments).
@@ -437,5 +439,25 @@ mod tests {
             segment_end("000000010000000100000002"),
             Some((1 << 32) + 3 * (16 << 20))
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_lsn_reads_back_as_the_position_it_names(hi in proptest::num::u32::ANY, lo in proptest::num::u32::ANY) {
+            let position = (u64::from(hi) << 32) | u64::from(lo);
+            proptest::prop_assert_eq!(parse_lsn(&format!("{hi:X}/{lo:X}")), Some(position));
+        }
+
+        #[test]
+        fn any_text_is_an_lsn_or_none_without_panicking(text in ".{0,30}") {
+            let _ = parse_lsn(&text);
+        }
+    }
+
+    #[test]
+    fn an_lsn_half_longer_than_32_bits_is_refused() {
+        assert_eq!(parse_lsn("0/100000000"), None, "would read as 1/0");
+        assert_eq!(parse_lsn("100000000/0"), None);
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
     }
 }

@@ -141,4 +141,27 @@ mod tests {
             Some("000000010000000000000006")
         );
     }
+
+    proptest::proptest! {
+        // pgBackRest's report is outside data: whatever JSON (or not) it holds, no panic.
+        #[test]
+        fn any_report_is_read_without_panicking(text in ".{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn any_json_shaped_like_a_report_is_read_without_panicking(
+            name in "[a-z-]{0,12}",
+            status in proptest::num::i64::ANY,
+            size in proptest::option::of(proptest::num::i64::ANY),
+            label in ".{0,20}",
+        ) {
+            let json = serde_json::json!([{
+                "name": name,
+                "status": {"code": status, "message": label},
+                "backup": [{"label": label, "info": {"size": size}, "timestamp": {"start": status, "stop": size}}],
+            }]);
+            let _ = parse(&json.to_string());
+        }
+    }
 }
