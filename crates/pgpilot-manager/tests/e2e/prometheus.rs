@@ -59,7 +59,9 @@ impl Prometheus {
     /// The alerting rules Prometheus evaluates, by name, with their state (`inactive`,
     /// `pending`, `firing`).
     pub async fn alerts(&self) -> Result<Vec<(String, String)>> {
-        let body = self.get("/api/v1/rules?type=alert").await?;
+        let body = self
+            .get("/api/v1/rules", &["type=alert".to_owned()])
+            .await?;
         Ok(body["data"]["groups"]
             .as_array()
             .into_iter()
@@ -74,15 +76,20 @@ impl Prometheus {
             .collect())
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
-        let out = tokio::process::Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
+    /// GET `path` of Prometheus's API with the `params` (URL-encoded), as JSON.
+    async fn get(&self, path: &str, params: &[String]) -> Result<Value> {
+        let mut curl = tokio::process::Command::new("curl");
+        curl.args(["-sS", "--max-time", "10", "--get"]);
+        for p in params {
+            curl.arg("--data-urlencode").arg(p);
+        }
+        let out = curl
             .arg(format!("http://{}:9090{path}", self.ip))
             .output()
             .await?;
         serde_json::from_slice(&out.stdout).map_err(|e| {
             anyhow!(
-                "GET {path}: {e}: {}{}",
+                "GET {path} {params:?}: {e}: {}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             )
@@ -91,19 +98,9 @@ impl Prometheus {
 
     /// An instant query: every series it returns. A query Prometheus refuses is an error.
     pub async fn query(&self, promql: &str) -> Result<Vec<Sample>> {
-        let out = tokio::process::Command::new("curl")
-            .args(["-sS", "--max-time", "10", "--get", "--data-urlencode"])
-            .arg(format!("query={promql}"))
-            .arg(format!("http://{}:9090/api/v1/query", self.ip))
-            .output()
+        let body = self
+            .get("/api/v1/query", &[format!("query={promql}")])
             .await?;
-        let body: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-            anyhow!(
-                "query {promql}: {e}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
         if body["status"] != "success" {
             return Err(anyhow!("query {promql}: {body}"));
         }

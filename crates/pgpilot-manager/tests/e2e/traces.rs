@@ -85,6 +85,13 @@ fn spans(log: &str) -> Vec<Span> {
     out
 }
 
+/// Every span the collector has received so far.
+fn received(env: &Env) -> Result<Vec<Span>, String> {
+    env.kubectl(&["logs", "otelcol"])
+        .map(|log| spans(&log))
+        .map_err(|e| e.to_string())
+}
+
 /// Starts the collector (`e2e/manifests/otelcol.yaml`); its Service's address.
 async fn start_collector(env: &Env) -> Result<String> {
     let manifest = concat!(
@@ -137,10 +144,7 @@ async fn traced(env: &mut Env) -> Result<()> {
         "a cluster reconcile traced with Kubernetes API, Patroni and SQL spans",
         Duration::from_secs(120),
         || async {
-            let log = env
-                .kubectl(&["logs", "otelcol"])
-                .map_err(|e| e.to_string())?;
-            let all = spans(&log);
+            let all = received(env)?;
             let reconciles: Vec<&Span> = all
                 .iter()
                 .filter(|s| {
@@ -202,10 +206,7 @@ async fn traced(env: &mut Env) -> Result<()> {
         "a logged reconcile's trace_id among the collector's traces",
         Duration::from_secs(60),
         || async {
-            let log = env
-                .kubectl(&["logs", "otelcol"])
-                .map_err(|e| e.to_string())?;
-            let traced: BTreeSet<String> = spans(&log)
+            let traced: BTreeSet<String> = received(env)?
                 .into_iter()
                 .filter(|s| s.name == "reconcile")
                 .map(|s| s.trace)
@@ -287,10 +288,7 @@ async fn scheduled_backup_links_to_its_schedule(env: &Env) -> Result<()> {
         "the schedule's reconcile and the backup's reconcile linking to it, in the backend",
         Duration::from_secs(60),
         || async {
-            let log = env
-                .kubectl(&["logs", "otelcol"])
-                .map_err(|e| e.to_string())?;
-            let all = spans(&log);
+            let all = received(env)?;
             let creator = all.iter().any(|s| {
                 s.trace == trace
                     && s.id == span
