@@ -14,6 +14,7 @@ pub mod events;
 pub mod exec;
 pub mod jobs;
 pub mod metrics;
+pub mod queue;
 pub mod runner;
 pub mod runtime;
 pub mod sensitive;

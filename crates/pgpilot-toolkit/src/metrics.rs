@@ -1,14 +1,19 @@
 //! Reconcile metrics, one set of families shared by every controller and labelled by it.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::queue::QueueDepth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabel {
@@ -63,12 +68,53 @@ pub struct Metrics {
     writes: Family<WriteLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     call_errors: Family<CallLabels, Counter>,
+    queue_wait: Family<ControllerLabel, Histogram>,
+    queues: Queues,
+}
+
+/// Each controller's queues (one per watched namespace), read at scrape time.
+#[derive(Clone, Debug, Default)]
+struct Queues(Arc<Mutex<BTreeMap<String, Vec<Weak<dyn QueueDepth>>>>>);
+
+impl Collector for Queues {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let depths: Vec<(String, usize)> = match self.0.lock() {
+            Ok(mut queues) => queues
+                .iter_mut()
+                .map(|(controller, queues)| {
+                    // A controller that stopped (leadership lost) dropped its queues.
+                    queues.retain(|q| q.strong_count() > 0);
+                    let depth = queues.iter().filter_map(Weak::upgrade).map(|q| q.depth());
+                    (controller.clone(), depth.sum())
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut family = encoder.encode_descriptor(
+            "reconcile_queue_depth",
+            "Objects a change woke whose reconcile has not started yet",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (controller, depth) in depths {
+            let gauge = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
+            gauge.encode(family.encode_family(&ControllerLabel { controller })?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reconcile durations from 5 ms to ~80 s.
 fn duration_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.005, 2.0, 15,
+    ))
+}
+
+/// Waits in the queue from 1 ms to ~9 minutes (a manager starting with 10,000 objects).
+fn wait_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 20,
     ))
 }
 
@@ -84,6 +130,8 @@ impl Metrics {
             writes: Family::default(),
             requests: Family::default(),
             call_errors: Family::default(),
+            queue_wait: Family::new_with_constructor(wait_histogram),
+            queues: Queues::default(),
         };
         let r = registry.sub_registry_with_prefix("pgpilot");
         r.register(
@@ -122,6 +170,13 @@ impl Metrics {
             "Write requests sent to the Kubernetes API, by controller and kind (a converged object costs none)",
             m.writes.clone(),
         );
+        r.register_with_unit(
+            "reconcile_queue_wait",
+            "Time from the change that woke an object to the start of its reconcile",
+            prometheus_client::registry::Unit::Seconds,
+            m.queue_wait.clone(),
+        );
+        r.register_collector(Box::new(m.queues.clone()));
         r.register(
             "controller_running",
             "1 while the controller runs (this replica leads)",
@@ -145,6 +200,9 @@ impl Metrics {
         }
         let _ = self.in_flight.get_or_create(&handle.label());
         let _ = self.running.get_or_create(&handle.label());
+        if let Ok(mut queues) = self.queues.0.lock() {
+            queues.entry(name.to_owned()).or_default();
+        }
         handle
     }
 }
@@ -169,6 +227,24 @@ impl ControllerMetrics {
             .running
             .get_or_create(&self.label())
             .set(i64::from(running));
+    }
+
+    /// Counts `queue` in the controller's queue depth for as long as it lives.
+    pub fn watch_queue(&self, queue: &Arc<dyn QueueDepth>) {
+        if let Ok(mut queues) = self.metrics.queues.0.lock() {
+            queues
+                .entry(self.name.clone())
+                .or_default()
+                .push(Arc::downgrade(queue));
+        }
+    }
+
+    /// An object waited this long between the change that woke it and its reconcile.
+    pub fn waited(&self, wait: Duration) {
+        self.metrics
+            .queue_wait
+            .get_or_create(&self.label())
+            .observe(wait.as_secs_f64());
     }
 
     /// Counts one write request (create, patch, delete) for an object of `kind`.

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::backoff::{Backoff, Policy};
 use crate::conditions::{self, Status, Update};
 use crate::error::ReconcileError;
+use crate::queue::{QueueDepth, Waiting};
 use crate::runtime::{Namespaces, RunContext, RunError};
 use crate::status::{StatusPart, apply_status};
 use crate::telemetry::reconcile_span;
@@ -69,6 +70,7 @@ pub struct Scope<K: Watched> {
     pub objects: Cache<K>,
     controller: Option<KubeController<K>>,
     caches: Vec<CacheState>,
+    waiting: Arc<Waiting<K>>,
 }
 
 impl<K: Watched> Scope<K> {
@@ -89,6 +91,8 @@ impl<K: Watched> Scope<K> {
             pgpilot_api::labels::MANAGED_BY_VALUE
         );
         let (cache, stream) = self.cache(watcher::Config::default().labels(&selector));
+        let waiting = self.waiting.clone();
+        let stream = stream.inspect_ok(move |child| waiting.child_changed(child));
         self.controller = self.controller.take().map(|c| c.owns_stream(stream));
         cache
     }
@@ -108,10 +112,18 @@ impl<K: Watched> Scope<K> {
     {
         let (cache, stream) = self.cache(config);
         let stream = stream.predicate_filter(predicate, PredicateConfig::default());
+        let waiting = self.waiting.clone();
+        let owners = move |child: C| {
+            let owners: Vec<ObjectRef<K>> = owner(child).into_iter().collect();
+            for key in &owners {
+                waiting.woken(key.clone());
+            }
+            owners
+        };
         self.controller = self
             .controller
             .take()
-            .map(|c| c.watches_stream(stream, owner));
+            .map(|c| c.watches_stream(stream, owners));
         cache
     }
 
@@ -269,6 +281,7 @@ where
     let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
     for namespace in namespaces {
         let (store, writer) = reflector::store();
+        let waiting = Arc::new(Waiting::new(store.clone()));
         let mut scope = Scope {
             ctx: ctx.clone(),
             namespace,
@@ -278,6 +291,7 @@ where
             },
             controller: None,
             caches: Vec::new(),
+            waiting: waiting.clone(),
         };
         // Status writes (this controller's, or another's) wake nothing: only what someone
         // asked for does (spec, labels, annotations, deletion).
@@ -286,7 +300,11 @@ where
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(writer)
             .touched_objects()
-            .predicate_filter(asked_for::<R::Object>, PredicateConfig::default());
+            .predicate_filter(asked_for::<R::Object>, PredicateConfig::default())
+            .inspect_ok({
+                let waiting = waiting.clone();
+                move |o| waiting.woken(ObjectRef::from_obj(o))
+            });
         let listed = store.clone();
         scope.controller = Some(KubeController::for_stream(objects, store));
         let reconciler = setup(&mut scope)?;
@@ -300,7 +318,10 @@ where
             ctx: ctx.clone(),
             backoff: Backoff::new(Policy::default()),
             caches: std::mem::take(&mut scope.caches),
+            waiting: waiting.clone(),
         });
+        let queue: Arc<dyn QueueDepth> = waiting;
+        ctx.metrics.watch_queue(&queue);
         let shutdown = ctx.shutdown.clone();
         let run = controller
             .with_config(Config::default().concurrency(ctx.concurrency))
@@ -346,6 +367,7 @@ struct Loop<R: Reconciler> {
     ctx: RunContext,
     backoff: Backoff<ObjectRef<R::Object>>,
     caches: Vec<CacheState>,
+    waiting: Arc<Waiting<R::Object>>,
 }
 
 /// How long a reconcile waits for the caches to list once before it reports them.
@@ -370,6 +392,9 @@ async fn reconcile<R: Reconciler>(
     );
     async {
         let key = ObjectRef::from_obj(object.as_ref());
+        if let Some(wait) = shared.waiting.started(&key) {
+            shared.ctx.metrics.waited(wait);
+        }
         // A reconcile reads only from the caches: none runs before they have listed once. A
         // watch that cannot list (a missing permission) is shown on the object instead.
         let all = futures::future::join_all(shared.caches.iter().map(|c| c.ready.clone()));
