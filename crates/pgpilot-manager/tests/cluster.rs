@@ -325,6 +325,12 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
     };
     let writes =
         |metrics: &str| metric_sum(metrics, r#"pgpilot_api_writes_total{controller="cluster""#);
+    let waits = |metrics: &str| {
+        metric_sum(
+            metrics,
+            r#"pgpilot_reconcile_queue_wait_seconds_count{controller="cluster"}"#,
+        )
+    };
     // Requests other than watches (which start once and stay open).
     let requests = |metrics: &str| -> BTreeMap<String, u64> {
         metrics
@@ -343,6 +349,7 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
     let count_before = reconciles(&metrics_before);
     let writes_before = writes(&metrics_before);
     let requests_before = requests(&metrics_before);
+    let waits_before = waits(&metrics_before);
     assert!(
         writes_before >= 14,
         "the first reconciles wrote the children: {metrics_before}"
@@ -367,6 +374,22 @@ async fn drift_is_repaired_and_a_converged_cluster_costs_no_writes() {
         count_after >= count_before + 3,
         "reconciles did run: {count_before} → {count_after}"
     );
+    // Each poke woke the cluster: its wait in the queue was measured, and nothing waits now.
+    assert!(
+        waits(&metrics_after) >= waits_before + 3,
+        "queue waits: {waits_before} → {}",
+        waits(&metrics_after)
+    );
+    let depth = r#"pgpilot_reconcile_queue_depth{controller="cluster"} "#;
+    let mut metrics = metrics_after.clone();
+    for _ in 0..50 {
+        if metrics.contains(&format!("{depth}0")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = http_get(m.metrics_port(), "/metrics").await.unwrap().1;
+    }
+    assert!(metrics.contains(&format!("{depth}0")), "{metrics}");
     // The request budget of a converged reconcile: at most 2, none of them a write (the
     // children and pods come from the watch caches).
     let requests_after = requests(&metrics_after);

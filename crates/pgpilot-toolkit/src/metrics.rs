@@ -74,7 +74,8 @@ pub struct Metrics {
 
 /// Each controller's queues (one per watched namespace), read at scrape time.
 #[derive(Clone, Debug, Default)]
-struct Queues(Arc<Mutex<BTreeMap<String, Vec<Weak<dyn QueueDepth>>>>>);
+struct Queues(Arc<Mutex<QueuesByController>>);
+type QueuesByController = BTreeMap<String, Vec<Weak<dyn QueueDepth>>>;
 
 impl Collector for Queues {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -387,6 +388,41 @@ mod tests {
         );
         assert!(
             text.contains(r#"pgpilot_reconcile_in_flight{controller="cluster"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn queue_depth_sums_a_controllers_live_queues_and_waits_are_observed() {
+        struct Fixed(usize);
+        impl QueueDepth for Fixed {
+            fn depth(&self) -> usize {
+                self.0
+            }
+        }
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let cluster = metrics.controller("cluster");
+        let _backup = metrics.controller("backup");
+        let depth = |text: &str, controller: &str| {
+            let line = format!(r#"pgpilot_reconcile_queue_depth{{controller="{controller}"}} "#);
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+        };
+        let text = render(&registry);
+        assert_eq!(depth(&text, "cluster").as_deref(), Some("0"), "{text}");
+        assert_eq!(depth(&text, "backup").as_deref(), Some("0"), "{text}");
+        let one: Arc<dyn QueueDepth> = Arc::new(Fixed(2));
+        let other: Arc<dyn QueueDepth> = Arc::new(Fixed(3));
+        cluster.watch_queue(&one);
+        cluster.watch_queue(&other);
+        assert_eq!(depth(&render(&registry), "cluster").as_deref(), Some("5"));
+        drop(other);
+        assert_eq!(depth(&render(&registry), "cluster").as_deref(), Some("2"));
+        cluster.waited(Duration::from_millis(3));
+        let text = render(&registry);
+        assert!(
+            text.contains(r#"pgpilot_reconcile_queue_wait_seconds_count{controller="cluster"} 1"#),
             "{text}"
         );
     }
