@@ -342,7 +342,19 @@ for s in sets:
               f"ServiceMonitor scrapes the metrics Service ({s})")
     else:
         check(sm is None, f"no ServiceMonitor by default ({s})")
-    pm = one(objs, "PodMonitor")
+    monitors = {o["metadata"]["name"].rsplit("-", 1)[-1]: o for o in objs if o["kind"] == "PodMonitor"}
+    pm = monitors.get("instances")
+    patroni = monitors.get("patroni")
+    if v["metrics"]["podMonitor"]["enabled"] and v["metrics"]["podMonitor"]["patroni"]:
+        ep = patroni and patroni["spec"]["podMetricsEndpoints"][0]
+        check(ep and patroni["spec"]["selector"]["matchLabels"] == {
+                  "app.kubernetes.io/managed-by": "pgpilot", "pgpilot.io/component": "instance",
+                  "pgpilot.io/patroni-metrics": "true"}
+              and (ep["port"], ep["scheme"], ep["path"]) == ("patroni", "https", "/metrics")
+              and patroni["spec"]["namespaceSelector"] == pm["spec"]["namespaceSelector"],
+              f"a second PodMonitor scrapes Patroni where clusters ask for it ({s})")
+    else:
+        check(patroni is None, f"no Patroni PodMonitor ({s})")
     if v["metrics"]["podMonitor"]["enabled"]:
         # The labels every instance pod carries (pgpilot-cluster's desired pods).
         watched = v["watchNamespaces"]
@@ -354,7 +366,7 @@ for s in sets:
               and {r["targetLabel"] for r in pm["spec"]["podMetricsEndpoints"][0]["relabelings"]} == {"cluster", "pod"},
               f"PodMonitor scrapes the exporters of the watched namespaces ({s})")
     else:
-        check(pm is None, f"no PodMonitor by default ({s})")
+        check(not monitors, f"no PodMonitor by default ({s})")
     boards = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
     if v["dashboards"]["enabled"]:
         shipped = sorted(os.path.basename(f) for f in glob.glob("charts/pgpilot/files/dashboards/*.json"))

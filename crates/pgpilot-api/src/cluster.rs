@@ -734,8 +734,9 @@ pub struct NetworkPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub postgres_from: Option<Vec<NetworkPolicyPeer>>,
-    /// Who may scrape the exporter (port 9187), as NetworkPolicy peers. Absent: every pod
-    /// of every namespace (Prometheus usually runs in its own). Empty: no one.
+    /// Who may scrape the exporter (port 9187) and, with `spec.monitoring.patroni`,
+    /// Patroni's metrics (port 8008), as NetworkPolicy peers. Absent: every pod of every
+    /// namespace (Prometheus usually runs in its own). Empty: no one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub metrics_from: Option<Vec<NetworkPolicyPeer>>,
@@ -752,6 +753,23 @@ pub struct MonitoringSpec {
     /// `<cluster>-pgpilot-monitor-credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exporter: Option<ExporterSpec>,
+    /// Patroni's own metrics (`/metrics` on port 8008, HTTPS with the cluster's CA): role,
+    /// timeline, WAL positions, pending restart, pause, failsafe and DCS contact per member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patroni: Option<PatroniMetricsSpec>,
+}
+
+/// Scraping Patroni's `/metrics`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatroniMetricsSpec {
+    /// Let `spec.networkPolicy.metricsFrom` reach port 8008 and label the instance pods
+    /// `pgpilot.io/patroni-metrics: "true"` for the chart's Patroni PodMonitor. That port is
+    /// Patroni's REST API: its reads (state, configuration, history) need no password, its
+    /// writes still do. Off by default; turning it on or off restarts the instances
+    /// (replicas first), as the pod label changes.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// The exporter sidecar.
@@ -781,6 +799,14 @@ impl PostgresClusterSpec {
             .as_ref()
             .and_then(|m| m.exporter.as_ref())
             .is_none_or(|e| e.enabled)
+    }
+
+    /// Whether Patroni's `/metrics` is opened to scrapers (off by default).
+    pub fn patroni_metrics_enabled(&self) -> bool {
+        self.monitoring
+            .as_ref()
+            .and_then(|m| m.patroni.as_ref())
+            .is_some_and(|p| p.enabled)
     }
 }
 

@@ -15,6 +15,9 @@ pub const SCHEDULE: &str = "pgpilot.io/schedule";
 /// PostgresBackup): the creating span as a W3C `traceparent`, which that controller's
 /// reconciles link to.
 pub const TRACEPARENT: &str = "pgpilot.io/traceparent";
+/// Label on instance pods whose Patroni `/metrics` may be scraped
+/// (`spec.monitoring.patroni.enabled`): the chart's Patroni PodMonitor selects it.
+pub const PATRONI_METRICS: &str = "pgpilot.io/patroni-metrics";
 /// Standard `app.kubernetes.io/managed-by` label.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY`].

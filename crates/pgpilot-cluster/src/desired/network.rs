@@ -5,8 +5,9 @@
 //!   (members replicate, rewind and call each other; its Jobs back up through pgBackRest)
 //!   and from pgpilot's pods, when the manager knows who they are (it runs in a pod).
 //! - PostgreSQL alone: from `spec.networkPolicy.postgresFrom` (default: the namespace).
-//! - The exporter's metrics: from `spec.networkPolicy.metricsFrom` (default: every pod of
-//!   every namespace, for Prometheus wherever it runs).
+//! - The exporter's metrics, and Patroni's API when its metrics are asked for: from
+//!   `spec.networkPolicy.metricsFrom` (default: every pod of every namespace, for Prometheus
+//!   wherever it runs).
 
 use std::collections::BTreeMap;
 
@@ -65,7 +66,14 @@ pub(super) fn network_policy(
     if !clients.is_empty() {
         ingress.push(json!({"from": clients, "ports": [tcp(POSTGRES_PORT)]}));
     }
+    let mut metrics_ports = Vec::new();
     if ctx.cluster.spec.exporter_enabled() {
+        metrics_ports.push(tcp(EXPORTER_PORT));
+    }
+    if ctx.cluster.spec.patroni_metrics_enabled() {
+        metrics_ports.push(tcp(PATRONI_PORT));
+    }
+    if !metrics_ports.is_empty() {
         // Every pod of every namespace.
         let scrapers = peers(
             spec.and_then(|n| n.metrics_from.as_ref()),
@@ -73,7 +81,7 @@ pub(super) fn network_policy(
             "metricsFrom",
         )?;
         if !scrapers.is_empty() {
-            ingress.push(json!({"from": scrapers, "ports": [tcp(EXPORTER_PORT)]}));
+            ingress.push(json!({"from": scrapers, "ports": metrics_ports}));
         }
     }
     typed(
@@ -243,6 +251,29 @@ mod tests {
         );
         assert_eq!(without.len(), 2);
         assert!(without.iter().all(|r| !ports(r).contains(&9187)));
+    }
+
+    #[test]
+    fn patronis_metrics_open_its_port_to_the_scrapers_only_when_asked() {
+        let scraped = |spec: &str| rules(spec, None).get(2).map(ports);
+        assert_eq!(scraped(THREE), Some(vec![9187]));
+        let patroni = "monitoring: {patroni: {enabled: true}";
+        assert_eq!(
+            scraped(&format!("{THREE}{patroni}}}\n")),
+            Some(vec![9187, 8008])
+        );
+        assert_eq!(
+            scraped(&format!(
+                "{THREE}{patroni}, exporter: {{enabled: false}}}}\n"
+            )),
+            Some(vec![8008])
+        );
+        // No scrapers named: neither port opens to anyone else.
+        let closed = rules(
+            &format!("{THREE}{patroni}}}\nnetworkPolicy: {{metricsFrom: []}}\n"),
+            None,
+        );
+        assert_eq!(closed.len(), 2);
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub(super) fn statefulset(
     let n = &ctx.names;
     let mut pod_labels = ctx.labels();
     pod_labels.extend(ctx.instance_selector());
+    if spec.patroni_metrics_enabled() {
+        pod_labels.insert(labels::PATRONI_METRICS.to_owned(), "true".to_owned());
+    }
     let resources = match &spec.resources {
         Some(r) => serde_json::to_value(r).map_err(Error::serialize("resources"))?,
         None => json!({}),
@@ -429,6 +432,25 @@ mod tests {
             (tls.secret_name.as_deref(), tls.default_mode),
             (Some("db-pgbackrest-tls"), Some(0o440))
         );
+    }
+
+    #[test]
+    fn patroni_metrics_label_the_pods_for_their_pod_monitor() {
+        let labels = |spec: &str| {
+            sts(spec)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .labels
+                .unwrap()
+        };
+        assert!(!labels(THREE).contains_key("pgpilot.io/patroni-metrics"));
+        let on = labels(&format!(
+            "{THREE}monitoring: {{patroni: {{enabled: true}}}}\n"
+        ));
+        assert_eq!(on["pgpilot.io/patroni-metrics"], "true");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Database metrics: the exporter beside every instance, scraped by a real Prometheus.
+//! Database metrics: the exporter beside every instance and Patroni's own, scraped by a real
+//! Prometheus.
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ async fn exported(env: &Env) -> Result<()> {
             .instances(2)
             .spec("roles: [{name: app}]")
             .spec("databases: [{name: shop, owner: app}]")
+            .spec("monitoring: {patroni: {enabled: true}}")
             .yaml(),
     )?;
     let prometheus = Prometheus::start(env).await?;
@@ -84,6 +86,36 @@ async fn exported(env: &Env) -> Result<()> {
                 .iter()
                 .all(|(pod, v)| (*v == 0.0) == (*pod == primary)),
         "pg_replication_is_replica by pod {replica:?}, primary {primary}"
+    );
+
+    // Patroni's own view, through the port the NetworkPolicy opened to the scrapers: each
+    // member says whether it leads, and its timeline.
+    prometheus
+        .wait_for(
+            "patroni_primary from both members",
+            SCRAPED,
+            r#"patroni_primary{cluster="db"}"#,
+            |s| {
+                let leads = by_pod(s);
+                (leads.len() == 2
+                    && leads
+                        .iter()
+                        .all(|(pod, v)| (*v == 1.0) == (*pod == primary)))
+                .then_some(())
+                .ok_or(format!(
+                    "patroni_primary by pod {leads:?}, primary {primary}"
+                ))
+            },
+        )
+        .await?;
+    let timelines = by_pod(
+        &prometheus
+            .query(r#"patroni_postgres_timeline{cluster="db"}"#)
+            .await?,
+    );
+    ensure!(
+        timelines.len() == 2 && timelines.values().all(|t| *t >= 1.0),
+        "patroni_postgres_timeline by pod {timelines:?}"
     );
 
     // What an on-call engineer reads: sizes, connections, transactions, WAL position,
@@ -256,6 +288,7 @@ async fn dashboards(env: &Env) -> Result<()> {
                 "backup: {{repository: {{s3: {}}}, retention: {{full: 1}}}}",
                 minio.repository("backups", "s3")
             ))
+            .spec("monitoring: {patroni: {enabled: true}}")
             .yaml(),
     )?;
     env.apply(
