@@ -25,6 +25,7 @@ use pgpilot_postgres::credentials::Csprng;
 use pgpilot_postgres::members;
 use pgpilot_postgres::names::Names;
 use pgpilot_postgres::version::{self, Running};
+use pgpilot_toolkit::ReconcileError;
 use pgpilot_toolkit::conditions::{self, Status};
 
 use crate::context::Context;
@@ -186,7 +187,20 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
     let awaiting_restore = sts.is_none() && status::restore_pending(&cluster);
 
     // Act: children, housekeeping, then the step.
-    act::children(ctx, &cluster, &ns, &desired, !awaiting_restore).await?;
+    if let Err(e) = act::children(ctx, &cluster, &ns, &desired, !awaiting_restore).await {
+        // A child the API server refuses stays refused until the spec changes: Ready says
+        // which and why, as for a bad spec (the runner adds the Event).
+        if let Error::Toolkit(refusal @ pgpilot_toolkit::Error::Api { .. }) = &e
+            && !refusal.is_retryable()
+        {
+            let observed = Observed {
+                refused: Some(refusal.to_string()),
+                ..Observed::of(sts, &seen.pods)
+            };
+            status::write(ctx, &cluster, &observed).await?;
+        }
+        return Err(e);
+    }
     if let Some(not_after) = desired.certificate_expiry {
         ctx.health
             .certificate_expires(&ns, &cluster.name_any(), not_after);

@@ -82,6 +82,8 @@ pub struct Observed<'a> {
     pub pods: Vec<&'a Pod>,
     /// A spec error that stops the reconcile (shown in Ready=False).
     pub invalid: Option<String>,
+    /// A child the API server refused, with its answer (shown in Ready=False).
+    pub refused: Option<String>,
     pub image: Option<String>,
     /// Major version the instances run (else the spec's is shown).
     pub version: Option<i32>,
@@ -265,16 +267,23 @@ pub fn compute(
         })
         .map(|t| format!("; {t}"))
         .collect();
-    let (phase, ready_cond, progressing, degraded) = if let Some(message) = &observed.invalid {
+    let stopped = match (&observed.invalid, &observed.refused) {
+        (Some(message), _) => Some(("InvalidSpec", message, "waiting for the spec to be fixed")),
+        (None, Some(message)) => Some((
+            "ChildRefused",
+            message,
+            "waiting for a change the API server accepts",
+        )),
+        (None, None) => None,
+    };
+    let (phase, ready_cond, progressing, degraded) = if let Some((reason, message, waiting)) =
+        stopped
+    {
         (
             status.phase.unwrap_or(ClusterPhase::Creating),
-            (Status::False, "InvalidSpec", message.clone()),
-            (
-                Status::False,
-                "InvalidSpec",
-                "waiting for the spec to be fixed".to_owned(),
-            ),
-            (Status::False, "InvalidSpec", String::new()),
+            (Status::False, reason, message.clone()),
+            (Status::False, reason, waiting.to_owned()),
+            (Status::False, reason, String::new()),
         )
     } else if cluster.spec.paused {
         (
@@ -392,9 +401,7 @@ pub fn compute(
     status.phase = Some(phase);
     // A roll or rolling restart says where it is, whatever else is going on.
     let progressing = match &observed.progress {
-        Some(p) if observed.invalid.is_none() => {
-            (Status::from(p.moving), p.reason, p.message.clone())
-        }
+        Some(p) if stopped.is_none() => (Status::from(p.moving), p.reason, p.message.clone()),
         _ => progressing,
     };
     let steps = observed
@@ -771,5 +778,29 @@ mod tests {
             ("False", "InvalidSpec")
         );
         assert_eq!(ready.message, "spec.postgresql.image: no image");
+    }
+
+    #[test]
+    fn a_refused_child_shows_in_ready_with_the_servers_answer() {
+        let c = cluster(THREE);
+        let answer = "apply StatefulSet db: StatefulSet.apps \"db\" is invalid: Limit must be set";
+        let s = compute(
+            &c,
+            &Observed {
+                refused: Some(answer.into()),
+                ..Default::default()
+            },
+            now(),
+        );
+        let ready = conditions::find(&s.conditions, READY).unwrap();
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            ("False", "ChildRefused", answer)
+        );
+        assert_eq!(s.phase, Some(ClusterPhase::Creating));
     }
 }

@@ -665,6 +665,32 @@ async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers
         message.contains("StatefulSet") && message.contains("Limit must be set"),
         "the message names the child and the server's reason: {message}"
     );
+    // Ready says it too, so `kubectl get` and GitOps health checks show it.
+    let ready = |c: &PostgresCluster| {
+        let conditions = &c.status.as_ref()?.conditions;
+        let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+        Some((
+            ready.status.clone(),
+            ready.reason.clone(),
+            ready.message.clone(),
+        ))
+    };
+    let pg = wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
+        ready(c).is_some_and(|(_, reason, _)| reason == "ChildRefused")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    let (status, _, message) = ready(&pg).unwrap();
+    assert!(
+        status == "False"
+            && message.contains("StatefulSet")
+            && message.contains("Limit must be set"),
+        "Ready {status}: {message}"
+    );
+    assert_eq!(
+        pg.status.as_ref().and_then(|s| s.phase),
+        Some(ClusterPhase::Creating)
+    );
     let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns.name);
     assert!(
         wait_for_event(&events, "ApiInvalid").await,
@@ -703,6 +729,7 @@ async fn a_child_the_api_server_refuses_is_shown_on_the_cluster_with_the_servers
         .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
     wait_for(&clusters, "demo", Duration::from_secs(30), |c| {
         reconciled(c).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+            && ready(c).is_some_and(|(_, reason, _)| reason != "ChildRefused")
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
