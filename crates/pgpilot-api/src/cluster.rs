@@ -53,6 +53,21 @@ pub const OPERATOR_OWNED_PARAMETERS: &[&str] = &[
     "wal_log_hints",
 ];
 
+/// An image reference as container runtimes parse it (`[registry[:port]/]path[:tag][@digest]`,
+/// the grammar of distribution's `reference` package): a kubelet would otherwise report
+/// `InvalidImageName` only once a pod exists.
+fn image_reference_rule() -> Rule {
+    let domain_component = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+    let domain = format!("{domain_component}(?:[.]{domain_component})*(?::[0-9]+)?");
+    let path_component = "[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*";
+    let tag = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
+    let digest = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
+    Rule::new(format!(
+        "self.matches('^(?:{domain}/)?{path_component}(?:/{path_component})*(?::{tag})?(?:@{digest})?$')"
+    ))
+    .message("spec.postgresql.image must be an image reference: [registry[:port]/]name[:tag][@digest], the name in lower case (e.g. registry.example.com/postgres:17.2)")
+}
+
 /// The CEL rule refusing [`OPERATOR_OWNED_PARAMETERS`] (and every `recovery_target*`).
 fn operator_owned_parameters_rule() -> Rule {
     let quoted: Vec<String> = OPERATOR_OWNED_PARAMETERS
@@ -448,6 +463,7 @@ pub struct PostgresSettings {
     /// Changing it to a newer minor release rolls the instances, replicas first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = image_reference_rule())]
     pub image: Option<String>,
 
     /// postgresql.conf parameters. Values are strings, as in postgresql.conf.
