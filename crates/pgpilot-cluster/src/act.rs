@@ -151,7 +151,7 @@ pub async fn configure_patroni(
     desired: &Value,
     parameters: &ParameterCheck,
 ) {
-    let Some((pod, ip)) = members.primary_address() else {
+    let Some((pod, ip)) = members.config_address() else {
         return;
     };
     let live = match api.config(&pod, &ip).await {

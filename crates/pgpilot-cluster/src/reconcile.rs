@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::observe;
 use crate::plan::{self, Facts};
 use crate::status::{self, Observed};
-use crate::{act, storage, trouble, validate};
+use crate::{act, storage, validate};
 
 /// The condition for declared roles and databases.
 pub const ROLES_AND_DATABASES: &str = "RolesAndDatabasesReady";
@@ -267,7 +267,10 @@ pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<A
             })
         },
         conditions,
-        crash_logs: ctx.crash_logs.read(&ctx.client, &seen.pods).await,
+        crash_logs: ctx
+            .crash_logs
+            .read(&ctx.client, &seen.pods, Some(&members))
+            .await,
         ..Observed::of(sts, &seen.pods)
     };
     let status = status::compute(&cluster, &observed, Time(Timestamp::now()));
@@ -440,10 +443,7 @@ async fn troubles_to_events(
     let now = conditions::find(&status.conditions, status::READY)
         .map(|c| c.message.as_str())
         .unwrap_or_default();
-    let troubles = observed
-        .pods
-        .iter()
-        .filter_map(|p| trouble::of(p, observed.crash_logs.get(&p.name_any()).map(AsRef::as_ref)));
+    let troubles = observed.pods.iter().filter_map(|p| observed.trouble(p));
     for trouble in troubles {
         let note = trouble.to_string();
         if now.contains(&note) && !before.contains(&note) {

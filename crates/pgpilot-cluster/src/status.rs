@@ -98,6 +98,14 @@ pub struct Observed<'a> {
 }
 
 impl<'a> Observed<'a> {
+    /// What the scheduler, the kubelet or Patroni say keeps `pod` from running.
+    pub fn trouble(&self, pod: &Pod) -> Option<crate::trouble::Trouble> {
+        let name = pod.name_any();
+        let state = self.members.and_then(|m| m.state(&name));
+        let log = self.crash_logs.get(&name).map(AsRef::as_ref);
+        crate::trouble::of(pod, log, state.as_deref())
+    }
+
     /// The StatefulSet and pods; nothing known from Patroni yet.
     pub fn of(statefulset: Option<&'a StatefulSet>, pods: &'a [Arc<Pod>]) -> Self {
         Self {
@@ -259,12 +267,10 @@ pub fn compute(
             st.observed_generation == s.metadata.generation && st.replicas == desired
         })
     });
-    // What the scheduler or kubelet says of pods that do not run, for the messages below.
+    // What the scheduler, kubelet or Patroni say of pods that do not run, for the messages below.
     let troubles: String = pods
         .iter()
-        .filter_map(|p| {
-            crate::trouble::of(p, observed.crash_logs.get(&p.name_any()).map(AsRef::as_ref))
-        })
+        .filter_map(|p| observed.trouble(p))
         .map(|t| format!("; {t}"))
         .collect();
     let stopped = match (&observed.invalid, &observed.refused) {

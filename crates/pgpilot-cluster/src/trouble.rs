@@ -1,13 +1,16 @@
-//! Why an instance pod does not run, as the scheduler and the kubelet report it: shown on the
-//! cluster (Ready's message, a Warning Event) so nobody has to find the pod to learn it.
+//! Why an instance pod does not run, as the scheduler, the kubelet or Patroni report it:
+//! shown on the cluster (Ready's message, a Warning Event) so nobody has to find the pod to
+//! learn it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, LogParams};
 use kube::{Client, ResourceExt};
+use pgpilot_postgres::members::{Members, postgres_failed};
 use tracing::Instrument;
 
 /// Waiting reasons that do not resolve by themselves.
@@ -44,10 +47,11 @@ impl fmt::Display for Trouble {
     }
 }
 
-/// What keeps `pod` from running, if the scheduler or the kubelet said. `previous_log` is the
-/// crash-looping container's previous log, read when its termination message is empty
-/// ([`CrashLogs`]).
-pub fn of(pod: &Pod, previous_log: Option<&str>) -> Option<Trouble> {
+/// What keeps `pod` from running, if the scheduler, the kubelet or Patroni (its member state
+/// `patroni_state`) said. `log` holds the error lines [`CrashLogs`] read for it: a
+/// crash-looping container's previous log when its termination message is empty, or the
+/// running container's log when Patroni reports PostgreSQL failed.
+pub fn of(pod: &Pod, log: Option<&str>, patroni_state: Option<&str>) -> Option<Trouble> {
     let status = pod.status.as_ref()?;
     let trouble = |reason: &str, message: String| Trouble {
         pod: pod.name_any(),
@@ -77,13 +81,20 @@ pub fn of(pod: &Pod, previous_log: Option<&str>) -> Option<Trouble> {
             continue;
         };
         let message = if reason == "CrashLoopBackOff" {
-            last_exit(c, previous_log)
+            last_exit(c, log)
         } else {
             waiting.message.clone().unwrap_or_default()
         };
         return Some(trouble(reason, format!("container {}: {message}", c.name)));
     }
-    None
+    let state = patroni_state.filter(|s| postgres_failed(s))?;
+    let mut message = format!("Patroni: PostgreSQL {state}");
+    let errors = shown(error_lines(log.unwrap_or_default()));
+    if !errors.is_empty() {
+        message.push_str(": ");
+        message.push_str(&errors.join(" | "));
+    }
+    Some(trouble("PostgresNotRunning", message))
 }
 
 /// How the container last ended: its exit code and the error lines of its termination
@@ -97,23 +108,27 @@ fn last_exit(c: &ContainerStatus, previous_log: Option<&str>) -> String {
     if errors.is_empty() {
         errors = error_lines(previous_log.unwrap_or_default());
     }
-    // The first error is usually the cause (initdb's), the last ones how the process ended.
-    let shown: Vec<&str> = if errors.len() <= 3 {
-        errors
-    } else {
-        vec![
-            errors[0],
-            "…",
-            errors[errors.len() - 2],
-            errors[errors.len() - 1],
-        ]
-    };
+    let shown = shown(errors);
     let mut out = format!("exit code {}", t.exit_code);
     if !shown.is_empty() {
         out.push_str(": ");
         out.push_str(&shown.join(" | "));
     }
     out
+}
+
+/// The first error is usually the cause (initdb's, PostgreSQL's FATAL), the last ones how
+/// the process ended.
+fn shown(errors: Vec<&str>) -> Vec<&str> {
+    if errors.len() <= 3 {
+        return errors;
+    }
+    vec![
+        errors[0],
+        "…",
+        errors[errors.len() - 2],
+        errors[errors.len() - 1],
+    ]
 }
 
 /// The lines of a log that report an error, and none that mentions a password: a log may
@@ -132,44 +147,87 @@ fn error_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The crash-looping container of `pod` whose termination message names no error (a process
-/// that exits 0, as Patroni does when bootstrapping fails, gets none), and its restart count.
-fn log_wanted(pod: &Pod) -> Option<(String, i32)> {
+/// A log worth reading for a pod's trouble.
+#[derive(Debug, PartialEq, Eq)]
+struct WantedLog {
+    container: String,
+    /// The container's previous run (a crash loop), or the running one.
+    previous: bool,
+    /// What the log is read for: a new restart or Patroni state reads it again.
+    occasion: String,
+}
+
+/// How long the log of a running container read for a Patroni failure stands: Patroni tries
+/// again, and a later attempt may fail for another reason.
+const RUNNING_LOG_TTL: Duration = Duration::from_secs(60);
+
+/// The log worth reading for `pod`: its crash-looping container's previous run when the
+/// termination message names no error (a process that exits 0, as Patroni does when
+/// bootstrapping fails, gets none), or the `postgres` container's current log when Patroni
+/// reports PostgreSQL failed (`patroni_state`).
+fn log_wanted(pod: &Pod, patroni_state: Option<&str>) -> Option<WantedLog> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses.iter().find_map(|c| {
+    let crash_loop = statuses.iter().find_map(|c| {
         let waiting = c.state.as_ref()?.waiting.as_ref()?;
         let terminated = c.last_state.as_ref()?.terminated.as_ref()?;
         (waiting.reason.as_deref() == Some("CrashLoopBackOff")
             && error_lines(terminated.message.as_deref().unwrap_or_default()).is_empty())
-        .then(|| (c.name.clone(), c.restart_count))
+        .then(|| WantedLog {
+            container: c.name.clone(),
+            previous: true,
+            occasion: format!("restart {}", c.restart_count),
+        })
+    });
+    crash_loop.or_else(|| {
+        let state = patroni_state.filter(|s| postgres_failed(s))?;
+        let postgres = statuses.iter().find(|c| c.name == "postgres")?;
+        postgres.state.as_ref()?.running.as_ref()?;
+        Some(WantedLog {
+            container: postgres.name.clone(),
+            previous: false,
+            occasion: format!("{state} in run {}", postgres.restart_count),
+        })
     })
 }
 
-/// Previous logs of crash-looping containers, read once per restart (by pod uid and restart
-/// count) rather than on every reconcile.
+/// The error lines of troubled instances' logs, read once per occasion (by pod uid: a new
+/// restart, a new Patroni failure; a running container's again after [`RUNNING_LOG_TTL`])
+/// rather than on every reconcile.
 #[derive(Default)]
-pub struct CrashLogs(Mutex<HashMap<String, (i32, Arc<str>)>>);
+pub struct CrashLogs(Mutex<HashMap<String, LogRead>>);
+
+/// The occasion a log was read for, when, and its error lines.
+type LogRead = (String, Instant, Arc<str>);
 
 impl CrashLogs {
-    /// The error lines of the previous log's last lines of each pod that [`log_wanted`], by pod
-    /// name. A log that cannot be read is left out (the trouble is still shown, without them).
-    pub async fn read(&self, client: &Client, pods: &[Arc<Pod>]) -> BTreeMap<String, Arc<str>> {
+    /// The error lines of the last lines of each pod's [`log_wanted`], by pod name. A log that
+    /// cannot be read is left out (the trouble is still shown, without them).
+    pub async fn read(
+        &self,
+        client: &Client,
+        pods: &[Arc<Pod>],
+        members: Option<&Members>,
+    ) -> BTreeMap<String, Arc<str>> {
         let mut found = BTreeMap::new();
         for pod in pods {
-            let Some((container, restarts)) = log_wanted(pod) else {
+            let (name, uid) = (pod.name_any(), pod.uid().unwrap_or_default());
+            let state = members.and_then(|m| m.state(&name));
+            let Some(wanted) = log_wanted(pod, state.as_deref()) else {
                 continue;
             };
-            let (name, uid) = (pod.name_any(), pod.uid().unwrap_or_default());
             let cached = self.cache().get(&uid).cloned();
-            if let Some((_, text)) = cached.filter(|(at, _)| *at == restarts) {
+            if let Some((_, _, text)) = cached.filter(|(occasion, read_at, _)| {
+                *occasion == wanted.occasion
+                    && (wanted.previous || read_at.elapsed() < RUNNING_LOG_TTL)
+            }) {
                 found.insert(name, text);
                 continue;
             }
             let api: Api<Pod> =
                 Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
             let params = LogParams {
-                container: Some(container),
-                previous: true,
+                container: Some(wanted.container),
+                previous: wanted.previous,
                 tail_lines: Some(60),
                 limit_bytes: Some(32 * 1024),
                 ..Default::default()
@@ -188,16 +246,16 @@ impl CrashLogs {
                     if cache.len() > 10_000 {
                         cache.clear();
                     }
-                    cache.insert(uid, (restarts, text.clone()));
+                    cache.insert(uid, (wanted.occasion, Instant::now(), text.clone()));
                     found.insert(name, text);
                 }
-                Err(e) => tracing::debug!(pod = %name, error = %e, "previous log not readable"),
+                Err(e) => tracing::debug!(pod = %name, error = %e, "log not readable"),
             }
         }
         found
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i32, Arc<str>)>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, LogRead>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -233,13 +291,13 @@ mod tests {
 
     #[test]
     fn a_running_or_starting_pod_has_no_trouble() {
-        assert_eq!(of(&pod(json!({"phase": "Running"})), None), None);
+        assert_eq!(of(&pod(json!({"phase": "Running"})), None, None), None);
         let creating = postgres(
             0,
             json!({"waiting": {"reason": "ContainerCreating"}}),
             json!({}),
         );
-        assert_eq!(of(&creating, None), None);
+        assert_eq!(of(&creating, None, None), None);
     }
 
     #[test]
@@ -249,7 +307,7 @@ mod tests {
             "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."}]}),
         );
         assert_eq!(
-            of(&p, None).unwrap().to_string(),
+            of(&p, None, None).unwrap().to_string(),
             "db-1: Unschedulable: 0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
         );
     }
@@ -261,7 +319,7 @@ mod tests {
             json!({"waiting": {"reason": "ErrImageNeverPull", "message": "image \"x\" is not present"}}),
             json!({}),
         );
-        let t = of(&p, None).unwrap();
+        let t = of(&p, None, None).unwrap();
         assert_eq!(t.reason, "ErrImageNeverPull");
         assert_eq!(t.message, "container postgres: image \"x\" is not present");
     }
@@ -279,7 +337,7 @@ mod tests {
             json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}),
             json!({"terminated": {"exitCode": 1, "message": log}}),
         );
-        let t = of(&p, None).unwrap();
+        let t = of(&p, None, None).unwrap();
         assert_eq!(t.reason, "CrashLoopBackOff");
         assert_eq!(
             t.message,
@@ -299,7 +357,7 @@ mod tests {
             json!({"terminated": {"exitCode": 1, "message": log}}),
         );
         assert_eq!(
-            of(&p, None).unwrap().message,
+            of(&p, None, None).unwrap().message,
             "container postgres: exit code 1: initdb: error: invalid locale name \"xx\" | … | Traceback: raise PatroniFatalException | PatroniFatalException: 'Failed to bootstrap cluster'"
         );
     }
@@ -311,15 +369,22 @@ mod tests {
             json!({"waiting": {"reason": "CrashLoopBackOff"}}),
             json!({"terminated": {"exitCode": 0}}),
         );
-        assert_eq!(log_wanted(&p), Some(("postgres".to_owned(), 4)));
+        assert_eq!(
+            log_wanted(&p, None),
+            Some(WantedLog {
+                container: "postgres".into(),
+                previous: true,
+                occasion: "restart 4".into()
+            })
+        );
         let log =
             "INFO: trying to bootstrap a new cluster\ninitdb: error: invalid locale name \"xx\"\n";
         assert_eq!(
-            of(&p, Some(log)).unwrap().message,
+            of(&p, Some(log), None).unwrap().message,
             "container postgres: exit code 0: initdb: error: invalid locale name \"xx\""
         );
         assert_eq!(
-            of(&p, None).unwrap().message,
+            of(&p, None, None).unwrap().message,
             "container postgres: exit code 0"
         );
         // With error lines in its termination message, no log is read.
@@ -337,7 +402,46 @@ mod tests {
             .as_mut()
             .unwrap()
             .message = Some("FATAL: boom".into());
-        assert_eq!(log_wanted(&said), None);
+        assert_eq!(log_wanted(&said, None), None);
+    }
+
+    #[test]
+    fn postgres_failing_under_a_running_patroni_is_shown_with_its_log() {
+        let p = postgres(
+            0,
+            json!({"running": {"startedAt": "2026-12-07T07:00:00Z"}}),
+            json!({}),
+        );
+        assert_eq!(of(&p, None, Some("running")), None);
+        assert_eq!(log_wanted(&p, Some("running")), None);
+        assert_eq!(
+            log_wanted(&p, Some("start failed")),
+            Some(WantedLog {
+                container: "postgres".into(),
+                previous: false,
+                occasion: "start failed in run 0".into()
+            })
+        );
+        let log = "2026-12-07 07:01:00 UTC [61] FATAL:  could not access file \"not_there\": No such file or directory\n\
+                   2026-12-07 07:01:00 UTC [61] LOG:  database system is shut down";
+        let t = of(&p, Some(log), Some("start failed")).unwrap();
+        assert_eq!(t.reason, "PostgresNotRunning");
+        assert_eq!(
+            t.message,
+            "Patroni: PostgreSQL start failed: 2026-12-07 07:01:00 UTC [61] FATAL:  could not access file \"not_there\": No such file or directory"
+        );
+        for state in ["restart failed", "crashed", "initdb failed"] {
+            assert!(of(&p, None, Some(state)).is_some(), "{state}");
+        }
+        for state in [
+            "starting",
+            "restarting",
+            "stopped",
+            "creating replica",
+            "streaming",
+        ] {
+            assert_eq!(of(&p, None, Some(state)), None, "{state}");
+        }
     }
 
     #[test]
@@ -347,7 +451,7 @@ mod tests {
             "reason": "Unschedulable", "message": "x".repeat(1000)}]}),
         );
         assert_eq!(
-            of(&p, None).unwrap().message.chars().count(),
+            of(&p, None, None).unwrap().message.chars().count(),
             MAX_MESSAGE + 1
         );
     }

@@ -118,6 +118,23 @@ impl Members {
         Some((p.pod.clone(), p.ip.clone()?))
     }
 
+    /// Where to change the cluster-wide (DCS) configuration: the primary, else a member whose
+    /// PostgreSQL failed under a running Patroni. Without a primary — the only member cannot
+    /// start PostgreSQL with the configuration it has — the fix must still reach the DCS, or
+    /// the cluster stays down whatever the spec says. Members that are merely starting or
+    /// bootstrapping are left alone.
+    pub fn config_address(&self) -> Option<(String, String)> {
+        self.primary_address().or_else(|| {
+            self.instances
+                .iter()
+                .filter(|i| {
+                    let own = i.member.as_ref().and_then(|m| m.state.as_deref());
+                    own.is_some_and(postgres_failed)
+                })
+                .find_map(|i| Some((i.pod.clone(), i.ip.clone()?)))
+        })
+    }
+
     pub fn primary(&self) -> Option<&Instance> {
         self.instances
             .iter()
@@ -383,6 +400,12 @@ pub mod fixtures {
     }
 }
 
+/// Patroni states in which PostgreSQL does not run while Patroni, still up, waits or tries
+/// again (`start failed`, `restart failed`, `crashed`, …).
+pub fn postgres_failed(state: &str) -> bool {
+    state.ends_with(" failed") || state == "crashed"
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
@@ -436,6 +459,27 @@ mod tests {
         m.cluster.as_mut().unwrap().members[0].lag = Some(Value::from("unknown"));
         m.cluster.as_mut().unwrap().members[2].lag = Some(Value::from(64 << 20));
         assert_eq!(successor_of(&m, false), None);
+    }
+
+    #[test]
+    fn the_configuration_goes_through_the_primary_else_a_member_whose_postgres_failed() {
+        let m = three(["replica", "leader", "replica"]);
+        assert_eq!(m.config_address().map(|a| a.0).as_deref(), Some("db-1"));
+        let starting = members(&[], vec![instance(0, "starting", false)]);
+        assert_eq!(starting.config_address(), None, "bootstrapping: left alone");
+        let failed = members(
+            &[],
+            vec![
+                instance(0, "stopped", false),
+                instance(1, "start failed", false),
+            ],
+        );
+        assert_eq!(
+            failed.config_address(),
+            Some(("db-1".to_owned(), "10.245.0.11".to_owned()))
+        );
+        assert!(postgres_failed("restart failed") && postgres_failed("crashed"));
+        assert!(!postgres_failed("stopped") && !postgres_failed("running"));
     }
 
     #[test]

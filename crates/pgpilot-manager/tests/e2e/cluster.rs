@@ -869,6 +869,78 @@ async fn bad_locale(env: &Env) -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_library_the_image_lacks_is_explained_on_the_cluster_and_the_fix_recovers_it() {
+    let env = Env::start("missing-library").await;
+    let result = missing_library(&env).await;
+    env.finish(result).await;
+}
+
+/// A library in shared_preload_libraries that the image lacks passes every check (a custom
+/// image may have it) and fails only when PostgreSQL restarts for it. Patroni stays up and the
+/// pod runs, unready: the cluster's Ready condition carries Patroni's state and PostgreSQL's
+/// FATAL line from the running container's log, a Warning Event says it once, and taking the
+/// library out brings the instance back.
+async fn missing_library(env: &Env) -> Result<()> {
+    env.apply(
+        &ClusterYaml::new("db")
+            .spec("postgresql: {version: 17}")
+            .yaml(),
+    )?;
+    env.wait_ready("db", 1, CREATE).await?;
+    env.patch_spec(
+        "db",
+        serde_json::json!({"postgresql": {"parameters": {"shared_preload_libraries": "pg_stat_statements,not_in_the_image"}}}),
+    )
+    .await?;
+    env.wait_cluster(
+        "db",
+        "Ready=False with Patroni's state and PostgreSQL's FATAL line",
+        SETTLE,
+        |pg| {
+            let c = crate::harness::condition(pg, "Ready").map_err(|e| e.to_string())?;
+            (c.status == "False"
+                && c.message
+                    .contains("db-0: PostgresNotRunning: Patroni: PostgreSQL")
+                && c.message.contains("FATAL")
+                && c.message.contains("not_in_the_image"))
+            .then_some(())
+            .ok_or(format!("Ready={} {}: {}", c.status, c.reason, c.message))
+        },
+    )
+    .await?;
+    let events = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=PostgresNotRunning,involvedObject.kind=PostgresCluster",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    ensure!(
+        events.contains("not_in_the_image"),
+        "no PostgresNotRunning Event naming the library: {events:?}"
+    );
+
+    env.patch_spec(
+        "db",
+        serde_json::json!({"postgresql": {"parameters": {"shared_preload_libraries": "pg_stat_statements"}}}),
+    )
+    .await?;
+    env.wait_ready("db", 1, SETTLE).await?;
+    let creds = env.superuser("db").await?;
+    let client = env.connect("db-rw", &creds, SETTLE).await?;
+    let loaded: String = client
+        .query_one("select current_setting('shared_preload_libraries')", &[])
+        .await?
+        .get(0);
+    ensure!(
+        loaded == "pg_stat_statements",
+        "shared_preload_libraries = {loaded}"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. Parameters PostgreSQL or Patroni would not take
 // ---------------------------------------------------------------------------------------
