@@ -156,6 +156,13 @@ run *ARGS:
 bench *ARGS:
     e2e/scripts/bench-run.sh {{ARGS}}
 
+# Scale (#20): 1,000 PostgresClusters (--sizes 1000,10000 for both) of three instances on one
+# manager, kwok's fake nodes on a fresh control plane per size: time to converge, requests
+# per cluster, 429s, memory and CPU, a steady window and a restart (writes must be 0). Into
+# docs/benchmarks.md. More flags go to `pgpilot-bench scale` (e.g. --manager-arg=--concurrency=16).
+bench-scale *ARGS:
+    e2e/scripts/bench-scale.sh {{ARGS}}
+
 # The backup controller's benchmarks (#13): a pgbench database of scale 70 (≈ 1 GB) in a
 # one-instance cluster archiving to MinIO over TLS; full backup beside tar-to-disk and
 # PUT-to-MinIO of the same bytes, pgBackRest settings, restore, WAL archive lag under load.

@@ -16,6 +16,7 @@ mod pods;
 mod report;
 mod rotation;
 mod rotation_report;
+mod scale;
 mod tls;
 mod upgrade;
 mod upgrade_report;
@@ -196,6 +197,33 @@ enum Command {
         #[arg(long)]
         render: bool,
     },
+    /// Many PostgresClusters on one manager, on the control plane with kwok's fake nodes
+    /// (one size per call, on a fresh cluster: `just bench-scale` runs the sizes): the scale
+    /// section of the report.
+    Scale {
+        /// PostgresClusters to create.
+        #[arg(long, default_value_t = 1000)]
+        clusters: usize,
+        /// The manager binary (a release build).
+        #[arg(long, default_value = "target/release/pgpilot-manager")]
+        manager: PathBuf,
+        /// Seconds of the steady window after convergence.
+        #[arg(long, default_value_t = 60)]
+        steady: u64,
+        /// Seconds to wait for convergence (and again after the restart).
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// More manager flags, e.g. `--manager-arg=--concurrency=16`.
+        #[arg(long = "manager-arg", allow_hyphen_values = true)]
+        manager_args: Vec<String>,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long, default_value = "target/bench/scale.json")]
+        json: PathBuf,
+        /// Only render the section again from the JSON.
+        #[arg(long)]
+        render: bool,
+    },
     /// Render the report from a results file.
     Render {
         #[arg(long, default_value = "target/bench/results.json")]
@@ -236,6 +264,37 @@ async fn main() -> Result<()> {
                     .with_context(|| format!("reading {}", json.display()))?,
             )?;
             write_report(&results, &out)
+        }
+        Command::Scale {
+            clusters,
+            manager,
+            steady,
+            timeout,
+            manager_args,
+            out,
+            json,
+            render,
+        } => {
+            let mut results = scale::load(&json);
+            if !render {
+                let opts = scale::Options {
+                    clusters,
+                    manager,
+                    steady,
+                    timeout: Duration::from_secs(timeout),
+                    manager_args,
+                };
+                let run = scale::run(pgpilot_testkit::running_cluster(), &opts).await?;
+                results = scale::merge(results, run);
+                scale::save(&json, &results)?;
+            }
+            let section = scale::render(&results);
+            let page = std::fs::read_to_string(&out).unwrap_or_default();
+            std::fs::write(&out, scale::splice(&page, &section))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{section}");
+            println!("wrote {} and {}", out.display(), json.display());
+            Ok(())
         }
         Command::Backup {
             scale,
