@@ -21,13 +21,20 @@ done
 export PGPILOT_CLUSTER_DIR=${PGPILOT_SCALE_DIR:-/var/tmp/pgpilot/scale}
 export PGPILOT_ETCD_CLIENT_PORT=53790 PGPILOT_ETCD_PEER_PORT=53800 PGPILOT_APISERVER_PORT=56443
 export PGPILOT_KCM_PORT=50257 PGPILOT_SCHEDULER_PORT=50259 PGPILOT_KWOK_PORT=50247
+# Three ClusterIP Services per cluster: the tiers' /24 holds 84 clusters.
+export PGPILOT_SERVICE_CIDR=10.96.0.0/16 PGPILOT_SERVICE_IP=10.96.0.1
 # shellcheck source=e2e/scripts/lib.sh
 . e2e/scripts/lib.sh
 
 e2e/scripts/build-binaries.sh >/dev/null
 log "building pgpilot-manager and pgpilot-bench (release)"
 cargo build -q --release -p pgpilot-manager -p pgpilot-bench
-trap 'e2e/scripts/cluster-down.sh >/dev/null' EXIT
+# The manager runs from a copy in the state dir, so an interrupted run stops it by its path.
+stop() {
+  pkill -f "$STATE_DIR/pgpilot-manager" 2>/dev/null || true
+  e2e/scripts/cluster-down.sh >/dev/null
+}
+trap stop EXIT
 IFS=, read -ra each <<<"$sizes"
 for n in "${each[@]}"; do
   log "size $n: a fresh control plane"
@@ -40,5 +47,6 @@ for n in "${each[@]}"; do
   # The manager's generated rules, every namespace (bound to its user, as the tests do).
   target/release/pgpilot-manager rbac --namespace default --bind user:pgpilot-manager |
     kubectl apply -f - >/dev/null
-  target/release/pgpilot-bench scale --clusters "$n" --manager target/release/pgpilot-manager "${extra[@]}"
+  cp target/release/pgpilot-manager "$STATE_DIR/pgpilot-manager"
+  target/release/pgpilot-bench scale --clusters "$n" --manager "$STATE_DIR/pgpilot-manager" "${extra[@]}"
 done

@@ -12,6 +12,7 @@
 #   PGPILOT_KCM_PORT            controller-manager secure (health) port (20257)
 #   PGPILOT_SCHEDULER_PORT      scheduler secure (health) port          (20259)
 #   PGPILOT_KWOK_PORT           kwok health/metrics port                (20247)
+#   PGPILOT_SERVICE_CIDR        Service addresses    (10.0.0.0/24); PGPILOT_SERVICE_IP its first (10.0.0.1)
 # Everything listens on 127.0.0.1 only, except in node mode (cluster-up.sh
 # --node), where the API server listens on the node address instead; the node's
 # settings are at the end of this file.
@@ -39,8 +40,8 @@ KCM_PORT=${PGPILOT_KCM_PORT:-20257}
 SCHEDULER_PORT=${PGPILOT_SCHEDULER_PORT:-20259}
 KWOK_PORT=${PGPILOT_KWOK_PORT:-20247}
 APISERVER_URL=https://$HOST:$APISERVER_PORT
-SERVICE_CIDR=10.0.0.0/24
-SERVICE_IP=10.0.0.1 # first IP of SERVICE_CIDR: the `kubernetes` Service
+SERVICE_CIDR=${PGPILOT_SERVICE_CIDR:-10.0.0.0/24}
+SERVICE_IP=${PGPILOT_SERVICE_IP:-10.0.0.1} # first IP of SERVICE_CIDR: the `kubernetes` Service
 
 # Control-plane components in start order (stopped in reverse); kwok is optional.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)

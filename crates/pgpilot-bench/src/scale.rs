@@ -81,11 +81,16 @@ pub struct ScaleRun {
     pub cpu_converge_seconds: f64,
     pub steady_seconds: u64,
     pub steady_writes: u64,
+    /// The steady window's writes by controller/kind.
+    #[serde(default)]
+    pub steady_writes_by_kind: BTreeMap<String, u64>,
     pub steady_requests: u64,
     pub steady_cpu_seconds: f64,
     /// After a restart of the manager: until every cluster was reconciled once.
     pub restart_seconds: Option<f64>,
     pub restart_writes: u64,
+    #[serde(default)]
+    pub restart_writes_by_kind: BTreeMap<String, u64>,
     pub restart_requests: BTreeMap<String, u64>,
     pub restart_rss_mib: f64,
 }
@@ -95,6 +100,7 @@ pub struct ScaleRun {
 struct Scrape {
     requests: BTreeMap<String, u64>,
     writes: u64,
+    writes_by_kind: BTreeMap<String, u64>,
     reconciles: u64,
     cluster_reconciles: u64,
     cluster_queue: u64,
@@ -126,7 +132,15 @@ fn parse(text: &str) -> Scrape {
                     .entry(label(series, "verb").unwrap_or("?").to_owned())
                     .or_default() += n;
             }
-            "pgpilot_api_writes_total" => s.writes += n,
+            "pgpilot_api_writes_total" => {
+                s.writes += n;
+                let key = format!(
+                    "{}/{}",
+                    label(series, "controller").unwrap_or("?"),
+                    label(series, "kind").unwrap_or("?")
+                );
+                *s.writes_by_kind.entry(key).or_default() += n;
+            }
             "pgpilot_reconcile_total" => {
                 s.reconciles += n;
                 if label(series, "controller") == Some("cluster") {
@@ -455,10 +469,12 @@ pub async fn run(cluster: &LocalCluster, opts: &Options) -> Result<ScaleRun> {
         cpu_converge_seconds: at_converged.cpu_seconds - idle.cpu_seconds,
         steady_seconds: opts.steady,
         steady_writes: steady.writes - at_converged.writes,
+        steady_writes_by_kind: delta(&steady.writes_by_kind, &at_converged.writes_by_kind),
         steady_requests,
         steady_cpu_seconds: steady.cpu_seconds - at_converged.cpu_seconds,
         restart_seconds,
         restart_writes: after_restart.writes,
+        restart_writes_by_kind: after_restart.writes_by_kind.clone(),
         restart_requests: after_restart.requests,
         restart_rss_mib,
     })
@@ -517,18 +533,24 @@ pub fn render(r: &ScaleResults) -> String {
             run.steady_cpu_seconds,
             secs(run.restart_seconds),
             run.restart_writes,
-            if run.manager_args.is_empty() { "defaults".to_owned() } else { format!("`{}`", run.manager_args.join(" ")) },
+            if run.manager_args.is_empty() {
+                "defaults".to_owned()
+            } else {
+                format!("`{}`", run.manager_args.join(" "))
+            },
             run.date,
         );
     }
     for run in &r.runs {
         let _ = writeln!(
             o,
-            "\n{} clusters — requests by verb until converged: {}; after the restart: {}; reconcile errors by reason: {}.",
+            "\n{} clusters — requests by verb until converged: {}; after the restart: {}; reconcile errors by reason: {}; writes in the steady window by controller/kind: {}; after the restart: {}.",
             run.clusters,
             fmt_map(&run.requests),
             fmt_map(&run.restart_requests),
             fmt_map(&run.reconcile_errors),
+            fmt_map(&run.steady_writes_by_kind),
+            fmt_map(&run.restart_writes_by_kind),
         );
     }
     let _ = writeln!(o, "\n{END}");
