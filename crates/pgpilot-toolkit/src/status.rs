@@ -88,6 +88,14 @@ where
     let Some(status) = part.patch(&desired, live.get("status")) else {
         return Ok(false);
     };
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let before = live
+            .get("status")
+            .map(|l| part.project(l))
+            .unwrap_or_default();
+        let changed = changes(&before, &status);
+        tracing::debug!(kind = %kind, name = %name, ?changed, "status part differs");
+    }
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": kind,
@@ -111,6 +119,35 @@ where
     Ok(true)
 }
 
+/// What a status write changes in this controller's part (fields, and conditions with what
+/// they say now), for the debug log: why an object that looks converged still costs writes.
+fn changes(before: &Value, now: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in now.as_object().into_iter().flatten() {
+        if before.get(k.as_str()) == Some(v) {
+            continue;
+        }
+        match (k.as_str(), v.as_array()) {
+            ("conditions", Some(conditions)) => {
+                let old = before["conditions"].as_array();
+                out.extend(
+                    conditions
+                        .iter()
+                        .filter(|c| !old.is_some_and(|o| o.contains(c)))
+                        .map(|c| {
+                            format!(
+                                "{}={}/{}: {}",
+                                c["type"], c["status"], c["reason"], c["message"]
+                            )
+                        }),
+                );
+            }
+            _ => out.push(format!("{k}={v}")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +157,17 @@ mod tests {
         fields: &["phase", "currentPrimary"],
         conditions: &["Ready", "Progressing"],
     };
+
+    #[test]
+    fn the_debug_log_names_what_a_write_changes() {
+        let before = json!({"phase": "Ready", "conditions": [cond("Ready", "True"), cond("Progressing", "False")]});
+        let now = json!({"phase": "Degraded", "conditions": [cond("Ready", "False"), cond("Progressing", "False")]});
+        assert_eq!(
+            changes(&before, &now),
+            [r#""Ready"="False"/"R": """#, r#"phase="Degraded""#]
+        );
+        assert!(changes(&now, &now).is_empty());
+    }
 
     fn cond(t: &str, s: &str) -> Value {
         json!({"type": t, "status": s, "reason": "R", "message": "", "lastTransitionTime": "2026-12-05T00:00:00Z"})
