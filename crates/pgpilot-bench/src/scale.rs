@@ -549,13 +549,14 @@ pub fn render(r: &ScaleResults) -> String {
         let per = |x: u64| x as f64 / run.clusters.max(1) as f64;
         let _ = writeln!(
             o,
-            "| {} | {:.0} s | {} ({}/{}) | {} | {:.1} | {:.1} | {} | {:.0} → {:.0} → {:.0} MiB | {:.0} | {:.0} s | {} s: {}, {}, {:.1} s | {}, {} | {} | {} |",
+            "| {} | {:.0} s | {} ({}/{}) | {} | {:.1} | {:.1} | {} | {:.0} → {:.0} → {:.0} MiB | {:.0} | {:.0} s | {} s{}: {}, {}, {:.1} s | {}, {} | {} | {} |",
             run.clusters,
             run.create_seconds,
             secs(run.converged_seconds),
             run.converged,
             run.clusters,
-            secs(run.settled_seconds),
+            run.settled_seconds
+                .map_or("—".to_owned(), |s| format!("{s:.0} s")),
             per(non_watch),
             per(run.writes),
             run.throttled,
@@ -565,6 +566,12 @@ pub fn render(r: &ScaleResults) -> String {
             (run.rss_steady_mib - run.rss_idle_mib) * 1000.0 / run.clusters.max(1) as f64,
             run.cpu_converge_seconds,
             run.steady_seconds,
+            // Runs before `settled` was measured began the window at `converged`.
+            if run.settled_seconds.is_none() {
+                " from converged†"
+            } else {
+                ""
+            },
             run.steady_writes,
             run.steady_requests,
             run.steady_cpu_seconds,
@@ -578,6 +585,14 @@ pub fn render(r: &ScaleResults) -> String {
             run.date,
         );
     }
+    if r.runs.iter().any(|run| run.settled_seconds.is_none()) {
+        let _ = writeln!(
+            o,
+            "\n† Measured before the bench waited for *settled*: the window began at *converged*, \
+             while instances were still becoming ready, so its writes are those clusters' status \
+             catching up, not writes of converged clusters."
+        );
+    }
     for run in &r.runs {
         let _ = writeln!(
             o,
@@ -586,12 +601,20 @@ pub fn render(r: &ScaleResults) -> String {
             fmt_map(&run.requests),
             fmt_map(&run.restart_requests),
             fmt_map(&run.reconcile_errors),
-            fmt_map(&run.steady_writes_by_kind),
-            fmt_map(&run.restart_writes_by_kind),
+            by_kind(&run.steady_writes_by_kind, run.steady_writes),
+            by_kind(&run.restart_writes_by_kind, run.restart_writes),
         );
     }
     let _ = writeln!(o, "\n{END}");
     o
+}
+
+/// Writes by kind; runs from before the bench recorded the kinds have only the total.
+fn by_kind(m: &BTreeMap<String, u64>, total: u64) -> String {
+    if m.is_empty() && total > 0 {
+        return format!("{total} (kinds not recorded)");
+    }
+    fmt_map(m)
 }
 
 fn fmt_map(m: &BTreeMap<String, u64>) -> String {
