@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgpilot_toolkit::Sensitive;
 
@@ -192,49 +192,6 @@ pub struct Patroni {
     plain: reqwest::Client,
     by_ca: Arc<Mutex<HashMap<String, reqwest::Client>>>,
     addresses: PodAddresses,
-    unreachable: Unreachable,
-}
-
-/// Members whose REST API timed out, by pod and address: asked again only after a backoff
-/// (2 s, doubling up to 30 s), so members nobody can reach (a partitioned node, a policy
-/// that shuts pgpilot out, kwok's fake pods) cost a reconcile their connect timeout once in
-/// a while rather than every time. Only timeouts count: a member that refuses the connection
-/// (Patroni restarting) answers at once and is asked every time. Any answer clears it.
-#[derive(Clone, Default)]
-struct Unreachable(Arc<Mutex<HashMap<String, (Instant, Duration)>>>);
-
-const UNREACHABLE_FIRST: Duration = Duration::from_secs(2);
-const UNREACHABLE_MAX: Duration = Duration::from_secs(30);
-
-impl Unreachable {
-    /// How long until `key` is asked again, if it is being let alone.
-    fn waiting(&self, key: &str, now: Instant) -> Option<Duration> {
-        let map = self.0.lock().ok()?;
-        let (until, _) = map.get(key)?;
-        until.checked_duration_since(now).filter(|d| !d.is_zero())
-    }
-
-    fn timed_out(&self, key: &str, now: Instant) {
-        let Ok(mut map) = self.0.lock() else {
-            return;
-        };
-        // Pods come and go: forget what is long past before the map grows large.
-        if map.len() > 10_000 {
-            map.retain(|_, (until, _)| now.saturating_duration_since(*until) < UNREACHABLE_MAX);
-        }
-        let backoff = map.get(key).map_or(UNREACHABLE_FIRST, |(_, last)| {
-            (*last * 2).min(UNREACHABLE_MAX)
-        });
-        map.insert(key.to_owned(), (now + backoff, backoff));
-    }
-
-    fn answered(&self, key: &str) {
-        if let Ok(mut map) = self.0.lock()
-            && !map.is_empty()
-        {
-            map.remove(key);
-        }
-    }
 }
 
 /// Pod names to IP addresses, filled before each request.
@@ -291,7 +248,6 @@ impl Patroni {
             plain: builder().build().map_err(|e| client_error(e.to_string()))?,
             by_ca: Arc::default(),
             addresses: PodAddresses::default(),
-            unreachable: Unreachable::default(),
         })
     }
 
@@ -326,7 +282,6 @@ impl Patroni {
             plain: self.plain.clone(),
             tls,
             addresses: self.addresses.clone(),
-            unreachable: self.unreachable.clone(),
             access,
         })
     }
@@ -338,7 +293,6 @@ pub struct PatroniApi {
     plain: reqwest::Client,
     tls: Option<reqwest::Client>,
     addresses: PodAddresses,
-    unreachable: Unreachable,
     access: Access,
 }
 
@@ -380,19 +334,6 @@ impl PatroniApi {
         request: reqwest::RequestBuilder,
         any_status: bool,
     ) -> Result<String, PatroniError> {
-        self.send_noting_timeouts(call, member, request, any_status)
-            .await
-            .map_err(|(e, _)| e)
-    }
-
-    /// [`PatroniApi::send`], saying of a failure whether it timed out.
-    async fn send_noting_timeouts(
-        &self,
-        call: &'static str,
-        member: &str,
-        request: reqwest::RequestBuilder,
-        any_status: bool,
-    ) -> Result<String, (PatroniError, bool)> {
         let error = |reason: String| PatroniError {
             call,
             member: member.to_owned(),
@@ -401,21 +342,15 @@ impl PatroniApi {
         let span =
             tracing::debug_span!("patroni.call", call, member, status = tracing::field::Empty);
         async {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| (error(e.to_string()), e.is_timeout()))?;
+            let response = request.send().await.map_err(|e| error(e.to_string()))?;
             let status = response.status();
             tracing::Span::current().record("status", status.as_u16());
-            let body = response
-                .text()
-                .await
-                .map_err(|e| (error(e.to_string()), e.is_timeout()))?;
+            let body = response.text().await.map_err(|e| error(e.to_string()))?;
             if status.is_success() || any_status {
                 Ok(body)
             } else {
                 // Patroni's error bodies are short plain text ("no good candidates", …).
-                Err((error(format!("{status}: {}", body.trim())), false))
+                Err(error(format!("{status}: {}", body.trim())))
             }
         }
         .instrument(span)
@@ -440,37 +375,14 @@ impl PatroniApi {
     /// PostgreSQL is not running, with the same body (whose `state` says why), so any status
     /// with a parsable body counts.
     pub async fn member(&self, member: &str, ip: &str) -> Result<MemberStatus, PatroniError> {
-        let key = format!("{member}/{ip}");
-        if let Some(wait) = self.unreachable.waiting(&key, Instant::now()) {
-            return Err(PatroniError {
-                call: "member",
-                member: member.to_owned(),
-                reason: format!(
-                    "not asked: it timed out before; asked again in {} s",
-                    wait.as_secs_f64().ceil()
-                ),
-            });
-        }
-        let body = match self
-            .send_noting_timeouts(
+        let body = self
+            .send(
                 "member",
                 member,
                 self.request(reqwest::Method::GET, member, ip, "/health"),
                 true,
             )
-            .await
-        {
-            Ok(body) => {
-                self.unreachable.answered(&key);
-                body
-            }
-            Err((e, timed_out)) => {
-                if timed_out {
-                    self.unreachable.timed_out(&key, Instant::now());
-                }
-                return Err(e);
-            }
-        };
+            .await?;
         Self::parse("member", member, &body)
     }
 
@@ -574,30 +486,6 @@ impl PatroniApi {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_member_that_timed_out_is_let_alone_for_longer_each_time_until_it_answers() {
-        let u = Unreachable::default();
-        let t0 = Instant::now();
-        assert_eq!(u.waiting("db-0/10.0.0.1", t0), None);
-        u.timed_out("db-0/10.0.0.1", t0);
-        assert_eq!(u.waiting("db-0/10.0.0.1", t0), Some(UNREACHABLE_FIRST));
-        assert_eq!(
-            u.waiting("db-0/10.0.0.2", t0),
-            None,
-            "another address is asked"
-        );
-        assert_eq!(u.waiting("db-0/10.0.0.1", t0 + UNREACHABLE_FIRST), None);
-        let t1 = t0 + UNREACHABLE_FIRST;
-        u.timed_out("db-0/10.0.0.1", t1);
-        assert_eq!(u.waiting("db-0/10.0.0.1", t1), Some(UNREACHABLE_FIRST * 2));
-        for _ in 0..10 {
-            u.timed_out("db-0/10.0.0.1", t1);
-        }
-        assert_eq!(u.waiting("db-0/10.0.0.1", t1), Some(UNREACHABLE_MAX));
-        u.answered("db-0/10.0.0.1");
-        assert_eq!(u.waiting("db-0/10.0.0.1", t1), None);
-    }
-
     use super::*;
 
     #[test]
