@@ -444,7 +444,7 @@ async fn troubles_to_events(
         .map(|c| c.message.as_str())
         .unwrap_or_default();
     let troubles = observed.pods.iter().filter_map(|p| observed.trouble(p));
-    for trouble in troubles {
+    for trouble in troubles.filter(|t| !t.cause_pending) {
         let note = trouble.to_string();
         if now.contains(&note) && !before.contains(&note) {
             ctx.events

@@ -35,6 +35,9 @@ pub struct Trouble {
     /// The scheduler's or kubelet's reason (`Unschedulable`, `CrashLoopBackOff`, …).
     pub reason: String,
     pub message: String,
+    /// The cause is still to be read from the log: Ready shows the trouble, but its Event
+    /// waits for the cause (Kubernetes keeps an Event's first note when it repeats).
+    pub cause_pending: bool,
 }
 
 impl fmt::Display for Trouble {
@@ -57,6 +60,7 @@ pub fn of(pod: &Pod, log: Option<&str>, patroni_state: Option<&str>) -> Option<T
         pod: pod.name_any(),
         reason: reason.to_owned(),
         message: shorten(&message),
+        cause_pending: false,
     };
     if let Some(c) = status.conditions.iter().flatten().find(|c| {
         c.type_ == "PodScheduled"
@@ -90,11 +94,15 @@ pub fn of(pod: &Pod, log: Option<&str>, patroni_state: Option<&str>) -> Option<T
     let state = patroni_state.filter(|s| postgres_failed(s))?;
     let mut message = format!("Patroni: PostgreSQL {state}");
     let errors = shown(error_lines(log.unwrap_or_default()));
-    if !errors.is_empty() {
+    let cause_pending = errors.is_empty();
+    if !cause_pending {
         message.push_str(": ");
         message.push_str(&errors.join(" | "));
     }
-    Some(trouble("PostgresNotRunning", message))
+    Some(Trouble {
+        cause_pending,
+        ..trouble("PostgresNotRunning", message)
+    })
 }
 
 /// How the container last ended: its exit code and the error lines of its termination
@@ -426,6 +434,8 @@ mod tests {
                    2026-12-07 07:01:00 UTC [61] LOG:  database system is shut down";
         let t = of(&p, Some(log), Some("start failed")).unwrap();
         assert_eq!(t.reason, "PostgresNotRunning");
+        assert!(!t.cause_pending);
+        assert!(of(&p, None, Some("start failed")).unwrap().cause_pending);
         assert_eq!(
             t.message,
             "Patroni: PostgreSQL start failed: 2026-12-07 07:01:00 UTC [61] FATAL:  could not access file \"not_there\": No such file or directory"
