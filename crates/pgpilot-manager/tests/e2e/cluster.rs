@@ -909,14 +909,7 @@ async fn missing_library(env: &Env) -> Result<()> {
         },
     )
     .await?;
-    let events = env.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "reason=PostgresNotRunning,involvedObject.kind=PostgresCluster",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ])?;
+    let events = env.cluster_event_notes("PostgresNotRunning")?;
     ensure!(
         events.contains("not_in_the_image"),
         "no PostgresNotRunning Event naming the library: {events:?}"
@@ -1001,14 +994,7 @@ async fn refused_parameters(env: &Env) -> Result<()> {
         },
     )
     .await?;
-    let events = env.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "reason=InvalidParameters,involvedObject.kind=PostgresCluster",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ])?;
+    let events = env.cluster_event_notes("InvalidParameters")?;
     ensure!(
         events.contains("max_connections"),
         "no InvalidParameters Event naming max_connections: {events:?}"

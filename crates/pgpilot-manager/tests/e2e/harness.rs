@@ -305,6 +305,18 @@ impl Env {
     }
 
     /// A JSON merge patch of a PostgresCluster's spec, e.g. `{"instances": 1}`.
+    /// The notes of the namespace's Events about PostgresClusters with `reason`.
+    pub fn cluster_event_notes(&self, reason: &str) -> Result<String> {
+        self.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("reason={reason},involvedObject.kind=PostgresCluster"),
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+    }
+
     pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<()> {
         self.api::<PostgresCluster>()
             .patch(
