@@ -32,18 +32,20 @@ pub const RAW: &str = "bench-raw";
 const IMAGE_15_18: &str = "localhost/pgpilot/postgres:15.18";
 const IMAGE_15_20: &str = "localhost/pgpilot/postgres:15.20";
 const IMAGE_17: &str = "localhost/pgpilot/postgres:17";
-/// The init container of pgpilot's pg_upgrade Job: the old image's PostgreSQL and the
-/// libraries it needs (the only way to have both majors in one pod with these images).
+/// The init container of pgpilot's prepare Job: the old image's PostgreSQL and the libraries
+/// it needs beside the data directory (the only way to have both majors in one pod with these
+/// images).
 const COPY_OLD: &str = include_str!("../../pgpilot-upgrade/scripts/copy-old.sh");
 /// `initdb` and `pg_upgrade --link` by hand on the stopped cluster's volume, each timed.
 const RAW_SCRIPT: &str = r#"set -euo pipefail
-mkdir -p /old/missing
-have=$(ldconfig -p)
-for lib in /old/lib/*; do
-  grep -q "^[[:space:]]*${lib##*/} " <<<"$have" || ln -sf "$lib" /old/missing/
-done
-export LD_LIBRARY_PATH=/old/missing
 D=/var/lib/postgresql/data
+OLD=$D/pgbin.15
+mkdir -p "$OLD/missing"
+have=$(ldconfig -p)
+for lib in "$OLD"/lib/*; do
+  grep -q "^[[:space:]]*${lib##*/} " <<<"$have" || ln -sf "$lib" "$OLD/missing/"
+done
+export LD_LIBRARY_PATH=$OLD/missing
 cd /tmp
 rm -rf "$D/raw17"
 t0=$(date +%s.%N)
@@ -51,7 +53,7 @@ initdb -D "$D/raw17" -U postgres -E UTF8 --locale=C.UTF-8 --data-checksums >/tmp
 t1=$(date +%s.%N)
 echo "local all all trust" >/tmp/hba.conf
 : >/tmp/old.conf
-pg_upgrade -b /old/usr/lib/postgresql/15/bin -B /usr/lib/postgresql/17/bin -d "$D/pgdata" \
+pg_upgrade -b "$OLD/usr/lib/postgresql/15/bin" -B /usr/lib/postgresql/17/bin -d "$D/pgdata" \
   -D "$D/raw17" -U postgres -s /tmp -j 2 --link \
   -o "-c config_file=/tmp/old.conf -c hba_file=/tmp/hba.conf -c jit=off" >/tmp/pg_upgrade.log 2>&1 ||
   { cat /tmp/pg_upgrade.log; exit 1; }
@@ -426,7 +428,7 @@ async fn major_once(
         (t.as_millisecond() - wall.as_millisecond()) as f64 / 1000.0
     };
     let mut timeline = timeline(&done, &gap, event, wall);
-    // The pg_upgrade Job's pod: its containers' start and end.
+    // The prepare and pg_upgrade Jobs' pods: their containers' start and end.
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     if let Ok(list) = pods
         .list(&ListParams::default().labels(&format!(
@@ -440,7 +442,7 @@ async fn major_once(
             p.metadata
                 .name
                 .as_deref()
-                .is_some_and(|n| n.contains("-pg-upgrade-"))
+                .is_some_and(|n| n.contains("-pg-upgrade-") || n.contains("-prepare-"))
         }) {
             let Some(st) = &p.status else { continue };
             for c in st
@@ -567,15 +569,14 @@ async fn raw_once(client: &Client, ns: &str, opts: &Options) -> Result<RawRun> {
             "initContainers": [{"name": "copy-old", "image": IMAGE_15_20,
                 "command": ["/bin/sh", "-c", COPY_OLD],
                 "env": [{"name": "OLD_MAJOR", "value": "15"}],
-                "volumeMounts": [{"name": "old", "mountPath": "/old"}],
+                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
                 "securityContext": restricted}],
             "containers": [{"name": "pg-upgrade", "image": IMAGE_17,
                 "command": ["/bin/bash", "-c", RAW_SCRIPT],
-                "volumeMounts": [{"name": "old", "mountPath": "/old"},
-                    {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
                     {"name": "tmp", "mountPath": "/tmp"}],
                 "securityContext": restricted}],
-            "volumes": [{"name": "old", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}},
+            "volumes": [{"name": "tmp", "emptyDir": {}},
                 {"name": "data", "persistentVolumeClaim": {"claimName": format!("data-{RAW}-0")}}],
         },
     }))?;

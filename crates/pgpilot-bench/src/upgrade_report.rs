@@ -86,6 +86,7 @@ pub fn render(r: &UpgradeResults) -> String {
     names.sort();
     names.dedup();
     for step in [
+        "prepare",
         "stop",
         "pg-upgrade",
         "start-primary",

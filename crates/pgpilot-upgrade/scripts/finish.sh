@@ -1,9 +1,10 @@
 #!/bin/bash
 # After the new primary is up: extensions updated in every database, planner statistics
-# rebuilt in stages (pg_upgrade carries none), the old data directory removed.
+# rebuilt in stages (pg_upgrade carries none), the old data directory and binaries removed.
 set -euo pipefail
 export PGUSER=postgres PGCONNECT_TIMEOUT=10
-rm -rf "/var/lib/postgresql/data/pgdata.$OLD_MAJOR" /var/lib/postgresql/data/upgraded-checkpoint
+rm -rf "/var/lib/postgresql/data/pgdata.$OLD_MAJOR" "/var/lib/postgresql/data/pgbin.$OLD_MAJOR" \
+  /var/lib/postgresql/data/upgraded-checkpoint
 # A new pod may be refused for a moment: a NetworkPolicy enforcer lets its address in within
 # a second or two. Wait up to a minute for the server to answer (pg_isready does not log in).
 for ((i = 0; i < 120; i++)); do

@@ -1,13 +1,15 @@
 #!/bin/bash
 # The pg_upgrade Job, in the NEW image, on the stopped primary's volume: the old binaries
-# under /old (copy-old.sh). Checks, upgrades into pgdata.new, then swaps the directories:
+# in pgbin.<old major> (copy-old.sh) and the new cluster in pgdata.new (prepare.sh), both made
+# while the old primary served. Checks, upgrades into pgdata.new, then swaps the directories:
 # pgdata is the new cluster, pgdata.<old major> the old one (kept until the finishing Job,
 # so an abort before the new primary starts can put it back: revert.sh). Any failure leaves
 # the old cluster as it was and says why in the termination message.
 set -euo pipefail
 DATA=/var/lib/postgresql/data
 OLD=$DATA/pgdata NEW=$DATA/pgdata.new KEPT=$DATA/pgdata.$OLD_MAJOR
-OB=/old/usr/lib/postgresql/$OLD_MAJOR/bin NB=/usr/lib/postgresql/$NEW_MAJOR/bin
+T=$DATA/pgbin.$OLD_MAJOR
+OB=$T/usr/lib/postgresql/$OLD_MAJOR/bin NB=/usr/lib/postgresql/$NEW_MAJOR/bin
 WORK=/tmp/pg_upgrade
 mkdir -p "$WORK" && cd "$WORK"
 
@@ -32,41 +34,20 @@ named() {
   done
 }
 
-# The old cluster as it was: pg_upgrade --link moves global/pg_control aside before linking.
+# The old cluster as it was (pg_upgrade --link moves global/pg_control aside before linking),
+# and nothing of the upgrade left beside it.
 undo() {
   if [[ -e $OLD/global/pg_control.old && ! -e $OLD/global/pg_control ]]; then
     mv "$OLD/global/pg_control.old" "$OLD/global/pg_control"
   fi
-  rm -rf "$NEW"
+  rm -rf "$NEW" "$T"
 }
 
-# Only the libraries the new image lacks (their sonames), so that nothing of the new
-# PostgreSQL loads an old library.
-mkdir -p /old/missing
-have=$(ldconfig -p)
-for lib in /old/lib/*; do
-  name=${lib##*/}
-  grep -q "^[[:space:]]*$name " <<<"$have" || ln -sf "$lib" /old/missing/
-done
-export LD_LIBRARY_PATH=/old/missing
-for bin in postgres pg_ctl pg_controldata; do
-  if ldd "$OB/$bin" | grep -q 'not found'; then
-    fail "the old image's $bin cannot run in the new image: $(ldd "$OB/$bin" | grep 'not found' | tr -s ' \n' ' ')"
-  fi
-done
-
+export LD_LIBRARY_PATH=$T/missing
 [[ -e $KEPT ]] && fail "$KEPT exists: an earlier pg_upgrade already swapped the data directories (see docs/runbooks/upgrade.md)"
-[[ $(cat "$OLD/PG_VERSION") == "$OLD_MAJOR" ]] || fail "$OLD holds PostgreSQL $(cat "$OLD/PG_VERSION"), not $OLD_MAJOR"
+[[ -x $OB/postgres && $(cat "$NEW/PG_VERSION" 2>/dev/null) == "$NEW_MAJOR" ]] ||
+  fail "$T or $NEW is missing: the prepare Job makes them; start the upgrade again"
 field() { sed -n "s/^$1: *//p" <<<"$control"; }
-# The new cluster: what pg_upgrade requires to match (checksums, WAL segment size) from the
-# old one; the install user is the old one's (postgres). Made while the old primary may
-# still shut down (pg_control has these from initdb on), so that it is not downtime.
-control=$("$OB/pg_controldata" "$OLD")
-initdb_args=(-D "$NEW" -U postgres -E UTF8 --locale=C.UTF-8 --auth=trust
-  --wal-segsize=$(($(field 'Bytes per WAL segment') / 1024 / 1024)))
-[[ $(field 'Data page checksum version') != 0 ]] && initdb_args+=(--data-checksums)
-rm -rf "$NEW"
-"$NB/initdb" "${initdb_args[@]}" >"$WORK/initdb.log" 2>&1 || fail "initdb failed: $(tail -n 20 "$WORK/initdb.log")"
 
 # The Job starts as soon as the StatefulSet is scaled to 0, while the primary shuts down
 # (nothing starts it again: the instance limit stays 0 while this Job exists); its

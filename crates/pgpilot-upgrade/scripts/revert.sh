@@ -1,6 +1,7 @@
 #!/bin/bash
 # Abort after pg_upgrade, before the new primary ever started: the old data directory back
-# in place (with --link its files were never written, only linked), the new one removed.
+# in place (with --link its files were never written, only linked), the new one and the old
+# binaries beside it removed.
 set -euo pipefail
 DATA=/var/lib/postgresql/data
 OLD=$DATA/pgdata KEPT=$DATA/pgdata.$OLD_MAJOR
@@ -24,5 +25,5 @@ mv "$KEPT" "$OLD"
 if [[ -e $OLD/global/pg_control.old && ! -e $OLD/global/pg_control ]]; then
   mv "$OLD/global/pg_control.old" "$OLD/global/pg_control"
 fi
-rm -rf "$DATA/pgdata.reverted" "$DATA/upgraded-checkpoint"
+rm -rf "$DATA/pgdata.reverted" "$DATA/upgraded-checkpoint" "$DATA/pgbin.$OLD_MAJOR"
 echo "PostgreSQL $OLD_MAJOR is back in $OLD" | tee /dev/termination-log

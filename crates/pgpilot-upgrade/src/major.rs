@@ -1,12 +1,16 @@
 //! The Jobs of a major upgrade, pure. Each mounts the volume of the primary (ordinal 0, where
 //! the instance limit leaves it) and runs a script of `scripts/`:
 //!
-//! - **pg-upgrade**: an init container in the *old* image copies its PostgreSQL and the shared
-//!   libraries it loads into an `emptyDir` (`copy-old.sh`); the *new* image then links in only
-//!   the libraries it lacks, checks every old binary with `ldd`, runs `pg_upgrade --check` and
-//!   `pg_upgrade` (link or copy) and swaps the data directories (`pg-upgrade.sh`). No Debian
-//!   suite ships both majors, so this is how one pod has both. Not retried: a failure leaves
-//!   the old cluster as it was and says why in its termination message.
+//! - **prepare**, while the old primary still serves (on its node): an init container in the
+//!   *old* image copies its PostgreSQL and the shared libraries it loads beside the data
+//!   directory (`pgbin.<old major>`, `copy-old.sh`); the *new* image then links in only the
+//!   libraries it lacks, checks the old binaries with `ldd` and initializes the new cluster in
+//!   `pgdata.new` (`prepare.sh`). No Debian suite ships both majors, so this is how one pod has
+//!   both; done ahead, none of it is downtime.
+//! - **pg-upgrade**, once the instances are stopped: `pg_upgrade` (link or copy; its checks
+//!   first) on the prepared directories, then the data directories swapped (`pg-upgrade.sh`).
+//!   Not retried: a failure leaves the old cluster as it was and says why in its termination
+//!   message.
 //! - **revert**: an abort after pg_upgrade, before the new primary started, puts the old data
 //!   directory back (`revert.sh`).
 //! - **finish**: with the new primary up, extensions updated, statistics rebuilt, the old data
@@ -22,6 +26,7 @@ use pgpilot_postgres::names::{DATA_MOUNT, Names};
 use serde_json::{Value, json};
 
 const COPY_OLD: &str = include_str!("../scripts/copy-old.sh");
+const PREPARE: &str = include_str!("../scripts/prepare.sh");
 const PG_UPGRADE: &str = include_str!("../scripts/pg-upgrade.sh");
 const REVERT: &str = include_str!("../scripts/revert.sh");
 const FINISH: &str = include_str!("../scripts/finish.sh");
@@ -33,6 +38,7 @@ const POSTGRES_UID: i64 = 999;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    Prepare,
     PgUpgrade,
     Revert,
     Finish,
@@ -41,6 +47,7 @@ pub enum Kind {
 impl Kind {
     pub fn suffix(self) -> &'static str {
         match self {
+            Kind::Prepare => "prepare",
             Kind::PgUpgrade => "pg-upgrade",
             Kind::Revert => "revert",
             Kind::Finish => "finish",
@@ -112,34 +119,44 @@ pub fn job(i: &Inputs<'_>, kind: Kind) -> Option<Job> {
         json!({"name": "OLD_MAJOR", "value": i.from_version.to_string()}),
         json!({"name": "NEW_MAJOR", "value": i.to_version.to_string()}),
     ];
-    let mut mounts = vec![
+    let mounts = vec![
         json!({"name": "data", "mountPath": DATA_MOUNT}),
         json!({"name": "tmp", "mountPath": "/tmp"}),
     ];
-    let mut volumes = vec![
+    let volumes = vec![
         json!({"name": "data", "persistentVolumeClaim": {"claimName": primary_claim(cluster)}}),
         json!({"name": "tmp", "emptyDir": {}}),
     ];
     let mut init = vec![];
+    // The volume is the primary's: on its node (it may be attached there only).
+    let beside_the_primary = || {
+        json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {
+                "statefulset.kubernetes.io/pod-name": format!("{}-0", names.statefulset())}},
+            "topologyKey": "kubernetes.io/hostname",
+        }]}})
+    };
     let mut affinity = Value::Null;
     let script = match kind {
-        Kind::PgUpgrade => {
-            let method = match i.method {
-                Method::Link => "link",
-                Method::Copy => "copy",
-            };
-            env.push(json!({"name": "METHOD", "value": method}));
-            mounts.push(json!({"name": "old", "mountPath": "/old"}));
-            volumes.push(json!({"name": "old", "emptyDir": {}}));
+        Kind::Prepare => {
             init.push(json!({
                 "name": "copy-old",
                 "image": i.from_image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["/bin/sh", "-c", COPY_OLD],
                 "env": [{"name": "OLD_MAJOR", "value": i.from_version.to_string()}],
-                "volumeMounts": [{"name": "old", "mountPath": "/old"}],
+                "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
                 "securityContext": restricted,
             }));
+            affinity = beside_the_primary();
+            PREPARE
+        }
+        Kind::PgUpgrade => {
+            let method = match i.method {
+                Method::Link => "link",
+                Method::Copy => "copy",
+            };
+            env.push(json!({"name": "METHOD", "value": method}));
             PG_UPGRADE
         }
         Kind::Revert => REVERT,
@@ -147,12 +164,7 @@ pub fn job(i: &Inputs<'_>, kind: Kind) -> Option<Job> {
             env.push(json!({"name": "PGHOST", "value": names.rw_host(&ns)}));
             env.push(json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {
                 "name": names.superuser_secret(), "key": "password"}}}));
-            // The volume is the primary's: on its node.
-            affinity = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-                "labelSelector": {"matchLabels": {
-                    "statefulset.kubernetes.io/pod-name": format!("{}-0", names.statefulset())}},
-                "topologyKey": "kubernetes.io/hostname",
-            }]}});
+            affinity = beside_the_primary();
             FINISH
         }
     };
@@ -203,7 +215,7 @@ pub fn job(i: &Inputs<'_>, kind: Kind) -> Option<Job> {
         },
         "spec": {
             // pg_upgrade is not run twice by itself: its failure needs a look (the old cluster
-            // is intact). Reverting and finishing are safe to repeat.
+            // is intact). Preparing, reverting and finishing are safe to repeat.
             "backoffLimit": if kind == Kind::PgUpgrade { 0 } else { 3 },
             "template": {"metadata": {"labels": pod_labels}, "spec": pod},
         },
@@ -230,7 +242,7 @@ mod tests {
         // The longest cluster name, with the upgrade the cluster controller names after it.
         let long = format!("{}-upgrade-0123abcd", "a".repeat(49));
         let other = format!("{}-upgrade-4567ef01", "a".repeat(49));
-        for kind in [Kind::PgUpgrade, Kind::Revert, Kind::Finish] {
+        for kind in [Kind::Prepare, Kind::PgUpgrade, Kind::Revert, Kind::Finish] {
             let (a, b) = (job_name(&long, kind), job_name(&other, kind));
             assert!(a.len() <= 63, "{a}");
             assert!(a.ends_with(kind.suffix()) && !a.contains("--"), "{a}");
@@ -267,8 +279,73 @@ mod tests {
             .collect()
     }
 
+    fn restricted(c: &k8s_openapi::api::core::v1::Container) {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &["ALL"]
+        );
+    }
+
+    fn claim(pod: &k8s_openapi::api::core::v1::PodSpec) -> &str {
+        &pod.volumes.as_ref().unwrap()[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name
+    }
+
     #[test]
-    fn pg_upgrade_runs_the_new_image_with_the_old_binaries_on_the_primary_volume() {
+    fn preparing_copies_the_old_binaries_beside_the_primary_and_runs_the_new_image_there() {
+        let u = upgrade();
+        let j = job(&inputs(&u), Kind::Prepare).unwrap();
+        assert_eq!(j.metadata.name.as_deref(), Some("db-upgrade-1-prepare"));
+        let spec = j.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(3));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(claim(&pod), "data-db-0");
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("pg:15.20"));
+        assert_eq!(env(init)["OLD_MAJOR"], "15");
+        // The old binaries go on the data volume, where the pg_upgrade Job finds them.
+        assert_eq!(
+            init.volume_mounts.as_ref().unwrap()[0].mount_path,
+            DATA_MOUNT
+        );
+        let main = &pod.containers[0];
+        assert_eq!(main.image.as_deref(), Some("pg:17"));
+        let e = env(main);
+        assert_eq!((&*e["OLD_MAJOR"], &*e["NEW_MAJOR"]), ("15", "17"));
+        let term = &pod
+            .affinity
+            .as_ref()
+            .unwrap()
+            .pod_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        assert_eq!(
+            term.label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["statefulset.kubernetes.io/pod-name"],
+            "db-0"
+        );
+        // Restricted, no API token.
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        restricted(init);
+        restricted(main);
+    }
+
+    #[test]
+    fn pg_upgrade_runs_the_new_image_alone_on_the_stopped_primary_volume() {
         let u = upgrade();
         let j = job(&inputs(&u), Kind::PgUpgrade).unwrap();
         assert_eq!(j.metadata.name.as_deref(), Some("db-upgrade-1-pg-upgrade"));
@@ -279,33 +356,16 @@ mod tests {
         let spec = j.spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
         let pod = spec.template.spec.unwrap();
-        let init = &pod.init_containers.as_ref().unwrap()[0];
-        assert_eq!(init.image.as_deref(), Some("pg:15.20"));
+        // Prepared ahead: nothing to copy now, one container to start.
+        assert!(pod.init_containers.as_ref().is_none_or(Vec::is_empty));
         let main = &pod.containers[0];
         assert_eq!(main.image.as_deref(), Some("pg:17"));
         let e = env(main);
         assert_eq!((&*e["OLD_MAJOR"], &*e["NEW_MAJOR"]), ("15", "17"));
         assert_eq!(e["METHOD"], "link");
-        let volumes = pod.volumes.unwrap();
-        assert_eq!(
-            volumes[0]
-                .persistent_volume_claim
-                .as_ref()
-                .unwrap()
-                .claim_name,
-            "data-db-0"
-        );
-        // Restricted, no API token.
+        assert_eq!(claim(&pod), "data-db-0");
         assert_eq!(pod.automount_service_account_token, Some(false));
-        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
-        for c in [init, main] {
-            let sc = c.security_context.as_ref().unwrap();
-            assert_eq!(sc.allow_privilege_escalation, Some(false));
-            assert_eq!(
-                sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
-                &["ALL"]
-            );
-        }
+        restricted(main);
     }
 
     #[test]
@@ -353,7 +413,7 @@ mod tests {
         .unwrap();
         let mut i = inputs(&u);
         i.scheduling = Some(&scheduling);
-        for kind in [Kind::PgUpgrade, Kind::Revert, Kind::Finish] {
+        for kind in [Kind::Prepare, Kind::PgUpgrade, Kind::Revert, Kind::Finish] {
             let pod = job(&i, kind).unwrap().spec.unwrap().template.spec.unwrap();
             let tolerations = pod.tolerations.unwrap();
             assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"), "{kind:?}");

@@ -384,6 +384,7 @@ fn major_seen(ctx: &Context, upgrade: &PostgresUpgrade, ns: &str) -> MajorSeen {
         .is_some_and(|s| s.spec.as_ref().and_then(|s| s.replicas) == Some(0));
     MajorSeen {
         stopped,
+        prepare: job(Kind::Prepare),
         pg_upgrade: job(Kind::PgUpgrade),
         revert: job(Kind::Revert),
         finish: job(Kind::Finish),

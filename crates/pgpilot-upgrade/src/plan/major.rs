@@ -1,24 +1,28 @@
 //! A major upgrade's steps after the backup, pure:
 //!
-//! 1. `stop`: the instance limit goes to 0; the cluster controller first leaves the primary
+//! 1. `prepare`, while the old version serves: the Job on ordinal 0's volume (`crate::major`)
+//!    puts the old binaries beside the data and initializes the new cluster. Its failure ends
+//!    the upgrade before anything stopped.
+//! 2. `stop`: the instance limit goes to 0; the cluster controller first leaves the primary
 //!    alone on ordinal 0 (a switchover if it was elsewhere), then stops it (a clean shutdown).
-//! 2. `pg-upgrade`: the Job on ordinal 0's volume (`crate::major`): `pg_upgrade --check`, then
-//!    `pg_upgrade`. Its failure ends the upgrade: the limit goes, the old version starts again.
-//! 3. `start-primary` — **the point of no return**: Patroni's old system identifier removed
+//! 3. `pg-upgrade`: the Job on ordinal 0's volume: `pg_upgrade`, its checks first. Its
+//!    failure ends the upgrade: the limit goes, the old version starts again.
+//! 4. `start-primary` — **the point of no return**: Patroni's old system identifier removed
 //!    from its DCS, the target on the cluster (the StatefulSet moves to the new image) and the
 //!    limit at 1: the upgraded primary starts alone.
-//! 4. `reclone-replicas`: the other ordinals' volumes deleted, the limit removed: the replicas
+//! 5. `reclone-replicas`: the other ordinals' volumes deleted, the limit removed: the replicas
 //!    clone the new primary.
-//! 5. `finish`: extensions updated, statistics rebuilt, the old data directory removed.
-//! 6. `verify`: every instance on the target, the cluster Ready.
+//! 6. `finish`: extensions updated, statistics rebuilt, the old data directory removed.
+//! 7. `verify`: every instance on the target, the cluster Ready.
 //!
-//! An abort before step 3 brings the old version back on its own data (reverting the
-//! directories if pg_upgrade had swapped them); from step 3 on, the way back is a restore of
+//! An abort before step 4 brings the old version back on its own data (reverting the
+//! directories if pg_upgrade had swapped them); from step 4 on, the way back is a restore of
 //! the pre-upgrade backup.
 
 use super::*;
 use crate::major::Kind;
 
+pub const PREPARE: &str = "prepare";
 pub const STOP: &str = "stop";
 pub const PG_UPGRADE: &str = "pg-upgrade";
 pub const START: &str = "start-primary";
@@ -37,6 +41,7 @@ pub enum JobState {
 /// What a major upgrade made so far, as observed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Seen {
+    pub prepare: Option<JobState>,
     pub pg_upgrade: Option<JobState>,
     pub revert: Option<JobState>,
     pub finish: Option<JobState>,
@@ -48,7 +53,7 @@ pub struct Seen {
 }
 
 fn steps() -> Vec<UpgradeStep> {
-    [STOP, PG_UPGRADE, START, RECLONE, FINISH, VERIFY]
+    [PREPARE, STOP, PG_UPGRADE, START, RECLONE, FINISH, VERIFY]
         .into_iter()
         .map(|name| UpgradeStep {
             name: name.to_owned(),
@@ -200,10 +205,10 @@ pub fn walk(
     let spec = &f.upgrade.spec;
     let from = st.from_version.unwrap_or_default();
     let to = spec.target_version;
-    if !st.steps.iter().any(|s| s.name == STOP) {
+    if !st.steps.iter().any(|s| s.name == PREPARE) {
         st.steps.extend(steps());
     }
-    let started = state_of(&st.steps, STOP) != StepState::Pending;
+    let started = state_of(&st.steps, PREPARE) != StepState::Pending;
     let late_abort = spec.abort && past_no_return(&st.steps);
     let on_target = |p: &Pod| p.image.as_deref() == Some(spec.target_image.as_str());
     let mut steps = Steps {
@@ -242,8 +247,48 @@ pub fn walk(
         finish(st, look, annotations, act, event)
     };
 
-    // 1. Stop: done once the StatefulSet is scaled to 0. The pg_upgrade Job starts while the
-    // primary shuts down (copying the old binaries meanwhile) and waits for its postmaster.
+    // 1. Prepare, while the old version serves.
+    if steps.state(PREPARE) != StepState::Done {
+        let job = crate::major::job_name(
+            &f.upgrade.metadata.name.clone().unwrap_or_default(),
+            Kind::Prepare,
+        );
+        match &f.major.prepare {
+            None | Some(JobState::Running) => {
+                let message = format!(
+                    "preparing beside {} while PostgreSQL {from} serves: its binaries for pg_upgrade, PostgreSQL {to} initialized (Job {job})",
+                    first_pod(f)
+                );
+                let create = f.major.prepare.is_none();
+                steps.set(PREPARE, StepState::Running, message.clone());
+                let event = (!started).then(|| ("UpgradeStarted", message.clone(), false));
+                return progress(
+                    st,
+                    annotations,
+                    UpgradePhase::UpgradingPrimary,
+                    "Preparing",
+                    message,
+                    if create {
+                        Act::CreateJob(Kind::Prepare)
+                    } else {
+                        Act::Nothing
+                    },
+                    event,
+                );
+            }
+            Some(JobState::Failed(why)) => {
+                let message = format!(
+                    "preparing pg_upgrade failed: {why}\nNothing was stopped: PostgreSQL {from} keeps running."
+                );
+                steps.set(PREPARE, StepState::Failed, message.clone());
+                return fail(st, look, "PrepareFailed", message);
+            }
+            Some(JobState::Succeeded(said)) => steps.set(PREPARE, StepState::Done, said.clone()),
+        }
+    }
+
+    // 2. Stop: done once the StatefulSet is scaled to 0. The pg_upgrade Job starts while the
+    // primary shuts down and waits for its postmaster.
     if steps.state(STOP) != StepState::Done {
         annotations.extend(crate::major::limit(0));
         if !f.major.stopped {
@@ -252,7 +297,6 @@ pub fn walk(
                 first_pod(f)
             );
             steps.set(STOP, StepState::Running, message.clone());
-            let event = (!started).then(|| ("UpgradeStarted", message.clone(), false));
             return progress(
                 st,
                 annotations,
@@ -260,13 +304,13 @@ pub fn walk(
                 "Stopping",
                 message,
                 Act::Nothing,
-                event,
+                None,
             );
         }
         steps.set(STOP, StepState::Done, "the StatefulSet is scaled to 0");
     }
 
-    // 2. pg_upgrade.
+    // 3. pg_upgrade.
     if steps.state(PG_UPGRADE) != StepState::Done {
         annotations.extend(crate::major::limit(0));
         let job = crate::major::job_name(
@@ -308,7 +352,7 @@ pub fn walk(
         }
     }
 
-    // 3. The new primary starts alone: the point of no return.
+    // 4. The new primary starts alone: the point of no return.
     annotations.insert(
         labels::UPGRADE_TARGET.to_owned(),
         labels::upgrade_target(to, &spec.target_image),
@@ -405,7 +449,7 @@ pub fn walk(
         );
     }
 
-    // 4. The replicas clone the new primary.
+    // 5. The replicas clone the new primary.
     if steps.state(RECLONE) != StepState::Done {
         let beginning = steps.state(RECLONE) == StepState::Pending;
         let instances = f.cluster.spec.instances;
@@ -451,7 +495,7 @@ pub fn walk(
         );
     }
 
-    // 5. Extensions, statistics, the old directory.
+    // 6. Extensions, statistics, the old directory.
     if steps.state(FINISH) != StepState::Done {
         let job = crate::major::job_name(
             &f.upgrade.metadata.name.clone().unwrap_or_default(),
@@ -489,7 +533,7 @@ pub fn walk(
         }
     }
 
-    // 6. Verify.
+    // 7. Verify.
     let pinned = f
         .running
         .is_some_and(|r| r.image == spec.target_image && r.version == to);

@@ -1269,7 +1269,19 @@ mod tests {
             phase: Some(BackupPhase::Completed),
             error: None,
         });
+        // Prepared while the old version serves: nothing stops yet.
         let p = w.step();
+        assert_eq!(state(&p, major::PREPARE), StepState::Running);
+        assert_eq!(p.act, Act::CreateJob(crate::major::Kind::Prepare));
+        assert_eq!(limit(&p), None);
+        assert_eq!(p.event.as_ref().unwrap().0, "UpgradeStarted");
+        w.major.prepare = Some(JobState::Running);
+        let p = w.step();
+        assert_eq!(p.act, Act::Nothing, "the Job is created once");
+        assert_eq!(limit(&p), None);
+        w.major.prepare = Some(JobState::Succeeded("prepared".into()));
+        let p = w.step();
+        assert_eq!(state(&p, major::PREPARE), StepState::Done);
         assert_eq!(state(&p, major::STOP), StepState::Running);
         assert_eq!(limit(&p), Some("0"));
         assert!(!p.annotations.contains_key(labels::UPGRADE_TARGET));
@@ -1295,6 +1307,7 @@ mod tests {
         assert_eq!(
             names[4..],
             [
+                "prepare",
                 "stop",
                 "pg-upgrade",
                 "start-primary",
@@ -1387,6 +1400,31 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_preparation_ends_the_upgrade_before_anything_stops() {
+        let mut w = major_world();
+        w.step();
+        w.backup = Some(PreBackup {
+            phase: Some(BackupPhase::Completed),
+            error: None,
+        });
+        w.step();
+        w.major.prepare = Some(JobState::Failed(
+            "the old image's postgres cannot run in the new image: libicuuc.so.72 => not found"
+                .into(),
+        ));
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(UpgradePhase::Failed));
+        assert_eq!(reason(&p, PROGRESSING), "PrepareFailed");
+        let message = &conditions::find(&p.status.conditions, PROGRESSING)
+            .unwrap()
+            .message;
+        assert!(message.contains("libicuuc") && message.contains("keeps running"));
+        assert!(p.annotations.is_empty(), "no limit was ever set");
+        assert_eq!(state(&p, major::PREPARE), StepState::Failed);
+        assert_eq!(state(&p, major::STOP), StepState::Pending);
+    }
+
+    #[test]
     fn a_major_abort_before_the_new_primary_starts_brings_the_old_version_back() {
         // While stopping: at once.
         let mut w = major_world();
@@ -1415,18 +1453,24 @@ mod tests {
         assert_eq!(p.status.phase, Some(UpgradePhase::Failed));
         assert_eq!(reason(&p, PROGRESSING), "RevertFailed");
         assert_eq!(limit(&p), Some("0"));
-        // Aborted during the stop: nothing to undo.
-        let mut w = major_world();
-        w.step();
-        w.backup = Some(PreBackup {
-            phase: Some(BackupPhase::Completed),
-            error: None,
-        });
-        w.step();
-        w.upgrade.spec.abort = true;
-        let p = w.step();
-        assert_eq!(p.status.phase, Some(UpgradePhase::Aborted));
-        assert!(p.annotations.is_empty());
+        // Aborted while preparing or stopping: nothing to undo.
+        for stopping in [false, true] {
+            let mut w = major_world();
+            w.step();
+            w.backup = Some(PreBackup {
+                phase: Some(BackupPhase::Completed),
+                error: None,
+            });
+            w.step();
+            if stopping {
+                w.major.prepare = Some(JobState::Succeeded("prepared".into()));
+                assert_eq!(limit(&w.step()), Some("0"));
+            }
+            w.upgrade.spec.abort = true;
+            let p = w.step();
+            assert_eq!(p.status.phase, Some(UpgradePhase::Aborted));
+            assert!(p.annotations.is_empty());
+        }
     }
 
     #[test]
