@@ -63,6 +63,9 @@ awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "initdb=%.3f pg_upgrade=%.3
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MinorRun {
+    /// The cluster's synchronous replication method (`Quorum`, the example's, or `Priority`).
+    #[serde(default)]
+    pub method: String,
     /// Spec changed → PostgresUpgrade Succeeded.
     pub total_seconds: f64,
     /// The longest time without an acknowledged write from the spec change on.
@@ -135,17 +138,17 @@ pub async fn run(client: &Client, ns: &str, opts: &Options) -> UpgradeResults {
         ..Default::default()
     };
     for k in 0..opts.repeat {
-        if opts.minor {
-            match minor_once(client, ns, k).await {
+        for method in MINOR_METHODS.iter().filter(|_| opts.minor) {
+            match minor_once(client, ns, k, method).await {
                 Ok(m) => {
                     println!(
-                        "minor {k}: {:.1} s, write gap {:.2} s (switchover {:.2} s)",
+                        "minor {k} ({method}): {:.1} s, write gap {:.2} s (switchover {:.2} s)",
                         m.total_seconds, m.write_gap_seconds, m.switchover_gap_seconds
                     );
                     print_timeline(&m.timeline);
                     r.minor.push(m);
                 }
-                Err(e) => error(&mut r.errors, "minor upgrade", &e),
+                Err(e) => error(&mut r.errors, &format!("minor upgrade ({method})"), &e),
             }
             let _ = pgc::delete_cluster(client, ns, MINOR).await;
         }
@@ -281,14 +284,34 @@ async fn succeeded(
     .await
 }
 
-async fn minor_once(client: &Client, ns: &str, sample: usize) -> Result<MinorRun> {
+/// The synchronous replication methods a minor upgrade is measured with: the example's, and
+/// the one under which a switchover's first commits need no standby (see the report).
+pub const MINOR_METHODS: [&str; 2] = ["Quorum", "Priority"];
+
+async fn minor_once(client: &Client, ns: &str, sample: usize, method: &str) -> Result<MinorRun> {
     let mut spec = pgc::spec(3)?;
+    spec["replication"]["synchronous"]["method"] = json!(method);
     spec["postgresql"]["version"] = json!(15);
     spec["postgresql"]["image"] = json!(IMAGE_15_18);
     let api = create(client, ns, MINOR, spec).await?;
     let switchover = pgc::disruption_once(client, ns, MINOR, Disruption::Switchover, sample, "")
         .await
         .context("the baseline switchover")?;
+    // Where the baseline's time went, beside the upgrade's timeline.
+    let mut steps: Vec<_> = switchover.steps.iter().collect();
+    steps.sort_by(|a, b| a.1.total_cmp(b.1));
+    for (step, at) in steps {
+        println!("  switchover +{at:6.2} s  {step}");
+    }
+    for f in &switchover.writer_failures {
+        println!(
+            "  switchover {:.2}-{:.2} s ×{} {}",
+            f.from, f.to, f.count, f.message
+        );
+    }
+    for line in &switchover.patroni_log {
+        println!("  {line}");
+    }
     pgc::wait_ready(&api, MINOR, Duration::from_secs(300)).await?;
     let w = writer(client, ns, MINOR, &format!("bench_minor_{sample}")).await?;
     let load = load1();
@@ -309,6 +332,7 @@ async fn minor_once(client: &Client, ns: &str, sample: usize) -> Result<MinorRun
         .longest_gap(event)
         .context("no acknowledged write during the upgrade")?;
     Ok(MinorRun {
+        method: method.to_owned(),
         total_seconds: total,
         write_gap_seconds: gap.duration().as_secs_f64(),
         switchover_gap_seconds: switchover.gap_seconds,

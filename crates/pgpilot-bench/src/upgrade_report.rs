@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::model::Summary;
-use crate::upgrade::UpgradeResults;
+use crate::upgrade::{MinorRun, UpgradeResults};
 
 /// A minor upgrade's write gap: under this many seconds (a switchover's target).
 pub const MINOR_GAP_TARGET_S: f64 = 3.0;
@@ -19,6 +19,11 @@ fn secs(s: Option<Summary>) -> String {
     s.map_or("—".into(), |s| {
         format!("{:.1} s ({:.1}–{:.1}, n={})", s.median, s.min, s.max, s.n)
     })
+}
+
+/// A run's replication method; runs before it was recorded used the example's.
+fn method(m: &str) -> &str {
+    if m.is_empty() { "Quorum" } else { m }
 }
 
 fn verdict(met: Option<bool>) -> &'static str {
@@ -40,26 +45,53 @@ pub fn render(r: &UpgradeResults) -> String {
          longest time between two acknowledged inserts from the change of the spec on.\n",
         r.date, r.load_start, r.load_end
     );
-    let minor_gap = Summary::of(r.minor.iter().map(|m| m.write_gap_seconds));
     let _ = writeln!(o, "### Minor: 15.18 → 15.20, three instances\n");
-    let _ = writeln!(o, "| measure | value |\n|---|---|");
+    // One column per synchronous replication method measured (older runs recorded none: the
+    // example's, Quorum).
+    let mut methods: Vec<&str> = r.minor.iter().map(|m| method(&m.method)).collect();
+    methods.dedup();
+    let of = |m: &str, f: fn(&MinorRun) -> f64| {
+        Summary::of(r.minor.iter().filter(|x| method(&x.method) == m).map(f))
+    };
     let _ = writeln!(
         o,
-        "| spec changed → PostgresUpgrade Succeeded | {} |",
-        secs(Summary::of(r.minor.iter().map(|m| m.total_seconds)))
+        "| measure | {} |\n|---|{}",
+        methods
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(methods.len().max(1))
     );
-    let _ = writeln!(o, "| write gap during the upgrade | {} |", secs(minor_gap));
-    let _ = writeln!(
-        o,
-        "| baseline: write gap of a switchover (to a named synchronous standby, as pgpilot does) of the same cluster, same run | {} |",
-        secs(Summary::of(
-            r.minor.iter().map(|m| m.switchover_gap_seconds)
-        ))
+    let row = |o: &mut String, label: &str, cell: &dyn Fn(&str) -> String| {
+        let cells: Vec<String> = methods.iter().map(|m| cell(m)).collect();
+        let _ = writeln!(o, "| {label} | {} |", cells.join(" | "));
+    };
+    row(&mut o, "spec changed → PostgresUpgrade Succeeded", &|m| {
+        secs(of(m, |x| x.total_seconds))
+    });
+    row(&mut o, "write gap during the upgrade", &|m| {
+        secs(of(m, |x| x.write_gap_seconds))
+    });
+    row(
+        &mut o,
+        "baseline: write gap of a switchover (to a named synchronous standby, as pgpilot does) of the same cluster, same run",
+        &|m| secs(of(m, |x| x.switchover_gap_seconds)),
+    );
+    row(
+        &mut o,
+        &format!("target: gap < {MINOR_GAP_TARGET_S} s (worst sample)"),
+        &|m| verdict(of(m, |x| x.write_gap_seconds).map(|s| s.max < MINOR_GAP_TARGET_S)).to_owned(),
     );
     let _ = writeln!(
         o,
-        "| target: gap < {MINOR_GAP_TARGET_S} s (worst sample) | {} |",
-        verdict(minor_gap.map(|s| s.max < MINOR_GAP_TARGET_S))
+        "\nThe switchover names its successor (a race among equal replicas can give two of them \
+         the leader lock: patroni#3718). Patroni then makes every other member wait 2 s before it \
+         follows the new primary (`time.sleep(2)` for the others, and for the old primary after \
+         it released the lock). Under `Quorum`, the new primary keeps \
+         `synchronous_standby_names` through the promotion, so its first commits wait those 2 s \
+         for a standby; under `Priority` (with `mode: Preferred`) they commit at once and a \
+         standby is named when one follows."
     );
     if let Some(last) = r.minor.last() {
         timeline(&mut o, "the minor upgrade", &last.timeline);
@@ -165,18 +197,29 @@ pub fn splice(page: &str, section: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upgrade::{MajorRun, MinorRun, RawRun};
+    use crate::upgrade::{MajorRun, RawRun};
 
     #[test]
     fn the_section_gives_the_verdicts_against_the_baselines_of_the_same_run() {
         let r = UpgradeResults {
-            minor: vec![MinorRun {
-                total_seconds: 60.0,
-                write_gap_seconds: 2.5,
-                switchover_gap_seconds: 2.4,
-                timeline: Default::default(),
-                load1: 1.0,
-            }],
+            minor: vec![
+                MinorRun {
+                    method: String::new(),
+                    total_seconds: 60.0,
+                    write_gap_seconds: 3.3,
+                    switchover_gap_seconds: 3.3,
+                    timeline: Default::default(),
+                    load1: 1.0,
+                },
+                MinorRun {
+                    method: "Priority".into(),
+                    total_seconds: 60.0,
+                    write_gap_seconds: 1.5,
+                    switchover_gap_seconds: 1.4,
+                    timeline: Default::default(),
+                    load1: 1.0,
+                },
+            ],
             major: vec![MajorRun {
                 total_seconds: 120.0,
                 write_downtime_seconds: 30.0,
@@ -199,16 +242,23 @@ mod tests {
             page.contains("= 25.0 s") && page.contains("**missed**"),
             "{page}"
         );
+        // One column per method; a run without one was the example's, Quorum.
         assert!(
-            page.contains("gap < 3 s (worst sample) | **met**"),
+            page.contains("| measure | `Quorum` | `Priority` |"),
+            "{page}"
+        );
+        assert!(
+            page.contains("gap < 3 s (worst sample) | **missed** | **met** |"),
             "{page}"
         );
         let spliced = splice(
-            "# Benchmarks\n\nbefore\n<!-- upgrade:begin -->old<!-- upgrade:end -->\nafter\n",
+            "# Benchmarks\n\nbefore\n<!-- upgrade:begin -->stale section<!-- upgrade:end -->\nafter\n",
             &page,
         );
         assert!(
-            spliced.contains("before") && spliced.contains("after") && !spliced.contains("old")
+            spliced.contains("before")
+                && spliced.contains("after")
+                && !spliced.contains("stale section")
         );
     }
 }
