@@ -48,8 +48,12 @@ pub fn render(r: &UpgradeResults) -> String {
     let _ = writeln!(o, "### Minor: 15.18 → 15.20, three instances\n");
     // One column per synchronous replication method measured (older runs recorded none: the
     // example's, Quorum).
-    let mut methods: Vec<&str> = r.minor.iter().map(|m| method(&m.method)).collect();
-    methods.dedup();
+    let mut methods: Vec<&str> = vec![];
+    for m in r.minor.iter().map(|m| method(&m.method)) {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
     let of = |m: &str, f: fn(&MinorRun) -> f64| {
         Summary::of(r.minor.iter().filter(|x| method(&x.method) == m).map(f))
     };
@@ -219,6 +223,14 @@ mod tests {
                     timeline: Default::default(),
                     load1: 1.0,
                 },
+                MinorRun {
+                    method: "Quorum".into(),
+                    total_seconds: 60.0,
+                    write_gap_seconds: 3.2,
+                    switchover_gap_seconds: 3.2,
+                    timeline: Default::default(),
+                    load1: 1.0,
+                },
             ],
             major: vec![MajorRun {
                 total_seconds: 120.0,
@@ -244,9 +256,10 @@ mod tests {
         );
         // One column per method; a run without one was the example's, Quorum.
         assert!(
-            page.contains("| measure | `Quorum` | `Priority` |"),
+            page.contains("| measure | `Quorum` | `Priority` |\n|---|---|---|\n"),
             "{page}"
         );
+        assert!(page.contains("| 3.2 s (3.2–3.3, n=2) | 1.5 s"), "{page}");
         assert!(
             page.contains("gap < 3 s (worst sample) | **missed** | **met** |"),
             "{page}"

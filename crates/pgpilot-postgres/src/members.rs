@@ -412,6 +412,7 @@ mod tests {
 
     use super::fixtures::*;
     use super::*;
+    use crate::patroni::{AUTH_TAG, ClusterMember, version_string};
 
     fn successor_of(m: &Members, synchronous: bool) -> Option<String> {
         successor(m, synchronous, |_| true).map(|i| i.pod.clone())
@@ -480,6 +481,129 @@ mod tests {
         );
         assert!(postgres_failed("restart failed") && postgres_failed("crashed"));
         assert!(!postgres_failed("stopped") && !postgres_failed("running"));
+    }
+
+    /// Members as Patroni may describe them, sensible or not: roles, states and lags from
+    /// what it says (and some it does not), timelines and readiness in any combination.
+    fn any_members() -> impl proptest::strategy::Strategy<Value = Members> {
+        use proptest::prelude::*;
+        let role = prop::sample::select(vec![
+            "leader",
+            "master",
+            "primary",
+            "standby_leader",
+            "replica",
+            "sync_standby",
+            "quorum_standby",
+            "",
+            "Leader",
+        ]);
+        let state = prop::sample::select(vec![
+            "running",
+            "streaming",
+            "starting",
+            "start failed",
+            "stopped",
+            "crashed",
+            "restarting",
+            "creating replica",
+            "in archive recovery",
+        ]);
+        let lag = prop_oneof![
+            Just(None),
+            any::<i64>().prop_map(|n| Some(Value::from(n))),
+            Just(Some(Value::from("unknown"))),
+            Just(Some(Value::Null)),
+        ];
+        let member = (
+            role.clone(),
+            state.clone(),
+            state,
+            lag,
+            proptest::option::of(0i64..4),
+            any::<bool>(),
+            any::<bool>(),
+        );
+        prop::collection::vec(member, 1..5).prop_map(move |found| {
+            let mut view = Vec::new();
+            let mut instances = Vec::new();
+            for (n, (role, dcs_state, own_state, lag, timeline, ready, has_ip)) in
+                found.into_iter().enumerate()
+            {
+                let n = n as i32;
+                let mut i = instance(n, own_state, ready);
+                if !has_ip {
+                    i.ip = None;
+                }
+                if let Some(m) = i.member.as_mut() {
+                    m.timeline = timeline;
+                    m.role = Some(role.to_owned());
+                }
+                i.role_label = Some(normalize_role(role));
+                instances.push(i);
+                view.push(ClusterMember {
+                    name: format!("db-{n}"),
+                    role: Some(role.to_owned()),
+                    state: Some(dcs_state.to_owned()),
+                    timeline,
+                    lag,
+                });
+            }
+            Members {
+                instances,
+                cluster: Some(ClusterView {
+                    members: view,
+                    pause: false,
+                }),
+            }
+        })
+    }
+
+    proptest::proptest! {
+        // Patroni's answers are outside data: whatever arrives reads as an answer or an error.
+        #[test]
+        fn any_answer_reads_without_panicking(text in ".{0,200}") {
+            let _ = serde_json::from_str::<MemberStatus>(&text);
+            let _ = serde_json::from_str::<ClusterView>(&text);
+        }
+
+        #[test]
+        fn any_json_shaped_like_an_answer_reads_without_panicking(
+            state in ".{0,20}",
+            number in proptest::num::i64::ANY,
+            flag in proptest::bool::ANY,
+        ) {
+            let own = serde_json::json!({"state": state, "role": state, "server_version": number,
+                "timeline": number, "pending_restart": flag, "tags": {AUTH_TAG: number}});
+            if let Ok(m) = serde_json::from_value::<MemberStatus>(own) {
+                let _ = m.auth_token();
+            }
+            let view = serde_json::json!({"members": [{"name": state, "lag": number, "timeline": state}], "pause": flag});
+            let _ = serde_json::from_value::<ClusterView>(view);
+            let _ = version_string(number);
+        }
+
+        // Whatever the members say, a successor is a ready replica (never the primary) that
+        // streams on the primary's timeline with a known, small lag, and a synchronous
+        // standby when synchronous replication is on.
+        #[test]
+        fn a_successor_always_follows_the_primary_closely(m in any_members(), synchronous in proptest::bool::ANY) {
+            for i in &m.instances {
+                let _ = (m.role(&i.pod), m.state(&i.pod), m.streaming(&i.pod), m.ip(&i.pod));
+            }
+            let _ = m.config_address();
+            if let Some(s) = successor(&m, synchronous, |_| true) {
+                let primary = m.primary().expect("a successor implies a primary");
+                proptest::prop_assert_ne!(&s.pod, &primary.pod);
+                proptest::prop_assert!(s.ready && m.streaming(&s.pod));
+                proptest::prop_assert_eq!(m.timeline(&s.pod), m.timeline(&primary.pod));
+                proptest::prop_assert!(m.lags().get(&s.pod).is_some_and(|l| *l <= MAX_SUCCESSOR_LAG));
+                if synchronous {
+                    let role = m.role(&s.pod).unwrap_or_default();
+                    proptest::prop_assert!(pgpilot_api::cluster::is_synchronous_standby(&role), "{role}");
+                }
+            }
+        }
     }
 
     #[test]

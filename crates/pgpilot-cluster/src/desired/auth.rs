@@ -57,15 +57,14 @@ pub(super) fn auth_secret(ctx: &Ctx<'_>, desired: &[Secret]) -> Result<(Secret, 
             user["sslrootcert"] = json!(CA_FILE);
         }
     }
-    let yaml = serde_yaml::to_string(&json!({
-        "postgresql": {"authentication": {"superuser": superuser, "replication": replication}},
-        "restapi": {"authentication": {"username": API_USER, "password": password(&api)?.expose()}},
-        "tags": {AUTH_TAG: token},
-    }))
-    .map_err(|e| Error::Invalid {
-        field: "spec",
-        message: format!("cannot render {AUTH_FILE}: {e}"),
-    })?;
+    let yaml = super::patroni_file(
+        &json!({
+            "postgresql": {"authentication": {"superuser": superuser, "replication": replication}},
+            "restapi": {"authentication": {"username": API_USER, "password": password(&api)?.expose()}},
+            "tags": {AUTH_TAG: token},
+        }),
+        AUTH_FILE,
+    )?;
     let mut secret: Secret = typed(
         "Secret",
         json!({

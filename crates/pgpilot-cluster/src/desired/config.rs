@@ -234,10 +234,7 @@ pub fn patroni_yaml(ctx: &Ctx<'_>) -> Value {
 }
 
 pub(super) fn patroni_config(ctx: &Ctx<'_>) -> Result<ConfigMap, Error> {
-    let yaml = serde_yaml::to_string(&patroni_yaml(ctx)).map_err(|e| Error::Invalid {
-        field: "spec",
-        message: format!("cannot render patroni.yaml: {e}"),
-    })?;
+    let yaml = super::patroni_file(&patroni_yaml(ctx), "patroni.yaml")?;
     typed(
         "ConfigMap",
         json!({
@@ -483,5 +480,107 @@ mod tests {
                 .get("recovery_conf")
                 .is_none()
         );
+    }
+
+    /// Rendered patroni.yaml as Patroni's YAML reader (PyYAML, YAML 1.1) would take each
+    /// scalar: values that YAML 1.1 reads as booleans, null, numbers or times must be quoted.
+    #[test]
+    fn values_yaml_1_1_would_read_as_something_else_are_quoted() {
+        let mut c = cluster(THREE);
+        let risky = [
+            "on",
+            "off",
+            "yes",
+            "no",
+            "y",
+            "n",
+            "Y",
+            "true",
+            "~",
+            "null",
+            "012",
+            "0o17",
+            "0x1F",
+            "1_000",
+            "1:30",
+            ".inf",
+            "-.inf",
+            ".nan",
+            "1e3",
+            "2026-12-07",
+            "",
+        ];
+        for (n, v) in risky.iter().enumerate() {
+            c.spec
+                .postgresql
+                .parameters
+                .insert(format!("p{n}.x"), (*v).to_owned());
+        }
+        let ctx = Ctx::new(&c).unwrap();
+        let cm = patroni_config(&ctx).unwrap();
+        let yaml = &cm.data.unwrap()["patroni.yaml"];
+        for (n, v) in risky.iter().enumerate() {
+            let line = yaml
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("\"p{n}.x\":")))
+                .unwrap();
+            let value = line.split_once(": ").map_or("", |(_, v)| v);
+            assert!(value.starts_with('"'), "{v:?} is not quoted: {line}");
+        }
+    }
+
+    /// Characters YAML would fold into a space inside a quoted string, or refuse in a stream,
+    /// arrive escaped and read back as they were.
+    #[test]
+    fn line_break_and_refused_characters_are_escaped() {
+        let mut c = cluster(THREE);
+        let odd = "a\u{2028}b\u{85}c\u{7f}d\u{feff}e\u{9f}f";
+        c.spec
+            .postgresql
+            .parameters
+            .insert("application_name".into(), odd.into());
+        let ctx = Ctx::new(&c).unwrap();
+        let yaml = patroni_config(&ctx).unwrap().data.unwrap()["patroni.yaml"].clone();
+        assert!(
+            !yaml
+                .chars()
+                .any(|c| "\u{2028}\u{85}\u{7f}\u{feff}\u{9f}".contains(c))
+        );
+        assert!(
+            yaml.contains(r#""a\u2028b\u0085c\u007fd\ufeffe\u009ff""#),
+            "{yaml}"
+        );
+        let read: Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(
+            read["bootstrap"]["dcs"]["postgresql"]["parameters"]["application_name"],
+            odd
+        );
+    }
+
+    proptest::proptest! {
+        // The rendered patroni.yaml reads back as exactly what was built, whatever the user's
+        // parameters and pg_hba lines hold, and every parameter the user sets and pgpilot does
+        // not own reaches the DCS section unchanged.
+        #[test]
+        fn patroni_yaml_reads_back_as_built(
+            parameters in proptest::collection::btree_map("[a-z_]{1,12}(\\.[a-z_]{1,8})?", ".{0,30}", 0..8),
+            hba in proptest::collection::vec(".{0,40}", 0..4),
+        ) {
+            let mut c = cluster(THREE);
+            c.spec.postgresql.parameters = parameters.clone();
+            c.spec.postgresql.pg_hba = hba;
+            let ctx = Ctx::new(&c).unwrap();
+            let cm = patroni_config(&ctx).unwrap();
+            let text = &cm.data.unwrap()["patroni.yaml"];
+            let read: Value = serde_yaml::from_str(text).unwrap();
+            proptest::prop_assert_eq!(&read, &patroni_yaml(&ctx));
+            let dcs = &read["bootstrap"]["dcs"]["postgresql"]["parameters"];
+            let owned = owned_parameters();
+            for (name, value) in &parameters {
+                if !owned.contains_key(name) {
+                    proptest::prop_assert_eq!(dcs[name].as_str(), Some(value.as_str()));
+                }
+            }
+        }
     }
 }

@@ -259,6 +259,34 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// A file Patroni reads (patroni.yaml, auth.yaml), as its YAML reader (PyYAML, YAML 1.1) will
+/// take it. Plain YAML would leave `on`, `yes`, `0600` or `1:30` unquoted, and PyYAML reads
+/// those as a boolean, an octal number or a base-60 one: a parameter or a password would
+/// change on the way. So the file is JSON (YAML reads it as it is), every string in double
+/// quotes, and the characters YAML takes for line breaks inside a quoted string or refuses in
+/// a stream (DEL, C1 controls, NEL, LS, PS, BOM, U+FFFE/U+FFFF), which JSON leaves as they are,
+/// are escaped too.
+pub(crate) fn patroni_file(value: &Value, file: &str) -> Result<String, Error> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid {
+        field: "spec",
+        message: format!("cannot render {file}: {e}"),
+    })?;
+    let mut out = String::with_capacity(json.len() + 1);
+    for c in json.chars() {
+        // Outside strings JSON is ASCII: these can only be inside one.
+        if matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        ) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\n');
+    Ok(out)
+}
+
 /// Turns a JSON description into a typed object, checked: the builders write children as
 /// JSON, close to the YAML people know, and serde would drop a misspelled field without a
 /// word. So the typed object is serialized again, and every field of the description must
