@@ -250,7 +250,7 @@ async fn a_restored_cluster_gets_no_instance_until_a_backup_is_chosen() {
         "{yaml}"
     );
     assert!(
-        yaml.contains(r#""recovery_target_time": "2026-12-06T01:02:03Z""#),
+        yaml.contains(r#""recovery_target_time": "2026-12-06 01:02:03+00:00""#),
         "{yaml}"
     );
 }

@@ -472,7 +472,7 @@ mod tests {
         );
         assert_eq!(
             method["recovery_conf"]["recovery_target_time"],
-            "2026-12-06T01:02:03Z"
+            "2026-12-06 01:02:03+00:00"
         );
         // No archiving of its own: no archive settings, no restore_command of its own stanza.
         assert!(

@@ -677,6 +677,37 @@ mod tests {
         assert!(config_file(&b, "prod", "db").is_err());
     }
 
+    proptest::proptest! {
+        // The repository's place comes from users: whatever it holds, pgbackrest.conf is
+        // refused or has exactly two sections, one option per line, and the user's values
+        // read back as given (none can add an option or a section of its own).
+        #[test]
+        fn pgbackrest_conf_reads_back_as_built(
+            bucket in "\\PC{0,20}|[ \\n\\r\\t\\[\\]=a-z]{0,12}",
+            region in "\\PC{0,12}",
+            path in "(/[a-z0-9=\\[\\]. -]{0,8}){0,3}",
+            endpoint in "[a-z.]{1,12}(:[0-9a-z]{0,6})?",
+        ) {
+            let mut b = backup(MINIO);
+            b.repository.s3.bucket = bucket.clone();
+            b.repository.s3.region = region.clone();
+            b.repository.s3.path = path;
+            b.repository.s3.endpoint = endpoint;
+            let Ok(conf) = config_file(&b, "prod", "db") else { return Ok(()) };
+            // The same spec with plain values: the same lines, keys and sections.
+            b.repository.s3.bucket = "b".into();
+            b.repository.s3.region = "r".into();
+            let plain = config_file(&b, "prod", "db").unwrap();
+            let shape = |c: &str| -> Vec<String> {
+                c.lines().map(|l| l.split_once('=').map_or(l, |(k, _)| k).to_owned()).collect()
+            };
+            proptest::prop_assert_eq!(shape(&conf), shape(&plain));
+            let o = options(&conf);
+            proptest::prop_assert_eq!(&o["repo1-s3-bucket"], &bucket);
+            proptest::prop_assert_eq!(&o["repo1-s3-region"], &region);
+        }
+    }
+
     #[test]
     fn postgresql_hands_segments_to_pgbackrest() {
         assert_eq!(

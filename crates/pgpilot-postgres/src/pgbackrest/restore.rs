@@ -136,6 +136,18 @@ impl<'a> Source<'a> {
     }
 }
 
+/// An RFC 3339 time (the spec's, checked at admission) as PostgreSQL reads it while it starts:
+/// `2026-12-06 01:02:03+00:00`. `Z` is a time zone abbreviation to PostgreSQL, and
+/// abbreviations are not loaded yet when the server checks `recovery_target_time` at start-up
+/// ("configuration file … contains errors"); a numeric offset always reads.
+pub fn postgres_time(rfc3339: &str) -> String {
+    let time = rfc3339.replacen(['T', 't'], " ", 1);
+    match time.strip_suffix(['Z', 'z']) {
+        Some(utc) => format!("{utc}+00:00"),
+        None => time,
+    }
+}
+
 /// The recovery settings of a restore: where WAL comes from, and where replay stops.
 pub fn recovery_conf(restore_command: &str, target: Option<&RecoveryTarget>) -> Value {
     let mut conf = Map::new();
@@ -151,7 +163,7 @@ pub fn recovery_conf(restore_command: &str, target: Option<&RecoveryTarget>) -> 
     );
     if let Some(t) = target {
         if let Some(time) = &t.time {
-            set("recovery_target_time", time);
+            set("recovery_target_time", &postgres_time(time));
         } else if let Some(lsn) = &t.lsn {
             set("recovery_target_lsn", lsn);
         } else if let Some(xid) = &t.xid {
@@ -263,7 +275,7 @@ mod tests {
                 .unwrap()
                 .ends_with("--stanza=prod-old archive-get %f \"%p\"")
         );
-        assert_eq!(rc["recovery_target_time"], "2026-12-06T01:02:03Z");
+        assert_eq!(rc["recovery_target_time"], "2026-12-06 01:02:03+00:00");
         assert_eq!(rc["recovery_target_inclusive"], "off");
         assert_eq!(rc["recovery_target_action"], "promote");
         assert_eq!(rc["recovery_target_timeline"], "latest");
@@ -299,5 +311,17 @@ mod tests {
                 .optional
                 == Some(true)
         }));
+    }
+
+    #[test]
+    fn target_times_reach_postgresql_with_a_numeric_offset() {
+        for (spec, conf) in [
+            ("2026-12-06T01:02:03Z", "2026-12-06 01:02:03+00:00"),
+            ("2026-12-06T01:02:03.250Z", "2026-12-06 01:02:03.250+00:00"),
+            ("2026-12-06T03:02:03+02:00", "2026-12-06 03:02:03+02:00"),
+            ("2026-12-05T20:02:03-05:00", "2026-12-05 20:02:03-05:00"),
+        ] {
+            assert_eq!(postgres_time(spec), conf);
+        }
     }
 }
