@@ -522,7 +522,8 @@ pub fn render(r: &ScaleResults) -> String {
          One manager (all four controllers, release build) and many PostgresClusters of three\n\
          instances on the real control plane, the instances' pods on kwok's fake nodes (their\n\
          volumes bound in advance; nothing answers at their addresses, so every Patroni call\n\
-         fails after its 1 s connect timeout). A fresh control plane per size\n\
+         fails after its connect timeout: 250 ms, 1 s in runs before 2026-12-07 11:00 UTC). A\n\
+         fresh control plane per size\n\
          ([`e2e/scripts/bench-scale.sh`](../e2e/scripts/bench-scale.sh),\n\
          [`crates/pgpilot-bench/src/scale.rs`](../crates/pgpilot-bench/src/scale.rs)). The baseline\n\
          is the API server accepting the bench's own creates of the PostgresClusters ({PARALLEL} at\n\

@@ -236,9 +236,16 @@ fn client_error(reason: String) -> PatroniError {
     }
 }
 
+/// How long a TCP handshake with a member may take. Inside a cluster network it takes
+/// milliseconds, a member not listening refuses at once, and a lost SYN is sent again only
+/// after a second (Linux's initial retransmission timeout), so a longer wait rescues nothing;
+/// an address nothing answers at (a dead node, a partition, kwok's fake pods) costs every
+/// reconcile that asks it this much.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+
 fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
+        .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(5))
 }
 
