@@ -23,6 +23,9 @@ export PGPILOT_ETCD_CLIENT_PORT=53790 PGPILOT_ETCD_PEER_PORT=53800 PGPILOT_APISE
 export PGPILOT_KCM_PORT=50257 PGPILOT_SCHEDULER_PORT=50259 PGPILOT_KWOK_PORT=50247
 # Three ClusterIP Services per cluster: the tiers' /24 holds 84 clusters.
 export PGPILOT_SERVICE_CIDR=10.96.0.0/16 PGPILOT_SERVICE_IP=10.96.0.1
+# The controller-manager and the scheduler at 20 and 50 requests a second made thousands of
+# pods wait for their claims to be bound and for a node: measure the operator, not them.
+export PGPILOT_CONTROL_PLANE_QPS=${PGPILOT_CONTROL_PLANE_QPS:-300}
 # shellcheck source=e2e/scripts/lib.sh
 . e2e/scripts/lib.sh
 

@@ -181,11 +181,19 @@ PGPILOT_STORAGE_CLASS=local-path
 EOF
 fi
 
+# The control plane's own client limits (the scale bench raises them: at their defaults the
+# controller-manager binds a few thousand volume claims, and creates their pods, at 20 writes
+# a second, and that, not the operator, set how fast clusters became ready).
+KCM_QPS=() SCHEDULER_QPS=
+if [[ -n $CONTROL_PLANE_QPS ]]; then
+  KCM_QPS=(--kube-api-qps="$CONTROL_PLANE_QPS" --kube-api-burst="$((CONTROL_PLANE_QPS * 2))")
+  SCHEDULER_QPS=$'\n'"  qps: $CONTROL_PLANE_QPS"$'\n'"  burst: $((CONTROL_PLANE_QPS * 2))"
+fi
 cat >"$STATE_DIR/kube-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 clientConnection:
-  kubeconfig: $STATE_DIR/kube-scheduler.kubeconfig
+  kubeconfig: $STATE_DIR/kube-scheduler.kubeconfig$SCHEDULER_QPS
 leaderElection:
   leaderElect: false
 EOF
@@ -288,6 +296,7 @@ launch kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --service-cluster-ip-range="$SERVICE_CIDR" \
   --controllers='*' \
   --pvclaimbinder-sync-period=2s \
+  "${KCM_QPS[@]}" \
   --leader-elect=false \
   --profiling=false \
   --v=0

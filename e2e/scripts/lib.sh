@@ -13,6 +13,8 @@
 #   PGPILOT_SCHEDULER_PORT      scheduler secure (health) port          (20259)
 #   PGPILOT_KWOK_PORT           kwok health/metrics port                (20247)
 #   PGPILOT_SERVICE_CIDR        Service addresses    (10.0.0.0/24); PGPILOT_SERVICE_IP its first (10.0.0.1)
+#   PGPILOT_CONTROL_PLANE_QPS   the controller-manager's and scheduler's client QPS (burst twice
+#                               that); unset: their defaults (20 and 50)
 # Everything listens on 127.0.0.1 only, except in node mode (cluster-up.sh
 # --node), where the API server listens on the node address instead; the node's
 # settings are at the end of this file.
@@ -42,6 +44,7 @@ KWOK_PORT=${PGPILOT_KWOK_PORT:-20247}
 APISERVER_URL=https://$HOST:$APISERVER_PORT
 SERVICE_CIDR=${PGPILOT_SERVICE_CIDR:-10.0.0.0/24}
 SERVICE_IP=${PGPILOT_SERVICE_IP:-10.0.0.1} # first IP of SERVICE_CIDR: the `kubernetes` Service
+CONTROL_PLANE_QPS=${PGPILOT_CONTROL_PLANE_QPS:-}
 
 # Control-plane components in start order (stopped in reverse); kwok is optional.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod jobs;
 pub mod metrics;
 pub mod queue;
+pub mod relist;
 pub mod runner;
 pub mod runtime;
 pub mod sensitive;

@@ -25,6 +25,7 @@ use crate::backoff::{Backoff, Policy};
 use crate::conditions::{self, Status, Update};
 use crate::error::ReconcileError;
 use crate::queue::{QueueDepth, Waiting};
+use crate::relist::settled_objects;
 use crate::runtime::{Namespaces, RunContext, RunError};
 use crate::status::{StatusPart, apply_status};
 use crate::telemetry::reconcile_span;
@@ -137,12 +138,13 @@ impl<K: Watched> Scope<K> {
         let (store, writer) = reflector::store();
         let state = CacheState::new(&store);
         let errors = state.clone();
-        let stream = watcher(self.api::<C>(), config)
-            .default_backoff()
-            .inspect_err(move |e| errors.record(e))
-            .modify(|o| o.managed_fields_mut().clear())
-            .reflect(writer)
-            .touched_objects();
+        let stream = settled_objects(
+            watcher(self.api::<C>(), config)
+                .default_backoff()
+                .inspect_err(move |e| errors.record(e))
+                .modify(|o| o.managed_fields_mut().clear())
+                .reflect(writer),
+        );
         self.caches.push(state);
         (
             Cache {
@@ -295,16 +297,17 @@ where
         };
         // Status writes (this controller's, or another's) wake nothing: only what someone
         // asked for does (spec, labels, annotations, deletion).
-        let objects = watcher(scope.api::<R::Object>(), watcher::Config::default())
-            .default_backoff()
-            .modify(|o| o.managed_fields_mut().clear())
-            .reflect(writer)
-            .touched_objects()
-            .predicate_filter(asked_for::<R::Object>, PredicateConfig::default())
-            .inspect_ok({
-                let waiting = waiting.clone();
-                move |o| waiting.woken(ObjectRef::from_obj(o))
-            });
+        let objects = settled_objects(
+            watcher(scope.api::<R::Object>(), watcher::Config::default())
+                .default_backoff()
+                .modify(|o| o.managed_fields_mut().clear())
+                .reflect(writer),
+        )
+        .predicate_filter(asked_for::<R::Object>, PredicateConfig::default())
+        .inspect_ok({
+            let waiting = waiting.clone();
+            move |o| waiting.woken(ObjectRef::from_obj(o))
+        });
         let listed = store.clone();
         scope.controller = Some(KubeController::for_stream(objects, store));
         let reconciler = setup(&mut scope)?;
