@@ -523,7 +523,9 @@ pub fn render(r: &ScaleResults) -> String {
          instances on the real control plane, the instances' pods on kwok's fake nodes (their\n\
          volumes bound in advance; nothing answers at their addresses, so every Patroni call\n\
          fails after its connect timeout: 250 ms, 1 s in runs before 2026-12-07 11:00 UTC). A\n\
-         fresh control plane per size\n\
+         fresh control plane per size, its controller-manager and scheduler at 300 requests a\n\
+         second (`PGPILOT_CONTROL_PLANE_QPS`; at their defaults of 20 and 50 they, not the\n\
+         operator, set how fast pods got their claims and nodes)\n\
          ([`e2e/scripts/bench-scale.sh`](../e2e/scripts/bench-scale.sh),\n\
          [`crates/pgpilot-bench/src/scale.rs`](../crates/pgpilot-bench/src/scale.rs)). The baseline\n\
          is the API server accepting the bench's own creates of the PostgresClusters ({PARALLEL} at\n\
