@@ -1261,16 +1261,21 @@ mod tests {
             .map(String::as_str)
     }
 
-    /// Runs a major upgrade through the backup and the stop; the pg_upgrade Job is asked for.
-    fn to_pg_upgrade(w: &mut World) -> Plan {
+    /// Runs a major upgrade through its pre-upgrade backup: the step after it.
+    fn past_the_backup(w: &mut World) -> Plan {
         let p = w.step();
         assert_eq!(p.act, Act::CreateBackup("db-upgrade-1-pre".into()));
         w.backup = Some(PreBackup {
             phase: Some(BackupPhase::Completed),
             error: None,
         });
+        w.step()
+    }
+
+    /// Runs a major upgrade through the backup and the stop; the pg_upgrade Job is asked for.
+    fn to_pg_upgrade(w: &mut World) -> Plan {
         // Prepared while the old version serves: nothing stops yet.
-        let p = w.step();
+        let p = past_the_backup(w);
         assert_eq!(state(&p, major::PREPARE), StepState::Running);
         assert_eq!(p.act, Act::CreateJob(crate::major::Kind::Prepare));
         assert_eq!(limit(&p), None);
@@ -1402,12 +1407,7 @@ mod tests {
     #[test]
     fn a_failed_preparation_ends_the_upgrade_before_anything_stops() {
         let mut w = major_world();
-        w.step();
-        w.backup = Some(PreBackup {
-            phase: Some(BackupPhase::Completed),
-            error: None,
-        });
-        w.step();
+        past_the_backup(&mut w);
         w.major.prepare = Some(JobState::Failed(
             "the old image's postgres cannot run in the new image: libicuuc.so.72 => not found"
                 .into(),
@@ -1456,12 +1456,7 @@ mod tests {
         // Aborted while preparing or stopping: nothing to undo.
         for stopping in [false, true] {
             let mut w = major_world();
-            w.step();
-            w.backup = Some(PreBackup {
-                phase: Some(BackupPhase::Completed),
-                error: None,
-            });
-            w.step();
+            past_the_backup(&mut w);
             if stopping {
                 w.major.prepare = Some(JobState::Succeeded("prepared".into()));
                 assert_eq!(limit(&w.step()), Some("0"));
