@@ -108,15 +108,21 @@ async fn exported(env: &Env) -> Result<()> {
             },
         )
         .await?;
-    let timelines = by_pod(
-        &prometheus
-            .query(r#"patroni_postgres_timeline{cluster="db"}"#)
-            .await?,
-    );
-    ensure!(
-        timelines.len() == 2 && timelines.values().all(|t| *t >= 1.0),
-        "patroni_postgres_timeline by pod {timelines:?}"
-    );
+    // A replica's Patroni says timeline 0 until its WAL receiver reports one: a scrape taken
+    // just after it started streaming can still carry that.
+    prometheus
+        .wait_for(
+            "patroni_postgres_timeline from both members",
+            SCRAPED,
+            r#"patroni_postgres_timeline{cluster="db"}"#,
+            |s| {
+                let timelines = by_pod(s);
+                (timelines.len() == 2 && timelines.values().all(|t| *t >= 1.0))
+                    .then_some(())
+                    .ok_or(format!("patroni_postgres_timeline by pod {timelines:?}"))
+            },
+        )
+        .await?;
 
     // What an on-call engineer reads: sizes, connections, transactions, WAL position,
     // archiving and checkpoints, present on every instance.
