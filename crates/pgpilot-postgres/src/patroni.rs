@@ -241,7 +241,7 @@ fn client_error(reason: String) -> PatroniError {
 /// after a second (Linux's initial retransmission timeout), so a longer wait rescues nothing;
 /// an address nothing answers at (a dead node, a partition, kwok's fake pods) costs every
 /// reconcile that asks it this much.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
 fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
