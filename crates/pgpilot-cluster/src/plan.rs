@@ -72,8 +72,8 @@ pub struct ScalePlan {
 /// Scaling down removes the highest ordinals. The primary is never among them: when it
 /// would be, the StatefulSet keeps its size until a switchover moved the primary to a
 /// healthy instance that stays (a synchronous standby first, then the least lagging; in
-/// synchronous mode Patroni accepts only a synchronous standby). Without a known primary
-/// nothing shrinks.
+/// synchronous mode Patroni accepts only a synchronous standby). Without a primary that
+/// serves ([`Members::serving_primary`]: not one still promoting) nothing shrinks.
 pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -> ScalePlan {
     if desired >= current {
         return ScalePlan {
@@ -81,7 +81,7 @@ pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -
             switchover_to: None,
         };
     }
-    let Some(primary) = members.primary() else {
+    let Some(primary) = members.serving_primary() else {
         return ScalePlan {
             replicas: current,
             switchover_to: None,
@@ -102,7 +102,8 @@ pub fn scale(desired: i32, current: i32, members: &Members, synchronous: bool) -
 
 /// [`scale`] under the upgrade controller's instance limit (`pgpilot.io/instance-limit`): down
 /// to `1` like any scale-down (the primary moves to ordinal 0 first); `0` only from there, so
-/// the primary stops last, alone, and nothing takes over its role.
+/// the primary stops last, alone, and nothing takes over its role — once it serves as the
+/// primary, so that it shuts down out of recovery (what `pg_upgrade` needs).
 pub fn scale_limited(
     desired: i32,
     limit: Option<i32>,
@@ -110,11 +111,22 @@ pub fn scale_limited(
     members: &Members,
     synchronous: bool,
 ) -> ScalePlan {
+    let stopped = ScalePlan {
+        replicas: 0,
+        switchover_to: None,
+    };
     match limit {
-        Some(0) if current <= 1 => ScalePlan {
-            replicas: 0,
-            switchover_to: None,
-        },
+        Some(0) if current == 0 => stopped,
+        Some(0) if current == 1 => {
+            if members.serving_primary().is_some_and(|p| p.ordinal == 0) {
+                stopped
+            } else {
+                ScalePlan {
+                    replicas: 1,
+                    switchover_to: None,
+                }
+            }
+        }
         Some(l) => scale(desired.min(l.max(1)), current, members, synchronous),
         None => scale(desired, current, members, synchronous),
     }
@@ -423,6 +435,21 @@ mod tests {
         // Alone: the primary stops too.
         assert_eq!(scale_limited(3, Some(0), 1, &m, false).replicas, 0);
         assert_eq!(scale_limited(3, Some(0), 0, &m, false).replicas, 0);
+        // Not while db-0 holds the leader key but still promotes: it would stop in recovery.
+        let mut promoting = m.clone();
+        promoting.instances[0].member.as_mut().unwrap().role = Some("replica".into());
+        assert_eq!(scale_limited(3, Some(0), 1, &promoting, false).replicas, 1);
+        assert_eq!(
+            scale_limited(3, Some(0), 3, &promoting, false),
+            ScalePlan {
+                replicas: 3,
+                switchover_to: None
+            }
+        );
+        // Nor while its Patroni does not answer.
+        let mut silent = m.clone();
+        silent.instances[0].member = None;
+        assert_eq!(scale_limited(3, Some(0), 1, &silent, false).replicas, 1);
         // Back up: the limit first, then every instance.
         assert_eq!(scale_limited(3, Some(1), 0, &m, false).replicas, 1);
         assert_eq!(scale_limited(3, None, 1, &m, false).replicas, 3);

@@ -141,6 +141,19 @@ impl Members {
             .find(|i| self.role(&i.pod).as_deref() == Some("primary") && i.ip.is_some())
     }
 
+    /// The [`primary`](Self::primary) once it serves as one: its PostgreSQL runs out of
+    /// recovery by its own account. The DCS names a new leader as soon as it takes the leader
+    /// key, while its PostgreSQL still replays WAL until the promotion ends; stopping it then
+    /// leaves a data directory "shut down in recovery".
+    pub fn serving_primary(&self) -> Option<&Instance> {
+        self.primary().filter(|p| {
+            p.member.as_ref().is_some_and(|m| {
+                m.state.as_deref() == Some("running")
+                    && m.role.as_deref().map(normalize_role).as_deref() == Some("primary")
+            })
+        })
+    }
+
     fn lag(&self, pod: &str) -> Option<i64> {
         self.cluster
             .as_ref()?
@@ -352,10 +365,14 @@ pub mod fixtures {
     /// pod is labelled with that role.
     pub fn members(roles: &[(&str, Option<i64>)], mut instances: Vec<Instance>) -> Members {
         for (i, (role, _)) in instances.iter_mut().zip(roles) {
-            i.role_label = Some(match normalize_role(role).as_str() {
-                "primary" => "primary".to_owned(),
-                _ => "replica".to_owned(),
-            });
+            let own = match normalize_role(role).as_str() {
+                "primary" => "primary",
+                _ => "replica",
+            };
+            i.role_label = Some(own.to_owned());
+            if let Some(m) = i.member.as_mut() {
+                m.role = Some(own.to_owned());
+            }
         }
         Members {
             cluster: Some(ClusterView {
