@@ -193,6 +193,13 @@ bench-rotation *ARGS:
 bench-tls *ARGS:
     e2e/scripts/bench-run.sh tls {{ARGS}}
 
+# Chaos (#20), root only, on the node tier's cluster: a primary's network partitioned, the
+# manager SIGKILLed at random points (--kills N, default 50), kube-apiserver and etcd down,
+# kubelet and containerd killed — under sequence writers; every fault must lose no
+# acknowledged write. Into docs/reliability.md. CI runs the first two (one kill per action).
+chaos *ARGS:
+    e2e/scripts/chaos.sh {{ARGS}}
+
 # API requests per converged reconcile, this checkout beside a baseline commit (default
 # f79ac22, before the watch caches), from the API server's metrics on the control-plane
 # cluster; written to docs/benchmarks.md. Arguments: [--baseline COMMIT] [--pokes N].

@@ -642,6 +642,13 @@ pub struct PatroniSpec {
     #[serde(default = "default_max_lag")]
     #[x_kube(validation = Rule::new("self >= 0").message("maximumLagOnFailover must not be negative"))]
     pub maximum_lag_on_failover: i64,
+    /// Keep the primary through a Kubernetes API outage (a control-plane restart or upgrade)
+    /// as long as it reaches every other member's Patroni (Patroni's `failsafe_mode`).
+    /// Off, a primary that cannot renew its leader lock within `retryTimeout` stops taking
+    /// writes until the API server is back. Either way no second primary can appear: nobody
+    /// takes the lock without the API server.
+    #[serde(default = "default_failsafe_mode")]
+    pub failsafe_mode: bool,
 }
 
 impl Default for PatroniSpec {
@@ -651,6 +658,7 @@ impl Default for PatroniSpec {
             loop_wait: default_loop_wait(),
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_max_lag(),
+            failsafe_mode: default_failsafe_mode(),
         }
     }
 }
@@ -666,6 +674,9 @@ fn default_retry_timeout() -> i32 {
 }
 fn default_max_lag() -> i64 {
     1_048_576
+}
+fn default_failsafe_mode() -> bool {
+    true
 }
 
 /// Placement of instance pods.

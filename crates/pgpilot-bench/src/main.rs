@@ -7,6 +7,7 @@
 
 mod backup;
 mod backup_report;
+mod chaos_report;
 mod host;
 mod kube_util;
 mod milestones;
@@ -197,6 +198,14 @@ enum Command {
         #[arg(long)]
         render: bool,
     },
+    /// The results section of docs/reliability.md from the chaos tests' rows (`just chaos`).
+    ChaosReport {
+        /// The rows, one JSON line per injected fault.
+        #[arg(long, default_value = "target/chaos/results.jsonl")]
+        input: PathBuf,
+        #[arg(long, default_value = "docs/reliability.md")]
+        out: PathBuf,
+    },
     /// Many PostgresClusters on one manager, on the control plane with kwok's fake nodes
     /// (one size per call, on a fresh cluster: `just bench-scale` runs the sizes): the scale
     /// section of the report.
@@ -264,6 +273,17 @@ async fn main() -> Result<()> {
                     .with_context(|| format!("reading {}", json.display()))?,
             )?;
             write_report(&results, &out)
+        }
+        Command::ChaosReport { input, out } => {
+            let rows = chaos_report::load(&input)?;
+            let when = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+            let section = chaos_report::render(&rows, &when);
+            let page = std::fs::read_to_string(&out).unwrap_or_default();
+            std::fs::write(&out, chaos_report::splice(&page, &section))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{section}");
+            println!("wrote {}", out.display());
+            Ok(())
         }
         Command::Scale {
             clusters,

@@ -16,6 +16,8 @@
 
 #[path = "e2e/backup.rs"]
 mod backup;
+#[path = "e2e/chaos.rs"]
+mod chaos;
 #[path = "e2e/cluster.rs"]
 mod cluster;
 #[path = "e2e/harness.rs"]

@@ -68,6 +68,7 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
         loop_wait,
         retry_timeout,
         maximum_lag_on_failover,
+        failsafe_mode,
     } = patroni;
     let mut parameters = default_parameters();
     let owned = |list: Vec<(&'static str, Value)>| list.into_iter().map(|(k, v)| (k.to_owned(), v));
@@ -90,6 +91,7 @@ pub fn dcs(ctx: &Ctx<'_>) -> Value {
         "loop_wait": loop_wait,
         "retry_timeout": retry_timeout,
         "maximum_lag_on_failover": maximum_lag_on_failover,
+        "failsafe_mode": failsafe_mode,
         // Quorum also names its standbys sooner: Patroni's priority mode sleeps 2 s after
         // setting synchronous_standby_names before it records the standby in `-sync`.
         "synchronous_mode": match sync.map(|s| s.method) {
@@ -264,6 +266,8 @@ mod tests {
         assert_eq!(dcs["ttl"], 30);
         assert_eq!(dcs["loop_wait"], 10);
         assert_eq!(dcs["synchronous_mode"], false);
+        // An API server restart does not stop writes while the members reach each other.
+        assert_eq!(dcs["failsafe_mode"], true);
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn pod_ip(pod: &Pod) -> Option<String> {
 }
 
 /// The ready pod Patroni labels primary, if there is exactly one.
-async fn labelled_primary(env: &Env, cluster: &str) -> Result<Pod, String> {
+pub(crate) async fn labelled_primary(env: &Env, cluster: &str) -> Result<Pod, String> {
     let pods = env.pods(cluster).await.map_err(|e| format!("{e:#}"))?;
     let primaries: Vec<&Pod> = pods
         .iter()

@@ -281,6 +281,20 @@ impl Env {
         self.spawn_manager().await
     }
 
+    /// Starts the manager again if it exited (it does when it loses its Lease, for Kubernetes
+    /// to restart its container); says whether it had.
+    pub async fn revive_manager(&mut self) -> Result<bool> {
+        let exited = match self.manager.as_mut() {
+            Some(m) => m.wait_exit(Duration::ZERO).await.is_ok(),
+            None => true,
+        };
+        if exited {
+            self.manager = None;
+            self.spawn_manager().await?;
+        }
+        Ok(exited)
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,

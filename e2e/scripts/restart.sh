@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Kills running components of the cluster in $STATE_DIR and starts them again with the
+# same command line and environment: the chaos suite's API server, etcd, kubelet and
+# containerd restarts (a crash, not a clean stop).
+#
+#   e2e/scripts/restart.sh [--signal TERM|KILL] [--down SECONDS] NAME...
+#
+# NAME is a component of e2e/scripts/lib.sh (etcd, kube-apiserver, kubelet, containerd, …).
+# All NAMEs go down together, stay down --down seconds (default 0), and come back in the
+# order given; waits until the API server answers /readyz again when it was among them.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+signal=KILL
+down=0
+names=()
+while (($#)); do
+  case $1 in
+    --signal) signal=$2; shift 2 ;;
+    --down) down=$2; shift 2 ;;
+    -*) die "unknown option $1" ;;
+    *) names+=("$1"); shift ;;
+  esac
+done
+((${#names[@]} > 0)) || die "usage: $0 [--signal TERM|KILL] [--down SECONDS] NAME..."
+lock_cluster
+
+declare -A argv_of env_of pid_for
+for name in "${names[@]}"; do
+  pid=$(pid_of "$name") || die "$name is not running in $STATE_DIR"
+  pid_for[$name]=$pid
+  # NUL-separated, as the kernel keeps them; read back into arrays below.
+  argv_of[$name]=$(tr '\0' '\n' <"/proc/$pid/cmdline" | base64 -w0)
+  env_of[$name]=$(tr '\0' '\n' <"/proc/$pid/environ" | base64 -w0)
+done
+
+for name in "${names[@]}"; do
+  log "$name: SIG$signal (pid ${pid_for[$name]})"
+  kill "-$signal" "${pid_for[$name]}"
+done
+for name in "${names[@]}"; do
+  for _ in {1..200}; do
+    kill -0 "${pid_for[$name]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  ! kill -0 "${pid_for[$name]}" 2>/dev/null || die "$name (pid ${pid_for[$name]}) did not exit"
+done
+if [[ $down != 0 ]]; then sleep "$down"; fi
+
+for name in "${names[@]}"; do
+  mapfile -t argv < <(base64 -d <<<"${argv_of[$name]}")
+  mapfile -t envv < <(base64 -d <<<"${env_of[$name]}")
+  launch "$name" env -i "${envv[@]}" "${argv[@]}"
+  alive "$name" || die "$name did not start again: see $LOG_DIR/$name.log"
+done
+if [[ " ${names[*]} " == *" kube-apiserver "* ]]; then
+  for _ in {1..600}; do
+    apiserver_ready && break
+    sleep 0.1
+  done
+  apiserver_ready || die "kube-apiserver not ready 60 s after its restart: see $LOG_DIR/kube-apiserver.log"
+fi
+log "restarted: ${names[*]}"
