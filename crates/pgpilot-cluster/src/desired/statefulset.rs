@@ -222,6 +222,15 @@ pub(super) fn statefulset(
         // major upgrade's pg_upgrade refuses ("in production"): 60 s was seen to be too short
         // under load. A clean stop ends the wait at once.
         "terminationGracePeriodSeconds": 300,
+        // A primary cut off from the network asks the other members, by name, whether it may
+        // keep its role (Patroni's failsafe mode) before it demotes. With the resolver's
+        // defaults (5 s × 2 attempts per search domain) an unreachable DNS kept it primary
+        // 45 s, past the ttl and the promotion of another member; one 1 s try each bounds
+        // that to seconds. A resolver that answers is unaffected.
+        "dnsConfig": {"options": [
+            {"name": "timeout", "value": "1"},
+            {"name": "attempts", "value": "1"},
+        ]},
         "securityContext": {
             "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID,
             "fsGroup": POSTGRES_UID, "fsGroupChangePolicy": "OnRootMismatch",
@@ -353,6 +362,17 @@ mod tests {
             connect.as_deref(),
             Some("$(PATRONI_NAME).db-pods.prod.svc:8008"),
             "members reach each other by the name their certificate carries"
+        );
+        let dns = pod.dns_config.clone().unwrap().options.unwrap();
+        assert_eq!(
+            dns.iter()
+                .map(|o| (o.name.clone().unwrap(), o.value.clone().unwrap()))
+                .collect::<Vec<_>>(),
+            [
+                ("timeout".into(), "1".into()),
+                ("attempts".into(), "1".into())
+            ],
+            "a partitioned primary's name lookups fail fast"
         );
         // Passwords are in no environment variable (a running Patroni never reads its
         // environment again): auth.yaml, from a Secret, sits beside patroni.yaml.

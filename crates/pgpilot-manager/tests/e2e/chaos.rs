@@ -86,12 +86,14 @@ async fn writer(env: &Env, cluster: &str) -> Result<Writer> {
 }
 
 /// Stops `writer` and reads every acknowledged id back through `<cluster>-rw`.
-async fn stop_and_count_lost(env: &Env, cluster: &str, writer: Writer) -> Result<(WriteLog, usize)> {
+async fn stop_and_count_lost(
+    env: &Env,
+    cluster: &str,
+    writer: Writer,
+) -> Result<(WriteLog, usize)> {
     let log = writer.stop().await;
     let su = env.superuser(cluster).await?;
-    let client = env
-        .connect(&format!("{cluster}-rw"), &su, SETTLE)
-        .await?;
+    let client = env.connect(&format!("{cluster}-rw"), &su, SETTLE).await?;
     let lost = lost_writes(&client, &log).await?;
     ensure!(
         lost.is_empty(),
@@ -265,7 +267,9 @@ async fn partitioned_primary(env: &Env) -> Result<()> {
         .and_then(|s| s.pod_ip.clone())
         .context("the new primary has no pod IP")?;
     let resumed = writer
-        .wait_until(SETTLE, |acks| acks.last().is_some_and(|a| a.server == new_ip))
+        .wait_until(SETTLE, |acks| {
+            acks.last().is_some_and(|a| a.server == new_ip)
+        })
         .await;
     ensure!(
         resumed,
@@ -418,11 +422,11 @@ async fn kill_at_random_points(
     done: &mut Vec<Kill>,
 ) -> Result<()> {
     let mut instances = 3;
+    let mut deleted = None;
     for n in 0..kills() {
         let action = Action::ALL[n % Action::ALL.len()];
-        let after = Duration::from_millis(
-            rand::rng().random_range(0..action.window().as_millis() as u64),
-        );
+        let after =
+            Duration::from_millis(rand::rng().random_range(0..action.window().as_millis() as u64));
         let started = Instant::now();
         let fresh = format!("c{n}");
         match action {
@@ -437,14 +441,33 @@ async fn kill_at_random_points(
                 env.api::<Pod>()
                     .delete(&primary.name_any(), &DeleteParams::default())
                     .await?;
+                deleted = Some(primary.name_any());
             }
         }
         tokio::time::sleep(after.saturating_sub(started.elapsed())).await;
         let context = || format!("the manager killed {after:?} into {action:?}");
         env.restart_manager().await.with_context(context)?;
+        // Until the new manager leads, the status is the dead one's: no proof of anything.
+        env.wait_leading(SETTLE).await.with_context(context)?;
+        if let Some(old) = deleted.take() {
+            env.wait_cluster("db", "a new primary in status", SETTLE, |pg| {
+                match pg
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_primary.as_deref())
+                {
+                    Some(p) if p != old => Ok(()),
+                    p => Err(format!("currentPrimary {p:?}, the deleted pod was {old}")),
+                }
+            })
+            .await
+            .with_context(context)?;
+        }
 
         if let Action::Create = action {
-            env.wait_ready(&fresh, 2, CREATE).await.with_context(context)?;
+            env.wait_ready(&fresh, 2, CREATE)
+                .await
+                .with_context(context)?;
             let got = children(env, &fresh).await?;
             let want = renamed(reference, "db", &fresh);
             ensure!(
@@ -549,7 +572,11 @@ async fn restarts(env: &Env, cluster: &str) -> Result<i32> {
         .pods(cluster)
         .await?
         .iter()
-        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
         .map(|c| c.restart_count)
         .sum())
 }
@@ -603,7 +630,10 @@ async fn control_plane_outage(env: &mut Env) -> Result<()> {
     let pg = env.wait_ready("db", 3, SETTLE).await?;
     let converged = down_at.elapsed();
     ensure!(
-        pg.status.as_ref().and_then(|s| s.current_primary.as_deref()) == Some(primary.as_str())
+        pg.status
+            .as_ref()
+            .and_then(|s| s.current_primary.as_deref())
+            == Some(primary.as_str())
             && crate::harness::timeline(&pg) == timeline,
         "the primary changed over the outage: {primary} on timeline {timeline:?} before, {:?} on {:?} after",
         pg.status.as_ref().and_then(|s| s.current_primary.clone()),
@@ -615,7 +645,10 @@ async fn control_plane_outage(env: &mut Env) -> Result<()> {
         .map_or(0.0, |g| g.duration().as_secs_f64());
     record(&Row {
         fault: "kube-apiserver and etcd killed".into(),
-        injected: format!("down {} s, 3 instances, synchronous Quorum, failsafe mode on", OUTAGE.as_secs()),
+        injected: format!(
+            "down {} s, 3 instances, synchronous Quorum, failsafe mode on",
+            OUTAGE.as_secs()
+        ),
         recovered_secs: converged.as_secs_f64(),
         acknowledged: log.acks.len(),
         lost,
@@ -669,7 +702,10 @@ async fn node_agents_restart(env: &Env) -> Result<()> {
         "containers restarted: {before} restarts before, {after} after"
     );
     ensure!(
-        pg.status.as_ref().and_then(|s| s.current_primary.as_deref()) == Some(primary.as_str()),
+        pg.status
+            .as_ref()
+            .and_then(|s| s.current_primary.as_deref())
+            == Some(primary.as_str()),
         "the primary moved from {primary}"
     );
     let (log, lost) = stop_and_count_lost(env, "db", writer).await?;

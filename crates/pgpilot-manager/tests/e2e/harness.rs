@@ -281,6 +281,21 @@ impl Env {
         self.spawn_manager().await
     }
 
+    /// Waits until the running manager holds the Lease and runs its controllers: a restarted
+    /// one first waits out its predecessor's Lease, and meanwhile the status it would write is
+    /// stale.
+    pub async fn wait_leading(&self, timeout: Duration) -> Result<()> {
+        eventually("the manager to lead", timeout, || async {
+            let log = self.manager_log();
+            if log.contains("became leader") {
+                Ok(())
+            } else {
+                Err(log.lines().last().unwrap_or_default().to_owned())
+            }
+        })
+        .await
+    }
+
     /// Starts the manager again if it exited (it does when it loses its Lease, for Kubernetes
     /// to restart its container); says whether it had.
     pub async fn revive_manager(&mut self) -> Result<bool> {
