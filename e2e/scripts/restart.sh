@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Kills running components of the cluster in $STATE_DIR and starts them again with the
-# same command line and environment: the chaos suite's API server, etcd, kubelet and
-# containerd restarts (a crash, not a clean stop).
+# Kills running components of the cluster in $STATE_DIR and brings them back: the chaos
+# suite's API server, etcd, kubelet and containerd restarts (a crash, not a clean stop).
 #
 #   e2e/scripts/restart.sh [--signal TERM|KILL] [--down SECONDS] NAME...
 #
 # NAME is a component of e2e/scripts/lib.sh (etcd, kube-apiserver, kubelet, containerd, …).
-# All NAMEs go down together, stay down --down seconds (default 0), and come back in the
-# order given; waits until the API server answers /readyz again when it was among them.
+# All NAMEs go down together and stay down --down seconds (default 0). Control-plane
+# components come back with the same command line and environment, in the order given (the
+# API server answering /readyz again); node components through node-up.sh, which starts what
+# is missing in its own order and waits until each is ready (the Node Ready again).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -48,7 +49,12 @@ for name in "${names[@]}"; do
 done
 if [[ $down != 0 ]]; then sleep "$down"; fi
 
+node=0
 for name in "${names[@]}"; do
+  if [[ " ${NODE_COMPONENTS[*]} " == *" $name "* ]]; then
+    node=1
+    continue
+  fi
   mapfile -t argv < <(base64 -d <<<"${argv_of[$name]}")
   mapfile -t envv < <(base64 -d <<<"${env_of[$name]}")
   launch "$name" env -i "${envv[@]}" "${argv[@]}"
@@ -61,4 +67,5 @@ if [[ " ${names[*]} " == *" kube-apiserver "* ]]; then
   done
   apiserver_ready || die "kube-apiserver not ready 60 s after its restart: see $LOG_DIR/kube-apiserver.log"
 fi
+if [[ $node == 1 ]]; then "$(dirname "${BASH_SOURCE[0]}")/node-up.sh" >&2; fi
 log "restarted: ${names[*]}"

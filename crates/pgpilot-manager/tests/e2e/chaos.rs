@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
-use pgpilot_api::labels;
+use pgpilot_api::backup::BackupPhase;
+use pgpilot_api::{PostgresBackup, SecretRotation, labels};
 use pgpilot_testkit::writer::{WriteLog, Writer};
 use pgpilot_toolkit::exec::exec;
 use rand::RngExt;
@@ -23,6 +26,7 @@ use serde::Serialize;
 
 use crate::cluster::labelled_primary;
 use crate::harness::{ClusterYaml, Env, eventually, last_failures, lost_writes};
+use crate::minio::Minio;
 
 /// From `kubectl apply` to Ready, on a loaded shared node.
 const CREATE: Duration = Duration::from_secs(300);
@@ -328,10 +332,17 @@ enum Action {
     Scale,
     /// The writer's cluster losing its primary pod.
     Failover,
+    /// A new password for role `app` of the writer's cluster, in place (`rotate-now`).
+    Rotate,
 }
 
 impl Action {
-    const ALL: [Action; 3] = [Action::Create, Action::Scale, Action::Failover];
+    const ALL: [Action; 4] = [
+        Action::Create,
+        Action::Scale,
+        Action::Failover,
+        Action::Rotate,
+    ];
 
     /// The window the kill falls in, from the start of the action.
     fn window(self) -> Duration {
@@ -339,6 +350,7 @@ impl Action {
             Action::Create => Duration::from_secs(15),
             Action::Scale => Duration::from_secs(10),
             Action::Failover => Duration::from_secs(8),
+            Action::Rotate => Duration::from_secs(8),
         }
     }
 }
@@ -353,7 +365,7 @@ fn kills() -> usize {
 
 #[tokio::test]
 async fn the_manager_killed_at_random_points_converges_every_cluster_with_nothing_twice() {
-    let mut env = Env::start_controllers("chaos-kill", "cluster").await;
+    let mut env = Env::start_controllers("chaos-kill", "cluster,secret-rotation").await;
     let result = killed_manager(&mut env).await;
     env.finish(result).await;
 }
@@ -363,9 +375,12 @@ async fn killed_manager(env: &mut Env) -> Result<()> {
         &ClusterYaml::new("db")
             .instances(3)
             .sync_required("Quorum")
+            .spec("roles: [{name: app}]")
             .yaml(),
     )?;
     env.wait_ready("db", 3, CREATE).await?;
+    rotate(env, "first").await?;
+    wait_rotations(env, 1).await?;
     let reference = children(env, "db").await?;
     let writer = writer(env, "db").await?;
     let mut done = Vec::new();
@@ -392,7 +407,7 @@ async fn killed_manager(env: &mut Env) -> Result<()> {
             .collect();
         record(&Row {
             fault: "manager SIGKILLed".into(),
-            injected: format!("{:.1} s into {:?}", kill.after.as_secs_f64(), kill.action),
+            injected: format!("{:.1} s into {}", kill.after.as_secs_f64(), kill.what),
             recovered_secs: kill.converged.duration_since(kill.started).as_secs_f64(),
             acknowledged: acks.len(),
             lost: acks.iter().filter(|a| missing.contains(&a.id)).count(),
@@ -410,7 +425,8 @@ async fn killed_manager(env: &mut Env) -> Result<()> {
 
 /// One kill: what it interrupted, how far in, and when everything had converged again.
 struct Kill {
-    action: Action,
+    /// What it interrupted.
+    what: String,
     after: Duration,
     started: Instant,
     converged: Instant,
@@ -423,6 +439,7 @@ async fn kill_at_random_points(
 ) -> Result<()> {
     let mut instances = 3;
     let mut deleted = None;
+    let mut rotations = 1;
     for n in 0..kills() {
         let action = Action::ALL[n % Action::ALL.len()];
         let after =
@@ -430,7 +447,12 @@ async fn kill_at_random_points(
         let started = Instant::now();
         let fresh = format!("c{n}");
         match action {
-            Action::Create => env.apply(&ClusterYaml::new(&fresh).instances(2).yaml())?,
+            Action::Create => env.apply(
+                &ClusterYaml::new(&fresh)
+                    .instances(2)
+                    .spec("roles: [{name: app}]")
+                    .yaml(),
+            )?,
             Action::Scale => {
                 instances = if instances == 3 { 2 } else { 3 };
                 env.patch_spec("db", serde_json::json!({ "instances": instances }))
@@ -442,6 +464,10 @@ async fn kill_at_random_points(
                     .delete(&primary.name_any(), &DeleteParams::default())
                     .await?;
                 deleted = Some(primary.name_any());
+            }
+            Action::Rotate => {
+                rotate(env, &format!("r{n}")).await?;
+                rotations += 1;
             }
         }
         tokio::time::sleep(after.saturating_sub(started.elapsed())).await;
@@ -481,6 +507,14 @@ async fn kill_at_random_points(
                 .await
                 .with_context(context)?;
         }
+        if let Action::Rotate = action {
+            // One rotation per request, and the Secret holds the password PostgreSQL has.
+            wait_rotations(env, rotations).await.with_context(context)?;
+            let app = env.credentials("db-app-credentials").await?;
+            env.connect("db-rw", &app, SETTLE)
+                .await
+                .with_context(|| format!("{}: role app with its Secret's password", context()))?;
+        }
         env.wait_ready("db", instances, SETTLE)
             .await
             .with_context(context)?;
@@ -490,7 +524,7 @@ async fn kill_at_random_points(
             context()
         );
         done.push(Kill {
-            action,
+            what: format!("{action:?}"),
             after,
             started,
             converged: Instant::now(),
@@ -500,6 +534,45 @@ async fn kill_at_random_points(
         }
     }
     Ok(())
+}
+
+/// Asks SecretRotation `app` (role `app` of `db`, in place) for a rotation, naming the
+/// request `request`; creates it the first time.
+async fn rotate(env: &Env, request: &str) -> Result<()> {
+    env.apply(&format!(
+        "apiVersion: pgpilot.io/v1alpha1
+kind: SecretRotation
+metadata: {{name: app, annotations: {{{}: {request}}}}}
+spec:
+  target: {{postgresRole: {{cluster: db, role: app}}}}
+  rotateEvery: {{interval: 720h}}
+",
+        labels::ROTATE_NOW
+    ))
+}
+
+/// Waits until SecretRotation `app` has done exactly `n` rotations and rests.
+async fn wait_rotations(env: &Env, n: i64) -> Result<()> {
+    let api = env.api::<SecretRotation>();
+    eventually(
+        &format!("rotation {n} of app, then idle"),
+        SETTLE,
+        || async {
+            let r = api.get("app").await.map_err(|e| e.to_string())?;
+            let st = r.status.as_ref().ok_or("no status")?;
+            let idle = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Progressing" && c.reason == "Idle");
+            if st.rotations > n {
+                return Err(format!("{} rotations for {n} requests", st.rotations));
+            }
+            (st.rotations == n && idle)
+                .then_some(())
+                .ok_or(format!("rotations {}, idle {idle}", st.rotations))
+        },
+    )
+    .await
 }
 
 /// `cluster`'s children by kind, as sorted names: what an undisturbed cluster has, and what
@@ -539,6 +612,155 @@ fn renamed(children: &[String], from: &str, to: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// Backups taken under kills per run: a third of [`kills`], at least one.
+fn backup_kills() -> usize {
+    (kills() / Action::ALL.len()).max(1)
+}
+
+#[tokio::test]
+async fn the_manager_killed_during_backups_takes_each_requested_backup_exactly_once() {
+    let mut env = Env::start_controllers("chaos-kill-backup", "cluster,backup").await;
+    let result = killed_during_backups(&mut env).await;
+    env.finish(result).await;
+}
+
+async fn killed_during_backups(env: &mut Env) -> Result<()> {
+    let minio = Minio::start(env).await?;
+    minio.create_bucket(env, "backups").await?;
+    minio.credentials_secret(env, "s3", false)?;
+    env.apply(
+        &ClusterYaml::new("db")
+            .spec(&format!(
+                "backup: {{repository: {{s3: {}}}}}",
+                minio.repository("backups", "s3")
+            ))
+            .yaml(),
+    )?;
+    env.wait_ready("db", 1, CREATE).await?;
+    let pg = env
+        .wait_cluster("db", "ContinuousArchiving=True", SETTLE, |pg| {
+            crate::harness::condition_is(pg, "ContinuousArchiving", "True")
+        })
+        .await?;
+    let stanza = pg
+        .status
+        .and_then(|s| s.backup?.stanza)
+        .context("no stanza in status.backup")?;
+    let writer = writer(env, "db").await?;
+    let mut done = Vec::new();
+    let result = backups_under_kills(env, &stanza, &mut done).await;
+    let log = writer.stop().await;
+    result.with_context(|| format!("writer: {} acks by {:?}", log.acks.len(), log.servers()))?;
+    let su = env.superuser("db").await?;
+    let client = env.connect("db-rw", &su, SETTLE).await?;
+    let missing: HashSet<i64> = lost_writes(&client, &log).await?.into_iter().collect();
+    for kill in &done {
+        let acks: Vec<_> = log
+            .acks
+            .iter()
+            .filter(|a| a.at >= kill.started && a.at <= kill.converged)
+            .collect();
+        record(&Row {
+            fault: "manager SIGKILLed".into(),
+            injected: format!(
+                "{:.1} s into {} (full)",
+                kill.after.as_secs_f64(),
+                kill.what
+            ),
+            recovered_secs: kill.converged.duration_since(kill.started).as_secs_f64(),
+            acknowledged: acks.len(),
+            lost: acks.iter().filter(|a| missing.contains(&a.id)).count(),
+            note: "completed; one Job, one new backup in the repository".into(),
+        })?;
+    }
+    ensure!(
+        missing.is_empty(),
+        "{} acknowledged ids are missing",
+        missing.len()
+    );
+    Ok(())
+}
+
+async fn backups_under_kills(env: &mut Env, stanza: &str, done: &mut Vec<Kill>) -> Result<()> {
+    for k in 0..backup_kills() {
+        let before = repository_backups(env, stanza).await?;
+        let name = format!("b{k}");
+        let after = Duration::from_millis(rand::rng().random_range(0..20_000));
+        let started = Instant::now();
+        env.apply(&format!(
+            "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {{name: {name}}}\nspec: {{cluster: {{name: db}}, type: Full}}\n"
+        ))?;
+        tokio::time::sleep(after).await;
+        let context = || format!("the manager killed {after:?} into backup {name}");
+        env.restart_manager().await.with_context(context)?;
+        env.wait_leading(SETTLE).await.with_context(context)?;
+        let api = env.api::<PostgresBackup>();
+        let backup = eventually(&format!("{name} Completed"), SETTLE, || async {
+            let b = api.get(&name).await.map_err(|e| e.to_string())?;
+            match b.status.as_ref().and_then(|s| s.phase.clone()) {
+                Some(BackupPhase::Completed) => Ok(b),
+                other => Err(format!("phase {other:?}")),
+            }
+        })
+        .await
+        .with_context(context)?;
+        let uid = backup.uid().context("no uid")?;
+        let jobs: Vec<String> = env
+            .api::<Job>()
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
+            .map(|j| j.name_any())
+            .collect();
+        ensure!(
+            jobs.len() == 1,
+            "{}: {name} ran these Jobs: {jobs:?}",
+            context()
+        );
+        let now = repository_backups(env, stanza).await?;
+        let new: Vec<&String> = now.difference(&before).collect();
+        ensure!(
+            new.len() == 1,
+            "{}: the repository gained {new:?} for one request",
+            context()
+        );
+        done.push(Kill {
+            what: format!("backup {name}"),
+            after,
+            started,
+            converged: Instant::now(),
+        });
+    }
+    Ok(())
+}
+
+/// The labels of the backups in the repository, as pgBackRest lists them from the primary.
+async fn repository_backups(env: &Env, stanza: &str) -> Result<std::collections::BTreeSet<String>> {
+    let primary = labelled_primary(env, "db").await.map_err(|e| anyhow!(e))?;
+    let out = exec(
+        &env.api::<Pod>(),
+        &primary.name_any(),
+        "postgres",
+        &[
+            "pgbackrest",
+            &format!("--stanza={stanza}"),
+            "--output=json",
+            "info",
+        ],
+    )
+    .await?;
+    ensure!(out.success(), "pgbackrest info: {}", out.stderr);
+    let info: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    Ok(info
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["backup"].as_array().into_iter().flatten())
+        .filter_map(|b| b["label"].as_str().map(str::to_owned))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -690,10 +912,28 @@ async fn node_agents_restart(env: &Env) -> Result<()> {
     let writer = writer(env, "db").await?;
 
     let down_at = Instant::now();
-    if let Err(e) = restart_components(&["--down", "5", "kubelet", "containerd"]).await {
+    if let Err(e) = restart_components(&["--down", "5", "containerd", "kubelet"]).await {
         let log = writer.stop().await;
         return Err(e.context(format!("writer: {} acks", log.acks.len())));
     }
+    // The new kubelet runs: it renews its node's Lease (the Ready condition would still be
+    // the dead one's for 40 s).
+    let restarted = k8s_openapi::jiff::Timestamp::now();
+    let node = env
+        .pods("db")
+        .await?
+        .first()
+        .and_then(|p| p.spec.as_ref()?.node_name.clone())
+        .context("no node for db's pods")?;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(env.client.clone(), "kube-node-lease");
+    eventually(&format!("node {node}'s Lease renewed"), SETTLE, || async {
+        let lease = leases.get(&node).await.map_err(|e| e.to_string())?;
+        match lease.spec.and_then(|s| s.renew_time) {
+            Some(t) if t.0 > restarted => Ok(()),
+            other => Err(format!("renewTime {other:?}, restarted at {restarted}")),
+        }
+    })
+    .await?;
     let pg = env.wait_ready("db", 3, SETTLE).await?;
     let converged = down_at.elapsed();
     let after = restarts(env, "db").await?;
