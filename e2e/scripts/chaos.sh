@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The chaos suite (#20) on the node cluster, as `just e2e` brings it up: first the faults
 # that stay inside a test's namespace, side by side (the primary's network partitioned; the
-# manager SIGKILLed at --kills random points of create, scale and failover), then the
-# node-wide ones alone (kube-apiserver and etcd down; kubelet and containerd killed). Each
-# fault is a row in target/chaos/results.jsonl, rendered into docs/reliability.md.
+# manager SIGKILLed at --kills random points of create, scale, failover and rotation), then
+# the `#[ignore]`d ones alone (kills during backups; kube-apiserver and etcd down; kubelet and
+# containerd killed). Each fault is a row in target/chaos/results.jsonl, rendered into
+# docs/reliability.md.
 #
 #   e2e/scripts/chaos.sh [--kills N]      (default 50)
 set -euo pipefail
@@ -44,6 +45,7 @@ status=0
 cargo test -p pgpilot-manager --features e2e --test e2e -- --test-threads=2 chaos:: || status=$?
 cargo test -p pgpilot-manager --features e2e --test e2e -- --test-threads=1 --ignored chaos:: || status=$?
 if [[ -s $report ]]; then
-  cargo run -q -p pgpilot-bench -- chaos-report --input "$report" --out docs/reliability.md
+  cargo run -q -p pgpilot-bench -- chaos-report --input "$report" --out docs/reliability.md \
+    --command "just chaos --kills $kills"
 fi
 exit "$status"

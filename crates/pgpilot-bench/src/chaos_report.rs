@@ -36,8 +36,9 @@ pub fn load(path: &Path) -> Result<Vec<Row>> {
         .collect()
 }
 
-/// A summary per fault (how often, recovery, writes acknowledged and lost), then every row.
-pub fn render(rows: &[Row], when: &str) -> String {
+/// A summary per fault (how often, recovery, writes acknowledged and lost), then every row;
+/// `run` says how they were made (the command, the date).
+pub fn render(rows: &[Row], run: &str) -> String {
     let mut by_fault: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
     for r in rows {
         by_fault.entry(&r.fault).or_default().push(r);
@@ -46,7 +47,7 @@ pub fn render(rows: &[Row], when: &str) -> String {
     let acknowledged: usize = rows.iter().map(|r| r.acknowledged).sum();
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
-    let _ = writeln!(s, "## Last run ({when})\n");
+    let _ = writeln!(s, "## Last run: {run}\n");
     let _ = writeln!(
         s,
         "{} faults injected, {acknowledged} writes acknowledged under them, **{lost} lost**{}.\n",

@@ -205,6 +205,9 @@ enum Command {
         input: PathBuf,
         #[arg(long, default_value = "docs/reliability.md")]
         out: PathBuf,
+        /// The command that made the rows, for the heading.
+        #[arg(long, default_value = "just chaos")]
+        command: String,
     },
     /// Many PostgresClusters on one manager, on the control plane with kwok's fake nodes
     /// (one size per call, on a fresh cluster: `just bench-scale` runs the sizes): the scale
@@ -274,10 +277,14 @@ async fn main() -> Result<()> {
             )?;
             write_report(&results, &out)
         }
-        Command::ChaosReport { input, out } => {
+        Command::ChaosReport {
+            input,
+            out,
+            command,
+        } => {
             let rows = chaos_report::load(&input)?;
-            let when = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-            let section = chaos_report::render(&rows, &when);
+            let when = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+            let section = chaos_report::render(&rows, &format!("`{command}` ({when})"));
             let page = std::fs::read_to_string(&out).unwrap_or_default();
             std::fs::write(&out, chaos_report::splice(&page, &section))
                 .with_context(|| format!("writing {}", out.display()))?;
