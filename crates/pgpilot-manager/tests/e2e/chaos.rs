@@ -701,7 +701,7 @@ async fn backups_under_kills(env: &mut Env, stanza: &str, done: &mut Vec<Kill>) 
         let api = env.api::<PostgresBackup>();
         let backup = eventually(&format!("{name} Completed"), SETTLE, || async {
             let b = api.get(&name).await.map_err(|e| e.to_string())?;
-            match b.status.as_ref().and_then(|s| s.phase.clone()) {
+            match b.status.as_ref().and_then(|s| s.phase) {
                 Some(BackupPhase::Completed) => Ok(b),
                 other => Err(format!("phase {other:?}")),
             }
