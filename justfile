@@ -196,7 +196,7 @@ bench-tls *ARGS:
 # Chaos (#20), root only, on the node tier's cluster: a primary's network partitioned, the
 # manager SIGKILLed at random points (--kills N, default 50), kube-apiserver and etcd down,
 # kubelet and containerd killed — under sequence writers; every fault must lose no
-# acknowledged write. Into docs/reliability.md. CI runs the first two (one kill per action).
+# acknowledged write. Into docs/reliability.md. CI runs the partition and two kills.
 chaos *ARGS:
     e2e/scripts/chaos.sh {{ARGS}}
 

@@ -39,7 +39,8 @@ fail() { printf 'FAIL  %s\n' "$*"; failures=$((failures + 1)); }
 # --- value sets ----------------------------------------------------------------------------
 # default: values.yaml as it is.
 : >"$WORK/default.values.yaml"
-# watch: the cluster controller in two namespaces, one replica, traces and a ServiceMonitor.
+# watch: the cluster controller in two namespaces, one replica, traces, a ServiceMonitor, a
+# lower request rate and no FlowSchema.
 cat >"$WORK/watch.values.yaml" <<'EOF'
 controllers: [cluster]
 watchNamespaces: [team-a, team-b]
@@ -68,6 +69,10 @@ metrics:
 dashboards:
   enabled: true
   folder: Databases
+kubeApiQps: 50
+kubeApiBurst: 100
+apiPriority:
+  enabled: false
 EOF
 SETS=(default watch)
 
@@ -302,8 +307,26 @@ for s in sets:
     want_args += ["--leader-elect", "--metrics-bind-address=0.0.0.0:8080",
                   "--health-probe-bind-address=0.0.0.0:8081", f"--log-format={v['logFormat']}"]
     want_args += [f"--default-image={k}={i}" for k, i in sorted(v["defaultImages"].items())]
+    want_args += [f"--kube-api-qps={v['kubeApiQps']}", f"--kube-api-burst={v['kubeApiBurst']}"]
     missing = [a for a in want_args if a not in args]
     check(not missing, f"manager flags ({s}): {' '.join(args)}", f"missing {missing}")
+
+    # API Priority and Fairness: the manager's ServiceAccount in its own level, its Lease
+    # renewals matched first, into leader-election.
+    schemas = [o for o in objs if o["kind"] == "FlowSchema"]
+    levels = [o for o in objs if o["kind"] == "PriorityLevelConfiguration"]
+    if v["apiPriority"]["enabled"]:
+        me = {"kind": "ServiceAccount", "serviceAccount": {"name": sa["metadata"]["name"], "namespace": "pgpilot-system"}}
+        own = [f for f in schemas if f["spec"]["priorityLevelConfiguration"]["name"] in {l["metadata"]["name"] for l in levels}]
+        lease = [f for f in schemas if f["spec"]["priorityLevelConfiguration"]["name"] == "leader-election"]
+        check(len(levels) == 1 and len(own) == 1 and len(lease) == 1
+              and all(r["subjects"] == [me] for f in own + lease for r in f["spec"]["rules"])
+              and lease[0]["spec"]["matchingPrecedence"] < own[0]["spec"]["matchingPrecedence"] < 9000
+              and lease[0]["spec"]["rules"][0]["resourceRules"][0]["resources"] == ["leases"],
+              f"FlowSchemas: the manager's ServiceAccount in its own priority level, its Leases first in leader-election ({s})",
+              json.dumps(schemas)[:400])
+    else:
+        check(not schemas and not levels, f"no FlowSchema without apiPriority ({s})")
     check(sum(a.startswith("--namespace=") for a in args) == len(v["watchNamespaces"]),
           f"one --namespace per watched namespace ({s})")
     # The clusters' NetworkPolicies let the manager in by these labels: they must select its pods.

@@ -599,8 +599,13 @@ pub fn render(r: &ScaleResults) -> String {
     for run in &r.runs {
         let _ = writeln!(
             o,
-            "\n{} clusters — requests by verb until converged: {}; after the restart: {}; reconcile errors by reason: {}; writes in the steady window by controller/kind: {}; after the restart: {}.",
+            "\n{} clusters{} — requests by verb until converged: {}; after the restart: {}; reconcile errors by reason: {}; writes in the steady window by controller/kind: {}; after the restart: {}.",
             run.clusters,
+            if run.manager_args.is_empty() {
+                String::new()
+            } else {
+                format!(" (`{}`)", run.manager_args.join(" "))
+            },
             fmt_map(&run.requests),
             fmt_map(&run.restart_requests),
             fmt_map(&run.reconcile_errors),
@@ -634,9 +639,12 @@ pub fn splice(page: &str, section: &str) -> String {
     crate::report::splice(page, section, BEGIN, END)
 }
 
-/// Runs keep their size's latest measurement; the section lists them by size.
+/// Runs keep the latest measurement per size and manager flags (a flag's effect is a row
+/// beside the defaults'); the section lists them by size.
 pub fn merge(mut results: ScaleResults, run: ScaleRun) -> ScaleResults {
-    results.runs.retain(|r| r.clusters != run.clusters);
+    results
+        .runs
+        .retain(|r| (r.clusters, &r.manager_args) != (run.clusters, &run.manager_args));
     results.runs.push(run);
     results.runs.sort_by_key(|r| r.clusters);
     results
@@ -681,7 +689,7 @@ mod tests {
     }
 
     #[test]
-    fn a_size_keeps_its_latest_run() {
+    fn a_size_keeps_its_latest_run_per_manager_flags() {
         let run = |clusters, writes| ScaleRun {
             clusters,
             writes,
@@ -693,5 +701,13 @@ mod tests {
         let sizes: Vec<_> = r.runs.iter().map(|r| (r.clusters, r.writes)).collect();
         assert_eq!(sizes, [(1000, 2), (10000, 3)]);
         assert!(render(&r).contains("| 1000 |"));
+        // Other manager flags: a row of their own beside the defaults'.
+        let flagged = ScaleRun {
+            manager_args: vec!["--kube-api-qps=50".into()],
+            ..run(1000, 4)
+        };
+        let r = merge(r, flagged);
+        assert_eq!(r.runs.len(), 3);
+        assert!(render(&r).contains("`--kube-api-qps=50`"));
     }
 }

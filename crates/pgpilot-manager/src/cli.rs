@@ -99,6 +99,17 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
+    /// Requests per second the controllers may send the API server, all together (a token
+    /// bucket; 0: no limit). Beyond it requests queue in the manager. The API server's own
+    /// fairness (the chart's FlowSchema) applies as well.
+    #[arg(long, default_value_t = 200)]
+    pub kube_api_qps: u32,
+
+    /// Requests that may go at once after a quiet spell (the bucket's size; at least
+    /// --kube-api-qps).
+    #[arg(long, default_value_t = 400)]
+    pub kube_api_burst: u32,
+
     /// Image for clusters that name only a PostgreSQL major version, as VERSION=IMAGE
     /// (repeatable), e.g. `17=localhost/pgpilot/postgres:17`.
     #[arg(long = "default-image", value_name = "VERSION=IMAGE", value_parser = parse_default_image)]

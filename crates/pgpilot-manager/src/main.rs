@@ -176,12 +176,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Namespaces::Only(args.namespaces.clone())
     };
-    // Each controller's requests are counted under its name.
+    // Each controller's requests are counted under its name; all draw from one rate.
+    let limit = std::num::NonZeroU32::new(args.kube_api_qps).map(|qps| {
+        let burst = std::num::NonZeroU32::new(args.kube_api_burst).unwrap_or(qps);
+        pgpilot_toolkit::client::RateLimit::new(qps, burst)
+    });
     let mut clients = std::collections::BTreeMap::new();
     for c in &controllers {
-        let counted =
-            pgpilot_toolkit::client::counted(config.clone(), metrics.controller(c.name()))
-                .context("building the Kubernetes client")?;
+        let counted = pgpilot_toolkit::client::counted(
+            config.clone(),
+            metrics.controller(c.name()),
+            limit.clone(),
+        )
+        .context("building the Kubernetes client")?;
         clients.insert(c.name(), counted);
     }
     let ctx = |c: &ControllerRef| RunContext {
