@@ -534,7 +534,8 @@ pub fn render(r: &ScaleResults) -> String {
          *settled*: every cluster's status also counts its three instances ready; the steady\n\
          window starts there. Requests and writes per cluster count until converged.\n\n\
          Targets on 2 cores: 1,000 converged < 60 s, 10,000 < 10 min, steady state and restart\n\
-         0 writes, RSS at 10,000 ≤ 300 MiB.\n"
+         0 writes, RSS at 10,000 ≤ 300 MiB. A row with other manager flags (e.g. the client's\n\
+         request rate, `--kube-api-qps`, 200 by default) shows their effect beside the defaults'.\n"
     );
     let secs = |s: Option<f64>| s.map_or("not reached".to_owned(), |s| format!("{s:.0} s"));
     let _ = writeln!(

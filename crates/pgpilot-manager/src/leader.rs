@@ -5,7 +5,7 @@
 //! on a graceful stop, the standby re-reads it at once and takes over in well under a second
 //! instead of a lease duration.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -105,6 +105,10 @@ async fn campaign(
     .applied_objects()
     .filter_map(|r| async move { r.ok().filter(is_free).map(|_| ()) });
     tokio::pin!(freed);
+    // Since when the Lease API has failed us, if it has: a leader that cannot renew for a
+    // whole lease duration must assume a standby took over, and stop.
+    let mut failing_since: Option<Instant> = None;
+    let lease_duration = Duration::from_secs(cfg.duration_secs);
     loop {
         let leading = *tx.borrow();
         tokio::select! {
@@ -119,10 +123,17 @@ async fn campaign(
             }
             changed = manager.changed() => match changed {
                 Ok(now_leading) => {
+                    failing_since = None;
                     tx.send_replace(now_leading);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "leader election: Lease API error; retrying");
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if leading && since.elapsed() >= lease_duration {
+                        tracing::warn!(error = %e, "leader election: the Lease could not be renewed for its whole duration; stepping down");
+                        tx.send_replace(false);
+                    } else {
+                        tracing::warn!(error = %e, "leader election: Lease API error; retrying");
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },

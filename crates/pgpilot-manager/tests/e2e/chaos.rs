@@ -384,20 +384,41 @@ async fn killed_manager(env: &mut Env) -> Result<()> {
     rotate(env, "first").await?;
     wait_rotations(env, 1).await?;
     let reference = children(env, "db").await?;
+    under_writes(
+        env,
+        "converged; children as an undisturbed cluster's",
+        async |env| kill_at_random_points(env, &reference).await,
+    )
+    .await
+}
+
+/// One kill: what it interrupted, how far in, and when everything had converged again.
+struct Kill {
+    /// What it interrupted.
+    what: String,
+    after: Duration,
+    started: Instant,
+    converged: Instant,
+}
+
+/// Runs `kills` under a writer on `db`, then reads every acknowledged write back: one row per
+/// kill, counting the writes acknowledged while it played out and those of them missing.
+async fn under_writes(
+    env: &mut Env,
+    note: &str,
+    kills: impl AsyncFnOnce(&mut Env) -> Result<Vec<Kill>>,
+) -> Result<()> {
     let writer = writer(env, "db").await?;
-    let mut done = Vec::new();
-    if let Err(e) = kill_at_random_points(env, &reference, &mut done).await {
-        let log = writer.stop().await;
-        return Err(e.context(format!(
+    let result = kills(env).await;
+    let log = writer.stop().await;
+    let done = result.with_context(|| {
+        format!(
             "writer: {} acks by {:?}; last failures {:?}",
             log.acks.len(),
             log.servers(),
             last_failures(&log)
-        )));
-    }
-
-    // Every acknowledged write is there; each kill's row counts those made while it played out.
-    let log = writer.stop().await;
+        )
+    })?;
     let su = env.superuser("db").await?;
     let client = env.connect("db-rw", &su, SETTLE).await?;
     let missing: HashSet<i64> = lost_writes(&client, &log).await?.into_iter().collect();
@@ -413,7 +434,7 @@ async fn killed_manager(env: &mut Env) -> Result<()> {
             recovered_secs: kill.converged.duration_since(kill.started).as_secs_f64(),
             acknowledged: acks.len(),
             lost: acks.iter().filter(|a| missing.contains(&a.id)).count(),
-            note: "converged; children as an undisturbed cluster's".into(),
+            note: note.to_owned(),
         })?;
     }
     ensure!(
@@ -425,20 +446,8 @@ async fn killed_manager(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-/// One kill: what it interrupted, how far in, and when everything had converged again.
-struct Kill {
-    /// What it interrupted.
-    what: String,
-    after: Duration,
-    started: Instant,
-    converged: Instant,
-}
-
-async fn kill_at_random_points(
-    env: &mut Env,
-    reference: &[String],
-    done: &mut Vec<Kill>,
-) -> Result<()> {
+async fn kill_at_random_points(env: &mut Env, reference: &[String]) -> Result<Vec<Kill>> {
+    let mut done = Vec::new();
     let mut instances = 3;
     let mut deleted = None;
     let mut rotations = 1;
@@ -535,7 +544,7 @@ async fn kill_at_random_points(
             env.kubectl(&["delete", "postgrescluster", &fresh, "--wait=false"])?;
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Asks SecretRotation `app` (role `app` of `db`, in place) for a rotation, naming the
@@ -651,42 +660,16 @@ async fn killed_during_backups(env: &mut Env) -> Result<()> {
         .status
         .and_then(|s| s.backup?.stanza)
         .context("no stanza in status.backup")?;
-    let writer = writer(env, "db").await?;
-    let mut done = Vec::new();
-    let result = backups_under_kills(env, &stanza, &mut done).await;
-    let log = writer.stop().await;
-    result.with_context(|| format!("writer: {} acks by {:?}", log.acks.len(), log.servers()))?;
-    let su = env.superuser("db").await?;
-    let client = env.connect("db-rw", &su, SETTLE).await?;
-    let missing: HashSet<i64> = lost_writes(&client, &log).await?.into_iter().collect();
-    for kill in &done {
-        let acks: Vec<_> = log
-            .acks
-            .iter()
-            .filter(|a| a.at >= kill.started && a.at <= kill.converged)
-            .collect();
-        record(&Row {
-            fault: "manager SIGKILLed".into(),
-            injected: format!(
-                "{:.1} s into {} (full)",
-                kill.after.as_secs_f64(),
-                kill.what
-            ),
-            recovered_secs: kill.converged.duration_since(kill.started).as_secs_f64(),
-            acknowledged: acks.len(),
-            lost: acks.iter().filter(|a| missing.contains(&a.id)).count(),
-            note: "completed; one Job, one new backup in the repository".into(),
-        })?;
-    }
-    ensure!(
-        missing.is_empty(),
-        "{} acknowledged ids are missing",
-        missing.len()
-    );
-    Ok(())
+    under_writes(
+        env,
+        "completed; one Job, one new backup in the repository",
+        async |env| backups_under_kills(env, &stanza).await,
+    )
+    .await
 }
 
-async fn backups_under_kills(env: &mut Env, stanza: &str, done: &mut Vec<Kill>) -> Result<()> {
+async fn backups_under_kills(env: &mut Env, stanza: &str) -> Result<Vec<Kill>> {
+    let mut done = Vec::new();
     for k in 0..backup_kills() {
         let before = repository_backups(env, stanza).await?;
         let name = format!("b{k}");
@@ -731,13 +714,13 @@ async fn backups_under_kills(env: &mut Env, stanza: &str, done: &mut Vec<Kill>) 
             context()
         );
         done.push(Kill {
-            what: format!("backup {name}"),
+            what: format!("full backup {name}"),
             after,
             started,
             converged: Instant::now(),
         });
     }
-    Ok(())
+    Ok(done)
 }
 
 /// The labels of the backups in the repository, as pgBackRest lists them from the primary.
@@ -850,8 +833,14 @@ async fn control_plane_outage(env: &mut Env) -> Result<()> {
         during > 0,
         "no write acknowledged in the second half of the API server's {OUTAGE:?} outage: the primary gave up its role"
     );
-    // The manager lost its Lease meanwhile and stopped, as a pod's container would.
+    // The manager could not renew its Lease for longer than its duration: it must have
+    // stepped down (and exited, for Kubernetes to restart it), since a standby could have
+    // taken the Lease once the API server was back.
     let revived = env.revive_manager().await?;
+    ensure!(
+        revived,
+        "the manager still led after {OUTAGE:?} without renewing its Lease"
+    );
     let pg = env.wait_ready("db", 3, SETTLE).await?;
     let converged = down_at.elapsed();
     ensure!(
@@ -879,14 +868,10 @@ async fn control_plane_outage(env: &mut Env) -> Result<()> {
         lost,
         note: format!(
             "{primary} kept the role on timeline {}; longest write pause {pause:.1} s; \
-             API back after {:.0} s; {}",
+             API back after {:.0} s; the manager stepped down (it could not renew its Lease) \
+             and was restarted",
             timeline.map_or("?".to_owned(), |t| t.to_string()),
             back_at.duration_since(down_at).as_secs_f64(),
-            if revived {
-                "the manager lost its Lease and was restarted"
-            } else {
-                "the manager kept running"
-            }
         ),
     })
 }
