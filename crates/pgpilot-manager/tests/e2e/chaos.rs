@@ -19,13 +19,13 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
 use pgpilot_api::backup::BackupPhase;
-use pgpilot_api::{PostgresBackup, SecretRotation, labels};
+use pgpilot_api::{PostgresBackup, PostgresCluster, SecretRotation, labels};
 use pgpilot_testkit::writer::{WriteLog, Writer};
 use pgpilot_toolkit::exec::exec;
 use rand::RngExt;
 use serde::Serialize;
 
-use crate::cluster::labelled_primary;
+use crate::cluster::{another_primary, labelled_primary};
 use crate::harness::{ClusterYaml, Env, eventually, last_failures, lost_writes};
 use crate::minio::Minio;
 
@@ -108,6 +108,24 @@ async fn stop_and_count_lost(
         &lost[..lost.len().min(20)]
     );
     Ok((log, lost.len()))
+}
+
+/// A Ready cluster `db` of three instances with required quorum replication, and its
+/// primary's name.
+async fn quorum_cluster(env: &Env) -> Result<(PostgresCluster, String)> {
+    env.apply(
+        &ClusterYaml::new("db")
+            .instances(3)
+            .sync_required("Quorum")
+            .yaml(),
+    )?;
+    let pg = env.wait_ready("db", 3, CREATE).await?;
+    let primary = pg
+        .status
+        .as_ref()
+        .and_then(|s| s.current_primary.clone())
+        .context("no currentPrimary")?;
+    Ok((pg, primary))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -197,17 +215,7 @@ async fn a_partitioned_primary_gives_up_within_the_ttl_and_no_acknowledged_write
 }
 
 async fn partitioned_primary(env: &Env) -> Result<()> {
-    env.apply(
-        &ClusterYaml::new("db")
-            .instances(3)
-            .sync_required("Quorum")
-            .yaml(),
-    )?;
-    let pg = env.wait_ready("db", 3, CREATE).await?;
-    let old = pg
-        .status
-        .and_then(|s| s.current_primary)
-        .context("no currentPrimary")?;
+    let (_, old) = quorum_cluster(env).await?;
     let old_ip = env
         .api::<Pod>()
         .get(&old)
@@ -242,19 +250,7 @@ async fn partitioned_primary(env: &Env) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let promoted = eventually(
-        &format!("a pod other than {old} labelled primary and ready"),
-        SETTLE,
-        || async {
-            let p = labelled_primary(env, "db").await?;
-            if p.name_any() == old {
-                return Err(format!("{old} is still labelled primary"));
-            }
-            Ok(p)
-        },
-    )
-    .await;
-    let new = match promoted {
+    let new = match another_primary(env, "db", &old, SETTLE).await {
         Ok(p) => p,
         Err(e) => {
             let log = writer.stop().await;
@@ -798,18 +794,7 @@ async fn an_api_server_and_etcd_outage_keeps_the_primary_writing_and_loses_nothi
 }
 
 async fn control_plane_outage(env: &mut Env) -> Result<()> {
-    env.apply(
-        &ClusterYaml::new("db")
-            .instances(3)
-            .sync_required("Quorum")
-            .yaml(),
-    )?;
-    let pg = env.wait_ready("db", 3, CREATE).await?;
-    let primary = pg
-        .status
-        .as_ref()
-        .and_then(|s| s.current_primary.clone())
-        .context("no currentPrimary")?;
+    let (pg, primary) = quorum_cluster(env).await?;
     let timeline = crate::harness::timeline(&pg);
     let writer = writer(env, "db").await?;
 
@@ -885,18 +870,7 @@ async fn a_kubelet_and_containerd_restart_leaves_postgres_running_and_loses_noth
 }
 
 async fn node_agents_restart(env: &Env) -> Result<()> {
-    env.apply(
-        &ClusterYaml::new("db")
-            .instances(3)
-            .sync_required("Quorum")
-            .yaml(),
-    )?;
-    let pg = env.wait_ready("db", 3, CREATE).await?;
-    let primary = pg
-        .status
-        .as_ref()
-        .and_then(|s| s.current_primary.clone())
-        .context("no currentPrimary")?;
+    let (_, primary) = quorum_cluster(env).await?;
     let before = restarts(env, "db").await?;
     let writer = writer(env, "db").await?;
 

@@ -50,6 +50,27 @@ pub(crate) async fn labelled_primary(env: &Env, cluster: &str) -> Result<Pod, St
     }
 }
 
+/// Waits until a ready pod of `cluster` other than `old` is labelled primary.
+pub(crate) async fn another_primary(
+    env: &Env,
+    cluster: &str,
+    old: &str,
+    timeout: Duration,
+) -> Result<Pod> {
+    eventually(
+        &format!("a pod other than {old} labelled primary and ready"),
+        timeout,
+        || async {
+            let p = labelled_primary(env, cluster).await?;
+            if p.name_any() == old {
+                return Err(format!("{old} is still labelled primary"));
+            }
+            Ok(p)
+        },
+    )
+    .await
+}
+
 /// Counts the rows of `table` through `service`, requiring the server to be a replica
 /// (`want_replica`) or the primary.
 async fn count_rows(
@@ -271,19 +292,7 @@ async fn failover(env: &Env, method: &str, standby_role: &str) -> Result<()> {
         .await
         .with_context(|| format!("deleting the primary pod {old}"))?;
 
-    let promoted = eventually(
-        &format!("a pod other than {old} labelled primary and ready"),
-        FAILOVER,
-        || async {
-            let p = labelled_primary(env, "db").await?;
-            if p.name_any() == old {
-                return Err(format!("{old} is still the primary"));
-            }
-            Ok(p)
-        },
-    )
-    .await;
-    let new = match promoted {
+    let new = match another_primary(env, "db", &old, FAILOVER).await {
         Ok(p) => p,
         Err(e) => {
             let log = writer.stop().await;
