@@ -31,9 +31,12 @@ declare -A argv_of env_of pid_for
 for name in "${names[@]}"; do
   pid=$(pid_of "$name") || die "$name is not running in $STATE_DIR"
   pid_for[$name]=$pid
-  # NUL-separated, as the kernel keeps them; read back into arrays below.
-  argv_of[$name]=$(tr '\0' '\n' <"/proc/$pid/cmdline" | base64 -w0)
-  env_of[$name]=$(tr '\0' '\n' <"/proc/$pid/environ" | base64 -w0)
+  # Node components come back through node-up.sh; the others as they ran (NUL-separated, as
+  # the kernel keeps them; read back into arrays below).
+  if [[ " ${NODE_COMPONENTS[*]} " != *" $name "* ]]; then
+    argv_of[$name]=$(tr '\0' '\n' <"/proc/$pid/cmdline" | base64 -w0)
+    env_of[$name]=$(tr '\0' '\n' <"/proc/$pid/environ" | base64 -w0)
+  fi
 done
 
 for name in "${names[@]}"; do
