@@ -147,16 +147,20 @@ async fn exported(env: &Env) -> Result<()> {
         }
     }
     // The WAL position moves on the primary as it is written to (what it reports beside each
-    // replica it streams to).
+    // replica it streams to: no series until the replica's WAL receiver has connected and been
+    // scraped, which can come after the replica reports itself as one).
     let lsn = |v: Vec<Sample>| v.first().map(|s| s.value);
     let promql = format!(
         r#"max by (pod) (pg_stat_replication_pg_current_wal_lsn_bytes{{cluster="db",pod="{primary}"}})"#
     );
-    let Some(before) = lsn(prometheus.query(&promql).await?) else {
-        anyhow::bail!(
-            "{promql}: no series; metric names seen: {:?}",
-            names().await
-        );
+    let streaming = eventually("the primary to report its replica", SCRAPED, || async {
+        lsn(prometheus.query(&promql).await.map_err(|e| e.to_string())?)
+            .ok_or_else(|| format!("{promql}: no series"))
+    })
+    .await;
+    let before = match streaming {
+        Ok(before) => before,
+        Err(e) => anyhow::bail!("{e:#}\nmetric names seen: {:?}", names().await),
     };
     let su = env.superuser("db").await?;
     let rw = env.connect("db-rw", &su, Duration::from_secs(60)).await?;
