@@ -72,6 +72,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         crate::storage::CONDITION,
         crate::reconcile::ROLES_AND_DATABASES,
         crate::validate::PARAMETERS_ACCEPTED,
+        conditions::STALLED,
     ],
 };
 
@@ -434,6 +435,14 @@ pub fn compute(
             now.clone(),
         );
     }
+    // What kstatus (Flux, `kubectl wait`) reads as Failed rather than InProgress: nothing
+    // moves until the user changes the spec.
+    conditions::set_stalled(
+        &mut status.conditions,
+        stopped.map(|(reason, message, _)| (reason, message.clone())),
+        generation,
+        now.clone(),
+    );
     let unarchived = cluster.spec.backup.is_some()
         && conditions::find(&status.conditions, CONTINUOUS_ARCHIVING).is_none();
     let unrestored = restore_pending(cluster)
@@ -559,6 +568,7 @@ mod tests {
         assert_eq!(cond(&s, READY), ("False", "NoPrimary"));
         assert_eq!(cond(&s, PROGRESSING), ("True", "Reconciling"));
         assert_eq!(cond(&s, DEGRADED), ("False", "Creating"));
+        assert!(conditions::find(&s.conditions, conditions::STALLED).is_none());
         assert_eq!(s.observed_generation, Some(1));
         assert_eq!(
             s.selector.as_deref(),
@@ -784,6 +794,7 @@ mod tests {
             ("False", "InvalidSpec")
         );
         assert_eq!(ready.message, "spec.postgresql.image: no image");
+        assert_eq!(cond(&s, conditions::STALLED), ("True", "InvalidSpec"));
     }
 
     #[test]

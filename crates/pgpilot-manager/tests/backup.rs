@@ -154,6 +154,12 @@ async fn a_schedule_in_an_unknown_time_zone_says_so() {
     let scheduled = c.iter().find(|c| c.type_ == "Scheduled").unwrap();
     assert_eq!(scheduled.status, "False");
     assert!(scheduled.message.contains("Mars/Olympus") && scheduled.message.contains("IANA"));
+    // kstatus (Flux) reads it as Failed, not as a schedule still on its way.
+    let stalled = c.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "InvalidSchedule")
+    );
 }
 
 fn condition<'a>(

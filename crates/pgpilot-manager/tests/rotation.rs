@@ -263,6 +263,12 @@ async fn a_manager_killed_mid_rotation_is_resumed_without_a_second_flip() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", first.log()));
+    let stuck = rotations_api.get("creds").await.unwrap();
+    assert_eq!(
+        condition(&stuck, "Stalled").map(|c| (c.0, c.1)),
+        Some(("True".into(), "ConsumersStalled".into())),
+        "kstatus reads a stuck rollout as Failed"
+    );
     let flipped = secrets.get("creds").await.unwrap();
     assert_eq!(count(&flipped), 1);
     let password = value(&flipped, "password").unwrap();

@@ -55,7 +55,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         "previousUser",
         "consumers",
     ],
-    conditions: &[plan::READY, plan::PROGRESSING],
+    conditions: &[plan::READY, plan::PROGRESSING, conditions::STALLED],
 };
 
 pub struct Caches {
@@ -1150,5 +1150,19 @@ fn status_of(look: &Look<'_>, step: &Step, completed: bool) -> SecretRotationSta
             now.clone(),
         );
     }
+    // What needs someone to look: consumers still on the old credentials after the grace
+    // period, a spec that cannot be acted on, a Secret another rotation owns.
+    let stalled = match step {
+        Step::Wait {
+            reason: "Stalled",
+            message,
+            ..
+        } => Some(("ConsumersStalled", message.clone())),
+        Step::Blocked { reason, message } if matches!(*reason, "Conflict" | "InvalidSpec") => {
+            Some((*reason, message.clone()))
+        }
+        _ => None,
+    };
+    conditions::set_stalled(&mut status.conditions, stalled, generation, now);
     status
 }

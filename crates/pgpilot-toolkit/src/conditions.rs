@@ -79,6 +79,39 @@ pub fn set(conditions: &mut Vec<Condition>, update: Update<'_>, now: Time) -> bo
     }
 }
 
+/// kstatus' "abnormal-true" condition, read by Flux, Argo CD's health checks and
+/// `kubectl wait`: `True` while the object cannot go on without a change from its user
+/// (kstatus: `Failed`); absent otherwise.
+pub const STALLED: &str = "Stalled";
+
+/// Sets [`STALLED`] to `True` with `stalled`'s reason and message, or removes it when `None`.
+/// Returns whether anything changed.
+pub fn set_stalled(
+    conditions: &mut Vec<Condition>,
+    stalled: Option<(&str, String)>,
+    observed_generation: Option<i64>,
+    now: Time,
+) -> bool {
+    match stalled {
+        Some((reason, message)) => set(
+            conditions,
+            Update {
+                type_: STALLED,
+                status: Status::True,
+                reason,
+                message,
+                observed_generation,
+            },
+            now,
+        ),
+        None => {
+            let before = conditions.len();
+            conditions.retain(|c| c.type_ != STALLED);
+            conditions.len() != before
+        }
+    }
+}
+
 /// The condition of `type_`, if any.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -106,6 +139,27 @@ mod tests {
             message: format!("{reason} message"),
             observed_generation: Some(generation),
         }
+    }
+
+    #[test]
+    fn stalled_is_set_true_and_removed_when_the_object_moves_again() {
+        let mut conds = vec![];
+        assert!(set_stalled(
+            &mut conds,
+            Some(("InvalidSpec", "bad".into())),
+            Some(2),
+            at(100)
+        ));
+        assert!(is_true(&conds, STALLED));
+        assert!(!set_stalled(
+            &mut conds,
+            Some(("InvalidSpec", "bad".into())),
+            Some(2),
+            at(200)
+        ));
+        assert!(set_stalled(&mut conds, None, Some(3), at(300)));
+        assert!(conds.is_empty());
+        assert!(!set_stalled(&mut conds, None, Some(3), at(300)));
     }
 
     #[test]

@@ -51,7 +51,12 @@ pub const PART: StatusPart<'static> = StatusPart {
         "completionTime",
         "instances",
     ],
-    conditions: &[plan::PROGRESSING, plan::PAUSED],
+    conditions: &[
+        plan::PROGRESSING,
+        plan::PAUSED,
+        plan::READY,
+        conditions::STALLED,
+    ],
 };
 
 /// The annotations of a PostgresCluster this controller sets.
@@ -642,6 +647,11 @@ async fn one_at_a_time(
             ),
             observed_generation: upgrade.metadata.generation,
         },
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    );
+    plan::set_outcome(
+        &mut status,
+        upgrade.metadata.generation,
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
     );
     let api = ctx

@@ -37,6 +37,7 @@ use crate::error::Error;
 use crate::job;
 use crate::metrics::BackupMetrics;
 use crate::verification;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use pgpilot_api::backup::PostgresBackupStatus;
 use pgpilot_api::common::VerificationResult;
@@ -66,7 +67,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         "error",
         "verification",
     ],
-    conditions: &[],
+    conditions: &[plan::READY, pgpilot_toolkit::conditions::STALLED],
 };
 
 /// Keeps only the oldest backup of each stanza and the one annotated with this backup's uid,
@@ -243,6 +244,12 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
     let mut status = plan::status(&previous, &uid, &job_name, &facts, job.as_ref());
     status.observed_generation = backup.metadata.generation;
     let verifying = verify(ctx, &backup, cluster.as_deref(), &mut status).await?;
+    plan::set_conditions(
+        &mut status,
+        &previous.conditions,
+        backup.metadata.generation,
+        Time(Timestamp::now()),
+    );
     let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
     if apply_status(&api, &ctx.field_manager, &PART, backup.as_ref(), &status).await? {
         ctx.metrics.wrote("PostgresBackup/status");
@@ -255,9 +262,7 @@ async fn reconcile(backup: Arc<PostgresBackup>, ctx: &Context) -> Result<Action,
         let cluster_name = &backup.spec.cluster.name;
         match status.phase {
             Some(BackupPhase::Completed) => {
-                let secs = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-                    t.as_ref().map(|t| t.0.as_second())
-                };
+                let secs = |t: &Option<Time>| t.as_ref().map(|t| t.0.as_second());
                 if let (Some(start), Some(stop)) =
                     (secs(&status.start_time), secs(&status.stop_time))
                 {
@@ -634,7 +639,6 @@ fn job_facts(job: &Job, ctx: &Context, ns: &str) -> JobFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
     fn every_status_field_is_written() {

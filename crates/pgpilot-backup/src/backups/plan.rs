@@ -1,10 +1,14 @@
 //! Decisions about one PostgresBackup, pure: whether its Job may start and against which
 //! instances, and its status from the Job and pgBackRest's report.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use pgpilot_api::backup::{BackupPhase, BackupTarget, PostgresBackupStatus};
 use pgpilot_postgres::pgbackrest::{self, info};
+use pgpilot_toolkit::conditions::{self, Status, Update};
+
+/// `True` once the backup completed (what Argo CD's and Flux's health checks read).
+pub const READY: &str = "Ready";
 
 /// Annotation pgBackRest stores with each backup: the PostgresBackup's uid.
 pub const ANNOTATION: &str = "pgpilot.io/backup";
@@ -154,6 +158,49 @@ pub fn status(
     }
 }
 
+/// `Ready` once the backup completed, and kstatus' `Stalled` once it failed (a failed backup
+/// is not retried), carried on from `previous` so transition times only move on a change.
+pub fn set_conditions(
+    status: &mut PostgresBackupStatus,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Time,
+) {
+    status.conditions = previous.to_vec();
+    let error = status.error.clone().unwrap_or_default();
+    let (ready, reason, message) = match status.phase {
+        Some(BackupPhase::Completed) => (
+            true,
+            "Completed",
+            format!(
+                "backup {} completed",
+                status.backup_id.as_deref().unwrap_or_default()
+            ),
+        ),
+        Some(BackupPhase::Failed) => (false, "Failed", error.clone()),
+        Some(BackupPhase::Running) => (false, "Running", "the backup Job runs".to_owned()),
+        Some(BackupPhase::Pending) | None => (false, "Pending", error.clone()),
+    };
+    conditions::set(
+        &mut status.conditions,
+        Update {
+            type_: READY,
+            status: Status::from(ready),
+            reason,
+            message,
+            observed_generation: generation,
+        },
+        now.clone(),
+    );
+    let failed = status.phase == Some(BackupPhase::Failed);
+    conditions::set_stalled(
+        &mut status.conditions,
+        failed.then_some(("BackupFailed", error)),
+        generation,
+        now,
+    );
+}
+
 /// Why a backup Job failed: pgBackRest's error, and what a lost connection usually means.
 fn failure(output: Option<&str>) -> String {
     let Some(error) = output.map(pgbackrest::error_in) else {
@@ -224,6 +271,53 @@ mod tests {
             primary: primary.then(|| "db-0".to_owned()),
             replicas: replicas.iter().map(|r| (*r).to_owned()).collect(),
         }
+    }
+
+    #[test]
+    fn ready_follows_the_phase_and_a_failed_backup_is_stalled() {
+        let at = |secs| Time(Timestamp::from_second(secs).unwrap());
+        let mut running = PostgresBackupStatus {
+            phase: Some(BackupPhase::Running),
+            ..Default::default()
+        };
+        set_conditions(&mut running, &[], Some(1), at(100));
+        let ready = conditions::find(&running.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Running")
+        );
+        assert!(conditions::find(&running.conditions, conditions::STALLED).is_none());
+
+        let mut failed = PostgresBackupStatus {
+            phase: Some(BackupPhase::Failed),
+            error: Some("[082] WAL segment was not archived".into()),
+            ..Default::default()
+        };
+        set_conditions(&mut failed, &running.conditions, Some(1), at(200));
+        let stalled = conditions::find(&failed.conditions, conditions::STALLED).unwrap();
+        assert_eq!(
+            (
+                stalled.status.as_str(),
+                stalled.reason.as_str(),
+                stalled.message.as_str()
+            ),
+            ("True", "BackupFailed", "[082] WAL segment was not archived")
+        );
+        // Still not ready: the transition time is the first one's.
+        let ready = conditions::find(&failed.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.reason.as_str(), &ready.last_transition_time),
+            ("Failed", &at(100))
+        );
+
+        let mut completed = PostgresBackupStatus {
+            phase: Some(BackupPhase::Completed),
+            backup_id: Some("20261207-101500F".into()),
+            ..Default::default()
+        };
+        set_conditions(&mut completed, &running.conditions, Some(1), at(300));
+        assert!(conditions::is_true(&completed.conditions, READY));
+        assert!(conditions::find(&completed.conditions, conditions::STALLED).is_none());
     }
 
     #[test]

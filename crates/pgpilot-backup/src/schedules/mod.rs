@@ -49,7 +49,7 @@ pub const PART: StatusPart<'static> = StatusPart {
         "active",
         "lastVerification",
     ],
-    conditions: &[SCHEDULED],
+    conditions: &[SCHEDULED, conditions::STALLED],
 };
 
 pub struct Context {
@@ -94,6 +94,14 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: &Context) -> Result<Actio
     };
     let api: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), &ns);
     let set = |status: &mut BackupScheduleStatus, s: Status, reason: &str, message: String| {
+        // A schedule that cannot fire waits for its spec to change: kstatus' Failed.
+        let stalled = matches!(reason, "InvalidSchedule" | "NoNextRun");
+        conditions::set_stalled(
+            &mut status.conditions,
+            stalled.then(|| (reason, message.clone())),
+            schedule.metadata.generation,
+            Time(Timestamp::now()),
+        );
         conditions::set(
             &mut status.conditions,
             Update {

@@ -37,6 +37,8 @@ const PRIMARY_PREFIX: &str = "upgrade-primary/";
 
 /// Condition types of a PostgresUpgrade.
 pub const PROGRESSING: &str = "Progressing";
+/// `True` once every instance runs the target.
+pub const READY: &str = "Ready";
 pub const PAUSED: &str = "Paused";
 
 /// An instance pod as the plan needs it.
@@ -815,6 +817,35 @@ fn fail(st: PostgresUpgradeStatus, look: &Look, reason: &str, message: String) -
     )
 }
 
+/// What GitOps tools read from the phase: `Ready` once the upgrade succeeded, kstatus'
+/// `Stalled` once it failed or was aborted (it never moves again); both say what
+/// `Progressing` says.
+pub fn set_outcome(st: &mut PostgresUpgradeStatus, generation: Option<i64>, now: Time) {
+    let phase = st.phase.unwrap_or(UpgradePhase::Pending);
+    let message = conditions::find(&st.conditions, PROGRESSING)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let reason = format!("{phase:?}");
+    conditions::set(
+        &mut st.conditions,
+        Update {
+            type_: READY,
+            status: Status::from(phase == UpgradePhase::Succeeded),
+            reason: &reason,
+            message: message.clone(),
+            observed_generation: generation,
+        },
+        now.clone(),
+    );
+    let stalled = matches!(phase, UpgradePhase::Failed | UpgradePhase::Aborted);
+    conditions::set_stalled(
+        &mut st.conditions,
+        stalled.then_some((reason.as_str(), message)),
+        generation,
+        now,
+    );
+}
+
 /// The upgrade ends in `phase`, saying why in `Progressing` and a warning Event; the cluster
 /// keeps `annotations`.
 fn end(
@@ -877,12 +908,13 @@ fn succeeded(mut st: PostgresUpgradeStatus, look: &Look, message: String) -> Pla
 
 /// The plan; an Event only when the status changed (a repeated look announces nothing).
 fn finish(
-    st: PostgresUpgradeStatus,
+    mut st: PostgresUpgradeStatus,
     look: &Look,
     annotations: BTreeMap<String, String>,
     act: Act,
     event: Option<(&'static str, String, bool)>,
 ) -> Plan {
+    set_outcome(&mut st, look.generation, look.now.clone());
     let event = event.filter(|_| st.phase != look.before.phase || act != Act::Nothing);
     Plan {
         act,
@@ -1089,6 +1121,9 @@ mod tests {
         w.window = Window::Closed(Some(1_800_003_600));
         let p = w.step();
         assert_eq!(p.status.phase, Some(UpgradePhase::AwaitingApproval));
+        assert_eq!(reason(&p, READY), "AwaitingApproval");
+        assert!(!conditions::is_true(&p.status.conditions, READY));
+        assert!(conditions::find(&p.status.conditions, conditions::STALLED).is_none());
         assert!(!p.annotations.contains_key(labels::UPGRADE_TARGET));
         w.upgrade.spec.approved = Some(true);
         let p = w.step();
@@ -1163,6 +1198,7 @@ mod tests {
         w.pods = pods([NEW; 3], [true; 3]);
         let p = w.step();
         assert_eq!(p.status.phase, Some(UpgradePhase::Succeeded));
+        assert!(conditions::is_true(&p.status.conditions, READY));
         assert!(p.annotations.is_empty(), "{:?}", p.annotations);
         assert_eq!(p.event.as_ref().unwrap().0, "UpgradeSucceeded");
         assert!(p.status.steps.iter().all(|s| s.state != StepState::Pending));
@@ -1234,6 +1270,17 @@ mod tests {
         let p = w.step();
         assert_eq!(p.status.phase, Some(UpgradePhase::Failed));
         assert_eq!(reason(&p, PROGRESSING), "DowngradeRefused");
+        let stalled = conditions::find(&p.status.conditions, conditions::STALLED).unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "Failed")
+        );
+        assert_eq!(
+            stalled.message,
+            conditions::find(&p.status.conditions, PROGRESSING)
+                .unwrap()
+                .message
+        );
     }
 
     const MAJOR: &str = "pg:17";
