@@ -8,9 +8,11 @@ default:
 # Everything CI checks: formatting, lints, fresh CRDs, the chart, and both test tiers.
 ci: lint chart-test test
 
-# `just integration`, then `just e2e`; the node tier's binaries and images build meanwhile
-# in the background (nice 19, log in target/e2e-build.log), and `just e2e` waits for them.
-# Every test: unit, integration (control plane + kwok), then the node tier (real node).
+# `just gitops-test`, `just integration`, then `just e2e`; the node tier's binaries and
+# images build meanwhile in the background (nice 19, log in target/e2e-build.log), and
+# `just e2e` waits for them.
+# Every test: GitOps health checks, unit, integration (control plane + kwok), then the node
+# tier (real node).
 test:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -29,8 +31,14 @@ test:
       bg=$!
       trap 'if [[ -e /proc/$bg ]]; then kill -TERM -- "-$bg" 2>/dev/null || true; fi' EXIT
     fi
+    "{{just_executable()}}" --justfile "{{justfile()}}" gitops-test
     "{{just_executable()}}" --justfile "{{justfile()}}" integration
     "{{just_executable()}}" --justfile "{{justfile()}}" e2e
+
+# Argo CD's health checks (gitops/argocd, in gopher-lua) and kstatus (Flux) against
+# recorded statuses, and argocd-cm.yaml in step with the scripts (docs/gitops.md).
+gitops-test:
+    cd e2e/gitops && go test -count=1 ./...
 
 # The control plane runs in the default state dir (PGPILOT_CLUSTER_DIR): built or reused,
 # started, and stopped again at the end if this started it; never a node cluster.
@@ -89,7 +97,7 @@ unit:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh crates/pgpilot-upgrade/scripts/*.sh
+    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh crates/pgpilot-upgrade/scripts/*.sh gitops/argocd/*.sh
 
 # Regenerate crds/ from the API types.
 crds:

@@ -20,6 +20,8 @@ mod backup;
 mod chaos;
 #[path = "e2e/cluster.rs"]
 mod cluster;
+#[path = "e2e/gitops.rs"]
+mod gitops;
 #[path = "e2e/harness.rs"]
 mod harness;
 #[path = "e2e/major.rs"]

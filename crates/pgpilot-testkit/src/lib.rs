@@ -138,11 +138,17 @@ impl LocalCluster {
     }
 
     /// Runs the cluster's own kubectl as admin; returns stdout, fails with stderr.
+    /// kubectl as admin, to be given its arguments.
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg("--kubeconfig").arg(&self.admin_kubeconfig);
+        cmd
+    }
+
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         use std::io::Write;
-        let mut child = Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.admin_kubeconfig)
+        let mut child = self
+            .kubectl_command()
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -33,6 +33,25 @@ pub const PG_PORT: u16 = 5432;
 /// credentials, which patronictl needs for a switchover).
 pub const PATRONI_CONFIG: &str = "/etc/patroni";
 
+/// Every pgpilot kind, for `kubectl get`.
+pub const PGPILOT_KINDS: &str =
+    "postgresclusters,postgresbackups,postgresupgrades,backupschedules,secretrotations";
+
+/// What a GitOps tool says of an object ([`Env::health`]).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Verdict {
+    pub kind: String,
+    pub name: String,
+    pub argo: Said,
+    pub kstatus: Said,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Said {
+    pub status: String,
+    pub message: String,
+}
+
 /// A PostgresCluster manifest, built like a fixture: `ClusterYaml::new("db").instances(3)`.
 /// Small on purpose (1Gi, 50m CPU): the node is shared.
 pub struct ClusterYaml {
@@ -649,7 +668,63 @@ impl Env {
 
     /// Ends the test: on failure prints the diagnostics; then stops the manager, deletes the
     /// namespace and the RBAC, and panics with the failure.
+    /// What Argo CD (pgpilot's health scripts) and kstatus say of every pgpilot object in the
+    /// namespace (e2e/gitops's `pgpilot-health`). With `PGPILOT_RECORD_STATUSES=<dir>`, each
+    /// object is also saved there, as `<Kind>/<argo>-<kstatus>-<name>.json`: the recorded
+    /// statuses gitops/argocd's tests replay.
+    pub fn health(&self) -> Result<Vec<Verdict>> {
+        let objects = self.kubectl(&["get", PGPILOT_KINDS, "-o", "json"])?;
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut child = std::process::Command::new("go")
+            .args(["run", "./cmd/pgpilot-health", "-scripts"])
+            .arg(repo.join("gitops/argocd"))
+            .current_dir(repo.join("e2e/gitops"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("go run e2e/gitops/cmd/pgpilot-health")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, objects.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "pgpilot-health: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdicts = String::from_utf8(out.stdout)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<Verdict>, _>>()?;
+        if let Some(dir) = std::env::var_os("PGPILOT_RECORD_STATUSES") {
+            // The very objects judged (a later read could be newer).
+            let list: serde_json::Value = serde_json::from_str(&objects)?;
+            for (v, mut object) in verdicts
+                .iter()
+                .zip(list["items"].as_array().cloned().unwrap_or_default())
+            {
+                if let Some(meta) = object["metadata"].as_object_mut() {
+                    meta.remove("managedFields");
+                }
+                let kind_dir = Path::new(&dir).join(&v.kind);
+                std::fs::create_dir_all(&kind_dir)?;
+                // JSON (which YAML readers take): no YAML 1.1 reader mistakes a time for a
+                // timestamp.
+                let file = format!("{}-{}-{}.json", v.argo.status, v.kstatus.status, v.name);
+                let text = serde_json::to_string_pretty(&object)? + "\n";
+                std::fs::write(kind_dir.join(file.to_lowercase()), text)?;
+            }
+        }
+        Ok(verdicts)
+    }
+
     pub async fn finish(mut self, result: Result<()>) {
+        if std::env::var_os("PGPILOT_RECORD_STATUSES").is_some()
+            && let Err(e) = self.health()
+        {
+            eprintln!("{}: recording statuses: {e:#}", self.ns);
+        }
         // Every test that passes also shows pgpilot kept the namespace's secrets to itself.
         let result = match result {
             Ok(()) => self.no_secret_leaked().await,
