@@ -86,7 +86,9 @@ e2e:
     . e2e/scripts/env.sh
     set -a; . "$STATE_DIR/cluster.env"; set +a
     # Two suites side by side (PGPILOT_E2E_THREADS): each test has its own namespace and
-    # manager, and most of a test is waiting on pods, so the node keeps up.
+    # manager, and most of a test is waiting on pods, so the node keeps up. The kubectl
+    # plugin's test runs the plugin binary through kubectl.
+    cargo build -p kubectl-pgpilot
     cargo test -p pgpilot-manager --features e2e --test e2e -- --test-threads="${PGPILOT_E2E_THREADS:-2}"
 
 # Unit tests only: no cluster needed.
@@ -97,7 +99,7 @@ unit:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh crates/pgpilot-upgrade/scripts/*.sh gitops/argocd/*.sh
+    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh crates/pgpilot-upgrade/scripts/*.sh gitops/argocd/*.sh crates/kubectl-pgpilot/krew/*.sh
 
 # Regenerate crds/ from the API types.
 crds:

@@ -18,6 +18,8 @@ pub const COMPONENT_INSTANCE: &str = "instance";
 /// subdirectory, so initdb never meets the volume's lost+found).
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+/// Patroni's configuration directory in instance pods (`patronictl -c` takes it too).
+pub const PATRONI_CONFIG_DIR: &str = "/etc/patroni";
 /// PostgreSQL's Unix socket directory in instance pods.
 pub const SOCKET_DIR: &str = "/run/postgresql";
 

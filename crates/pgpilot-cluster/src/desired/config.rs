@@ -12,9 +12,9 @@ use crate::error::Error;
 use pgpilot_postgres::names::{MONITOR_USER, PATRONI_PORT, POSTGRES_PORT, REPLICATION_USER};
 use pgpilot_postgres::pgbackrest;
 
-pub use pgpilot_postgres::names::{DATA_MOUNT, PGDATA, SOCKET_DIR};
-/// Where the config file is mounted.
-pub const CONFIG_DIR: &str = "/etc/patroni";
+pub use pgpilot_postgres::names::{
+    DATA_MOUNT, PATRONI_CONFIG_DIR as CONFIG_DIR, PGDATA, SOCKET_DIR,
+};
 /// The server certificate, its key and the cluster's CA, mounted with the config file.
 pub const TLS_CERT_FILE: &str = "/etc/patroni/tls.crt";
 pub const TLS_KEY_FILE: &str = "/etc/patroni/tls.key";

@@ -758,6 +758,27 @@ impl Env {
     /// secret keys: pgpilot's and the user's) in what pgpilot writes: its log (span fields
     /// included), the namespace's Events, the status of every pgpilot resource, its metrics.
     async fn no_secret_leaked(&self) -> Result<()> {
+        let outputs = [
+            ("manager log".to_owned(), self.manager_log()),
+            (
+                "Events".to_owned(),
+                self.kubectl(&["get", "events", "-o", "yaml"])?,
+            ),
+            (
+                "pgpilot resources".to_owned(),
+                self.kubectl(&["get", PGPILOT_KINDS, "-o", "yaml"])?,
+            ),
+            (
+                "metrics".to_owned(),
+                self.metrics().await.unwrap_or_default(),
+            ),
+        ];
+        self.no_secret_in(&outputs).await
+    }
+
+    /// No secret value of the namespace's Secrets (passwords, private keys, secret keys) in
+    /// any of `outputs` (what, text).
+    pub async fn no_secret_in(&self, outputs: &[(String, String)]) -> Result<()> {
         let secrets = self.api::<Secret>().list(&ListParams::default()).await?;
         let mut needles = Vec::new();
         for secret in &secrets.items {
@@ -787,22 +808,8 @@ impl Env {
                 }
             }
         }
-        let outputs = [
-            ("manager log", self.manager_log()),
-            ("Events", self.kubectl(&["get", "events", "-o", "yaml"])?),
-            (
-                "pgpilot resources",
-                self.kubectl(&[
-                    "get",
-                    "postgresclusters,postgresbackups,backupschedules,postgresupgrades,secretrotations",
-                    "-o",
-                    "yaml",
-                ])?,
-            ),
-            ("metrics", self.metrics().await.unwrap_or_default()),
-        ];
         for (secret, needle) in &needles {
-            for (what, text) in &outputs {
+            for (what, text) in outputs {
                 ensure!(
                     !text.contains(needle.as_str()),
                     "a value of Secret {secret} is in the {what}"

@@ -69,7 +69,7 @@ async fn notes(env: &Env, cluster: &str) -> Result<Vec<String>> {
 
 /// MinIO with bucket `backups` and Secret `s3`, and a one-instance cluster `name` archiving
 /// to it.
-async fn archiving_cluster(env: &Env, name: &str) -> Result<Minio> {
+pub(crate) async fn archiving_cluster(env: &Env, name: &str) -> Result<Minio> {
     let minio = Minio::start(env).await?;
     minio.create_bucket(env, "backups").await?;
     minio.credentials_secret(env, "s3", false)?;
