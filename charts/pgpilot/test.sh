@@ -421,6 +421,11 @@ for s in sets:
               f"PodDisruptionBudget with {v['replicaCount']} replicas ({s})")
     else:
         check(pdb is None, f"no PodDisruptionBudget with 1 replica ({s})")
+    netpol = one(objs, "NetworkPolicy")
+    check(netpol and netpol["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+          and netpol["spec"]["policyTypes"] == ["Ingress"]
+          and sorted(p["port"] for r in netpol["spec"]["ingress"] for p in r["ports"]) == ["health", "metrics"],
+          f"NetworkPolicy: ingress to the manager's metrics and probe ports only ({s})")
 
 # --include-crds renders exactly the repository's CRDs.
 rendered = [d for d in docs(f"{work}/with-crds.yaml") if d["kind"] == "CustomResourceDefinition"]

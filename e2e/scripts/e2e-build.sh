@@ -3,11 +3,12 @@
 # binaries (build-binaries.sh --node: Kubernetes, etcd, kwok, CoreDNS,
 # local-path-provisioner, cri-reset) and only the images it runs: pause, postgres 17,
 # postgres 15.18 and 15.20 (the minor upgrade), pgclient 17, postgres-exporter (the
-# metrics sidecar), prometheus (scrapes the tests' clusters), s3 (MinIO), otelcol. Everything is cached by content in
+# metrics sidecar), prometheus (scrapes the tests' clusters), s3 (MinIO), otelcol, and the
+# operator (this checkout's manager, for the in-cluster test). Everything is cached by content in
 # $PGPILOT_CACHE (~/.cache/pgpilot): a warm run takes ~15 s (apt look-ups of the
 # Debian images), a cold one is dominated by the Go compiles.
 #
-#   e2e/scripts/e2e-build.sh     # prints the nine image tarballs, one a line
+#   e2e/scripts/e2e-build.sh     # prints the ten image tarballs, one a line
 #
 # Two lanes run side by side, because they are bound by different things: the
 # Debian images (mmdebstrap: downloads and dpkg, network/IO) and the Go compiles
@@ -40,7 +41,7 @@ fi
 # Host packages of the image recipes (images/lib.sh need_pkgs) and of the node
 # (node-up.sh), in one apt-get call before the lanes start.
 need=()
-for p in mmdebstrap jq ca-certificates gcc libc6-dev gzip tar curl python3 \
+for p in mmdebstrap jq ca-certificates gcc libc6-dev musl-tools gzip tar curl python3 file \
   containerd runc containernetworking-plugins iptables nftables conntrack; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
@@ -74,7 +75,19 @@ node_binaries() {
   "$E2E_DIR/scripts/build-binaries.sh" --node >/dev/null || { log "FAILED: build-binaries.sh --node"; return 1; }
   log "node binaries ($((SECONDS - t)) s)"
 }
-go_lane() { image s3 && image otelcol && node_binaries; }
+# The operator image (the chart's, installed in the cluster by the operator test): a static
+# pgpilot-manager of this checkout, built for musl in its own target directory in the
+# cache, so a warm run recompiles only pgpilot's own crates.
+operator_image() {
+  local t=$SECONDS bin
+  rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
+  (cd "$REPO" && CARGO_TARGET_DIR=$CACHE/operator-target cargo build -q --release \
+    --target x86_64-unknown-linux-musl -p pgpilot-manager) || { log "FAILED: the static pgpilot-manager"; return 1; }
+  bin=$CACHE/operator-target/x86_64-unknown-linux-musl/release/pgpilot-manager
+  "$REPO/images/operator/build.sh" "$bin" e2e >"$OUT/operator" || { log "FAILED: images/operator/build.sh"; return 1; }
+  log "operator: $(basename "$(cat "$OUT/operator")") ($((SECONDS - t)) s)"
+}
+go_lane() { image s3 && image otelcol && node_binaries && operator_image; }
 debian_lane &
 lane1=$!
 lane2_rc=0
@@ -86,4 +99,4 @@ if ((lane1_rc != 0 || lane2_rc != 0)); then
   exit 1
 fi
 log "done in $((SECONDS - t0)) s"
-cat "$OUT"/{pause,postgres-17,postgres-15.18,postgres-15.20,pgclient,postgres-exporter,prometheus,s3,otelcol}
+cat "$OUT"/{pause,postgres-17,postgres-15.18,postgres-15.20,pgclient,postgres-exporter,prometheus,s3,otelcol,operator}

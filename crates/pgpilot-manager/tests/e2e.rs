@@ -32,6 +32,8 @@ mod metrics;
 mod minio;
 #[path = "e2e/network.rs"]
 mod network;
+#[path = "e2e/operator.rs"]
+mod operator;
 #[path = "e2e/plugin.rs"]
 mod plugin;
 #[path = "e2e/prometheus.rs"]

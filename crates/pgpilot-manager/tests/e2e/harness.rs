@@ -161,6 +161,12 @@ impl Env {
         Self::start_with(prefix, controllers, false).await
     }
 
+    /// Namespace and CRDs only: no manager on the host (a test that installs the operator in
+    /// the cluster, with the chart).
+    pub async fn start_without_manager(prefix: &str) -> Env {
+        Self::start_with(prefix, "", false).await
+    }
+
     /// Like [`Env::start`], with the manager's `/metrics` on the node's address, where pods
     /// (a Prometheus) reach it.
     pub async fn start_scraped(prefix: &str) -> Env {
@@ -217,6 +223,9 @@ impl Env {
             .await
             .map_err(|e| anyhow!("installing crds/: {e}"))?;
         create_namespace(&self.client, &self.ns).await?;
+        if self.controllers.is_empty() {
+            return Ok(());
+        }
 
         // Exactly what the chart would grant the controllers, bound to the manager's
         // own identity, under a name of this test's (ClusterRoles are shared).
