@@ -116,10 +116,12 @@ chart-sync:
     charts/pgpilot/sync.sh
 
 # Lint and render the Helm chart (helm built from its Go module) and check it against the
-# manager's own CRDs and RBAC; its alerts checked and unit-tested with promtool.
+# manager's own CRDs and RBAC; its alerts checked and unit-tested with promtool; what it
+# renders and examples/ validated by kubeconform against Kubernetes' and the CRDs' schemas.
 chart-test: alerts-test
     charts/pgpilot/sync.sh --check
     charts/pgpilot/test.sh
+    e2e/scripts/kubeconform.sh
 
 # The chart's alert rules: `promtool check rules`, their unit tests, their runbooks exist.
 alerts-test:
