@@ -75,16 +75,11 @@ node_binaries() {
   "$E2E_DIR/scripts/build-binaries.sh" --node >/dev/null || { log "FAILED: build-binaries.sh --node"; return 1; }
   log "node binaries ($((SECONDS - t)) s)"
 }
-# The operator image (the chart's, installed in the cluster by the operator test): a static
-# pgpilot-manager of this checkout, built for musl in its own target directory in the
-# cache, so a warm run recompiles only pgpilot's own crates.
+# The operator image of this checkout (the chart's, installed in the cluster by the
+# operator test).
 operator_image() {
-  local t=$SECONDS bin
-  rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
-  (cd "$REPO" && CARGO_TARGET_DIR=$CACHE/operator-target cargo build -q --release \
-    --target x86_64-unknown-linux-musl -p pgpilot-manager) || { log "FAILED: the static pgpilot-manager"; return 1; }
-  bin=$CACHE/operator-target/x86_64-unknown-linux-musl/release/pgpilot-manager
-  "$REPO/images/operator/build.sh" "$bin" e2e >"$OUT/operator" || { log "FAILED: images/operator/build.sh"; return 1; }
+  local t=$SECONDS
+  "$REPO/images/operator/from-source.sh" e2e >"$OUT/operator" || { log "FAILED: images/operator/from-source.sh"; return 1; }
   log "operator: $(basename "$(cat "$OUT/operator")") ($((SECONDS - t)) s)"
 }
 go_lane() { image s3 && image otelcol && node_binaries && operator_image; }
