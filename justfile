@@ -99,7 +99,7 @@ unit:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/build.sh crates/pgpilot-upgrade/scripts/*.sh gitops/argocd/*.sh crates/kubectl-pgpilot/krew/*.sh
+    shellcheck -x just .ci/run e2e/scripts/*.sh charts/pgpilot/*.sh images/*.sh images/*/*.sh crates/pgpilot-upgrade/scripts/*.sh gitops/argocd/*.sh crates/kubectl-pgpilot/krew/*.sh
 
 # Regenerate crds/ from the API types.
 crds:
