@@ -121,8 +121,10 @@ impl Members {
     /// Where to change the cluster-wide (DCS) configuration: the primary, else a member whose
     /// PostgreSQL failed under a running Patroni. Without a primary — the only member cannot
     /// start PostgreSQL with the configuration it has — the fix must still reach the DCS, or
-    /// the cluster stays down whatever the spec says. Members that are merely starting or
-    /// bootstrapping are left alone.
+    /// the cluster stays down whatever the spec says. A member that keeps trying counts too:
+    /// Patroni says `starting` for as long as it waits on each attempt (a minute or more when
+    /// the postmaster dies at once) and `start failed` only between attempts. Members starting
+    /// or bootstrapping for less than [`STUCK_STARTING_SECS`] are left alone.
     pub fn config_address(&self) -> Option<(String, String)> {
         self.primary_address().or_else(|| {
             self.instances
@@ -130,6 +132,7 @@ impl Members {
                 .filter(|i| {
                     let own = i.member.as_ref().and_then(|m| m.state.as_deref());
                     own.is_some_and(postgres_failed)
+                        || (own == Some("starting") && i.unready_for_secs >= STUCK_STARTING_SECS)
                 })
                 .find_map(|i| Some((i.pod.clone(), i.ip.clone()?)))
         })
@@ -419,6 +422,10 @@ pub mod fixtures {
 
 /// Patroni states in which PostgreSQL does not run while Patroni, still up, waits or tries
 /// again (`start failed`, `restart failed`, `crashed`, …).
+/// How long a member may be `starting` (unready) before, with no primary, the cluster-wide
+/// configuration is changed through it: longer than a bootstrap takes on a loaded node.
+pub const STUCK_STARTING_SECS: i64 = 90;
+
 pub fn postgres_failed(state: &str) -> bool {
     state.ends_with(" failed") || state == "crashed"
 }
@@ -483,8 +490,14 @@ mod tests {
     fn the_configuration_goes_through_the_primary_else_a_member_whose_postgres_failed() {
         let m = three(["replica", "leader", "replica"]);
         assert_eq!(m.config_address().map(|a| a.0).as_deref(), Some("db-1"));
-        let starting = members(&[], vec![instance(0, "starting", false)]);
+        let mut first = instance(0, "starting", false);
+        first.unready_for_secs = 20;
+        let starting = members(&[], vec![first.clone()]);
         assert_eq!(starting.config_address(), None, "bootstrapping: left alone");
+        // Starting again and again, PostgreSQL dying each time: the fix goes through it.
+        first.unready_for_secs = STUCK_STARTING_SECS;
+        let stuck = members(&[], vec![first]);
+        assert_eq!(stuck.config_address().map(|a| a.0).as_deref(), Some("db-0"));
         let failed = members(
             &[],
             vec![
