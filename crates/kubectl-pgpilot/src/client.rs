@@ -2,7 +2,7 @@
 //! namespace to work in.
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
@@ -78,6 +78,25 @@ impl Target {
             .items;
         pods.sort_by_key(|p| p.name_any());
         Ok(pods)
+    }
+
+    /// Events about the cluster and its children (objects named `<cluster>` or
+    /// `<cluster>-…`), in the API server's order.
+    pub async fn events_of(&self, cluster: &str) -> Result<Vec<Event>> {
+        let prefix = format!("{cluster}-");
+        Ok(self
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n == cluster || n.starts_with(&prefix))
+            })
+            .collect())
     }
 
     /// The pod serving as primary (its role label, which Patroni keeps current).

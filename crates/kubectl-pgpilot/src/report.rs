@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -213,21 +213,7 @@ pub async fn run(target: &Target, args: Args) -> Result<()> {
         .map(redacted_secret)
         .collect();
     bundle.yaml("secrets.yaml", &ours)?;
-    let prefix = format!("{name}-");
-    let events: Vec<Event> = target
-        .api::<Event>()
-        .list(&all)
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object
-                .name
-                .as_deref()
-                .is_some_and(|n| n == name || n.starts_with(&prefix))
-        })
-        .collect();
-    bundle.yaml("events.yaml", &events)?;
+    bundle.yaml("events.yaml", &target.events_of(name).await?)?;
 
     let api = target.api::<Pod>();
     for pod in &pods {

@@ -78,19 +78,7 @@ pub async fn gather(target: &Target, name: &str) -> Result<Snapshot> {
                 .is_some_and(|t| t.cluster == name)
         })
         .collect();
-    let mut events: Vec<Event> = target
-        .api::<Event>()
-        .list(&all)
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object
-                .name
-                .as_deref()
-                .is_some_and(|n| n == name || n.starts_with(&format!("{name}-")))
-        })
-        .collect();
+    let mut events = target.events_of(name).await?;
     events.sort_by_key(event_time);
     let names = Names {
         cluster: name.to_owned(),
