@@ -6,7 +6,18 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
-use pgpilot_api::{PostgresCluster, labels};
+use pgpilot_api::{
+    BackupSchedule, PostgresBackup, PostgresCluster, PostgresUpgrade, SecretRotation, labels,
+};
+
+/// The resources of the namespace that name a cluster: its backups and upgrades (oldest
+/// first), schedules and the rotations of its roles.
+pub struct Related {
+    pub backups: Vec<PostgresBackup>,
+    pub schedules: Vec<BackupSchedule>,
+    pub upgrades: Vec<PostgresUpgrade>,
+    pub rotations: Vec<SecretRotation>,
+}
 
 pub struct Target {
     pub client: Client,
@@ -78,6 +89,32 @@ impl Target {
             .items;
         pods.sort_by_key(|p| p.name_any());
         Ok(pods)
+    }
+
+    pub async fn related(&self, cluster: &str) -> Result<Related> {
+        let all = ListParams::default();
+        let mut backups = self.api::<PostgresBackup>().list(&all).await?.items;
+        backups.retain(|b| b.spec.cluster.name == cluster);
+        backups.sort_by_key(|b| b.metadata.creation_timestamp.clone());
+        let mut schedules = self.api::<BackupSchedule>().list(&all).await?.items;
+        schedules.retain(|s| s.spec.cluster.name == cluster);
+        let mut upgrades = self.api::<PostgresUpgrade>().list(&all).await?.items;
+        upgrades.retain(|u| u.spec.cluster.name == cluster);
+        upgrades.sort_by_key(|u| u.metadata.creation_timestamp.clone());
+        let mut rotations = self.api::<SecretRotation>().list(&all).await?.items;
+        rotations.retain(|r| {
+            r.spec
+                .target
+                .postgres_role
+                .as_ref()
+                .is_some_and(|t| t.cluster == cluster)
+        });
+        Ok(Related {
+            backups,
+            schedules,
+            upgrades,
+            rotations,
+        })
     }
 
     /// Events about the cluster and its children (objects named `<cluster>` or

@@ -90,8 +90,15 @@ enum Command {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::Version = cli.command {
-        // Works without a cluster: the rest is best effort.
+        // Works without a cluster: what it serves is best effort.
         println!("kubectl-pgpilot {}", env!("CARGO_PKG_VERSION"));
+        return match client::Target::connect(cli.namespace, cli.context).await {
+            Ok(target) => version::run(&target).await,
+            Err(e) => {
+                println!("cluster: unknown ({e:#})");
+                Ok(())
+            }
+        };
     }
     let target = client::Target::connect(cli.namespace, cli.context).await?;
     match cli.command {
@@ -115,6 +122,6 @@ async fn main() -> Result<()> {
         } => spec::set(&target, args, "maintenance", state == "on").await,
         Command::Logs(args) => logs::run(&target, args).await,
         Command::Report(args) => report::run(&target, args).await,
-        Command::Version => version::run(&target).await,
+        Command::Version => Ok(()), // answered above, cluster or not
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{ListParams, LogParams};
-use pgpilot_api::{BackupSchedule, PostgresBackup, PostgresUpgrade, SecretRotation, labels};
+use pgpilot_api::labels;
 use pgpilot_postgres::names::PATRONI_CONFIG_DIR;
 use pgpilot_postgres::version::CONTAINER;
 use pgpilot_toolkit::exec::exec;
@@ -139,48 +139,14 @@ pub async fn run(target: &Target, args: Args) -> Result<()> {
         redactor: Redactor::new(&secrets),
         files: 0,
     };
-    let all = ListParams::default();
     let mine = ListParams::default().labels(&format!("{}={name}", labels::CLUSTER));
 
     bundle.yaml("postgrescluster.yaml", &[&cluster])?;
-    let backups: Vec<_> = target.api::<PostgresBackup>().list(&all).await?.items;
-    bundle.yaml(
-        "postgresbackups.yaml",
-        &backups
-            .iter()
-            .filter(|b| b.spec.cluster.name == name)
-            .collect::<Vec<_>>(),
-    )?;
-    let schedules: Vec<_> = target.api::<BackupSchedule>().list(&all).await?.items;
-    bundle.yaml(
-        "backupschedules.yaml",
-        &schedules
-            .iter()
-            .filter(|s| s.spec.cluster.name == name)
-            .collect::<Vec<_>>(),
-    )?;
-    let upgrades: Vec<_> = target.api::<PostgresUpgrade>().list(&all).await?.items;
-    bundle.yaml(
-        "postgresupgrades.yaml",
-        &upgrades
-            .iter()
-            .filter(|u| u.spec.cluster.name == name)
-            .collect::<Vec<_>>(),
-    )?;
-    let rotations: Vec<_> = target.api::<SecretRotation>().list(&all).await?.items;
-    bundle.yaml(
-        "secretrotations.yaml",
-        &rotations
-            .iter()
-            .filter(|r| {
-                r.spec
-                    .target
-                    .postgres_role
-                    .as_ref()
-                    .is_some_and(|t| t.cluster == name)
-            })
-            .collect::<Vec<_>>(),
-    )?;
+    let related = target.related(name).await?;
+    bundle.yaml("postgresbackups.yaml", &related.backups)?;
+    bundle.yaml("backupschedules.yaml", &related.schedules)?;
+    bundle.yaml("postgresupgrades.yaml", &related.upgrades)?;
+    bundle.yaml("secretrotations.yaml", &related.rotations)?;
     bundle.yaml(
         "statefulsets.yaml",
         &target.api::<StatefulSet>().list(&mine).await?.items,

@@ -7,14 +7,13 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::ListParams;
 use pgpilot_api::{
     BackupSchedule, PostgresBackup, PostgresCluster, PostgresUpgrade, SecretRotation,
 };
 use pgpilot_postgres::names::Names;
 use pgpilot_postgres::tls::{CA_CERT, TLS_CERT};
 
-use crate::client::Target;
+use crate::client::{Related, Target};
 
 /// Everything the screen shows.
 pub struct Snapshot {
@@ -37,47 +36,12 @@ pub async fn run(target: &Target, name: &str) -> Result<()> {
 
 pub async fn gather(target: &Target, name: &str) -> Result<Snapshot> {
     let cluster = target.cluster(name).await?;
-    let all = ListParams::default();
-    let mut backups: Vec<PostgresBackup> = target
-        .api::<PostgresBackup>()
-        .list(&all)
-        .await?
-        .items
-        .into_iter()
-        .filter(|b| b.spec.cluster.name == name)
-        .collect();
-    backups.sort_by_key(|b| b.metadata.creation_timestamp.clone());
-    let schedules = target
-        .api::<BackupSchedule>()
-        .list(&all)
-        .await?
-        .items
-        .into_iter()
-        .filter(|s| s.spec.cluster.name == name)
-        .collect();
-    let mut upgrades: Vec<PostgresUpgrade> = target
-        .api::<PostgresUpgrade>()
-        .list(&all)
-        .await?
-        .items
-        .into_iter()
-        .filter(|u| u.spec.cluster.name == name)
-        .collect();
-    upgrades.sort_by_key(|u| u.metadata.creation_timestamp.clone());
-    let rotations = target
-        .api::<SecretRotation>()
-        .list(&all)
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| {
-            r.spec
-                .target
-                .postgres_role
-                .as_ref()
-                .is_some_and(|t| t.cluster == name)
-        })
-        .collect();
+    let Related {
+        backups,
+        schedules,
+        upgrades,
+        rotations,
+    } = target.related(name).await?;
     let mut events = target.events_of(name).await?;
     events.sort_by_key(event_time);
     let names = Names {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Result, anyhow, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -56,6 +56,24 @@ impl Helm {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Helm {
+    /// `helm <verb> <release> <chart> -f <values> --wait`: install or upgrade.
+    fn deploy(&self, verb: &str, chart: &Path, values: &str) -> Result<()> {
+        let chart = chart.display().to_string();
+        self.run(&[
+            verb,
+            &self.release,
+            &chart,
+            "-f",
+            values,
+            "--wait",
+            "--timeout",
+            "5m",
+        ])
+        .map(drop)
     }
 }
 
@@ -121,17 +139,7 @@ async fn in_cluster(env: &mut Env) -> Result<()> {
     let values = values.display().to_string();
 
     // The previous release of the chart, its pods admitted under `restricted`.
-    let previous = repo().join(PREVIOUS_CHART).display().to_string();
-    helm.run(&[
-        "install",
-        &helm.release,
-        &previous,
-        "-f",
-        &values,
-        "--wait",
-        "--timeout",
-        "5m",
-    ])?;
+    helm.deploy("install", &repo().join(PREVIOUS_CHART), &values)?;
     let before_upgrade = leader(env, &opns).await?;
 
     // It manages a cluster from inside: its NetworkPolicy lets it reach Patroni.
@@ -151,21 +159,12 @@ async fn in_cluster(env: &mut Env) -> Result<()> {
     let instances_before = instance_uids(env.pods("db").await?);
 
     // helm upgrade to this chart: new operator pods, the same cluster serving.
-    let current = repo().join("charts/pgpilot").display().to_string();
-    helm.run(&[
-        "upgrade",
-        &helm.release,
-        &current,
-        "-f",
-        &values,
-        "--wait",
-        "--timeout",
-        "5m",
-    ])?;
-    let after_upgrade = leader(env, &opns).await?;
+    helm.deploy("upgrade", &repo().join("charts/pgpilot"), &values)?;
+    // The release's pods now (helm's wait may leave the old ones terminating).
     let names: Vec<String> = operator_pods(env, &opns)
         .await?
         .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .map(ResourceExt::name_any)
         .collect();
     let holder_pod = |holder: &str| {
@@ -174,12 +173,12 @@ async fn in_cluster(env: &mut Env) -> Result<()> {
             .find(|n| holder.starts_with(n.as_str()))
             .cloned()
     };
-    eventually(
+    let leader_pod = eventually(
         "the Lease held by a pod of the upgrade",
         Duration::from_secs(60),
         || async {
             let holder = leader(env, &opns).await.map_err(|e| e.to_string())?;
-            holder_pod(&holder).map(drop).ok_or(format!(
+            holder_pod(&holder).ok_or(format!(
                 "holder {holder}, pods {names:?} (was {before_upgrade})"
             ))
         },
@@ -206,17 +205,15 @@ async fn in_cluster(env: &mut Env) -> Result<()> {
     env.wait_ready("db", 3, READY).await?;
 
     // The leader's pod deleted: the standby leads and acts.
-    let leader_pod = holder_pod(&after_upgrade)
-        .or_else(|| names.first().cloned())
-        .context("no operator pod")?;
     Api::<Pod>::namespaced(env.client.clone(), &opns)
         .delete(&leader_pod, &DeleteParams::default())
         .await?;
-    eventually("another pod leading", Duration::from_secs(90), || async {
+    eventually("the standby leading", Duration::from_secs(90), || async {
         let holder = leader(env, &opns).await.map_err(|e| e.to_string())?;
-        (!holder.starts_with(&leader_pod))
-            .then_some(())
-            .ok_or(format!("still {holder}"))
+        holder_pod(&holder)
+            .filter(|pod| *pod != leader_pod)
+            .map(drop)
+            .ok_or(format!("held by {holder}, was {leader_pod}"))
     })
     .await?;
     env.patch_spec("db", serde_json::json!({"instances": 2}))

@@ -232,34 +232,22 @@ async fn plugin(env: &Env) -> Result<()> {
 
     // maintenance: Patroni's pause, as Patroni reports it. (argocd's apply above owns
     // spec.maintenance too, as the API server defaulted it in that apply.)
-    ok(env, &["maintenance", "on", "db", "--force"])?;
-    eventually(
-        "Patroni in maintenance mode",
-        Duration::from_secs(60),
-        || async {
-            let list = env
-                .patronictl(second, &["list"])
-                .map_err(|e| e.to_string())?;
-            list.contains("Maintenance mode: on")
-                .then_some(())
-                .ok_or(list)
-        },
-    )
-    .await?;
-    ok(env, &["maintenance", "off", "db", "--force"])?;
-    eventually(
-        "Patroni out of maintenance mode",
-        Duration::from_secs(60),
-        || async {
-            let list = env
-                .patronictl(second, &["list"])
-                .map_err(|e| e.to_string())?;
-            (!list.contains("Maintenance mode: on"))
-                .then_some(())
-                .ok_or(list)
-        },
-    )
-    .await?;
+    for (state, on) in [("on", true), ("off", false)] {
+        ok(env, &["maintenance", state, "db", "--force"])?;
+        eventually(
+            &format!("Patroni's maintenance mode {state}"),
+            Duration::from_secs(60),
+            || async {
+                let list = env
+                    .patronictl(second, &["list"])
+                    .map_err(|e| e.to_string())?;
+                (list.contains("Maintenance mode: on") == on)
+                    .then_some(())
+                    .ok_or(list)
+            },
+        )
+        .await?;
+    }
 
     // logs: both instances, merged.
     let logs = ok(env, &["logs", "db", "--tail", "20"])?;
