@@ -165,6 +165,24 @@ pub enum UpgradePhase {
     Aborted,
 }
 
+impl UpgradePhase {
+    /// Succeeded, failed or aborted: the upgrade acts no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
+    }
+}
+
+impl PostgresUpgrade {
+    /// Whether the upgrade still acts on its cluster: one at a time per cluster.
+    pub fn is_active(&self) -> bool {
+        !self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(UpgradePhase::is_final)
+    }
+}
+
 /// Where a step of an upgrade is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum StepState {

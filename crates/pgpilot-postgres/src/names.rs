@@ -83,6 +83,15 @@ impl Names {
     pub fn role_secret(&self, role: &str) -> String {
         format!("{}-{}-credentials", self.cluster, role.replace('_', "-"))
     }
+    /// The Secret holding `role`'s credentials: the superuser's, the replication user's or a
+    /// declared role's.
+    pub fn credentials_secret(&self, role: &str) -> String {
+        match role {
+            SUPERUSER => self.superuser_secret(),
+            REPLICATION_USER => self.replication_secret(),
+            role => self.role_secret(role),
+        }
+    }
     /// ConfigMap with pgbackrest.conf.
     pub fn pgbackrest_config(&self) -> String {
         format!("{}-pgbackrest", self.cluster)

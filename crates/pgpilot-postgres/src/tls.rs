@@ -76,8 +76,13 @@ fn valid(params: &mut CertificateParams, now: SystemTime, validity: Duration) {
 
 /// A new CA for cluster `names` in `namespace`.
 pub fn issue_ca(names: &Names, namespace: &str, now: SystemTime) -> Result<Ca, TlsError> {
+    issue_named_ca(&format!("pgpilot CA {namespace}/{}", names.cluster), now)
+}
+
+/// A new CA whose common name is `cn`, valid for [`CA_VALIDITY`].
+pub fn issue_named_ca(cn: &str, now: SystemTime) -> Result<Ca, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name = dn(&format!("pgpilot CA {namespace}/{}", names.cluster));
+    params.distinguished_name = dn(cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     valid(&mut params, now, CA_VALIDITY);
@@ -141,6 +146,7 @@ pub fn issue_server(
 pub struct CertFacts {
     /// Seconds since the epoch.
     pub not_after: i64,
+    /// DNS names and IP addresses (as text) among the subject alternative names.
     pub dns_names: Vec<String>,
     /// The issuer's distinguished name, as text.
     pub issuer: String,
@@ -165,6 +171,15 @@ pub fn inspect(pem: &str) -> Result<CertFacts, TlsError> {
                 .iter()
                 .filter_map(|n| match n {
                     GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    GeneralName::IPAddress(ip) => match ip.len() {
+                        4 => <[u8; 4]>::try_from(*ip)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*ip)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        _ => None,
+                    },
                     _ => None,
                 })
                 .collect()

@@ -117,12 +117,7 @@ impl Target {
                 keys: s.keys.clone(),
             }),
             (None, Some(r)) => {
-                let n = Names::new(&r.cluster);
-                let secret = match r.role.as_str() {
-                    names::SUPERUSER => n.superuser_secret(),
-                    names::REPLICATION_USER => n.replication_secret(),
-                    role => n.role_secret(role),
-                };
+                let secret = Names::new(&r.cluster).credentials_secret(&r.role);
                 Some(Target::Role {
                     cluster: r.cluster.clone(),
                     role: r.role.clone(),

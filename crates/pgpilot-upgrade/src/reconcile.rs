@@ -149,7 +149,7 @@ async fn reconcile(cluster: Arc<PostgresCluster>, ctx: &Context) -> Result<Actio
         .and_then(|s| version::running(&s));
     let desired_image = version::image_of(&cluster, &ctx.default_images);
     let upgrades = upgrades_of(&ctx.caches, &ns, &name);
-    let mut active = upgrades.iter().filter(|u| plan::is_active(u));
+    let mut active = upgrades.iter().filter(|u| u.is_active());
     let Some(first) = active.next().cloned() else {
         // Nothing active: start one when the spec asks for another version or image, else
         // keep what the last one leaves on the cluster (an aborted roll's hold).

@@ -120,18 +120,6 @@ pub fn backup_name(upgrade: &str) -> String {
     format!("{upgrade}-pre")
 }
 
-fn is_final(phase: Option<UpgradePhase>) -> bool {
-    matches!(
-        phase,
-        Some(UpgradePhase::Succeeded | UpgradePhase::Failed | UpgradePhase::Aborted)
-    )
-}
-
-/// Whether an upgrade still acts on its cluster (not succeeded, failed or aborted).
-pub fn is_active(u: &PostgresUpgrade) -> bool {
-    !is_final(u.status.as_ref().and_then(|s| s.phase))
-}
-
 /// The step under way (the first neither done nor skipped), for spans and logs.
 pub fn current_step(st: &PostgresUpgradeStatus) -> Option<&str> {
     st.steps
@@ -266,7 +254,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     let target = labels::upgrade_target(spec.target_version, &spec.target_image);
     let mut annotations = BTreeMap::new();
 
-    if is_final(st.phase) {
+    if st.phase.is_some_and(UpgradePhase::is_final) {
         // An upgrade aborted while the instances moved keeps holding them, until the spec asks
         // for another image (a new upgrade) or the PostgresUpgrade goes.
         if st.phase == Some(UpgradePhase::Aborted)
