@@ -484,7 +484,12 @@ mod tests {
             )
         );
         assert_eq!(
-            rotation_target(&first, "ns", Some(&app_cluster(true)), &[first.clone()]),
+            rotation_target(
+                &first,
+                "ns",
+                Some(&app_cluster(true)),
+                std::slice::from_ref(&first)
+            ),
             Verdict::default()
         );
     }
