@@ -49,6 +49,34 @@ pub enum Command {
         /// Also print bindings to `user:<name>` or `serviceaccount:<namespace>/<name>`.
         #[arg(long)]
         bind: Option<crate::rbac::Grantee>,
+        /// Print the admission webhooks' ClusterRole and Role (named `<name>-webhook`) instead.
+        #[arg(long, conflicts_with = "controllers")]
+        webhook: bool,
+        /// With --webhook: the ValidatingWebhookConfiguration it keeps the CA bundle of.
+        #[arg(long, default_value = "pgpilot")]
+        webhook_configuration: String,
+        /// With --webhook: the Secret of its serving certificate.
+        #[arg(long, default_value = "pgpilot-webhook-tls")]
+        webhook_secret: String,
+    },
+    /// Print the ValidatingWebhookConfiguration of pgpilot's admission webhooks.
+    Webhooks {
+        /// Its name.
+        #[arg(long, default_value = "pgpilot")]
+        name: String,
+        /// The webhook Service, as NAMESPACE/NAME.
+        #[arg(
+            long,
+            default_value = "pgpilot-system/pgpilot-webhook",
+            conflicts_with = "url"
+        )]
+        service: String,
+        /// Or the URL the API server calls instead of a Service, e.g. https://127.0.0.1:9443.
+        #[arg(long)]
+        url: Option<String>,
+        /// Review only objects of this namespace (repeatable). Default: all.
+        #[arg(long = "namespace", value_name = "NAMESPACE")]
+        namespaces: Vec<String>,
     },
 }
 
@@ -138,6 +166,42 @@ pub struct RunArgs {
     /// Give up starting when the API server does not answer within this many seconds.
     #[arg(long, default_value_t = 10)]
     pub startup_timeout: u64,
+
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// The admission webhooks. Every replica serves them, leader or not.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// Serve the admission webhooks (HTTPS) here, e.g. `0.0.0.0:9443`. Default: none served.
+    #[arg(long, value_name = "ADDRESS")]
+    pub webhook_bind_address: Option<SocketAddr>,
+
+    /// The Service in front of the webhooks, in the pod's namespace: the serving certificate
+    /// names it.
+    #[arg(long, default_value = "pgpilot-webhook")]
+    pub webhook_service: String,
+
+    /// The Secret (in the pod's namespace) the manager keeps the webhooks' CA and serving
+    /// certificate in, creating and renewing them.
+    #[arg(long, default_value = "pgpilot-webhook-tls")]
+    pub webhook_secret: String,
+
+    /// Another name (DNS or IP address) the serving certificate must carry (repeatable), e.g.
+    /// `127.0.0.1` for a manager outside the cluster.
+    #[arg(long = "webhook-extra-name", value_name = "NAME")]
+    pub webhook_extra_names: Vec<String>,
+
+    /// The ValidatingWebhookConfiguration whose CA bundle the manager keeps. Without it the
+    /// bundle is left to another tool.
+    #[arg(long, value_name = "NAME")]
+    pub webhook_configuration: Option<String>,
+
+    /// Read `tls.crt`, `tls.key` and `ca.crt` from this directory (e.g. a cert-manager
+    /// Certificate's Secret, mounted) instead of bootstrapping them.
+    #[arg(long, value_name = "DIR", conflicts_with = "webhook_configuration")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,11 +28,33 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Crds { out_dir }) => print_crds(out_dir),
         Some(Command::Rbac {
+            webhook: true,
+            name,
+            namespace,
+            bind,
+            webhook_configuration,
+            webhook_secret,
+            ..
+        }) => print_webhook_rbac(
+            &name,
+            &namespace,
+            &webhook_configuration,
+            &webhook_secret,
+            bind.as_ref(),
+        ),
+        Some(Command::Rbac {
             controllers,
             name,
             namespace,
             bind,
+            ..
         }) => print_rbac(&controllers, &name, &namespace, bind.as_ref()),
+        Some(Command::Webhooks {
+            name,
+            service,
+            url,
+            namespaces,
+        }) => print_webhooks(&name, &service, url, &namespaces),
         Some(Command::Run(args)) => run_blocking(args),
         None => run_blocking(cli.run),
     };
@@ -103,6 +125,53 @@ fn print_rbac(
     Ok(())
 }
 
+fn print_webhook_rbac(
+    name: &str,
+    namespace: &str,
+    configuration: &str,
+    secret: &str,
+    bind: Option<&rbac::Grantee>,
+) -> anyhow::Result<()> {
+    let name = format!("{name}-webhook");
+    print!(
+        "{}{}",
+        to_yaml(&[rbac::webhook_cluster_role(&name, configuration)])?,
+        to_yaml(&[rbac::webhook_role(&name, namespace, secret)])?
+    );
+    if let Some(grantee) = bind {
+        let (crb, rb) = rbac::bindings(&name, namespace, grantee);
+        print!("{}{}", to_yaml(&[crb])?, to_yaml(&[rb])?);
+    }
+    Ok(())
+}
+
+fn print_webhooks(
+    name: &str,
+    service: &str,
+    url: Option<String>,
+    namespaces: &[String],
+) -> anyhow::Result<()> {
+    use pgpilot_webhook::webhooks::{Endpoint, configuration};
+    let endpoint = match url {
+        Some(url) => Endpoint::Url(url),
+        None => match service.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                Endpoint::Service {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    port: 443,
+                }
+            }
+            _ => bail!("--service '{service}': expected NAMESPACE/NAME"),
+        },
+    };
+    print!(
+        "{}",
+        to_yaml(&[configuration(name, &endpoint, None, namespaces)])?
+    );
+    Ok(())
+}
+
 fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -158,6 +227,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         c.register_metrics(&mut registry);
     }
     let process = process_metrics::ProcessMetrics::register(&mut registry);
+    let shutdown_webhooks = shutdown.clone();
+    let webhooks = match webhook_settings(&args) {
+        Some(settings) => Some(tokio::spawn(
+            pgpilot_webhook::serve::start(
+                client.clone(),
+                settings,
+                &mut registry,
+                shutdown_webhooks,
+            )
+            .await
+            .context("starting the admission webhooks")?,
+        )),
+        None => None,
+    };
     let ready = http::Readiness::default();
     let servers = http::serve(
         args.metrics_bind_address,
@@ -252,9 +335,37 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(r) => r?,
         Err(e) => bail!("HTTP servers task: {e}"),
     }
+    if let Some(webhooks) = webhooks
+        && let Err(e) = webhooks.await
+    {
+        bail!("admission webhooks task: {e}");
+    }
     tracing::info!("pgpilot-manager stopped");
     drop(telemetry);
     outcome
+}
+
+/// How the admission webhooks are served, if they are.
+fn webhook_settings(args: &RunArgs) -> Option<pgpilot_webhook::serve::Settings> {
+    let w = &args.webhook;
+    let bind = w.webhook_bind_address?;
+    let namespace = args.pod_namespace.as_deref().unwrap_or("default");
+    Some(match &w.webhook_cert_dir {
+        Some(dir) => pgpilot_webhook::serve::Settings {
+            bind,
+            certificate: pgpilot_webhook::certs::Source::Dir(dir.clone()),
+            configuration: None,
+            refresh: Duration::from_secs(60),
+        },
+        None => pgpilot_webhook::serve::Settings::bootstrapped(
+            bind,
+            namespace,
+            &w.webhook_secret,
+            &w.webhook_service,
+            &w.webhook_extra_names,
+            w.webhook_configuration.clone(),
+        ),
+    })
 }
 
 type LostLeadership = std::pin::Pin<

@@ -37,6 +37,49 @@ pub fn leader_election_role(name: &str, namespace: &str) -> Role {
     }
 }
 
+/// Cluster-wide rules of the admission webhooks: read what the rules look at, and keep the
+/// CA bundle of their own configuration (by name: no other webhook can be touched).
+pub fn webhook_cluster_role(name: &str, configuration: &str) -> ClusterRole {
+    let mut keep_bundle = rule(
+        &["admissionregistration.k8s.io"],
+        &["validatingwebhookconfigurations"],
+        &["get", "patch"],
+    );
+    keep_bundle.resource_names = Some(vec![configuration.to_owned()]);
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule(&[pgpilot_api::GROUP], &["postgresclusters"], &["get"]),
+            rule(
+                &[pgpilot_api::GROUP],
+                &["postgresbackups", "postgresupgrades", "secretrotations"],
+                &["list"],
+            ),
+            keep_bundle,
+        ]),
+        ..Default::default()
+    }
+}
+
+/// Rules in the manager's namespace for the webhooks' certificate Secret: create it, then
+/// read and renew only it.
+pub fn webhook_role(name: &str, namespace: &str, secret: &str) -> Role {
+    let mut own = rule(&[""], &["secrets"], &["get", "update"]);
+    own.resource_names = Some(vec![secret.to_owned()]);
+    Role {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        // `create` cannot be limited by name: the API server knows no name before it exists.
+        rules: Some(vec![rule(&[""], &["secrets"], &["create"]), own]),
+    }
+}
+
 /// Who the roles are granted to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Grantee {

@@ -72,6 +72,40 @@ impl<'a> Grant<'a> {
         Self::printed(cluster, namespace, grantee, Some(controllers), |_| {})
     }
 
+    /// What `pgpilot-manager rbac --webhook` prints for `grantee`: the admission webhooks'
+    /// rules, with the Role in `namespace`.
+    pub fn for_webhooks(
+        cluster: &'a LocalCluster,
+        namespace: &str,
+        grantee: &str,
+        configuration: &str,
+        secret: &str,
+    ) -> Self {
+        let name = format!("pgpilot-{namespace}");
+        let args = [
+            "rbac",
+            "--webhook",
+            "--name",
+            &name,
+            "--namespace",
+            namespace,
+            "--webhook-configuration",
+            configuration,
+            "--webhook-secret",
+            secret,
+            "--bind",
+            grantee,
+        ];
+        Self::apply(
+            cluster,
+            format!("{name}-webhook"),
+            &args,
+            |_| {},
+            grantee,
+            &["create", "secrets", "-n", namespace],
+        )
+    }
+
     fn edited(
         cluster: &'a LocalCluster,
         namespace: &str,
@@ -104,8 +138,30 @@ impl<'a> Grant<'a> {
         if let Some(c) = controllers {
             args.push(format!("--controllers={c}"));
         }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Every manager needs its Lease.
+        Self::apply(
+            cluster,
+            name,
+            &args,
+            edit,
+            grantee,
+            &["get", "leases.coordination.k8s.io", "-n", namespace],
+        )
+    }
+
+    /// Applies what `pgpilot-manager <args>` prints (edited), then waits until `grantee` may
+    /// do `probe`.
+    fn apply(
+        cluster: &'a LocalCluster,
+        name: String,
+        args: &[&str],
+        edit: impl Fn(&mut serde_json::Value),
+        grantee: &str,
+        probe: &[&str],
+    ) -> Self {
         let out = std::process::Command::new(MANAGER)
-            .args(&args)
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -123,19 +179,14 @@ impl<'a> Grant<'a> {
         }
         cluster.kubectl(&["apply", "-f", "-"], Some(&yaml)).unwrap();
         // The authorizer learns of new bindings from a watch: a manager started at once can
-        // be refused its Lease. Wait until the grantee may read it (every manager needs to).
+        // be refused. Wait until the grantee may do what it surely needs.
         if let Some(user) = impersonated(grantee) {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-            while !cluster
-                .can_i(
-                    &user,
-                    &["get", "leases.coordination.k8s.io", "-n", namespace],
-                )
-                .unwrap_or(false)
-            {
+            while !cluster.can_i(&user, probe).unwrap_or(false) {
                 assert!(
                     std::time::Instant::now() < deadline,
-                    "{grantee} still may not get leases in {namespace} 15 s after the grant"
+                    "{grantee} still may not {} 15 s after the grant",
+                    probe.join(" ")
                 );
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
