@@ -55,7 +55,7 @@ fn main() -> std::process::ExitCode {
             url,
             namespaces,
         }) => print_webhooks(&name, &service, url, &namespaces),
-        Some(Command::Run(args)) => run_blocking(args),
+        Some(Command::Run(args)) => run_blocking(*args),
         None => run_blocking(cli.run),
     };
     match result {
