@@ -74,7 +74,14 @@ kubeApiBurst: 100
 apiPriority:
   enabled: false
 EOF
-SETS=(default watch)
+# certmanager: cert-manager issues the webhooks' certificate (with a ClusterIssuer).
+cat >"$WORK/certmanager.values.yaml" <<'EOF'
+webhooks:
+  certManager:
+    enabled: true
+    issuerRef: {name: internal-ca, kind: ClusterIssuer}
+EOF
+SETS=(default watch certmanager)
 
 "$HELM" version --short
 
@@ -124,6 +131,8 @@ refuse "2 replicas without leader election" "needs leaderElection.enabled" \
   --set leaderElection.enabled=false
 refuse "a non-numeric default image version" "defaultImages" --set 'defaultImages.latest=pg:17'
 refuse "an unknown log format" "logFormat" --set logFormat=xml
+refuse "a cert-manager issuer without a name" "issuerRef" \
+  --set webhooks.certManager.enabled=true --set webhooks.certManager.issuerRef.kind=Issuer
 
 # --- CRDs ----------------------------------------------------------------------------------
 if diff -r crds "$CHART/crds" >"$WORK/crds.diff"; then
@@ -148,6 +157,12 @@ print(role["metadata"]["annotations"]["pgpilot.io/controllers"])' "$WORK/$set.ya
     fail "pgpilot-manager rbac --controllers $controllers"
   fi
 done
+# The webhooks, with the names the chart gives them (release pgpilot in pgpilot-system).
+"${MANAGER[@]}" rbac --webhook --name pgpilot-system-pgpilot --namespace pgpilot-system \
+  --webhook-configuration pgpilot-system-pgpilot --webhook-secret pgpilot-webhook-tls \
+  >"$WORK/webhook.rbac.yaml"
+"${MANAGER[@]}" webhooks --name pgpilot-system-pgpilot --service pgpilot-system/pgpilot-webhook \
+  >"$WORK/webhooks.yaml"
 
 # --- everything else, on the parsed objects -------------------------------------------------
 python3 - "$WORK" "${SETS[@]}" <<'PY' || failures=$((failures + $?))
@@ -251,7 +266,10 @@ for s in sets:
     path = f"{work}/{s}.yaml"
     if not os.path.exists(path) or not os.path.getsize(path):
         continue
-    objs = docs(path)
+    every = docs(path)
+    # The webhooks' objects are checked on their own, below.
+    objs = [o for o in every if not o["metadata"]["name"].endswith("-webhook")
+            and o["kind"] != "ValidatingWebhookConfiguration"]
     v = values(s)
     ns = "pgpilot-system"
     cr = one(objs, "ClusterRole")
@@ -348,7 +366,8 @@ for s in sets:
     else:
         check(not otel, f"no OTEL env without an endpoint ({s})", f"found {otel}")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    check(ports == {"metrics": 8080, "health": 8081}, f"ports metrics 8080, health 8081 ({s})")
+    check(ports == {"metrics": 8080, "health": 8081, "webhook": 9443},
+          f"ports metrics 8080, health 8081, webhook 9443 ({s})")
     check(c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
           and c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"},
           f"probes /healthz and /readyz on 8081 ({s})")
@@ -424,8 +443,49 @@ for s in sets:
     netpol = one(objs, "NetworkPolicy")
     check(netpol and netpol["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
           and netpol["spec"]["policyTypes"] == ["Ingress"]
-          and sorted(p["port"] for r in netpol["spec"]["ingress"] for p in r["ports"]) == ["health", "metrics"],
-          f"NetworkPolicy: ingress to the manager's metrics and probe ports only ({s})")
+          and sorted(p["port"] for r in netpol["spec"]["ingress"] for p in r["ports"]) == ["health", "metrics", "webhook"],
+          f"NetworkPolicy: ingress to the manager's metrics, probe and webhook ports only ({s})")
+
+    # The admission webhooks: as the binary prints them, at the release's Service.
+    vwc = one(every, "ValidatingWebhookConfiguration")
+    wsvc = one(every, "Service", "pgpilot-webhook")
+    want_hooks = docs(f"{work}/webhooks.yaml")[0]["webhooks"]
+    hooks = vwc["webhooks"] if vwc else []
+    watched = v["watchNamespaces"]
+    for h in want_hooks:
+        if watched:
+            h["namespaceSelector"] = {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": watched}]}
+    check(vwc and vwc["metadata"]["name"] == "pgpilot-system-pgpilot" and hooks == want_hooks,
+          f"ValidatingWebhookConfiguration == `pgpilot-manager webhooks` at the release's Service ({s})",
+          f"chart: {json.dumps(hooks)[:300]}\n      binary: {json.dumps(want_hooks)[:300]}")
+    check(wsvc and wsvc["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+          and wsvc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"],
+          f"webhook Service: 443 to the pods' webhook port ({s})")
+    want_rbac = {d["kind"]: d for d in docs(f"{work}/webhook.rbac.yaml")}
+    wcr = one(every, "ClusterRole", "pgpilot-system-pgpilot-webhook")
+    wrole = one(every, "Role", "pgpilot-webhook")
+    cm = v["webhooks"]["certManager"]["enabled"]
+    if cm:
+        cert = one(every, "Certificate")
+        check(vwc["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from") == "pgpilot-system/pgpilot-webhook"
+              and cert and cert["spec"]["secretName"] == "pgpilot-webhook-tls"
+              and cert["spec"]["issuerRef"] == v["webhooks"]["certManager"]["issuerRef"]
+              and "pgpilot-webhook.pgpilot-system.svc" in cert["spec"]["dnsNames"]
+              and one(every, "Issuer") is None
+              and "--webhook-cert-dir=/etc/pgpilot/webhook" in args
+              and not any(a.startswith("--webhook-configuration") for a in args)
+              and any(vol.get("secret", {}).get("secretName") == "pgpilot-webhook-tls" for vol in pod.get("volumes", [])),
+              f"cert-manager: a Certificate for the Service, its CA injected, its Secret mounted ({s})")
+        check(wcr and wrole is None
+              and wcr["rules"] == [r for r in want_rbac["ClusterRole"]["rules"] if "resourceNames" not in r],
+              f"cert-manager: the webhooks read, and keep no Secret or CA bundle ({s})")
+    else:
+        check(wcr and wcr["rules"] == want_rbac["ClusterRole"]["rules"]
+              and wrole and wrole["rules"] == want_rbac["Role"]["rules"]
+              and {"--webhook-bind-address=0.0.0.0:9443", "--webhook-service=pgpilot-webhook",
+                   "--webhook-secret=pgpilot-webhook-tls", "--webhook-configuration=pgpilot-system-pgpilot"} <= set(args),
+              f"webhook RBAC == `pgpilot-manager rbac --webhook`, and the flags that name them ({s})")
 
 # --include-crds renders exactly the repository's CRDs.
 rendered = [d for d in docs(f"{work}/with-crds.yaml") if d["kind"] == "CustomResourceDefinition"]

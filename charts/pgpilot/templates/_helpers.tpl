@@ -141,3 +141,28 @@ sync.sh from `pgpilot-manager rbac` for every controller the manager is built wi
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* Admission webhooks ------------------------------------------------------------------ */}}
+
+{{- define "pgpilot.webhookService" -}}
+{{- printf "%s-webhook" (include "pgpilot.fullname" .) }}
+{{- end }}
+
+{{- define "pgpilot.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "pgpilot.fullname" .) }}
+{{- end }}
+
+{{/* One files/webhook/<file>.yaml (from sync.sh) with this release's names filled in, parsed.
+Args: ctx, file. */}}
+{{- define "pgpilot.webhookFile" -}}
+{{- $path := printf "files/webhook/%s.yaml" .file }}
+{{- $content := .ctx.Files.Get $path }}
+{{- if not $content }}
+{{- fail (printf "%s is missing from the chart (run charts/pgpilot/sync.sh)" $path) }}
+{{- end }}
+{{- $content
+  | replace "PGPILOT_WEBHOOK_CONFIGURATION" (include "pgpilot.clusterScopedName" .ctx)
+  | replace "PGPILOT_WEBHOOK_SECRET" (include "pgpilot.webhookSecret" .ctx)
+  | replace "PGPILOT_WEBHOOK_SERVICE" (include "pgpilot.webhookService" .ctx)
+  | replace "PGPILOT_NAMESPACE" .ctx.Release.Namespace }}
+{{- end }}
