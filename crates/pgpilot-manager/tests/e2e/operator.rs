@@ -1,7 +1,9 @@
 //! The operator as platform teams run it: the chart's Deployment in the cluster (two
 //! replicas, one leader, restricted pod security, the operator's NetworkPolicy) managing a
 //! cluster, a `helm upgrade` from the previous chart release that leaves the cluster serving
-//! without a failover, and the standby taking over from a deleted leader.
+//! without a failover, its admission webhooks served through their Service (and, with no
+//! operator left, only the restore webhook refusing), and the standby taking over from a
+//! deleted leader.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -204,6 +206,31 @@ async fn in_cluster(env: &mut Env) -> Result<()> {
         .await?;
     env.wait_ready("db", 3, READY).await?;
 
+    // Its admission webhooks, reached by the API server through their Service with the
+    // certificate the operator issued itself.
+    let create = |yaml: &str| {
+        env.c
+            .kubectl(&["create", "-n", &env.ns, "-f", "-"], Some(yaml))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    create(&upgrade_yaml("first")).map_err(|e| anyhow!("{e}"))?;
+    let second = create(&upgrade_yaml("second"));
+    ensure!(
+        second.as_ref().is_err_and(|e| e.contains(
+            "admission webhook \"postgresupgrades.pgpilot.io\" denied the request: PostgresUpgrade first is under way for cluster db"
+        )),
+        "a second upgrade of db: {second:?}"
+    );
+    let restore = create(&restore_yaml("copy"));
+    ensure!(
+        restore
+            .as_ref()
+            .is_err_and(|e| e.contains("restores.postgresclusters.pgpilot.io")
+                && e.contains("has never backed up")),
+        "a restore of a cluster without backups: {restore:?}"
+    );
+
     // The leader's pod deleted: the standby leads and acts.
     Api::<Pod>::namespaced(env.client.clone(), &opns)
         .delete(&leader_pod, &DeleteParams::default())
@@ -219,5 +246,58 @@ async fn in_cluster(env: &mut Env) -> Result<()> {
     env.patch_spec("db", serde_json::json!({"instances": 2}))
         .await?;
     env.wait_ready("db", 2, READY).await?;
+
+    // No operator at all: a restore (the one webhook that fails closed) is refused with the
+    // webhook's name, and nothing else waits for it.
+    env.c
+        .kubectl(
+            &[
+                "scale",
+                "deployment",
+                "-n",
+                &opns,
+                &helm.release,
+                "--replicas=0",
+            ],
+            None,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    let refused = eventually(
+        "restores refused without the operator",
+        Duration::from_secs(60),
+        || async {
+            match create(&restore_yaml("while-down")) {
+                Err(e)
+                    if e.contains(
+                        "failed calling webhook \"restores.postgresclusters.pgpilot.io\"",
+                    ) =>
+                {
+                    Ok(e)
+                }
+                other => {
+                    let _ = env.kubectl(&["delete", "pgc", "while-down", "--ignore-not-found"]);
+                    Err(format!("{other:?}"))
+                }
+            }
+        },
+    )
+    .await?;
+    tracing::info!(%refused, "with the operator down");
+    create(&upgrade_yaml("while-down"))
+        .map_err(|e| anyhow!("an upgrade with the operator down: {e}"))?;
+    env.kubectl(&["delete", "postgresupgrade", "first", "while-down"])?;
     Ok(())
+}
+
+fn upgrade_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresUpgrade\nmetadata: {{name: {name}}}\n\
+         spec: {{cluster: {{name: db}}, targetVersion: 17, targetImage: 'localhost/pgpilot/postgres:17'}}\n"
+    )
+}
+
+fn restore_yaml(name: &str) -> String {
+    ClusterYaml::new(name)
+        .spec("bootstrap: {restore: {source: {name: db}, repository: {s3: {endpoint: 'minio:9000', bucket: backups, credentials: {secretName: s3}}}}}")
+        .yaml()
 }
