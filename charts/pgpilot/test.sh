@@ -268,7 +268,7 @@ for s in sets:
         continue
     every = docs(path)
     # The webhooks' objects are checked on their own, below.
-    objs = [o for o in every if not o["metadata"]["name"].endswith("-webhook")
+    objs = [o for o in every if not o["metadata"]["name"].endswith(("-webhook", "-webhook-cluster"))
             and o["kind"] != "ValidatingWebhookConfiguration"]
     v = values(s)
     ns = "pgpilot-system"
@@ -462,9 +462,21 @@ for s in sets:
     check(wsvc and wsvc["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
           and wsvc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"],
           f"webhook Service: 443 to the pods' webhook port ({s})")
-    want_rbac = {d["kind"]: d for d in docs(f"{work}/webhook.rbac.yaml")}
-    wcr = one(every, "ClusterRole", "pgpilot-system-pgpilot-webhook")
+    want_rbac = {(d["kind"], d["metadata"]["name"]): d["rules"] for d in docs(f"{work}/webhook.rbac.yaml")}
+    want_reads = want_rbac[("ClusterRole", "pgpilot-system-pgpilot-webhook")]
+    want_cluster = want_rbac[("ClusterRole", "pgpilot-system-pgpilot-webhook-cluster")]
+    want_secret = want_rbac[("Role", "pgpilot-system-pgpilot-webhook")]
+    wreads = one(every, "ClusterRole", "pgpilot-system-pgpilot-webhook")
+    wcr = one(every, "ClusterRole", "pgpilot-system-pgpilot-webhook-cluster")
     wrole = one(every, "Role", "pgpilot-webhook")
+    read_bindings = [b for b in every if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+                     and b["roleRef"]["name"] == "pgpilot-system-pgpilot-webhook" and b["roleRef"]["kind"] == "ClusterRole"]
+    cluster_bindings = [b for b in every if b["kind"] == "ClusterRoleBinding"
+                        and b["roleRef"]["name"] == "pgpilot-system-pgpilot-webhook-cluster"]
+    check(wreads and wreads["rules"] == want_reads and len(cluster_bindings) == 1
+          and (sorted((b["kind"], b["metadata"].get("namespace")) for b in read_bindings)
+               == ([("RoleBinding", n) for n in sorted(watched)] if watched else [("ClusterRoleBinding", None)])),
+          f"webhook reads == `pgpilot-manager rbac --webhook`, granted where they review ({s})")
     cm = v["webhooks"]["certManager"]["enabled"]
     if cm:
         cert = one(every, "Certificate")
@@ -478,11 +490,11 @@ for s in sets:
               and any(vol.get("secret", {}).get("secretName") == "pgpilot-webhook-tls" for vol in pod.get("volumes", [])),
               f"cert-manager: a Certificate for the Service, its CA injected, its Secret mounted ({s})")
         check(wcr and wrole is None
-              and wcr["rules"] == [r for r in want_rbac["ClusterRole"]["rules"] if "resourceNames" not in r],
-              f"cert-manager: the webhooks read, and keep no Secret or CA bundle ({s})")
+              and wcr["rules"] == [r for r in want_cluster if "resourceNames" not in r],
+              f"cert-manager: the webhooks keep no Secret or CA bundle ({s})")
     else:
-        check(wcr and wcr["rules"] == want_rbac["ClusterRole"]["rules"]
-              and wrole and wrole["rules"] == want_rbac["Role"]["rules"]
+        check(wcr and wcr["rules"] == want_cluster
+              and wrole and wrole["rules"] == want_secret
               and {"--webhook-bind-address=0.0.0.0:9443", "--webhook-service=pgpilot-webhook",
                    "--webhook-secret=pgpilot-webhook-tls", "--webhook-configuration=pgpilot-system-pgpilot"} <= set(args),
               f"webhook RBAC == `pgpilot-manager rbac --webhook`, and the flags that name them ({s})")

@@ -144,8 +144,9 @@ sync.sh from `pgpilot-manager rbac` for every controller the manager is built wi
 
 {{/* Admission webhooks ------------------------------------------------------------------ */}}
 
+{{/* A Service name has at most 63 characters. */}}
 {{- define "pgpilot.webhookService" -}}
-{{- printf "%s-webhook" (include "pgpilot.fullname" .) }}
+{{- printf "%s-webhook" (include "pgpilot.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
 
 {{- define "pgpilot.webhookSecret" -}}

@@ -132,15 +132,25 @@ fn print_webhook_rbac(
     secret: &str,
     bind: Option<&rbac::Grantee>,
 ) -> anyhow::Result<()> {
+    // <name>-webhook: the reads; <name>-webhook-cluster: the cluster-scoped rules; the Role
+    // <name>-webhook: the certificate's Secret.
     let name = format!("{name}-webhook");
+    let cluster_name = format!("{name}-cluster");
     print!(
-        "{}{}",
-        to_yaml(&[rbac::webhook_cluster_role(&name, configuration)])?,
+        "{}{}{}",
+        to_yaml(&[rbac::webhook_reader_role(&name)])?,
+        to_yaml(&[rbac::webhook_cluster_role(&cluster_name, configuration)])?,
         to_yaml(&[rbac::webhook_role(&name, namespace, secret)])?
     );
     if let Some(grantee) = bind {
         let (crb, rb) = rbac::bindings(&name, namespace, grantee);
-        print!("{}{}", to_yaml(&[crb])?, to_yaml(&[rb])?);
+        let (cluster_crb, _) = rbac::bindings(&cluster_name, namespace, grantee);
+        print!(
+            "{}{}{}",
+            to_yaml(&[crb])?,
+            to_yaml(&[cluster_crb])?,
+            to_yaml(&[rb])?
+        );
     }
     Ok(())
 }
@@ -227,18 +237,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         c.register_metrics(&mut registry);
     }
     let process = process_metrics::ProcessMetrics::register(&mut registry);
-    let shutdown_webhooks = shutdown.clone();
     let webhooks = match webhook_settings(&args) {
-        Some(settings) => Some(tokio::spawn(
+        Some(settings) => Some(
             pgpilot_webhook::serve::start(
                 client.clone(),
                 settings,
                 &mut registry,
-                shutdown_webhooks,
+                shutdown.clone(),
             )
             .await
             .context("starting the admission webhooks")?,
-        )),
+        ),
         None => None,
     };
     let ready = http::Readiness::default();
@@ -251,7 +260,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
     let servers = tokio::spawn(servers);
-    ready.set(true);
+    // Ready once the API server answered and, with webhooks, once they have a certificate
+    // (the Service then sends reviews only to replicas that can answer them).
+    let webhooks = match webhooks {
+        Some(server) => {
+            let mut webhook_ready = server.ready;
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                if webhook_ready.wait_for(|r| *r).await.is_ok() {
+                    ready.set(true);
+                }
+            });
+            Some(tokio::spawn(server.run))
+        }
+        None => {
+            ready.set(true);
+            None
+        }
+    };
 
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
     let namespaces = if args.namespaces.is_empty() {

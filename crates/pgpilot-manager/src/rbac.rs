@@ -37,8 +37,29 @@ pub fn leader_election_role(name: &str, namespace: &str) -> Role {
     }
 }
 
-/// Cluster-wide rules of the admission webhooks: read what the rules look at, and keep the
-/// CA bundle of their own configuration (by name: no other webhook can be touched).
+/// What the admission webhooks read in the namespaces they review (granted there only, like
+/// the controllers' rules, when the manager watches some namespaces).
+pub fn webhook_reader_role(name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule(&[pgpilot_api::GROUP], &["postgresclusters"], &["get"]),
+            rule(
+                &[pgpilot_api::GROUP],
+                &["postgresbackups", "postgresupgrades", "secretrotations"],
+                &["list"],
+            ),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// Cluster-scoped rules of the admission webhooks: ask whether a user may read a restore's
+/// source in another namespace, and keep the CA bundle of their own configuration (by name:
+/// no other webhook can be touched).
 pub fn webhook_cluster_role(name: &str, configuration: &str) -> ClusterRole {
     let mut keep_bundle = rule(
         &["admissionregistration.k8s.io"],
@@ -52,11 +73,10 @@ pub fn webhook_cluster_role(name: &str, configuration: &str) -> ClusterRole {
             ..Default::default()
         },
         rules: Some(vec![
-            rule(&[pgpilot_api::GROUP], &["postgresclusters"], &["get"]),
             rule(
-                &[pgpilot_api::GROUP],
-                &["postgresbackups", "postgresupgrades", "secretrotations"],
-                &["list"],
+                &["authorization.k8s.io"],
+                &["subjectaccessreviews"],
+                &["create"],
             ),
             keep_bundle,
         ]),

@@ -13,17 +13,23 @@ use std::time::{Duration, Instant};
 use common::{Grant, MANAGER, setup};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use pgpilot_api::backup::PostgresBackup;
 use pgpilot_testkit::{LocalCluster, ManagerProcess};
 
 /// `kubectl apply` of `yaml` as admin: (succeeded, stderr), where kubectl prints the webhooks'
 /// denials and warnings.
 fn apply(c: &LocalCluster, ns: &str, yaml: &str) -> (bool, String) {
+    apply_as(c, ns, yaml, None)
+}
+
+/// The same, as `user` (impersonated) when given.
+fn apply_as(c: &LocalCluster, ns: &str, yaml: &str, user: Option<&str>) -> (bool, String) {
     use std::io::Write;
     let mut child = c
         .kubectl_command()
         .args(["-n", ns, "create", "-f", "-"])
+        .args(user.map(|u| format!("--as={u}")))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -204,6 +210,69 @@ async fn the_api_server_calls_the_managers_webhooks_and_only_the_restore_one_fai
         "{reason}"
     );
 
+    // A source in another namespace is checked only for a user who may read it there: the
+    // webhook reads with the operator's rights, and must not tell others what is there.
+    let other = format!("{ns}-other");
+    let cross = |name: &str| {
+        cluster(
+            name,
+            &format!(
+                "  bootstrap: {{restore: {{source: {{name: db, namespace: {other}}}, repository: {}}}}}\n",
+                repository("one")
+            ),
+        )
+    };
+    let warning = admitted(c, &ns, &cross("cross-admin"));
+    assert!(
+        warning.contains(&format!("PostgresCluster {other}/db does not exist")),
+        "{warning}"
+    );
+    c.kubectl(
+        &[
+            "-n",
+            &ns,
+            "create",
+            "role",
+            "restorer",
+            "--verb=create",
+            "--resource=postgresclusters.pgpilot.io",
+        ],
+        None,
+    )
+    .unwrap();
+    c.kubectl(
+        &[
+            "-n",
+            &ns,
+            "create",
+            "rolebinding",
+            "restorer",
+            "--role=restorer",
+            "--user=alice",
+        ],
+        None,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let warning = loop {
+        let (ok, stderr) = apply_as(c, &ns, &cross("cross-alice"), Some("alice"));
+        if ok {
+            break stderr;
+        }
+        // (The authorizer learns of the binding from a watch.)
+        assert!(
+            Instant::now() < deadline,
+            "alice may not create clusters: {stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        warning.contains(&format!(
+            "the restore's source in namespace {other} is not checked"
+        )),
+        "{warning}"
+    );
+
     // A rotation's target: declared, and one owner.
     admitted(c, &ns, &rotation("app", "db", "app_user"));
     let reason = denied(c, &ns, &rotation("again", "db", "app_user"));
@@ -261,19 +330,23 @@ async fn the_api_server_calls_the_managers_webhooks_and_only_the_restore_one_fai
     manager.signal("TERM").unwrap();
     manager.wait_exit(Duration::from_secs(30)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0;
     let reason = loop {
-        let (ok, stderr) = apply(c, &ns, &restore("while-down", "db", "one"));
+        // (A create that raced the exit goes through: the next attempt takes another name.)
+        attempt += 1;
+        let (ok, stderr) = apply(
+            c,
+            &ns,
+            &restore(&format!("while-down-{attempt}"), "db", "one"),
+        );
         if !ok {
             break stderr;
         }
-        // (A create that raced the exit went through: try another name.)
-        let _ = Api::<pgpilot_api::cluster::PostgresCluster>::namespaced(s.client.clone(), &ns)
-            .delete("while-down", &DeleteParams::default())
-            .await;
         assert!(
             Instant::now() < deadline,
             "restores still admitted with the webhook down"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(
         reason.contains("failed calling webhook \"restores.postgresclusters.pgpilot.io\""),

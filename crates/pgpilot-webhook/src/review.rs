@@ -199,6 +199,45 @@ async fn cluster(
         })
 }
 
+/// Whether the user behind `request` may get PostgresCluster `namespace/name`.
+async fn may_read_cluster(
+    client: &kube::Client,
+    request: &AdmissionRequest<DynamicObject>,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, Error> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let user = &request.user_info;
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            uid: user.uid.clone(),
+            groups: user.groups.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(pgpilot_api::GROUP.into()),
+                resource: Some("postgresclusters".into()),
+                verb: Some("get".into()),
+                namespace: Some(namespace.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .map_err(|source| Error::Lookup {
+            kind: "SubjectAccessReview".into(),
+            source,
+        })?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
 async fn review_one(
     client: &kube::Client,
     webhook: &Webhook,
@@ -208,13 +247,21 @@ async fn review_one(
     Ok(match webhook.check {
         Check::RestoreSource => {
             let new: PostgresCluster = typed(request)?;
-            let source = match new.spec.bootstrap.as_ref().and_then(|b| b.restore.as_ref()) {
-                Some(r) => {
-                    let ns = r.source.namespace.as_deref().unwrap_or(&namespace);
-                    cluster(client, ns, &r.source.name).await?
-                }
-                None => None,
+            let Some(r) = new.spec.bootstrap.as_ref().and_then(|b| b.restore.as_ref()) else {
+                return Ok(Verdict::default());
             };
+            let ns = r.source.namespace.as_deref().unwrap_or(&namespace);
+            // The webhook reads with the operator's rights: a source in another namespace is
+            // looked at only for a user who may read it, or the answer would tell what is there.
+            if ns != namespace && !may_read_cluster(client, request, ns, &r.source.name).await? {
+                return Ok(Verdict {
+                    denied: None,
+                    warnings: vec![format!(
+                        "the restore's source in namespace {ns} is not checked: you may not get PostgresClusters there"
+                    )],
+                });
+            }
+            let source = cluster(client, ns, &r.source.name).await?;
             rules::restore_source(&new, &namespace, source.as_ref())
         }
         Check::EarlierBackups => {

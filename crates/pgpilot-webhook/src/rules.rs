@@ -152,9 +152,18 @@ pub fn earlier_cluster_backups(
     if restoring_itself {
         return Verdict::default();
     }
+    // Backups recorded before this cluster was created are of an earlier one. (On create the
+    // API server has stamped it already; a recorded backup of the same second is earlier too:
+    // timestamps have whole seconds, and the cluster's own backups come long after.)
+    let created = cluster.creation_timestamp().map(|t| t.0);
     let mut earlier: Vec<String> = in_namespace
         .iter()
         .filter(|b| b.spec.cluster.name == name)
+        .filter(|b| match (created, b.creation_timestamp()) {
+            (Some(cluster), Some(backup)) => backup.0 <= cluster,
+            (Some(_), None) => false,
+            (None, _) => true,
+        })
         .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Completed))
         .map(ResourceExt::name_any)
         .collect();
@@ -252,6 +261,7 @@ pub fn rotation_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
@@ -413,7 +423,7 @@ mod tests {
     fn backup(name: &str, cluster: &str, phase: &str) -> PostgresBackup {
         from(json!({
             "apiVersion": "pgpilot.io/v1alpha1", "kind": "PostgresBackup",
-            "metadata": {"name": name, "namespace": "ns"},
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": "2026-12-01T00:00:00Z"},
             "spec": {"cluster": {"name": cluster}},
             "status": {"phase": phase}
         }))
@@ -449,6 +459,22 @@ mod tests {
         assert_eq!(
             earlier_cluster_backups(&itself, "ns", &backups),
             Verdict::default()
+        );
+        // An existing cluster given backups again: its own backups, made after it was created,
+        // are no one else's.
+        let created = |t: &str| Some(Time(t.parse().unwrap()));
+        let mut again = new.clone();
+        again.metadata.creation_timestamp = created("2026-11-01T00:00:00Z");
+        assert_eq!(
+            earlier_cluster_backups(&again, "ns", &backups),
+            Verdict::default()
+        );
+        again.metadata.creation_timestamp = created("2026-12-02T00:00:00Z");
+        assert_eq!(
+            earlier_cluster_backups(&again, "ns", &backups)
+                .warnings
+                .len(),
+            1
         );
     }
 

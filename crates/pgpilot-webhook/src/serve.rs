@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use base64::Engine as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -40,13 +40,30 @@ pub struct Settings {
     pub refresh: Duration,
 }
 
-/// The certificate rustls presents, swapped in place when it is renewed.
-#[derive(Debug)]
-struct Resolver(RwLock<Arc<CertifiedKey>>);
+/// Connections served at once; more wait to be accepted. The port is open to every pod (the
+/// API server's address is not known), so a flood must not take the controllers' file
+/// descriptors.
+const MAX_CONNECTIONS: usize = 256;
+/// A TLS handshake, or a request's headers, that take longer are dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, connections get this long to finish the reviews under way.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The certificate rustls presents (none until loaded), swapped in place when renewed.
+#[derive(Debug, Default)]
+struct Resolver(RwLock<Option<Arc<CertifiedKey>>>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.read().ok().map(|k| Arc::clone(&k))
+        self.0.read().ok().and_then(|k| k.clone())
+    }
+}
+
+impl Resolver {
+    fn set(&self, key: Arc<CertifiedKey>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(key);
+        }
     }
 }
 
@@ -62,7 +79,12 @@ fn certified_key(material: &Material) -> Result<Arc<CertifiedKey>, Error> {
         .map_err(|e| bad("the serving key", e.to_string()))?;
     let key = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| bad("the serving key", e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(chain, key)))
+    let certified = CertifiedKey::new(chain, key);
+    // Files another tool rewrites may be read half old, half new.
+    certified
+        .keys_match()
+        .map_err(|e| bad("the serving certificate and key", e.to_string()))?;
+    Ok(Arc::new(certified))
 }
 
 /// Keeps the CA bundle of every webhook of `name` at `bundle`. Returns whether it wrote.
@@ -116,19 +138,23 @@ pub async fn inject_ca_bundle(
     Ok(true)
 }
 
-/// Binds `settings.bind`, loads the certificate (issuing it if needed) and returns the server:
-/// it answers reviews until `shutdown`, and renews and re-injects as needed meanwhile.
+/// A running webhook server: it answers reviews until shutdown, and `ready` turns true once
+/// it has a certificate the API server trusts.
+pub struct Server {
+    pub ready: tokio::sync::watch::Receiver<bool>,
+    pub run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Binds `settings.bind` (a busy port fails at once). The certificate is loaded, issued or
+/// renewed in the background, retried until it is there: a webhook that cannot start yet
+/// never stops the controllers.
 pub async fn start(
     client: kube::Client,
     settings: Settings,
     registry: &mut Registry,
     shutdown: CancellationToken,
-) -> Result<impl Future<Output = ()> + use<>, Error> {
-    let material = certs::load(&client, &settings.certificate).await?;
-    if let Some(name) = &settings.configuration {
-        inject_ca_bundle(&client, name, &material.bundle).await?;
-    }
-    let resolver = Arc::new(Resolver(RwLock::new(certified_key(&material)?)));
+) -> Result<Server, Error> {
+    let resolver = Arc::new(Resolver::default());
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -155,11 +181,14 @@ pub async fn start(
             client: client.clone(),
             metrics: ReviewMetrics::register(registry),
         });
-
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let serving = serve(listener, acceptor, app, shutdown.clone());
-    let refreshing = refresh(client, settings, material, resolver, shutdown);
-    Ok(async move {
-        tokio::join!(serving, refreshing);
+    let refreshing = refresh(client, settings, resolver, ready_tx, shutdown);
+    Ok(Server {
+        ready,
+        run: Box::pin(async move {
+            tokio::join!(serving, refreshing);
+        }),
     })
 }
 
@@ -169,9 +198,18 @@ async fn serve(
     app: Router,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -184,44 +222,77 @@ async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();
         // Each connection on its own: a slow handshake holds up no other.
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "webhook connection ended");
-                },
-                _ = shutdown.cancelled() => {}
+        connections.spawn(async move {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(CLIENT_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(CLIENT_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = shutdown.cancelled() => None,
+            };
+            let ended = match ended {
+                Some(r) => r,
+                // Finish the reviews under way (HTTP/2: GOAWAY), then close.
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(DRAIN, conn).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "webhook connection ended");
             }
         });
+        // Reap what ended, so the set does not grow.
+        while connections.try_join_next().is_some() {}
     }
+    while connections.join_next().await.is_some() {}
 }
 
+/// Loads the certificate until it is there, then checks it (and the CA bundle) every
+/// `settings.refresh`. A new certificate is presented only once the bundle that trusts it is
+/// in the configuration.
 async fn refresh(
     client: kube::Client,
     settings: Settings,
-    mut current: Material,
     resolver: Arc<Resolver>,
+    ready: tokio::sync::watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
+    let mut current: Option<Material> = None;
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(settings.refresh) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        // Until the first certificate: retry soon (1 s, doubling to the refresh period).
+        wait = if current.is_some() {
+            settings.refresh
+        } else {
+            (wait * 2).clamp(Duration::from_secs(1), settings.refresh)
+        };
         let material = match certs::load(&client, &settings.certificate).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot refresh the webhook certificate");
+                tracing::warn!(error = %e, "cannot load the webhook certificate");
                 continue;
             }
         };
@@ -229,18 +300,26 @@ async fn refresh(
             && let Err(e) = inject_ca_bundle(&client, name, &material.bundle).await
         {
             tracing::warn!(error = %e, "cannot keep the webhook configuration's CA bundle");
-        }
-        if material != current {
-            match certified_key(&material) {
-                Ok(key) => {
-                    if let Ok(mut slot) = resolver.0.write() {
-                        *slot = key;
-                    }
-                    tracing::info!("webhook serving certificate reloaded");
-                    current = material;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot load the renewed webhook certificate"),
+            if current.as_ref().is_none_or(|c| c.bundle != material.bundle) {
+                // The API server would not trust the new certificate yet: keep the old one
+                // (or stay unready), and try again.
+                continue;
             }
+        }
+        if current.as_ref() == Some(&material) {
+            continue;
+        }
+        match certified_key(&material) {
+            Ok(key) => {
+                resolver.set(key);
+                tracing::info!(
+                    first = current.is_none(),
+                    "webhook serving certificate loaded"
+                );
+                current = Some(material);
+                ready.send_replace(true);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot load the webhook certificate"),
         }
     }
 }

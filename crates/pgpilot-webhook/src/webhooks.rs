@@ -47,8 +47,10 @@ pub struct Webhook {
     /// Short name for metrics and logs.
     pub id: &'static str,
     pub path: &'static str,
-    /// The pgpilot.io resource it reviews (on create only: what it checks is immutable).
+    /// The pgpilot.io resource it reviews.
     pub resource: &'static str,
+    /// `CREATE`, and `UPDATE` where what it checks can change.
+    pub operations: &'static [&'static str],
     pub check: Check,
     pub failure_policy: FailurePolicy,
     /// CEL the API server evaluates first: the webhook is called only when it holds, so
@@ -64,19 +66,23 @@ pub const WEBHOOKS: &[Webhook] = &[
         id: "restore-source",
         path: "/validate/postgresclusters/restore",
         resource: "postgresclusters",
+        operations: &["CREATE"],
         check: Check::RestoreSource,
         failure_policy: FailurePolicy::Fail,
         match_condition: Some("has(object.spec.bootstrap) && has(object.spec.bootstrap.restore)"),
     },
-    // Ignore: it only warns.
+    // Ignore: it only warns. On the create or update that gives a cluster backups.
     Webhook {
         name: "backups.postgresclusters.pgpilot.io",
         id: "earlier-backups",
         path: "/validate/postgresclusters/backup",
         resource: "postgresclusters",
+        operations: &["CREATE", "UPDATE"],
         check: Check::EarlierBackups,
         failure_policy: FailurePolicy::Ignore,
-        match_condition: Some("has(object.spec.backup)"),
+        match_condition: Some(
+            "has(object.spec.backup) && (request.operation == 'CREATE' || !has(oldObject.spec.backup))",
+        ),
     },
     // Ignore: the upgrade controller runs one upgrade of a cluster at a time anyway (the
     // others wait, AnotherUpgradeActive); the webhook only says so at once.
@@ -85,6 +91,7 @@ pub const WEBHOOKS: &[Webhook] = &[
         id: "one-upgrade-at-a-time",
         path: "/validate/postgresupgrades",
         resource: "postgresupgrades",
+        operations: &["CREATE"],
         check: Check::OneUpgradeAtATime,
         failure_policy: FailurePolicy::Ignore,
         match_condition: None,
@@ -96,6 +103,7 @@ pub const WEBHOOKS: &[Webhook] = &[
         id: "rotation-target",
         path: "/validate/secretrotations",
         resource: "secretrotations",
+        operations: &["CREATE"],
         check: Check::RotationTarget,
         failure_policy: FailurePolicy::Ignore,
         match_condition: None,
@@ -170,7 +178,7 @@ pub fn configuration(
             rules: Some(vec![RuleWithOperations {
                 api_groups: Some(vec![pgpilot_api::GROUP.into()]),
                 api_versions: Some(vec!["*".into()]),
-                operations: Some(vec!["CREATE".into()]),
+                operations: Some(w.operations.iter().map(|o| (*o).into()).collect()),
                 resources: Some(vec![w.resource.into()]),
                 scope: Some("Namespaced".into()),
             }]),
@@ -204,7 +212,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_webhook_has_its_own_name_and_path_and_reviews_only_creates() {
+    fn every_webhook_has_its_own_name_path_and_operations() {
         let mut names: Vec<_> = WEBHOOKS.iter().map(|w| w.name).collect();
         let mut paths: Vec<_> = WEBHOOKS.iter().map(|w| w.path).collect();
         names.sort();
@@ -222,9 +230,18 @@ mod tests {
             Some("PEM"),
             &["team-a".into()],
         );
-        for (hook, w) in c.webhooks.unwrap_or_default().iter().zip(WEBHOOKS) {
+        let hooks = c.webhooks.unwrap_or_default();
+        assert_eq!(hooks.len(), WEBHOOKS.len());
+        for (hook, w) in hooks.iter().zip(WEBHOOKS) {
             let rules = hook.rules.clone().unwrap_or_default();
-            assert_eq!(rules[0].operations, Some(vec!["CREATE".to_owned()]));
+            let operations = rules[0].operations.clone().unwrap_or_default();
+            // Only the backups warning looks at updates, those that add spec.backup.
+            let want: &[&str] = if w.check == Check::EarlierBackups {
+                &["CREATE", "UPDATE"]
+            } else {
+                &["CREATE"]
+            };
+            assert_eq!(operations, want, "{}", w.name);
             assert_eq!(
                 hook.client_config
                     .service

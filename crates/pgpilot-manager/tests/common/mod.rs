@@ -26,7 +26,8 @@ pub const MANAGER: &str = env!("CARGO_BIN_EXE_pgpilot-manager");
 /// to the test; returns a guard that deletes the cluster-scoped objects.
 pub struct Grant<'a> {
     cluster: &'a LocalCluster,
-    name: String,
+    /// Of the ClusterRoles and ClusterRoleBindings it made.
+    names: Vec<String>,
 }
 
 impl<'a> Grant<'a> {
@@ -96,9 +97,10 @@ impl<'a> Grant<'a> {
             "--bind",
             grantee,
         ];
+        let names = vec![format!("{name}-webhook"), format!("{name}-webhook-cluster")];
         Self::apply(
             cluster,
-            format!("{name}-webhook"),
+            names,
             &args,
             |_| {},
             grantee,
@@ -142,7 +144,7 @@ impl<'a> Grant<'a> {
         // Every manager needs its Lease.
         Self::apply(
             cluster,
-            name,
+            vec![name],
             &args,
             edit,
             grantee,
@@ -154,7 +156,7 @@ impl<'a> Grant<'a> {
     /// do `probe`.
     fn apply(
         cluster: &'a LocalCluster,
-        name: String,
+        names: Vec<String>,
         args: &[&str],
         edit: impl Fn(&mut serde_json::Value),
         grantee: &str,
@@ -191,7 +193,7 @@ impl<'a> Grant<'a> {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
-        Grant { cluster, name }
+        Grant { cluster, names }
     }
 }
 
@@ -207,15 +209,17 @@ fn impersonated(grantee: &str) -> Option<String> {
 
 impl Drop for Grant<'_> {
     fn drop(&mut self) {
-        let _ = self.cluster.kubectl(
-            &[
-                "delete",
-                "clusterrole,clusterrolebinding",
-                &self.name,
-                "--ignore-not-found",
-            ],
-            None,
-        );
+        for name in &self.names {
+            let _ = self.cluster.kubectl(
+                &[
+                    "delete",
+                    "clusterrole,clusterrolebinding",
+                    name,
+                    "--ignore-not-found",
+                ],
+                None,
+            );
+        }
     }
 }
 
