@@ -337,5 +337,31 @@ mod tests {
             parse(&["rbac", "--controllers", "cluster"]).map(|c| c.command),
             Ok(Some(Command::Rbac { .. }))
         ));
+        assert!(matches!(
+            parse(&["rbac", "--webhook"]).map(|c| c.command),
+            Ok(Some(Command::Rbac { webhook: true, .. }))
+        ));
+        // The webhooks' RBAC is not a controller's.
+        assert!(parse(&["rbac", "--webhook", "--controllers", "cluster"]).is_err());
+        assert!(matches!(
+            parse(&["webhooks", "--url", "https://127.0.0.1:9443"]).map(|c| c.command),
+            Ok(Some(Command::Webhooks { url: Some(_), .. }))
+        ));
+    }
+
+    #[test]
+    fn webhooks_read_their_certificate_from_files_or_keep_it_themselves() {
+        let cli = parse(&[
+            "--webhook-bind-address=0.0.0.0:9443",
+            "--webhook-cert-dir=/tls",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.run.webhook.webhook_secret, "pgpilot-webhook-tls");
+        assert!(cli.run.webhook.webhook_cert_dir.is_some());
+        // cert-manager keeps the bundle then, not the manager.
+        let err = parse(&["--webhook-cert-dir=/tls", "--webhook-configuration=pgpilot"])
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("cannot be used with"), "{err}");
     }
 }
