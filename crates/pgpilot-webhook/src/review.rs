@@ -96,7 +96,7 @@ pub async fn handle(
     let verdict = review_one(&reviewer.client, webhook, &request)
         .instrument(span.clone())
         .await;
-    let (response, result) = respond(&request, webhook, verdict);
+    let (response, result) = span.in_scope(|| respond(&request, webhook, verdict));
     span.record("result", result);
     reviewer
         .metrics
@@ -141,7 +141,7 @@ fn respond(
             (with_warnings(response, warnings), result)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot review");
+            tracing::warn!(error = %e, reason = e.metric_label(), "cannot review");
             let message = format!(
                 "pgpilot webhook {} cannot check this object: {e}",
                 webhook.name
