@@ -313,6 +313,51 @@ async fn the_api_server_calls_the_managers_webhooks_and_only_the_restore_one_fai
             .contains("Warning: PostgresBackups old-1 hold backups of an earlier PostgresCluster"),
         "{warning}"
     );
+    // The same warning when backups are added later (an update) to a cluster named like one
+    // whose backups are recorded; none for an update that does not add them, or without such
+    // records.
+    let add_backup = |name: &str| {
+        let out = c
+            .kubectl_command()
+            .args(["-n", &ns, "patch", "pgc", name, "--type=merge", "-p"])
+            .arg(r#"{"spec":{"backup":{"repository":{"s3":{"endpoint":"minio:9000","bucket":"one","credentials":{"secretName":"s3"}}}}}}"#)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    admitted(
+        c,
+        &ns,
+        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {name: prior-1}\nspec: {cluster: {name: prior}}\n",
+    );
+    backups
+        .patch_status(
+            "prior-1",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"phase": "Completed"}})),
+        )
+        .await
+        .unwrap();
+    admitted(c, &ns, &cluster("prior", ""));
+    let warning = add_backup("prior");
+    assert!(
+        warning.contains(
+            "Warning: PostgresBackups prior-1 hold backups of an earlier PostgresCluster"
+        ),
+        "{warning}"
+    );
+    assert_eq!(
+        add_backup("old"),
+        "",
+        "old had backups already: not an update that adds them"
+    );
+    admitted(c, &ns, &cluster("again", ""));
+    assert_eq!(add_backup("again"), "", "no backups recorded for again");
 
     // A second start finds the certificate good: no new one, no write.
     manager.signal("TERM").unwrap();
