@@ -94,6 +94,31 @@ fn rotation(name: &str, cluster: &str, role: &str) -> String {
     )
 }
 
+/// A PostgresBackup `name` of `cluster`, recorded as completed.
+async fn completed_backup(
+    c: &LocalCluster,
+    backups: &Api<PostgresBackup>,
+    name: &str,
+    cluster: &str,
+) {
+    let ns = backups.namespace().unwrap_or_default().to_owned();
+    admitted(
+        c,
+        &ns,
+        &format!(
+            "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {{name: {name}}}\nspec: {{cluster: {{name: {cluster}}}}}\n"
+        ),
+    );
+    backups
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"phase": "Completed"}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// Deletes the (cluster-scoped) webhook configuration even when the test fails.
 struct Configuration<'a>(&'a LocalCluster, String);
 
@@ -287,19 +312,7 @@ async fn the_api_server_calls_the_managers_webhooks_and_only_the_restore_one_fai
 
     // A new cluster named like one whose completed backups are still recorded.
     let backups: Api<PostgresBackup> = Api::namespaced(s.client.clone(), &ns);
-    admitted(
-        c,
-        &ns,
-        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {name: old-1}\nspec: {cluster: {name: old}}\n",
-    );
-    backups
-        .patch_status(
-            "old-1",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": {"phase": "Completed"}})),
-        )
-        .await
-        .unwrap();
+    completed_backup(c, &backups, "old-1", "old").await;
     let warning = admitted(
         c,
         &ns,
@@ -330,19 +343,7 @@ async fn the_api_server_calls_the_managers_webhooks_and_only_the_restore_one_fai
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    admitted(
-        c,
-        &ns,
-        "apiVersion: pgpilot.io/v1alpha1\nkind: PostgresBackup\nmetadata: {name: prior-1}\nspec: {cluster: {name: prior}}\n",
-    );
-    backups
-        .patch_status(
-            "prior-1",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": {"phase": "Completed"}})),
-        )
-        .await
-        .unwrap();
+    completed_backup(c, &backups, "prior-1", "prior").await;
     admitted(c, &ns, &cluster("prior", ""));
     let warning = add_backup("prior");
     assert!(
